@@ -1,0 +1,327 @@
+"""Tolerant reader for the JSON that fastjson (RocketMQ's serializer) writes.
+
+``loads`` tries ``orjson`` first, then the stdlib scanner with control characters
+allowed, then a small hand-written parser that accepts fastjson's quirks
+(reference section 5):
+
+* unquoted integer keys ``{0:"a"}`` -> key ``"0"`` (the number's text);
+* object keys ``{{"brokerName":"b","queueId":0,"topic":"t"}:1}`` -> key ``ObjectKey``
+  (array keys become tuples); the Gson form ``[[{...},v],...]`` is plain JSON and
+  is returned unchanged;
+* single-quoted strings, raw control characters inside strings, unquoted
+  identifier keys, trailing commas, integers of any size, ``true/false/null``.
+
+The parser is iterative with a nesting cap (``MAX_DEPTH``) and an input-size cap
+(``MAX_LENGTH``); every failure raises ``JsonError`` carrying the offset.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = ["JsonError", "ObjectKey", "loads", "MAX_DEPTH", "MAX_LENGTH"]
+
+MAX_DEPTH = 512
+MAX_LENGTH = 32 * 1024 * 1024
+
+
+class JsonError(ValueError):
+    """Malformed JSON: ``reason`` and the character ``offset`` where it was noticed."""
+
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(f"{reason} at offset {offset}")
+        self.reason = reason
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectKey:
+    """A JSON object used as a map key (fastjson's ``Map<MessageQueue, V>``).
+
+    ``items`` holds the object's ``(key, value)`` pairs sorted by key, with nested
+    objects frozen to ``ObjectKey`` and arrays to tuples, so it is hashable.
+    """
+
+    items: tuple[tuple[Any, Any], ...]
+
+    def as_dict(self) -> dict[Any, Any]:
+        """The key as an ordinary (mutable) dict, nested values thawed."""
+        return {k: _thaw(v) for k, v in self.items}
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        for k, v in self.items:
+            if k == key:
+                return _thaw(v)
+        return default
+
+
+def _sort_key(kv: tuple[Any, Any]) -> tuple[bool, str]:
+    return (not isinstance(kv[0], str), str(kv[0]))
+
+
+def _freeze(v: Any) -> Any:
+    if isinstance(v, dict):
+        return ObjectKey(tuple(sorted(((k, _freeze(x)) for k, x in v.items()), key=_sort_key)))
+    if isinstance(v, list):
+        return tuple(_freeze(x) for x in v)
+    return v
+
+
+def _thaw(v: Any) -> Any:
+    if isinstance(v, ObjectKey):
+        return v.as_dict()
+    if isinstance(v, tuple):
+        return [_thaw(x) for x in v]
+    return v
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def loads(text: bytes | bytearray | memoryview | str) -> Any:
+    """Parse fastjson output; raise ``JsonError`` (a ``ValueError``) when it is not JSON."""
+    if len(text) > MAX_LENGTH:
+        raise JsonError(f"input longer than {MAX_LENGTH} bytes", MAX_LENGTH)
+    if isinstance(text, (bytearray, memoryview)):
+        text = bytes(text)
+    s: str | None = None
+    if _nesting(text) > MAX_DEPTH:
+        # Too deep for us, and orjson 3.8 can crash on such input: let the
+        # iterative parser find and report the exact position.
+        s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        return _Parser(s).parse()
+    try:
+        return orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError):
+        pass
+    s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    try:
+        # C scanner: raw control characters (strict=False) and big ints, no NaN/Infinity.
+        return json.loads(s, strict=False, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        pass
+    return _Parser(s).parse()
+
+
+_STRING_B = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_STRING_S = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_NOT_BRACKET_S = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _nesting(text: bytes | str) -> int:
+    """Upper estimate of the container nesting of ``text`` (exact for valid JSON)."""
+    if isinstance(text, bytes):
+        if text.count(b"[") + text.count(b"{") <= MAX_DEPTH:
+            return 0
+        text = _STRING_B.sub(b"", text).decode("latin-1")
+    else:
+        if text.count("[") + text.count("{") <= MAX_DEPTH:
+            return 0
+        text = _STRING_S.sub("", text)
+    depth = deepest = 0
+    for ch in _NOT_BRACKET_S.sub("", text):
+        depth += _BRACKET_STEP[ord(ch)]
+        if depth > deepest:
+            deepest = depth
+    return deepest
+
+
+_WS = re.compile(r"[ \t\n\r\f\v]*")
+_NUM = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+_IDENT = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+_CHUNK = {'"': re.compile(r'[^"\\]*'), "'": re.compile(r"[^'\\]*")}
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_LITERALS = {"true": True, "false": False, "null": None}
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+_HEX2 = re.compile(r"[0-9a-fA-F]{2}")
+
+# parser modes
+_VALUE, _KEY, _AFTER = 0, 1, 2
+_MISSING = object()
+
+
+class _Parser:
+    """Iterative tolerant parser; frames are ``[container, pending_key, used_as_key]``."""
+
+    __slots__ = ("s", "n")
+
+    def __init__(self, s: str) -> None:
+        self.s = s
+        self.n = len(s)
+
+    def _ws(self, pos: int) -> int:
+        return _WS.match(self.s, pos).end()  # type: ignore[union-attr]
+
+    def _eof(self, pos: int) -> JsonError:
+        return JsonError("unexpected end of input", pos)
+
+    def parse(self) -> Any:
+        s, n = self.s, self.n
+        stack: list[list[Any]] = []
+        mode = _VALUE
+        pos = 0
+        while True:
+            pos = self._ws(pos)
+            if pos >= n:
+                raise self._eof(pos)
+            c = s[pos]
+            if mode == _AFTER:
+                top = stack[-1]
+                is_obj = isinstance(top[0], dict)
+                if c == ",":
+                    pos += 1
+                    mode = _KEY if is_obj else _VALUE
+                    continue
+                if (c == "}" and is_obj) or (c == "]" and not is_obj):
+                    pos += 1
+                    value: Any = top[0]
+                    if is_obj and top[1] is not _MISSING:
+                        raise JsonError("key without value", pos - 1)
+                else:
+                    raise JsonError(f"expected ',' or {'}' if is_obj else ']'!r}, found {c!r}", pos)
+                # close the container and hand it to its parent
+                frame = stack.pop()
+                if frame[2]:
+                    pos = self._set_key(stack, _freeze(value), pos)
+                    mode = _VALUE
+                    continue
+            elif mode == _KEY:
+                top = stack[-1]
+                if c == "}":
+                    pos += 1
+                    frame = stack.pop()
+                    value = frame[0]
+                    if frame[2]:
+                        pos = self._set_key(stack, _freeze(value), pos)
+                        mode = _VALUE
+                        continue
+                elif c in "{[":
+                    if len(stack) >= MAX_DEPTH:
+                        raise JsonError(f"nesting deeper than {MAX_DEPTH}", pos)
+                    stack.append([{} if c == "{" else [], _MISSING, True])
+                    pos += 1
+                    mode = _KEY if c == "{" else _VALUE
+                    continue
+                else:
+                    if c == '"' or c == "'":
+                        key, pos = self._string(pos)
+                    elif c == "-" or c.isdigit():
+                        m = _NUM.match(s, pos)
+                        if m is None:
+                            raise JsonError("bad number key", pos)
+                        key, pos = m.group(), m.end()
+                    else:
+                        m = _IDENT.match(s, pos)
+                        if m is None:
+                            raise JsonError(f"expected a key, found {c!r}", pos)
+                        key, pos = m.group(), m.end()
+                    pos = self._colon(pos)
+                    top[1] = key
+                    mode = _VALUE
+                    continue
+            else:  # _VALUE
+                if c == "{" or c == "[":
+                    if len(stack) >= MAX_DEPTH:
+                        raise JsonError(f"nesting deeper than {MAX_DEPTH}", pos)
+                    stack.append([{} if c == "{" else [], _MISSING, False])
+                    pos += 1
+                    mode = _KEY if c == "{" else _VALUE
+                    continue
+                if c == "]" and stack and isinstance(stack[-1][0], list):
+                    pos += 1
+                    frame = stack.pop()
+                    value = frame[0]
+                    if frame[2]:
+                        pos = self._set_key(stack, _freeze(value), pos)
+                        mode = _VALUE
+                        continue
+                elif c == '"' or c == "'":
+                    value, pos = self._string(pos)
+                elif c == "-" or c.isdigit():
+                    m = _NUM.match(s, pos)
+                    if m is None:
+                        raise JsonError("bad number", pos)
+                    text = m.group()
+                    try:
+                        value = float(text) if (m.group(1) or m.group(2)) else int(text)
+                    except ValueError:
+                        raise JsonError("number too long", pos) from None
+                    pos = m.end()
+                else:
+                    m = _IDENT.match(s, pos)
+                    if m is None or m.group() not in _LITERALS:
+                        raise JsonError(f"unexpected {(m.group() if m else c)!r}", pos)
+                    value = _LITERALS[m.group()]
+                    pos = m.end()
+            # place a completed value
+            if not stack:
+                end = self._ws(pos)
+                if end != n:
+                    raise JsonError("trailing data after JSON value", end)
+                return value
+            top = stack[-1]
+            if isinstance(top[0], dict):
+                top[0][top[1]] = value
+                top[1] = _MISSING
+            else:
+                top[0].append(value)
+            mode = _AFTER
+
+    def _colon(self, pos: int) -> int:
+        pos = self._ws(pos)
+        if pos >= self.n:
+            raise self._eof(pos)
+        if self.s[pos] != ":":
+            raise JsonError(f"expected ':', found {self.s[pos]!r}", pos)
+        return pos + 1
+
+    def _set_key(self, stack: list[list[Any]], key: Any, pos: int) -> int:
+        stack[-1][1] = key
+        return self._colon(pos)
+
+    def _string(self, pos: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        quote = s[pos]
+        chunk = _CHUNK[quote]
+        start = pos
+        pos += 1
+        parts: list[str] = []
+        while True:
+            m = chunk.match(s, pos)
+            parts.append(m.group())  # type: ignore[union-attr]
+            pos = m.end()  # type: ignore[union-attr]
+            if pos >= n:
+                raise JsonError("unterminated string", start)
+            if s[pos] == quote:
+                return "".join(parts), pos + 1
+            # backslash escape
+            if pos + 1 >= n:
+                raise JsonError("unterminated string", start)
+            e = s[pos + 1]
+            if e == "u":
+                h = _HEX4.match(s, pos + 2)
+                if h is None:
+                    raise JsonError("bad \\u escape", pos)
+                cp = int(h.group(), 16)
+                pos += 6
+                if 0xD800 <= cp < 0xDC00 and s.startswith("\\u", pos):
+                    low = _HEX4.match(s, pos + 2)
+                    if low is not None and 0xDC00 <= int(low.group(), 16) < 0xE000:
+                        cp = 0x10000 + ((cp - 0xD800) << 10) + (int(low.group(), 16) - 0xDC00)
+                        pos += 6
+                parts.append(chr(cp))
+            elif e == "x":
+                h = _HEX2.match(s, pos + 2)
+                if h is None:
+                    raise JsonError("bad \\x escape", pos)
+                parts.append(chr(int(h.group(), 16)))
+                pos += 4
+            else:
+                parts.append(_ESCAPES.get(e, e))
+                pos += 2

@@ -1,0 +1,3 @@
+"""rmqsniff: a packet-level traffic analyzer and replay tool for Apache RocketMQ."""
+
+__version__ = "0.1.0"

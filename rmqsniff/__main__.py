@@ -1,0 +1,4 @@
+"""``python -m rmqsniff``."""
+from .cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""Exchanges as JSON objects and as table rows (``rmqsniff read``)."""
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+from dissectors.remoting import codes, headers
+
+from ..model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Exchange, Message
+
+
+def _side(m: Message, is_response: bool, request: Message | None, redact: bool) -> dict[str, Any]:
+    cmd = m.command
+    ext = headers.redact_ext(cmd.ext, redact)
+    if ext is not None and not is_response:
+        ext = headers.long_ext(type(cmd)(cmd.code, cmd.flag, cmd.opaque, ext=ext))
+    d: dict[str, Any] = {
+        "ts": m.ts,
+        "code": cmd.code,
+        "name": codes.response_name(cmd.code) if is_response else codes.request_name(cmd.code),
+        "opaque": cmd.opaque,
+        "flag": cmd.flag,
+        "language": cmd.language,
+        "version": cmd.version,
+        "version_name": codes.version_name(cmd.version),
+        "serialize": cmd.serialize_name,
+        "remark": cmd.remark,
+        "ext": ext,
+        "body_len": cmd.body_len,
+        "frame_len": m.size,
+        "from": "client" if m.from_client else "server",
+    }
+    if cmd.code_truncated:
+        d["wire_code"] = cmd.wire_code
+        d["code_truncated"] = True
+    return d
+
+
+def exchange_to_dict(ex: Exchange, redact: bool = True) -> dict[str, Any]:
+    """The JSONL form of an exchange; secrets redacted unless ``redact`` is False."""
+    out: dict[str, Any] = {
+        "index": ex.index,
+        "connection": ex.connection.to_dict(),
+        "protocol": ex.protocol,
+        "status": ex.status,
+        "latency_ms": None if ex.latency_ms is None else round(ex.latency_ms, 3),
+        "request": _side(ex.request, False, None, redact) if ex.request else None,
+        "response": _side(ex.response, True, ex.request, redact) if ex.response else None,
+    }
+    if ex.request is not None and ex.response is not None:
+        out["result"] = codes.classify(ex.request.command.code, ex.response.command.code)
+    if ex.server_initiated:
+        out["initiator"] = "server"
+    if ex.notes:
+        out["notes"] = list(ex.notes)
+    return out
+
+
+STATUS_STYLE = {ANSWERED: "green", UNANSWERED: "yellow", ONEWAY: "cyan", ORPHAN: "magenta"}
+COLUMNS = ("#", "time", "connection", "request", "topic/group", "status", "response", "ms", "bytes")
+
+
+def row(ex: Exchange) -> tuple[str, ...]:
+    """One table row: index, time, connection, request name, topic/group, status, answer, latency, bytes."""
+    req = ex.request.command if ex.request else None
+    resp = ex.response.command if ex.response else None
+    t = _dt.datetime.fromtimestamp(ex.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    name = codes.request_name(req.code) if req else "-"
+    where = ""
+    if req is not None:
+        topic, group = headers.topic_of(req), headers.group_of(req)
+        where = "/".join(x for x in (topic, group) if x)
+    answer = codes.response_name(resp.code) if resp else "-"
+    lat = f"{ex.latency_ms:.3f}" if ex.latency_ms is not None else "-"
+    size = (ex.request.size if ex.request else 0) + (ex.response.size if ex.response else 0)
+    direction = "<-" if ex.server_initiated else "->"
+    conn = ex.connection
+    label = f"{conn.client[0]}:{conn.client[1]} {direction} {conn.server[0]}:{conn.server[1]}"
+    return (str(ex.index), t, label, name, where, ex.status, answer, lat, str(size))
+
+
+def result_of(ex: Exchange) -> str:
+    """success / no_message / error / unanswered / oneway / orphan: what to colour a row by."""
+    if ex.request is not None and ex.response is not None:
+        return codes.classify(ex.request.command.code, ex.response.command.code)
+    return ex.status

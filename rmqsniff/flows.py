@@ -1,0 +1,326 @@
+"""The flow table: TCP segments in, decoded frames to pairing, exchanges out.
+
+This is the streaming core shared by capture files and the live tap.  Memory
+grows with open flows and in-flight requests, never with capture size: closed
+flows are released at once, idle flows can be expired, and the table is capped
+(least recently active flows are closed and counted when it is full).
+
+Roles: the SYN decides who is the client; without a SYN, a well-known RocketMQ
+server port (or ``--port``) does; failing that, the first decoded frame does
+(a side that sends responses is the server) and, before any frame, the higher
+port is taken as the client's.  RocketMQ remoting is recognised on any port by
+frame plausibility; flows that turn out not to be remoting (TLS, HTTP/2 gRPC,
+anything else) are counted and set aside rather than reported as errors.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
+
+from .model import Connection, Message
+from .pairing import Pairing, PairingSink
+from .sources.link import TH_ACK, TH_FIN, TH_RST, TH_SYN, addr_text
+from .tcp import HalfStream
+
+NAMESRV_PORT = 9876
+DEFAULT_SERVER_PORTS = frozenset({9876, 10911, 10909, 8080})
+GRPC_PORTS = frozenset({8081})
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PROBE_LIMIT = 64 * 1024  # bytes a candidate flow may show without one plausible frame
+MAX_FLOWS = 100_000
+GAP_TIMEOUT = 2.0  # seconds (capture time) out-of-order bytes wait for a missing segment
+
+# flow kinds
+REMOTING = "remoting"
+CANDIDATE = "candidate"  # unknown port, not yet recognised
+OTHER = "other"  # set aside: TLS, HTTP/2 (gRPC), unrecognised
+
+
+class Flow:
+    """One TCP connection being decoded."""
+
+    __slots__ = ("conn", "c2s", "s2c", "pairing", "kind", "why", "last_ts", "held_errors", "probe_bytes", "key")
+
+    def __init__(self, conn: Connection, table: FlowTable, kind: str, key: tuple) -> None:
+        self.conn = conn
+        self.key = key
+        self.c2s = HalfStream(True, table)
+        self.s2c = HalfStream(False, table)
+        self.c2s.flow = self.s2c.flow = self
+        self.pairing = Pairing(conn, table.sink)
+        self.kind = kind
+        self.why = ""
+        self.last_ts = conn.first_ts
+        self.held_errors: list[tuple[bool, str]] = []
+        self.probe_bytes = 0
+
+
+class FlowTable:
+    """Decode every TCP flow of a packet stream into exchanges."""
+
+    def __init__(
+        self,
+        stats,
+        sink: PairingSink,
+        *,
+        ports: Iterable[int] = (),
+        only_ports: bool = False,
+        max_flows: int = MAX_FLOWS,
+        max_frame: int = 16 * 1024 * 1024,
+        errors: list[str] | None = None,
+    ) -> None:
+        self.stats = stats
+        self.sink = sink
+        forced = frozenset(ports)
+        self.server_ports = forced if only_ports and forced else DEFAULT_SERVER_PORTS | forced
+        self.forced_ports = forced
+        self.only_ports = only_ports and bool(forced)
+        self.max_flows = max_flows
+        self.max_frame = max_frame
+        self.errors = errors if errors is not None else []
+        # (src, sport, dst, dport) -> (flow, half)
+        self._by_key: dict[tuple, tuple[Flow, HalfStream]] = {}
+        self._flows: OrderedDict[int, Flow] = OrderedDict()  # by id, least recently active first
+        self._next_id = 0
+        self.other_flows: dict[str, int] = {}
+        self._tcp = stats.tcp
+
+    # -- HalfStream owner protocol -------------------------------------------
+    def count(self, kind: str, n: int) -> None:
+        self._tcp(kind, n)
+
+    def lost(self, half: HalfStream, nbytes: int) -> None:
+        half.pos += nbytes
+        dec = half.decoder
+        if dec is not None:
+            self._events(self._flow_of(half), half, dec.gap(nbytes), 0.0, 0.0)
+
+    def deliver(self, half: HalfStream, data: bytes, ts: float) -> None:
+        flow = self._flow_of(half)
+        if flow.kind is OTHER:
+            return
+        dec = half.decoder
+        if dec is None:
+            if not self._classify(flow, half, data):
+                return
+            dec = half.decoder
+        start = half.pos
+        half.pos = start + len(data)
+        events = dec.feed(data)
+        if events:
+            self._events(flow, half, events, ts, start)
+        buffered = dec.buffered
+        if buffered and buffered <= len(data):
+            half.partial_ts = ts
+        if flow.kind is CANDIDATE:
+            flow.probe_bytes += len(data)
+            if flow.probe_bytes > PROBE_LIMIT:
+                self._set_aside(flow, "no RocketMQ remoting frame in the first 64 KiB")
+
+    # -- packets ----------------------------------------------------------------
+    def packet(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, seq: int, ack: int, flags: int,
+               payload: bytes) -> None:
+        """Feed one TCP segment."""
+        entry = self._by_key.get((src, sport, dst, dport))
+        if not payload and not flags & 0x07:  # pure ACK: only news about lost bytes
+            if entry is not None:
+                other = entry[0].s2c if entry[1] is entry[0].c2s else entry[0].c2s
+                if other.ooo:
+                    self._acked(other, ack, ts)
+            return
+        if entry is not None and flags & TH_SYN and not flags & TH_ACK and entry[1].syn_seen \
+                and entry[1].next_seq != (seq + 1) % (1 << 32):
+            self._close(entry[0], "reused")  # a new connection on the same 4-tuple
+            entry = None
+        if entry is None:
+            if not payload and not flags & TH_SYN:
+                return  # pure ACK/FIN/RST of a connection we never saw carry nothing
+            entry = self._open(ts, src, sport, dst, dport, flags)
+            if entry is None:
+                return
+        flow, half = entry
+        flow.last_ts = ts
+        if flags & TH_SYN:
+            half.syn(seq)
+            if flags & TH_ACK and flow.conn.role_source != "syn":
+                self._make_server(flow, half)
+            if not payload:
+                return
+            seq = (seq + 1) % (1 << 32)
+        if flags & TH_ACK:  # first: what the peer acknowledged precedes what it sends now
+            other = flow.s2c if half is flow.c2s else flow.c2s
+            if other.ooo:
+                self._acked(other, ack, ts)
+        if payload:
+            half.segment(seq, payload, ts)
+        if half.ooo and ts - half.ooo_since > GAP_TIMEOUT:
+            half.skip_gap()
+        if flags & (TH_FIN | TH_RST):
+            half.closed = True
+            if flags & TH_RST or (flow.c2s.closed and flow.s2c.closed):
+                self._close(flow, "closed")
+        else:
+            flows = self._flows
+            flows.move_to_end(flow.conn.id)
+
+    def _open(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: int) -> tuple[Flow, HalfStream] | None:
+        if self.only_ports and sport not in self.forced_ports and dport not in self.forced_ports:
+            return None
+        if flags & TH_SYN and not flags & TH_ACK:
+            client_is_src, how = True, "syn"
+        elif flags & TH_SYN:
+            client_is_src, how = False, "syn"
+        elif dport in self.server_ports:
+            client_is_src, how = True, "port"
+        elif sport in self.server_ports:
+            client_is_src, how = False, "port"
+        else:
+            client_is_src, how = sport >= dport, "guess"
+        a = (addr_text(src), sport)
+        b = (addr_text(dst), dport)
+        client, server = (a, b) if client_is_src else (b, a)
+        sp = server[1]
+        if self.only_ports:
+            kind = REMOTING
+        elif sp in GRPC_PORTS and sp not in self.forced_ports:
+            kind = OTHER
+        elif sp in self.server_ports:
+            kind = REMOTING
+        else:
+            kind = CANDIDATE
+        conn = Connection(self._next_id, client, server, ts, how)
+        self._next_id += 1
+        key_c = (src, sport, dst, dport) if client_is_src else (dst, dport, src, sport)
+        key_s = (key_c[2], key_c[3], key_c[0], key_c[1])
+        flow = Flow(conn, self, kind, key_c)
+        self._by_key[key_c] = (flow, flow.c2s)
+        self._by_key[key_s] = (flow, flow.s2c)
+        self._flows[conn.id] = flow
+        self.stats.tcp("flows", 1)
+        if kind is OTHER:
+            self._set_aside(flow, "gRPC port (HTTP/2): gRPC decoding not available yet")
+        if len(self._flows) > self.max_flows:
+            _, oldest = next(iter(self._flows.items()))
+            self.stats.tcp("flows_evicted", 1)
+            self._close(oldest, "evicted")
+        return self._by_key[(src, sport, dst, dport)]
+
+    @staticmethod
+    def _acked(half: HalfStream, ack: int, ts: float) -> None:
+        """The peer acknowledged bytes we never saw while later ones wait: they were lost
+        from the capture (not the network), so stop waiting for them."""
+        nxt = half.next_seq
+        if nxt is not None:
+            rel = (ack - nxt) % (1 << 32)
+            if 0 < rel < (1 << 31):
+                half.skip_gap()
+
+    def _make_server(self, flow: Flow, half: HalfStream) -> None:
+        """``half`` is the server's direction (SYN/ACK seen): fix the roles if needed."""
+        if half.from_client:
+            self._swap(flow)
+        flow.conn.role_source = "syn"
+
+    def _swap(self, flow: Flow) -> None:
+        conn = flow.conn
+        conn.client, conn.server = conn.server, conn.client
+        flow.c2s, flow.s2c = flow.s2c, flow.c2s
+        flow.c2s.from_client, flow.s2c.from_client = True, False
+        p = flow.pairing
+        p.pending_c, p.pending_s = p.pending_s, p.pending_c
+        k = flow.key
+        flow.key = (k[2], k[3], k[0], k[1])
+
+    @staticmethod
+    def _flow_of(half: HalfStream) -> Flow:
+        return half.flow
+
+    # -- protocol recognition ---------------------------------------------------
+    def _classify(self, flow: Flow, half: HalfStream, data: bytes) -> bool:
+        """First bytes of a direction: pick the decoder or set the flow aside."""
+        if data[:3] == HTTP2_PREFACE[:3] and HTTP2_PREFACE.startswith(data[:24]):
+            self._set_aside(flow, "HTTP/2 (gRPC): gRPC decoding not available yet")
+            return False
+        if data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
+            self._set_aside(flow, "TLS: encrypted, cannot be decoded")
+            return False
+        for h in (flow.c2s, flow.s2c):
+            if h.decoder is None:
+                h.decoder = StreamDecoder(
+                    max_frame=self.max_frame,
+                    start_in_resync=not h.syn_seen or flow.kind is CANDIDATE,
+                )
+        return True
+
+    def _set_aside(self, flow: Flow, why: str) -> None:
+        flow.kind = OTHER
+        flow.why = why
+        flow.held_errors.clear()
+        self.other_flows[why] = self.other_flows.get(why, 0) + 1
+        self.stats.tcp("flows_other", 1)
+
+    # -- decoder events ----------------------------------------------------------
+    def _events(self, flow: Flow, half: HalfStream, events: list, ts: float, start: int) -> None:
+        from_client = half.from_client
+        for ev in events:
+            if type(ev) is Frame:
+                cmd = ev.command
+                if flow.kind is not REMOTING:
+                    if flow.kind is OTHER:
+                        return
+                    flow.kind = REMOTING  # recognised on a non-standard port
+                    for is_req, why in flow.held_errors:
+                        self.stats.decoding_error(is_req, why, flow.conn)
+                    flow.held_errors.clear()
+                if flow.conn.role_source == "guess":
+                    # a response comes from the server; a request normally from the client
+                    flow.conn.role_source = "flags"
+                    if bool(cmd.flag & 1) == from_client:
+                        self._swap(flow)
+                        from_client = half.from_client
+                is_resp = cmd.flag & 1
+                msg = Message(ts if (is_resp or ev.offset >= start) else half.partial_ts,
+                              cmd, from_client, ev.offset, ev.length)
+                flow.pairing.frame(msg)
+            elif type(ev) is DecodeError:
+                why = f"{flow.conn.label} offset {ev.offset}: {ev.reason}"
+                if flow.kind is REMOTING:
+                    self.stats.decoding_error(from_client, why, flow.conn)
+                    if len(self.errors) < 1000:
+                        self.errors.append(why)
+                elif flow.kind is CANDIDATE and len(flow.held_errors) < 100:
+                    flow.held_errors.append((from_client, why))
+            elif type(ev) is Resync:
+                if flow.kind is REMOTING:
+                    self.stats.tcp("resync", 1)
+
+    # -- end of flows ------------------------------------------------------------
+    def _close(self, flow: Flow, why: str) -> None:
+        for half in (flow.c2s, flow.s2c):
+            half.flush()
+            if half.decoder is not None:
+                evs = half.decoder.close()
+                if evs:
+                    self._events(flow, half, evs, flow.last_ts, half.pos)
+        flow.pairing.close()
+        self._by_key.pop(flow.key, None)
+        self._by_key.pop((flow.key[2], flow.key[3], flow.key[0], flow.key[1]), None)
+        self._flows.pop(flow.conn.id, None)
+
+    def expire(self, now: float, idle: float) -> int:
+        """Close flows idle for longer than ``idle`` seconds (live tap)."""
+        n = 0
+        for flow in list(self._flows.values()):
+            if now - flow.last_ts < idle:
+                break
+            self._close(flow, "idle")
+            n += 1
+        return n
+
+    def finish(self) -> None:
+        """End of input: close every flow, then flush ordered output."""
+        for flow in list(self._flows.values()):
+            self._close(flow, "end")
+        self.sink.flush()

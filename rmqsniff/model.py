@@ -1,0 +1,101 @@
+"""The one data model that flows from every source to every sink.
+
+A capture file, a live tap and the built-in proxy all produce :class:`Exchange`
+objects: a request, its response (when there is one), their timestamps and the
+TCP connection they travelled on.  Stats, exporters, the TUI and replay only ever
+look at exchanges.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Endpoint = tuple[str, int]
+
+# Exchange.status values
+ANSWERED = "answered"
+UNANSWERED = "unanswered"
+ONEWAY = "oneway"
+ORPHAN = "orphan"
+
+
+@dataclass(slots=True)
+class Connection:
+    """One TCP connection, oriented client -> server."""
+
+    id: int
+    client: Endpoint
+    server: Endpoint
+    first_ts: float = 0.0
+    # how the roles were decided: "syn", "port", "flags" or "guess"
+    role_source: str = "guess"
+
+    @property
+    def label(self) -> str:
+        return f"{_ep(self.client)} -> {_ep(self.server)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "client": _ep(self.client), "server": _ep(self.server)}
+
+
+def _ep(ep: Endpoint) -> str:
+    host, port = ep
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(slots=True)
+class Message:
+    """One side of an exchange: a decoded protocol message and when it was seen.
+
+    ``command`` is the protocol's own decoded object (a
+    :class:`dissectors.remoting.command.RemotingCommand` for remoting).
+    ``from_client`` tells the direction it travelled on the connection.
+    """
+
+    ts: float
+    command: Any
+    from_client: bool
+    stream_offset: int = 0
+    size: int = 0
+
+
+@dataclass(slots=True)
+class Exchange:
+    """A request and its response, paired on one connection."""
+
+    index: int
+    connection: Connection
+    protocol: str
+    status: str
+    request: Message | None = None
+    response: Message | None = None
+    # free-form notes such as "duplicate opaque", "code truncated to 16 bits"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.request is None or self.response is None:
+            return None
+        return (self.response.ts - self.request.ts) * 1000.0
+
+    @property
+    def ts(self) -> float:
+        m = self.request or self.response
+        return m.ts if m else 0.0
+
+    @property
+    def code(self) -> int | None:
+        """The request code (None for an orphan response)."""
+        return self.request.command.code if self.request is not None else None
+
+    @property
+    def response_code(self) -> int | None:
+        return self.response.command.code if self.response is not None else None
+
+    @property
+    def server_initiated(self) -> bool:
+        """True for requests the server sent to the client (e.g. CHECK_TRANSACTION_STATE)."""
+        m = self.request or self.response
+        if m is None:
+            return False
+        return (not m.from_client) if self.request is not None else m.from_client

@@ -1,0 +1,136 @@
+"""Pairing remoting frames into exchanges.
+
+A response is matched to its request by (connection, direction of the request,
+opaque): each side of a remoting connection numbers its own requests, and
+brokers send requests to clients too (CHECK_TRANSACTION_STATE,
+NOTIFY_CONSUMER_IDS_CHANGED…).  One-way requests stand alone; responses with
+no request are *orphans*; a request whose opaque is already pending closes
+the older one as unanswered (a *duplicate*); requests still pending when the
+stream ends are *unanswered*.  Nothing is dropped.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+
+from .model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message
+
+MAX_PENDING_PER_CONNECTION = 65536
+
+
+class Pairing:
+    """Pending requests of one connection, both directions."""
+
+    __slots__ = ("conn", "pending_c", "pending_s", "sink", "protocol")
+
+    def __init__(self, conn: Connection, sink: PairingSink, protocol: str = "remoting") -> None:
+        self.conn = conn
+        self.sink = sink
+        self.protocol = protocol
+        self.pending_c: OrderedDict[int, Exchange] = OrderedDict()  # requests sent by the client
+        self.pending_s: OrderedDict[int, Exchange] = OrderedDict()  # requests sent by the server
+
+    def frame(self, msg: Message) -> None:
+        cmd = msg.command
+        sink = self.sink
+        if cmd.flag & 1:  # response
+            pend = self.pending_s if msg.from_client else self.pending_c
+            ex = pend.pop(cmd.opaque, None)
+            if ex is None:
+                ex = Exchange(sink.next_index(), self.conn, self.protocol, ORPHAN, None, msg)
+                ex.notes.append("response without a request in the capture")
+                sink.done(ex)
+                return
+            ex.response = msg
+            ex.status = ANSWERED
+            sink.done(ex)
+            return
+        if cmd.flag & 2:  # one-way request
+            ex = Exchange(sink.next_index(), self.conn, self.protocol, ONEWAY, msg)
+            sink.started(ex)
+            sink.done(ex)
+            return
+        ex = Exchange(sink.next_index(), self.conn, self.protocol, UNANSWERED, msg)
+        pend = self.pending_c if msg.from_client else self.pending_s
+        old = pend.pop(cmd.opaque, None)
+        sink.started(ex)
+        if old is not None:
+            old.notes.append(f"opaque {cmd.opaque} reused before an answer arrived")
+            sink.duplicate(old)
+            sink.done(old)
+        pend[cmd.opaque] = ex
+        if len(pend) > MAX_PENDING_PER_CONNECTION:
+            _, evicted = pend.popitem(last=False)
+            evicted.notes.append("evicted: too many requests pending on this connection")
+            sink.done(evicted)
+
+    def close(self) -> None:
+        """End of the connection or the capture: whatever is pending is unanswered."""
+        for pend in (self.pending_c, self.pending_s):
+            while pend:
+                _, ex = pend.popitem(last=False)
+                ex.notes.append("no response before the end of the stream")
+                self.sink.done(ex)
+
+
+class PairingSink:
+    """Where pairing reports: index allocation, stats hooks and exchange output."""
+
+    def __init__(self, stats, emit: Callable[[Exchange], None], ordered: bool = True, window: int = 10_000) -> None:
+        self.stats = stats
+        self.emit = emit
+        self.ordered = ordered
+        self.window = window
+        self._index = 0
+        self._order: list[int] = []  # indices not yet emitted, in order (head at _head)
+        self._head = 0
+        self._held: dict[int, Exchange] = {}
+        self._released: set[int] = set()
+
+    def next_index(self) -> int:
+        i = self._index
+        self._index += 1
+        if self.ordered:
+            self._order.append(i)
+        return i
+
+    def started(self, ex: Exchange) -> None:
+        self.stats.request_started(ex)
+
+    def duplicate(self, ex: Exchange) -> None:
+        self.stats.duplicate(ex)
+
+    def done(self, ex: Exchange) -> None:
+        self.stats.exchange_done(ex)
+        if not self.ordered:
+            self.emit(ex)
+            return
+        if ex.index in self._released:  # its turn was given up to keep memory bounded
+            self._released.discard(ex.index)
+            self.emit(ex)
+            return
+        self._held[ex.index] = ex
+        self._release()
+
+    def _release(self) -> None:
+        order, held = self._order, self._held
+        while self._head < len(order):
+            i = order[self._head]
+            ex = held.pop(i, None)
+            if ex is None:
+                if len(held) <= self.window:
+                    break
+                self._released.add(i)  # still pending; emitted when it completes
+            else:
+                self.emit(ex)
+            self._head += 1
+        if self._head > 65536:
+            del order[: self._head]
+            self._head = 0
+
+    def flush(self) -> None:
+        """Emit everything still held (after every flow was closed)."""
+        for i in sorted(self._held):
+            self.emit(self._held.pop(i))
+        self._order.clear()
+        self._head = 0
