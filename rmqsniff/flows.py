@@ -14,7 +14,7 @@ anything else) are counted and set aside rather than reported as errors.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 
 from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
@@ -34,6 +34,7 @@ GAP_TIMEOUT = 2.0  # seconds (capture time) out-of-order bytes wait for a missin
 
 # flow kinds
 REMOTING = "remoting"
+GRPC = "grpc"  # HTTP/2 gRPC, decoded by a protocol handler (rmqsniff.grpcflow)
 CANDIDATE = "candidate"  # unknown port, not yet recognised
 OTHER = "other"  # set aside: TLS, HTTP/2 (gRPC), unrecognised
 
@@ -41,7 +42,8 @@ OTHER = "other"  # set aside: TLS, HTTP/2 (gRPC), unrecognised
 class Flow:
     """One TCP connection being decoded."""
 
-    __slots__ = ("conn", "c2s", "s2c", "pairing", "kind", "why", "last_ts", "held_errors", "probe_bytes", "key")
+    __slots__ = ("conn", "c2s", "s2c", "pairing", "kind", "why", "last_ts", "held_errors", "probe_bytes", "key",
+                 "handler")
 
     def __init__(self, conn: Connection, table: FlowTable, kind: str, key: tuple) -> None:
         self.conn = conn
@@ -55,6 +57,7 @@ class Flow:
         self.last_ts = conn.first_ts
         self.held_errors: list[tuple[bool, str]] = []
         self.probe_bytes = 0
+        self.handler = None  # a protocol handler for non-remoting flows (gRPC)
 
 
 class FlowTable:
@@ -70,6 +73,7 @@ class FlowTable:
         max_flows: int = MAX_FLOWS,
         max_frame: int = 16 * 1024 * 1024,
         errors: list[str] | None = None,
+        track_packets: bool = False,
     ) -> None:
         self.stats = stats
         self.sink = sink
@@ -85,6 +89,8 @@ class FlowTable:
         self._flows: OrderedDict[int, Flow] = OrderedDict()  # by id, least recently active first
         self._next_id = 0
         self.other_flows: dict[str, int] = {}
+        self.track_packets = track_packets
+        self.packet_no = 0  # ordinal of the packet being fed (set by the source when tracking)
         self._tcp = stats.tcp
 
     # -- HalfStream owner protocol -------------------------------------------
@@ -93,21 +99,31 @@ class FlowTable:
 
     def lost(self, half: HalfStream, nbytes: int) -> None:
         half.pos += nbytes
+        flow = half.flow
+        if flow.handler is not None:
+            flow.handler.lost(half.from_client, nbytes)
+            return
         dec = half.decoder
         if dec is not None:
-            self._events(self._flow_of(half), half, dec.gap(nbytes), 0.0, 0.0)
+            self._events(flow, half, dec.gap(nbytes), 0.0, 0.0)
 
     def deliver(self, half: HalfStream, data: bytes, ts: float) -> None:
-        flow = self._flow_of(half)
+        flow = half.flow
         if flow.kind is OTHER:
+            return
+        if flow.handler is not None:
+            half.pos += len(data)
+            flow.handler.data(half.from_client, data, ts)
             return
         dec = half.decoder
         if dec is None:
-            if not self._classify(flow, half, data):
+            if not self._classify(flow, half, data, ts):
                 return
             dec = half.decoder
         start = half.pos
         half.pos = start + len(data)
+        if half.track is not None:
+            half.track.append((start, start + len(data), self.packet_no))
         events = dec.feed(data)
         if events:
             self._events(flow, half, events, ts, start)
@@ -142,6 +158,10 @@ class FlowTable:
                 return
         flow, half = entry
         flow.last_ts = ts
+        if self.track_packets and flags & 0x07:
+            cp = flow.conn.control_packets
+            if cp is not None and len(cp) < 16:
+                cp.append(self.packet_no)
         if flags & TH_SYN:
             half.syn(seq)
             if flags & TH_ACK and flow.conn.role_source != "syn":
@@ -185,7 +205,7 @@ class FlowTable:
         if self.only_ports:
             kind = REMOTING
         elif sp in GRPC_PORTS and sp not in self.forced_ports:
-            kind = OTHER
+            kind = GRPC
         elif sp in self.server_ports:
             kind = REMOTING
         else:
@@ -195,12 +215,16 @@ class FlowTable:
         key_c = (src, sport, dst, dport) if client_is_src else (dst, dport, src, sport)
         key_s = (key_c[2], key_c[3], key_c[0], key_c[1])
         flow = Flow(conn, self, kind, key_c)
+        if self.track_packets:
+            flow.c2s.track = deque()
+            flow.s2c.track = deque()
+            conn.control_packets = []
         self._by_key[key_c] = (flow, flow.c2s)
         self._by_key[key_s] = (flow, flow.s2c)
         self._flows[conn.id] = flow
         self.stats.tcp("flows", 1)
-        if kind is OTHER:
-            self._set_aside(flow, "gRPC port (HTTP/2): gRPC decoding not available yet")
+        if kind is GRPC:
+            self._grpc(flow, mid_stream=how != "syn")
         if len(self._flows) > self.max_flows:
             _, oldest = next(iter(self._flows.items()))
             self.stats.tcp("flows_evicted", 1)
@@ -233,15 +257,13 @@ class FlowTable:
         k = flow.key
         flow.key = (k[2], k[3], k[0], k[1])
 
-    @staticmethod
-    def _flow_of(half: HalfStream) -> Flow:
-        return half.flow
-
     # -- protocol recognition ---------------------------------------------------
-    def _classify(self, flow: Flow, half: HalfStream, data: bytes) -> bool:
+    def _classify(self, flow: Flow, half: HalfStream, data: bytes, ts: float) -> bool:
         """First bytes of a direction: pick the decoder or set the flow aside."""
         if data[:3] == HTTP2_PREFACE[:3] and HTTP2_PREFACE.startswith(data[:24]):
-            self._set_aside(flow, "HTTP/2 (gRPC): gRPC decoding not available yet")
+            if self._grpc(flow, mid_stream=False):
+                half.pos += len(data)
+                flow.handler.data(half.from_client, data, ts)
             return False
         if data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
             self._set_aside(flow, "TLS: encrypted, cannot be decoded")
@@ -252,6 +274,17 @@ class FlowTable:
                     max_frame=self.max_frame,
                     start_in_resync=not h.syn_seen or flow.kind is CANDIDATE,
                 )
+        return True
+
+    def _grpc(self, flow: Flow, mid_stream: bool) -> bool:
+        """Hand the flow to the gRPC handler (or set it aside when there is none)."""
+        try:
+            from .grpcflow import GrpcHandler
+        except ImportError:
+            self._set_aside(flow, "HTTP/2 (gRPC): gRPC decoding not available")
+            return False
+        flow.kind = GRPC
+        flow.handler = GrpcHandler(flow.conn, self.sink, self.stats, mid_stream=mid_stream)
         return True
 
     def _set_aside(self, flow: Flow, why: str) -> None:
@@ -283,6 +316,8 @@ class FlowTable:
                 is_resp = cmd.flag & 1
                 msg = Message(ts if (is_resp or ev.offset >= start) else half.partial_ts,
                               cmd, from_client, ev.offset, ev.length)
+                if half.track is not None:
+                    msg.packets = half.packets_for(ev.offset, ev.offset + ev.length)
                 flow.pairing.frame(msg)
             elif type(ev) is DecodeError:
                 why = f"{flow.conn.label} offset {ev.offset}: {ev.reason}"
@@ -300,6 +335,9 @@ class FlowTable:
     def _close(self, flow: Flow, why: str) -> None:
         for half in (flow.c2s, flow.s2c):
             half.flush()
+        if flow.handler is not None:
+            flow.handler.close()
+            flow.handler = None
             if half.decoder is not None:
                 evs = half.decoder.close()
                 if evs:

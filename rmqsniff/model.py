@@ -29,6 +29,8 @@ class Connection:
     first_ts: float = 0.0
     # how the roles were decided: "syn", "port", "flags" or "guess"
     role_source: str = "guess"
+    # packets without payload that shape the connection (SYN, FIN, RST), when tracked
+    control_packets: list[int] | None = None
 
     @property
     def label(self) -> str:
@@ -57,6 +59,9 @@ class Message:
     from_client: bool
     stream_offset: int = 0
     size: int = 0
+    # ordinals (0-based, across the files of one run) of the packets that carried
+    # this message; only filled when the pipeline runs with track_packets=True
+    packets: list[int] | None = None
 
 
 @dataclass(slots=True)

@@ -41,6 +41,7 @@ class Pipeline:
         only_ports: bool = False,
         ordered: bool = True,
         max_frame: int = 16 * 1024 * 1024,
+        track_packets: bool = False,
     ) -> None:
         self.stats = stats if stats is not None else Stats(prefix=stat_prefix)
         self.errors: list[str] = []
@@ -50,7 +51,8 @@ class Pipeline:
         self._out: list[Exchange] = []
         self.sink = PairingSink(self.stats, self._out.append, ordered=ordered)
         self.table = FlowTable(self.stats, self.sink, ports=ports, only_ports=only_ports,
-                               max_frame=max_frame, errors=self.errors)
+                               max_frame=max_frame, errors=self.errors, track_packets=track_packets)
+        self.track_packets = track_packets
 
     def run(self, paths: Sequence[str]) -> Iterator[Exchange]:
         """Yield exchanges from the captures, read one after another as one stream."""
@@ -75,10 +77,15 @@ class Pipeline:
             out.clear()
 
     def _packets(self, reader, out: list[Exchange]) -> Iterator[Exchange]:
-        packet = self.table.packet
+        table = self.table
+        packet = table.packet
         skipped = self.skipped
         nbytes = 0
-        for ts, linktype, frame in reader:
+        track = self.track_packets
+        base = self.packets
+        for no, (ts, linktype, frame) in enumerate(reader, base):
+            if track:
+                table.packet_no = no
             seg = tcp_segment(frame, linktype)
             if type(seg) is str:
                 skipped[seg] = skipped.get(seg, 0) + 1

@@ -8,6 +8,7 @@ event is counted; nothing is dropped silently.
 """
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 MAX_OOO_BYTES = 4 * 1024 * 1024  # out-of-order bytes held per direction before declaring a gap
@@ -27,7 +28,7 @@ class HalfStream:
 
     __slots__ = (
         "decoder", "next_seq", "ooo", "ooo_bytes", "pos", "partial_ts", "from_client",
-        "owner", "closed", "syn_seen", "flow", "ooo_since",
+        "owner", "closed", "syn_seen", "flow", "ooo_since", "track",
     )
 
     def __init__(self, from_client: bool, owner: Any) -> None:
@@ -43,6 +44,7 @@ class HalfStream:
         self.closed = False
         self.syn_seen = False
         self.flow: Any = None  # the owner's per-connection object
+        self.track: deque[tuple[int, int, int]] | None = None  # (start, end, packet no) when tracking
 
     def syn(self, seq: int) -> None:
         self.syn_seen = True
@@ -129,6 +131,21 @@ class HalfStream:
         self._drain()
         if self.ooo:
             self.ooo_since = min(ts for _d, ts in self.ooo.values())
+
+    def packets_for(self, offset: int, end: int) -> list[int]:
+        """Packet numbers whose delivered bytes overlap [offset, end); forgets those wholly before ``end``."""
+        track = self.track
+        if track is None:
+            return []
+        out = []
+        for s, e, n in track:
+            if s >= end:
+                break
+            if e > offset and (not out or out[-1] != n):
+                out.append(n)
+        while track and track[0][1] <= end:
+            track.popleft()
+        return out
 
     def flush(self) -> None:
         """End of stream: whatever is still held goes through, gaps included."""
