@@ -50,8 +50,7 @@ def dpkt_parse(path: str) -> int:
 
 def rmqsniff_stats(path: str) -> int:
     p = Pipeline(ordered=False)
-    for _ in p.run([path]):
-        pass
+    p.consume([path])
     assert not p.errors, p.errors[:3]
     return p.packets
 

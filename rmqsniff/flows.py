@@ -140,6 +140,29 @@ class FlowTable:
                payload: bytes) -> None:
         """Feed one TCP segment."""
         entry = self._by_key.get((src, sport, dst, dport))
+        if entry is not None and not flags & 0x07:
+            # Fast path: data in order on a remoting flow with nothing held back.
+            flow, half = entry
+            if payload and half.next_seq == seq and not half.ooo and flow.kind is REMOTING \
+                    and half.track is None and half.decoder is not None:
+                other = flow.s2c if half is flow.c2s else flow.c2s
+                if other.ooo:
+                    self._acked(other, ack, ts)
+                n = len(payload)
+                half.next_seq = (seq + n) & 0xFFFFFFFF
+                if ts - flow.last_ts > 1.0:
+                    self._flows.move_to_end(flow.conn.id)
+                flow.last_ts = ts
+                dec = half.decoder
+                start = half.pos
+                half.pos = start + n
+                events = dec.feed(payload)
+                if events:
+                    self._events(flow, half, events, ts, start)
+                buffered = dec.buffered
+                if buffered and buffered <= n:
+                    half.partial_ts = ts
+                return
         if not payload and not flags & 0x07:  # pure ACK: only news about lost bytes
             if entry is not None:
                 other = entry[0].s2c if entry[1] is entry[0].c2s else entry[0].c2s
@@ -157,7 +180,10 @@ class FlowTable:
             if entry is None:
                 return
         flow, half = entry
+        moved = ts - flow.last_ts > 1.0
         flow.last_ts = ts
+        if moved:
+            self._flows.move_to_end(flow.conn.id)
         if self.track_packets and flags & 0x07:
             cp = flow.conn.control_packets
             if cp is not None and len(cp) < 16:
@@ -181,9 +207,6 @@ class FlowTable:
             half.closed = True
             if flags & TH_RST or (flow.c2s.closed and flow.s2c.closed):
                 self._close(flow, "closed")
-        else:
-            flows = self._flows
-            flows.move_to_end(flow.conn.id)
 
     def _open(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: int) -> tuple[Flow, HalfStream] | None:
         if self.only_ports and sport not in self.forced_ports and dport not in self.forced_ports:
@@ -335,13 +358,13 @@ class FlowTable:
     def _close(self, flow: Flow, why: str) -> None:
         for half in (flow.c2s, flow.s2c):
             half.flush()
-        if flow.handler is not None:
-            flow.handler.close()
-            flow.handler = None
             if half.decoder is not None:
                 evs = half.decoder.close()
                 if evs:
                     self._events(flow, half, evs, flow.last_ts, half.pos)
+        if flow.handler is not None:
+            flow.handler.close()
+            flow.handler = None
         flow.pairing.close()
         self._by_key.pop(flow.key, None)
         self._by_key.pop((flow.key[2], flow.key[3], flow.key[0], flow.key[1]), None)

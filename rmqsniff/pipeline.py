@@ -76,6 +76,12 @@ class Pipeline:
             yield from out
             out.clear()
 
+    def consume(self, paths: Sequence[str]) -> None:
+        """Run for the stats only: exchanges are counted, then dropped (the fast path)."""
+        self.sink.emit = _discard
+        for _ in self.run(paths):
+            pass
+
     def _packets(self, reader, out: list[Exchange]) -> Iterator[Exchange]:
         table = self.table
         packet = table.packet
@@ -96,6 +102,10 @@ class Pipeline:
                 yield from out
                 out.clear()
         self.stats.tcp("bytes", nbytes)
+
+
+def _discard(_ex: Exchange) -> None:
+    pass
 
 
 def analyze(paths: Sequence[str], **kwargs) -> Analysis:

@@ -202,28 +202,47 @@ def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
             raise FrameError("bad JSON header", 8) from None
     if type(d) is not dict:
         raise FrameError("JSON header is not an object", 8)
-    lowered: list = []
-    code = d.get("code", _MISSING)
-    if code is _MISSING:
-        code = _lookup(d, "code", lowered)
-    flag = d.get("flag", _MISSING)
-    if flag is _MISSING:
-        flag = _lookup(d, "flag", lowered)
-    opaque = d.get("opaque", _MISSING)
-    if opaque is _MISSING:
-        opaque = _lookup(d, "opaque", lowered)
-    version = d.get("version", _MISSING)
-    if version is _MISSING:
-        version = _lookup(d, "version", lowered)
-    language = d.get("language", _MISSING)
-    if language is _MISSING:
-        language = _lookup(d, "language", lowered)
-    remark = d.get("remark", _MISSING)
-    if remark is _MISSING:
-        remark = _lookup(d, "remark", lowered)
-    ext = d.get("extFields", _MISSING)
-    if ext is _MISSING:
-        ext = _lookup(d, "extFields", lowered)
+    get = d.get
+    code = get("code", _MISSING)
+    if code is not _MISSING and "opaque" in d:
+        # the usual case (Java, Go, ...): exact key names; absent keys take Java's defaults
+        flag = get("flag", _MISSING)
+        opaque = d["opaque"]
+        version = get("version", _MISSING)
+        language = get("language", _MISSING)
+        remark = get("remark", _MISSING)
+        ext = get("extFields", _MISSING)
+        if type(code) is int and type(flag) is int and type(opaque) is int and type(version) is int \
+                and type(language) is str and (remark is _MISSING or type(remark) is str) \
+                and type(ext) is dict:
+            for v in ext.values():
+                if type(v) is not str:
+                    break
+            else:
+                return RemotingCommand(code, flag, opaque, language, version,
+                                       None if remark is _MISSING else remark, ext, None, JSON)
+    else:
+        lowered: list = []
+        if code is _MISSING:
+            code = _lookup(d, "code", lowered)
+        flag = get("flag", _MISSING)
+        if flag is _MISSING:
+            flag = _lookup(d, "flag", lowered)
+        opaque = get("opaque", _MISSING)
+        if opaque is _MISSING:
+            opaque = _lookup(d, "opaque", lowered)
+        version = get("version", _MISSING)
+        if version is _MISSING:
+            version = _lookup(d, "version", lowered)
+        language = get("language", _MISSING)
+        if language is _MISSING:
+            language = _lookup(d, "language", lowered)
+        remark = get("remark", _MISSING)
+        if remark is _MISSING:
+            remark = _lookup(d, "remark", lowered)
+        ext = get("extFields", _MISSING)
+        if ext is _MISSING:
+            ext = _lookup(d, "extFields", lowered)
 
     if type(code) is not int:
         code = 0 if code is _MISSING else _as_int(code, "code", 8)
@@ -274,22 +293,25 @@ def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
     ext = None
     if elen:
         ext = {}
-        ee = p + elen
-        while p < ee:
-            if p + 2 > ee:
-                raise FrameError("truncated extFields key length", p - hs + 8)
-            (klen,) = _I16.unpack_from(buf, p)
-            p += 2
-            if klen < 0 or p + klen + 4 > ee:
-                raise FrameError("bad extFields key length", p - 2 - hs + 8)
-            key = str(buf[p:p + klen], "utf-8", _REPLACE)
-            p += klen
-            (vlen,) = _I32.unpack_from(buf, p)
-            p += 4
-            if vlen < 0 or vlen > hlen or p + vlen > ee:
-                raise FrameError("bad extFields value length", p - 4 - hs + 8)
-            ext[key] = str(buf[p:p + vlen], "utf-8", _REPLACE) if vlen else ""
-            p += vlen
+        blk = bytes(buf[p:p + elen])  # bytes slicing/decoding is ~2x cheaper than memoryview's
+        base = p - hs + 8
+        q = 0
+        unpack32 = _I32.unpack_from
+        while q < elen:
+            if q + 2 > elen:
+                raise FrameError("truncated extFields key length", base + q)
+            klen = (blk[q] << 8) | blk[q + 1]
+            q += 2
+            if klen >= 0x8000 or q + klen + 4 > elen:
+                raise FrameError("bad extFields key length", base + q - 2)
+            key = blk[q:q + klen].decode("utf-8", _REPLACE)
+            q += klen
+            (vlen,) = unpack32(blk, q)
+            q += 4
+            if vlen < 0 or vlen > hlen or q + vlen > elen:
+                raise FrameError("bad extFields value length", base + q - 4)
+            ext[key] = blk[q:q + vlen].decode("utf-8", _REPLACE) if vlen else ""
+            q += vlen
     language = _LANG_NAMES[lang] if lang < _N_LANG else f"UNKNOWN({lang})"
     if not flag & FLAG_RESPONSE and code in TRUNCATED_REQUEST_CODES:
         return RemotingCommand(code=TRUNCATED_REQUEST_CODES[code], flag=flag, opaque=opaque,

@@ -83,6 +83,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+_BIG_INT = re.compile(r"\d{19,}")
+_BIG_INT_B = re.compile(rb"\d{19,}")
+
+
 def loads(text: bytes | bytearray | memoryview | str) -> Any:
     """Parse fastjson output; raise ``JsonError`` (a ``ValueError``) when it is not JSON."""
     if len(text) > MAX_LENGTH:
@@ -95,10 +99,12 @@ def loads(text: bytes | bytearray | memoryview | str) -> Any:
         # iterative parser find and report the exact position.
         s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
         return _Parser(s).parse()
-    try:
-        return orjson.loads(text)
-    except (orjson.JSONDecodeError, TypeError):
-        pass
+    # orjson turns integers beyond 64 bits into floats; such input takes the exact path
+    if (_BIG_INT_B if isinstance(text, bytes) else _BIG_INT).search(text) is None:
+        try:
+            return orjson.loads(text)
+        except (orjson.JSONDecodeError, TypeError):
+            pass
     s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     try:
         # C scanner: raw control characters (strict=False) and big ints, no NaN/Infinity.
