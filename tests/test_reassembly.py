@@ -215,3 +215,22 @@ def test_non_remoting_flows_are_set_aside_not_counted_as_errors():
     assert c["request_decoding_error"] == 0 and not out
     assert sum(t.other_flows.values()) == 2
     assert any("TLS" in why for why in t.other_flows)
+
+
+def test_remoting_is_recognised_on_an_unknown_port_without_syn():
+    t, out, stats = _table()
+    a, b = (b"\x0a\x00\x00\x05", 52000), (b"\x0a\x00\x00\x06", 7777)
+    seq = {True: 1, False: 1}
+    frames = [(True, RemotingCommand(310, 0, 1, ext={"a": "PG", "b": "T"}, body=b"x" * 40)),
+              (False, RemotingCommand(0, 1, 1, ext={"msgId": "M", "queueId": "0", "queueOffset": "0"})),
+              (True, RemotingCommand(34, 0, 2, body=b"{}")),
+              (False, RemotingCommand(0, 1, 2))]
+    for fc, cmd in frames:
+        data = encode(cmd)
+        src, dst = (a, b) if fc else (b, a)
+        t.packet(1.0, *src, *dst, seq[fc], seq[not fc], TH_ACK, data)
+        seq[fc] += len(data)
+    t.finish()
+    assert [(e.status, e.code) for e in out] == [("answered", 310), ("answered", 34)]
+    assert out[0].connection.server == ("10.0.0.6", 7777)
+    assert not t.other_flows
