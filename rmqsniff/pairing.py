@@ -16,6 +16,8 @@ from collections.abc import Callable
 from .model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message
 
 MAX_PENDING_PER_CONNECTION = 65536
+# requests a broker may legitimately hold open (long polling) until it has something to say
+LONG_POLL_CODES = frozenset({11, 361, 200050, 200052, 200054})  # pull, lite pull, pop, peek, notification
 
 
 class Pairing:
@@ -69,7 +71,10 @@ class Pairing:
         for pend in (self.pending_c, self.pending_s):
             while pend:
                 _, ex = pend.popitem(last=False)
-                ex.notes.append("no response before the end of the stream")
+                if ex.request is not None and getattr(ex.request.command, "code", None) in LONG_POLL_CODES:
+                    ex.notes.append("long poll still held by the server when the stream ended")
+                else:
+                    ex.notes.append("no response before the end of the stream")
                 self.sink.done(ex)
 
 
