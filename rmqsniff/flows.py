@@ -124,11 +124,12 @@ class FlowTable:
         half.pos = start + len(data)
         if half.track is not None:
             half.track.append((start, start + len(data), self.packet_no))
+        prev = dec.buffered
         events = dec.feed(data)
         if events:
             self._events(flow, half, events, ts, start)
         buffered = dec.buffered
-        if buffered and buffered <= len(data):
+        if buffered and (buffered <= len(data) or not prev):
             half.partial_ts = ts
         if flow.kind is CANDIDATE:
             flow.probe_bytes += len(data)
@@ -156,11 +157,12 @@ class FlowTable:
                 dec = half.decoder
                 start = half.pos
                 half.pos = start + n
+                prev = dec.buffered
                 events = dec.feed(payload)
                 if events:
                     self._events(flow, half, events, ts, start)
                 buffered = dec.buffered
-                if buffered and buffered <= n:
+                if buffered and (buffered <= n or not prev):
                     half.partial_ts = ts
                 return
         if not payload and not flags & 0x07:  # pure ACK: only news about lost bytes
@@ -337,7 +339,7 @@ class FlowTable:
                         self._swap(flow)
                         from_client = half.from_client
                 is_resp = cmd.flag & 1
-                msg = Message(ts if (is_resp or ev.offset >= start) else half.partial_ts,
+                msg = Message(ts if (is_resp or ev.offset >= start or not half.partial_ts) else half.partial_ts,
                               cmd, from_client, ev.offset, ev.length)
                 if half.track is not None:
                     msg.packets = half.packets_for(ev.offset, ev.offset + ev.length)
@@ -356,6 +358,8 @@ class FlowTable:
 
     # -- end of flows ------------------------------------------------------------
     def _close(self, flow: Flow, why: str) -> None:
+        if flow.kind is CANDIDATE and flow.probe_bytes:
+            self._set_aside(flow, "not recognised as RocketMQ remoting (use --port to force)")
         for half in (flow.c2s, flow.s2c):
             half.flush()
             if half.decoder is not None:

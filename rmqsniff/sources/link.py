@@ -135,6 +135,8 @@ def tcp_segment(frame: bytes, linktype: int) -> Segment | str:
     doff = (doff >> 4) * 4
     if doff < 20:
         return "bad tcp header"
+    if t + doff > end:  # options cut by the snap length (or a lying data offset)
+        return "truncated tcp"
     return src, sport, dst, dport, seq, ack, flags, frame[t + doff:end]
 
 

@@ -71,6 +71,16 @@ class CaptureReader:
                 f"{self.name}: not a pcap or pcapng file (magic {head[:4].hex()})"
             )
 
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self.f.close()
+
     def __iter__(self) -> Iterator[tuple[float, int, bytes]]:
         if self.format == "pcap":
             return self._iter_pcap()
@@ -176,6 +186,12 @@ class CaptureReader:
                 self.errors.append(
                     f"{self.name}: file truncated at byte {fileoff} "
                     f"(block of {blen} bytes, {len(buf) - off} present)"
+                )
+                return
+            if spb_len(buf, off + blen - 4)[0] != blen:
+                self.errors.append(
+                    f"{self.name}: corrupt pcapng block at byte {fileoff} (length {blen} "
+                    f"does not match its trailing length); stopped reading"
                 )
                 return
             if btype == 6:  # Enhanced Packet Block
