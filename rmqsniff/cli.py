@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import click
 import orjson
 
+from .filter import describe_fields
+from .model import Exchange
 from .pipeline import Pipeline
 
 EXIT_NOTHING_READ = 2
+EXIT_BAD_INPUT = 1
+
+
+class _BadInput(Exception):
+    """A usage problem already explained to the user (exit code 1)."""
 
 
 def _fail(msg: str) -> None:
@@ -48,9 +56,31 @@ def _ports(values: Sequence[str]) -> list[int]:
     return out
 
 
+def _compile(expr: str | None) -> Callable[[Exchange], bool] | None:
+    """The compiled ``-Y`` filter; a bad one is explained with a caret under the problem."""
+    if not expr:
+        return None
+    from .filter import FilterError, compile_filter
+
+    try:
+        return compile_filter(expr)
+    except FilterError as e:
+        _fail(f"bad filter: {e.message}")
+        for line in e.caret().splitlines():
+            click.echo(f"    {line}", err=True)
+        raise _BadInput() from None
+
+
+def _selected(p: Pipeline, captures: Sequence[str], flt: Callable[[Exchange], bool] | None) -> Iterator[Exchange]:
+    it = p.run(captures)
+    return it if flt is None else (ex for ex in it if flt(ex))
+
+
 def _guard(fn: Callable[[], int], debug: bool) -> None:
     try:
         code = fn()
+    except _BadInput:
+        code = EXIT_BAD_INPUT
     except KeyboardInterrupt:
         _fail("interrupted")
         code = 130
@@ -64,7 +94,45 @@ def _guard(fn: Callable[[], int], debug: bool) -> None:
     sys.exit(code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _console():
+    """Rich for humans (colour, terminal width); plain and unwrapped when piped."""
+    from rich.console import Console
+
+    c = Console(highlight=False, soft_wrap=True)
+    if not c.is_terminal:
+        c = Console(highlight=False, soft_wrap=True, width=100_000)
+    return c
+
+
+def _fixed_row(widths: Sequence[int], right: Iterable[int]) -> Callable[[Sequence[str]], str]:
+    right = set(right)
+    fmt = "  ".join(f"{{:>{w}}}" if i in right else f"{{:<{w}}}" for i, w in enumerate(widths))
+
+    def render(cells: Sequence[str]) -> str:
+        return fmt.format(*(c if len(c) <= w or i in right else c[: w - 1] + "…"
+                            for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
+    return render
+
+
+class _JsonArray:
+    """Write a JSON array one element at a time."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.n = 0
+
+    def add(self, obj: Any) -> None:
+        self.out.write(("[\n" if self.n == 0 else ",\n") + orjson.dumps(obj).decode())
+        self.n += 1
+
+    def close(self) -> None:
+        self.out.write("[]\n" if self.n == 0 else "\n]\n")
+
+
+FILTER_HELP = "Display filter, e.g. 'code == SEND_MESSAGE_V2 and topic ~ \"order.*\" and latency > 5ms'."
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Filter fields (-Y):\n\n\b\n" + describe_fields())
 @click.version_option(package_name="rmqsniff")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 @click.pass_context
@@ -76,78 +144,320 @@ def main(ctx: click.Context, debug: bool) -> None:
 _port_opt = click.option("--port", "ports", multiple=True, metavar="P[,P…]",
                          help="Decode these TCP ports as RocketMQ remoting servers (besides 9876/10911/10909/8080).")
 _only_opt = click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
+_filter_opt = click.option("-Y", "--filter", "expr", metavar="EXPR", help=FILTER_HELP)
+_redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
 
+
+# ---------------------------------------------------------------- read
 
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["table", "jsonl"]), default="table", show_default=True)
-@click.option("-c", "--count", type=int, default=0, help="Stop after this many exchanges.")
-@click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "json"]), default="table", show_default=True)
+@click.option("-c", "--count", type=int, default=0, help="Stop after this many rows.")
+@_filter_opt
+@click.option("--messages", is_flag=True, help="One row per message carried (sent, batch-sent, pulled, popped, ...).")
+@click.option("--body", is_flag=True, help="With --messages: full bodies (binary as hex) instead of a preview.")
+@_redact_opt
 @_port_opt
 @_only_opt
 @click.pass_context
-def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, count: int, no_redact: bool,
-         ports: tuple[str, ...], only_ports: bool) -> None:
-    """One row (table) or JSON object (jsonl) per exchange, in request order."""
+def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, count: int, expr: str | None, messages: bool,
+         body: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+    """One row (table) or JSON object (jsonl, json) per exchange, in request order."""
     def run() -> int:
-        from .exporters.exchanges import COLUMNS, STATUS_STYLE, exchange_to_dict, result_of, row
-
+        flt = _compile(expr)
         p = Pipeline(ports=_ports(ports), only_ports=only_ports)
-        out = sys.stdout
-        n = 0
-        if fmt == "jsonl":
-            for ex in p.run(captures):
-                out.write(orjson.dumps(exchange_to_dict(ex, redact=not no_redact)).decode() + "\n")
-                n += 1
-                if count and n >= count:
-                    break
+        exchanges = _selected(p, captures, flt)
+        if messages:
+            _read_messages(exchanges, fmt, count, body, not no_redact)
         else:
-            from rich.console import Console
-            from rich.text import Text
-
-            console = Console(highlight=False, soft_wrap=True)
-            widths = (6, 12, 44, 26, 28, 10, 22, 9, 8)
-            fmt_row = "  ".join(f"{{:<{w}}}" if i not in (0, 7, 8) else f"{{:>{w}}}" for i, w in enumerate(widths))
-            console.print(Text(fmt_row.format(*COLUMNS), style="bold"))
-            colours = {"success": "green", "no_message": "green", "error": "red"} | STATUS_STYLE
-            for ex in p.run(captures):
-                cells = row(ex)
-                line = fmt_row.format(*(c[: w] if len(c) > w and i in (2, 3, 4, 6) else c
-                                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
-                console.print(Text(line, style=colours.get(result_of(ex), "")))
-                n += 1
-                if count and n >= count:
-                    break
-        out.flush()
+            _read_exchanges(exchanges, fmt, count, not no_redact)
+        sys.stdout.flush()
         return _report(p)
 
     _guard(run, ctx.obj["debug"])
 
 
+def _limited(rows: Iterable[Any], count: int) -> Iterator[Any]:
+    for n, r in enumerate(rows, 1):
+        yield r
+        if count and n >= count:
+            return
+
+
+def _read_exchanges(exchanges: Iterable[Exchange], fmt: str, count: int, redact: bool) -> None:
+    from .exporters.exchanges import COLUMNS, STATUS_STYLE, exchange_to_dict, result_of, row
+
+    out = sys.stdout
+    if fmt in ("jsonl", "json"):
+        arr = _JsonArray(out) if fmt == "json" else None
+        for ex in _limited(exchanges, count):
+            d = exchange_to_dict(ex, redact=redact)
+            if arr is not None:
+                arr.add(d)
+            else:
+                out.write(orjson.dumps(d).decode() + "\n")
+        if arr is not None:
+            arr.close()
+        return
+    from rich.text import Text
+
+    console = _console()
+    render = _fixed_row((6, 12, 44, 26, 28, 10, 22, 9, 8), (0, 7, 8))
+    console.print(Text(render(COLUMNS), style="bold"))
+    colours = {"success": "green", "no_message": "green", "error": "red"} | STATUS_STYLE
+    for ex in _limited(exchanges, count):
+        console.print(Text(render(row(ex)), style=colours.get(result_of(ex), "")))
+
+
+def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bool, redact: bool) -> None:
+    from .views import MESSAGE_COLUMNS, full_body, message_row, message_to_dict, messages_of
+
+    rows = (m for ex in exchanges for m in messages_of(ex))
+    out = sys.stdout
+    if fmt in ("jsonl", "json"):
+        arr = _JsonArray(out) if fmt == "json" else None
+        for m in _limited(rows, count):
+            d = message_to_dict(m, body=body, redact=redact)
+            if arr is not None:
+                arr.add(d)
+            else:
+                out.write(orjson.dumps(d).decode() + "\n")
+        if arr is not None:
+            arr.close()
+        return
+    from rich.text import Text
+
+    console = _console()
+    render = _fixed_row((6, 10, 18, 5, 8, 32, 32, 10, 14, 28, 28, 7, 34), (0, 3, 4, 11))
+    console.print(Text(render(MESSAGE_COLUMNS), style="bold"))
+    style = {"sent": "green", "batch-sent": "green", "pulled": "cyan", "popped": "cyan"}
+    for m in _limited(rows, count):
+        console.print(Text(render(message_row(m)), style=style.get(m.kind, "")))
+        if body:
+            console.print(Text(full_body(m.body)), style="dim")
+
+
+# ---------------------------------------------------------------- follow
+
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["envoy", "prometheus", "json"]), default="envoy",
-              show_default=True)
-@click.option("--stat-prefix", default="rmqsniff", show_default=True, help="Stats are rooted at rocketmq.<prefix>.")
+@click.argument("target")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@_redact_opt
 @_port_opt
 @_only_opt
 @click.pass_context
-def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str, stat_prefix: str, ports: tuple[str, ...],
-          only_ports: bool) -> None:
-    """The Envoy rocketmq_proxy stat set (and breakdowns) over the captures."""
-    def run() -> int:
-        from .exporters.statsfmt import render_envoy, render_json, render_prometheus
+def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str, no_redact: bool,
+           ports: tuple[str, ...], only_ports: bool) -> None:
+    """The conversation of one connection, in order, both directions, decoded.
 
-        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False)
-        for _ in p.run(captures):
-            pass
+    TARGET is a connection id (3 or conn:3), an exchange index (#12 or ex:12: its
+    connection) or the client's ip:port.
+    """
+    def run() -> int:
+        from .views import conversation, frame_to_dict, render_conversation, resolve_connection
+
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports)
+        exchanges = list(p.run(captures))
         rc = _report(p)
         if rc:
             return rc
-        render = {"envoy": render_envoy, "prometheus": render_prometheus, "json": render_json}[fmt]
-        text = render(p.stats)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        conn = resolve_connection(exchanges, target)
+        if conn is None:
+            _fail(f"no connection matches {target!r} (use a connection id, #<exchange> or the client's ip:port)")
+            return EXIT_BAD_INPUT
+        frames = conversation(exchanges, conn.id)
+        if fmt == "json":
+            doc = {"connection": conn.to_dict(), "frames": [frame_to_dict(ex, m, not no_redact) for ex, m in frames]}
+            sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        else:
+            sys.stdout.write(render_conversation(conn, frames, not no_redact))
         return 0
+
+    _guard(run, ctx.obj["debug"])
+
+
+# ---------------------------------------------------------------- stats
+
+def _interval(value: str | None) -> float | None:
+    if value is None:
+        return None
+    from .filter import parse_duration_ms
+
+    ms = parse_duration_ms(value if value[-1:].isalpha() else value + "s")
+    if ms is None or ms <= 0:
+        _fail(f"--interval: {value!r} is not a positive duration (e.g. 1s, 500ms, 1m)")
+        raise _BadInput()
+    return ms / 1000.0
+
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["envoy", "prometheus", "json", "table"]), default=None,
+              help="envoy (default), prometheus or json; with --by/--interval: table (default) or json.")
+@click.option("--stat-prefix", default="rmqsniff", show_default=True, help="Stats are rooted at rocketmq.<prefix>.")
+@_filter_opt
+@click.option("--by", type=click.Choice(["code", "topic", "group", "client", "broker"]),
+              help="A table per group: requests, error %, p50/p90/p99/max latency, bytes.")
+@click.option("--top", type=click.IntRange(min=1), help="With --by: only the first N rows.")
+@click.option("--sort", "sort", default="requests", show_default=True,
+              type=click.Choice(["requests", "errors", "error_pct", "p50", "p90", "p99", "max", "bytes", "key"]),
+              help="Sort rows by this column (descending; key ascending).")
+@click.option("--interval", "interval", metavar="DURATION", help="Per-interval rows (rate over time), e.g. 1s.")
+@_port_opt
+@_only_opt
+@click.pass_context
+def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_prefix: str, expr: str | None,
+          by: str | None, top: int | None, sort: str, interval: str | None, ports: tuple[str, ...],
+          only_ports: bool) -> None:
+    """The Envoy rocketmq_proxy stat set (and breakdowns) over the captures; or, with --by
+    and --interval, tables per group and per time interval."""
+    def run() -> int:
+        from .exporters.statsfmt import render_envoy, render_json, render_prometheus
+        from .views import grouped_rows, interval_rows, restat, sort_rows, totals
+
+        secs = _interval(interval)
+        tabular = by is not None or secs is not None
+        out_fmt = fmt or ("table" if tabular else "envoy")
+        if tabular and out_fmt not in ("table", "json"):
+            _fail("--by and --interval print --format table or json")
+            return EXIT_BAD_INPUT
+        if not tabular and out_fmt == "table":
+            _fail("--format table needs --by or --interval")
+            return EXIT_BAD_INPUT
+        flt = _compile(expr)
+        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False)
+        if flt is None and secs is None:
+            p.consume(captures)
+            st = p.stats
+            selected: list[Exchange] = []
+        else:
+            selected = list(_selected(p, captures, flt))
+            st = restat(selected, stat_prefix) if flt is not None else p.stats
+        rc = _report(p)
+        if rc:
+            return rc
+        if not tabular:
+            render = {"envoy": render_envoy, "prometheus": render_prometheus, "json": render_json}[out_fmt]
+            text = render(st)
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            return 0
+        if secs is not None:
+            rows = interval_rows(selected, secs, by)
+            if by is not None:  # within each interval, the chosen order and --top
+                grouped: dict[float, list] = {}
+                for r in rows:
+                    grouped.setdefault(r["start"], []).append(r)
+                rows = [r for g in grouped.values() for r in sort_rows(g, sort, top)]
+            doc = {"interval_s": secs, "by": by, "rows": rows}
+        else:
+            doc = {"by": by, "rows": grouped_rows(st, by, top, sort), "total": totals(st)}
+        if out_fmt == "json":
+            sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+        else:
+            _print_stats_table(doc)
+        return 0
+
+    _guard(run, ctx.obj["debug"])
+
+
+def _bytes_text(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def _print_stats_table(doc: dict[str, Any]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    console = _console()
+    interval = "interval_s" in doc
+    t = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, show_edge=False, pad_edge=False)
+    cols: list[tuple[str, str]] = []
+    if interval:
+        cols.append(("time", "time"))
+    if doc.get("by"):
+        cols.append(("key", doc["by"]))
+        if doc["by"] == "broker" and not interval:
+            cols.append(("role", "role"))
+    cols += [("requests", "requests")] + ([("rate", "req/s")] if interval else []) + [
+        ("errors", "errors"), ("error_pct", "error %"), ("p50", "p50 ms"), ("p90", "p90 ms"), ("p99", "p99 ms"),
+        ("max", "max ms"), ("bytes", "bytes")]
+    for key, title in cols:
+        t.add_column(title, justify="left" if key in ("time", "key", "role") else "right", overflow="fold")
+
+    def cells(r: dict[str, Any]) -> list[str]:
+        out = []
+        for key, _ in cols:
+            v = r.get(key, "")
+            if key == "time":
+                out.append(v[11:23])
+            elif key in ("p50", "p90", "p99", "max"):
+                out.append(f"{v:.3f}")
+            elif key == "error_pct":
+                out.append(f"{v:.1f}")
+            elif key == "bytes":
+                out.append(_bytes_text(v))
+            else:
+                out.append(str(v))
+        return out
+
+    for r in doc["rows"]:
+        t.add_row(*cells(r), style="red" if r["errors"] else None)
+    if "total" in doc:
+        t.add_section()
+        t.add_row(*cells(doc["total"] | {"role": ""}), style="bold")
+    console.print(t)
+
+
+# ---------------------------------------------------------------- export
+
+@main.command()
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@_filter_opt
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng"]), default="jsonl", show_default=True)
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Output file ('-' for stdout; not for pcapng on a terminal).")
+@click.option("--with-handshake", is_flag=True,
+              help="pcapng: also copy the SYN/FIN/RST packets of the selected exchanges' connections.")
+@_redact_opt
+@_port_opt
+@_only_opt
+@click.pass_context
+def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, output: str,
+           with_handshake: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+    """Write the selected exchanges as JSON lines, CSV, or the capture packets that carried them (pcapng)."""
+    def run() -> int:
+        from .exporters import export as ex_mod
+
+        flt = _compile(expr)
+        pcapng = fmt == "pcapng"
+        if pcapng and output == "-" and sys.stdout.isatty():
+            _fail("will not write a pcapng to a terminal; use -o FILE")
+            return EXIT_BAD_INPUT
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng)
+        selected = _selected(p, captures, flt)
+        if pcapng:
+            wanted = ex_mod.packets_of(selected, control=with_handshake)
+            rc = _report(p)
+            if rc:
+                return rc
+            with click.open_file(output, "wb") as f:
+                n = ex_mod.write_pcapng(captures, wanted, f)
+            if output != "-":
+                click.echo(f"wrote {n} packets to {output}", err=True)
+            return 0
+        with click.open_file(output, "w", encoding="utf-8") as f:
+            n = ex_mod.write_jsonl(selected, f, redact=not no_redact) if fmt == "jsonl" else ex_mod.write_csv(
+                selected, f)
+        rc = _report(p)
+        if rc == 0 and output != "-":
+            click.echo(f"wrote {n} exchanges to {output}", err=True)
+        return rc
 
     _guard(run, ctx.obj["debug"])
 

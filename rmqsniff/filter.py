@@ -1,0 +1,702 @@
+"""The display-filter language shared by read, stats, export, the TUI, live and replay.
+
+    code == SEND_MESSAGE_V2 and topic ~ "order.*" and latency > 5ms
+    status == error or (group in {CG_a, CG_b} and not tag)
+
+Grammar (keywords also as ``&&``, ``||``, ``!``)::
+
+    expr    := and ("or" and)*
+    and     := unary ("and" unary)*
+    unary   := "not" unary | "(" expr ")" | test
+    test    := FIELD [("==" | "!=" | "<" | "<=" | ">" | ">=" | "~") value
+                      | ["not"] "in" set]
+    set     := "{" value ("," value)* "}" | "(" value ("," value)* ")"
+    value   := "quoted" | 'quoted' | bare word (SEND_MESSAGE_V2, 10.0.0.1, 5ms, 4KiB)
+
+A field alone tests that it is present.  A field that does not apply to an
+exchange (``topic`` of a heartbeat, ``latency`` of a oneway send) is *missing*:
+every comparison on it is false, so ``not`` of it is true.  Multi-valued fields
+(``tag``, ``keys``, ``msgid`` of a batch or a pull) match when any value does;
+``!=`` is ``not ==`` and ``not in`` is ``not (in)``, both for a present field.  ``~`` is a regex search (on the name for codes); regexes
+are compiled and code names resolved when the filter is compiled.  Durations are
+in ms unless a unit is given (ns, us, ms, s, m, h); sizes in bytes unless given
+(B, kB, KiB, MB, MiB, GB, GiB).
+
+Protocol-specific fields come from one table per protocol (:data:`PROTOCOL_FIELDS`,
+:func:`register_protocol`); ``status``, ``latency``, ``size``, ``client``,
+``broker``, ``conn`` and ``protocol`` hold for every protocol.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dissectors.remoting import bodies, codes, headers
+from dissectors.remoting.message import parse_properties
+
+from .model import Exchange
+from .stats import CLASSIFIERS, GENERIC
+
+Getter = Callable[[Exchange], Any]
+Predicate = Callable[[Exchange], bool]
+
+
+class FilterError(ValueError):
+    """A filter expression that cannot be compiled; ``position`` is where the problem is."""
+
+    def __init__(self, message: str, position: int, expression: str = "", length: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.position = position
+        self.expression = expression
+        self.length = max(1, length)
+
+    def caret(self) -> str:
+        """The expression (on one line), and a caret line under the offending token."""
+        shown = "".join(c if c.isprintable() else " " for c in self.expression)
+        return f"{shown}\n{' ' * self.position}^{'~' * (self.length - 1)}"
+
+    def __str__(self) -> str:
+        return f"{self.message} (at column {self.position + 1})"
+
+
+# ---------------------------------------------------------------- tokens
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str  # "op", "word", "str", "punct", "end"
+    text: str
+    pos: int
+    end: int
+
+
+_OPS = ("==", "!=", "<=", ">=", "&&", "||", "<", ">", "~", "!", "=")
+_PUNCT = "(){},"
+_WORD = re.compile(r"[A-Za-z0-9_.:\-@%/*+$#\[\]]+")
+
+
+def tokenize(expr: str) -> list[Token]:
+    """Split ``expr`` into tokens; raises FilterError on a stray character or open quote."""
+    out: list[Token] = []
+    i, n = 0, len(expr)
+    while i < n:
+        ch = expr[i]
+        if ch.isspace():
+            i += 1
+            continue
+        if ch in "\"'":
+            j = i + 1
+            buf = []
+            while j < n and expr[j] != ch:
+                if expr[j] == "\\" and j + 1 < n and expr[j + 1] in (ch, "\\"):
+                    j += 1
+                buf.append(expr[j])
+                j += 1
+            if j >= n:
+                raise FilterError("unterminated string", i, expr, n - i)
+            out.append(Token("str", "".join(buf), i, j + 1))
+            i = j + 1
+            continue
+        if ch in _PUNCT:
+            out.append(Token("punct", ch, i, i + 1))
+            i += 1
+            continue
+        for op in _OPS:
+            if expr.startswith(op, i):
+                if op == "=":
+                    raise FilterError("use == to compare", i, expr)
+                out.append(Token("op", op, i, i + len(op)))
+                i += len(op)
+                break
+        else:
+            m = _WORD.match(expr, i)
+            if not m:
+                raise FilterError(f"unexpected character {ch!r}", i, expr)
+            out.append(Token("word", m.group(), i, m.end()))
+            i = m.end()
+    out.append(Token("end", "", n, n))
+    return out
+
+
+# ---------------------------------------------------------------- literals
+
+_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|min|h)?$", re.I)
+_DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0,
+                "min": 60000.0, "h": 3600000.0}
+_SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)?$", re.I)
+_SIZE_MULT = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000 ** 2,
+              "mb": 1000 ** 2, "mib": 1024 ** 2, "mi": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
+              "gib": 1024 ** 3, "gi": 1024 ** 3, "t": 1000 ** 4, "tb": 1000 ** 4, "tib": 1024 ** 4,
+              "ti": 1024 ** 4}
+_VERSION = re.compile(r"^V(\d)_(\d)_(\d)(_SNAPSHOT)?$", re.I)
+
+
+def parse_duration_ms(text: str) -> float | None:
+    """``"50ms"`` -> 50.0, ``"1.5s"`` -> 1500.0, ``"7"`` -> 7.0 (ms); None if not a duration."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        return None
+    unit = m.group(2) or "ms"
+    return float(m.group(1)) * _DURATION_MS[unit if unit == "µs" else unit.lower()]
+
+
+def parse_size(text: str) -> int | None:
+    """``"4KiB"`` -> 4096, ``"1.5kB"`` -> 1500, ``"100"`` -> 100; None if not a size."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        return None
+    mult = _SIZE_MULT.get((m.group(2) or "").lower())
+    if mult is None:
+        return None
+    return int(float(m.group(1)) * mult)
+
+
+def _version_value(text: str) -> int | None:
+    if text.upper() == "HIGHER_VERSION":
+        return codes.HIGHER_VERSION
+    m = _VERSION.match(text)
+    if m:
+        try:
+            return codes.version_ordinal(int(m.group(1)), int(m.group(2)), int(m.group(3)), bool(m.group(4)))
+        except ValueError:
+            return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------- fields
+# kinds: int, code, version, duration (ms), size (bytes), str, enum (case-insensitive)
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    kind: str
+    help: str
+    multi: bool = False  # the getter returns a tuple of values
+
+
+FIELDS: dict[str, Field] = {f.name: f for f in (
+    Field("code", "code", "request code, number or name (SEND_MESSAGE_V2)"),
+    Field("response_code", "code", "response code, number or name (SYSTEM_BUSY)"),
+    Field("status", "enum", "answered/unanswered/oneway/orphan, or the answer's class "
+                            "success/no_message/error", multi=True),
+    Field("topic", "str", "topic named by the request (or response) header"),
+    Field("group", "str", "producer or consumer group"),
+    Field("tag", "str", "tags of the messages carried", multi=True),
+    Field("keys", "str", "keys of the messages carried", multi=True),
+    Field("msgid", "str", "message ids carried: unique key (UNIQ_KEY) and offset msg id", multi=True),
+    Field("client", "str", "client endpoint ip:port (or just ip)", multi=True),
+    Field("broker", "str", "server endpoint ip:port (or just ip), or the broker name in the header",
+          multi=True),
+    Field("conn", "int", "connection id"),
+    Field("latency", "duration", "request to response time (50ms, 1.5s; bare numbers are ms)"),
+    Field("size", "size", "request + response frame bytes (4KiB)"),
+    Field("language", "enum", "client language of the request (JAVA, GO, ...)"),
+    Field("version", "version", "client version of the request (ordinal or V5_3_3)"),
+    Field("opaque", "int", "opaque (request id) of the exchange"),
+    Field("protocol", "enum", "remoting or grpc"),
+)}
+
+_MISSING = None
+
+
+def _req_cmd(ex: Exchange) -> Any:
+    return ex.request.command if ex.request is not None else None
+
+
+def _any_cmd(ex: Exchange) -> Any:
+    m = ex.request or ex.response
+    return m.command if m is not None else None
+
+
+# -- remoting
+
+_carried_cache: list[Any] = [None, None]  # [exchange, (tags, keys, ids)]
+
+
+def carried_ids(ex: Exchange) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(tags, keys, message ids) of the messages a remoting exchange carries (cached for
+    the last exchange asked about, since one filter may ask three times)."""
+    if _carried_cache[0] is ex:
+        return _carried_cache[1]
+    tags: list[str] = []
+    keys: list[str] = []
+    ids: list[str] = []
+    req = _req_cmd(ex)
+    resp = ex.response.command if ex.response is not None else None
+    if req is not None:
+        raw = (req.ext or {}).get("i" if req.code in codes.SEND_V2_REQUESTS else "properties")
+        if raw and req.code in codes.SEND_REQUESTS:
+            p = parse_properties(raw)
+            _add_props(p, tags, keys, ids)
+        view = bodies.decode_body(req) if req.body else None
+        if view is not None and view.kind in ("batch", "messages"):
+            for m in view.value:
+                _add_props(m.properties, tags, keys, ids)
+                if view.kind == "messages" and m.msg_id:
+                    ids.append(m.msg_id)
+    if resp is not None:
+        mid = (resp.ext or {}).get("msgId")
+        if mid:
+            ids.extend(x for x in mid.split(",") if x)
+        if resp.body:
+            view = bodies.decode_body(resp, req)
+            if view.kind == "messages":
+                for m in view.value:
+                    _add_props(m.properties, tags, keys, ids)
+                    if m.msg_id:
+                        ids.append(m.msg_id)
+    out = (tuple(tags), tuple(keys), tuple(ids))
+    _carried_cache[0], _carried_cache[1] = ex, out
+    return out
+
+
+def _add_props(p: dict[str, str], tags: list[str], keys: list[str], ids: list[str]) -> None:
+    t = p.get("TAGS")
+    if t:
+        tags.append(t)
+    k = p.get("KEYS")
+    if k:
+        keys.extend(x for x in k.split(" ") if x)
+    u = p.get("UNIQ_KEY")
+    if u:
+        ids.append(u)
+
+
+def _remoting_topic(ex: Exchange) -> str | None:
+    c = _req_cmd(ex)
+    t = headers.topic_of(c) if c is not None else None
+    if t is None and ex.response is not None:
+        t = headers.topic_of(ex.response.command)
+    return t
+
+
+def _remoting_group(ex: Exchange) -> str | None:
+    c = _req_cmd(ex)
+    return headers.group_of(c) if c is not None else None
+
+
+def _remoting_broker_name(ex: Exchange) -> str | None:
+    c = _req_cmd(ex)
+    if c is None or not c.ext:
+        return None
+    return c.ext.get("bname") or c.ext.get("n" if c.code in codes.SEND_V2_REQUESTS else "brokerName") \
+        or c.ext.get("brokerName")
+
+
+def _nonempty(t: tuple) -> tuple | None:
+    return t or None
+
+
+REMOTING_FIELDS: dict[str, Getter] = {
+    "code": lambda ex: ex.request.command.code if ex.request is not None else None,
+    "response_code": lambda ex: ex.response.command.code if ex.response is not None else None,
+    "topic": _remoting_topic,
+    "group": _remoting_group,
+    "tag": lambda ex: _nonempty(carried_ids(ex)[0]),
+    "keys": lambda ex: _nonempty(carried_ids(ex)[1]),
+    "msgid": lambda ex: _nonempty(carried_ids(ex)[2]),
+    "language": lambda ex: c.language if (c := _req_cmd(ex)) is not None else None,
+    "version": lambda ex: c.version if (c := _req_cmd(ex)) is not None else None,
+    "opaque": lambda ex: c.opaque if (c := _any_cmd(ex)) is not None else None,
+    "broker_name": _remoting_broker_name,
+    # how codes read as text (for ~)
+    "code_name": lambda ex: codes.request_name(ex.request.command.code) if ex.request is not None else None,
+    "response_code_name": lambda ex: (codes.response_name(ex.response.command.code)
+                                      if ex.response is not None else None),
+}
+
+PROTOCOL_FIELDS: dict[str, dict[str, Getter]] = {"remoting": REMOTING_FIELDS, "rocketmq": REMOTING_FIELDS}
+_REMOTING = frozenset({"remoting", "rocketmq"})
+
+
+def classifier_fields(protocol: str) -> dict[str, Getter]:
+    """Fields of a protocol known only by its stats :class:`~rmqsniff.stats.Classifier`
+    (e.g. gRPC): code, response_code, topic, group and the code names."""
+    cl = CLASSIFIERS.get(protocol, GENERIC)
+
+    def req(ex: Exchange) -> Any:
+        return ex.request.command if ex.request is not None else None
+
+    return {
+        "code": lambda ex: c.code if (c := req(ex)) is not None else None,
+        "response_code": lambda ex: ex.response.command.code if ex.response is not None else None,
+        "topic": lambda ex: cl.topic_of(c) if (c := req(ex)) is not None else None,
+        "group": lambda ex: cl.group_of(c) if (c := req(ex)) is not None else None,
+        "opaque": lambda ex: getattr((ex.request or ex.response).command, "stream_id", None),
+        "code_name": lambda ex: cl.request_name(c.code) if (c := req(ex)) is not None else None,
+        "response_code_name": lambda ex: (cl.response_name(ex.response.command.code)
+                                          if ex.response is not None else None),
+    }
+
+
+def register_protocol(protocol: str, getters: dict[str, Getter]) -> None:
+    """Plug in a protocol's own fields (names as in :data:`REMOTING_FIELDS`; any may be left
+    out: it is then missing).  Without this, :func:`classifier_fields` is used."""
+    PROTOCOL_FIELDS[protocol] = getters
+
+
+def _proto_getter(name: str) -> Getter:
+    tables = PROTOCOL_FIELDS
+    last: list[Any] = [None, None]  # protocol -> getter, for the common single-protocol case
+
+    def get(ex: Exchange) -> Any:
+        p = ex.protocol
+        if p is last[0]:
+            g = last[1]
+        else:
+            t = tables.get(p)
+            if t is None:
+                t = tables[p] = classifier_fields(p)
+            g = t.get(name)
+            last[0], last[1] = p, g
+        return g(ex) if g is not None else None
+    return get
+
+
+def _protocol_code(text: str) -> tuple[frozenset[str] | None, int] | None:
+    """A code literal: a number (any protocol), a remoting name, or a gRPC method or
+    response code name, as (protocols it applies to or None for all, code)."""
+    n = codes.code_from_name(text)
+    if n is not None:
+        try:
+            int(text, 0)
+            return None, n
+        except ValueError:
+            return _REMOTING, n
+    try:
+        from dissectors.grpc import call as gcall, schema
+    except ImportError:  # pragma: no cover - gRPC support not installed
+        return None
+    up = text.upper()
+    grpc = frozenset({"grpc"})
+    for name, rpc in schema.BY_NAME.items():  # methods (request codes)
+        if name.upper() == up:
+            return grpc, rpc.code
+    for code, name in schema.CODE_NAMES.items():  # RocketMQ Status codes (response codes)
+        if name.upper() == up:
+            return grpc, code
+    for code in (gcall.GRPC_OK_NO_STATUS, gcall.NO_STATUS, *(-i for i in range(1, 17))):
+        if gcall.response_code_name(code).upper() == up:
+            return grpc, code
+    return None
+
+
+def _ep_text(ep: tuple[str, int]) -> str:
+    host, port = ep
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _status(ex: Exchange) -> tuple[str, ...]:
+    if ex.response is not None:
+        cl = CLASSIFIERS.get(ex.protocol, GENERIC)  # the stats' success/no_message/error rule
+        req = ex.request
+        return (ex.status, cl.classify(req.command.code if req is not None else None, ex.response.command.code))
+    return (ex.status,)
+
+
+def _size(ex: Exchange) -> int:
+    return (ex.request.size if ex.request is not None else 0) + (ex.response.size if ex.response is not None else 0)
+
+
+def _broker(ex: Exchange) -> tuple[str, ...]:
+    srv = ex.connection.server
+    name = _proto_getter("broker_name")(ex)
+    return (_ep_text(srv), srv[0], name) if name else (_ep_text(srv), srv[0])
+
+
+COMMON_FIELDS: dict[str, Getter] = {
+    "status": _status,
+    "latency": lambda ex: ex.latency_ms,
+    "size": _size,
+    "client": lambda ex: (_ep_text(ex.connection.client), ex.connection.client[0]),
+    "broker": _broker,
+    "conn": lambda ex: ex.connection.id,
+    "protocol": lambda ex: ex.protocol,
+}
+
+
+def getter(name: str) -> Getter:
+    """The value getter of a field (None result = missing)."""
+    g = COMMON_FIELDS.get(name)
+    return g if g is not None else _proto_getter(name)
+
+
+# ---------------------------------------------------------------- compiling
+
+class Filter:
+    """A compiled filter: call it with an exchange."""
+
+    __slots__ = ("expression", "fields", "_pred")
+
+    def __init__(self, expression: str, pred: Predicate, fields: frozenset[str]) -> None:
+        self.expression = expression
+        self._pred = pred
+        self.fields = fields
+
+    def __call__(self, ex: Exchange) -> bool:
+        return self._pred(ex)
+
+    def __repr__(self) -> str:
+        return f"Filter({self.expression!r})"
+
+
+def compile_filter(expression: str) -> Filter:
+    """Parse and compile ``expression``; raises :class:`FilterError` with a position."""
+    p = _Parser(expression)
+    pred = p.parse()
+    return Filter(expression, pred, frozenset(p.fields))
+
+
+def select(exchanges: Iterable[Exchange], expression: str | Filter | None) -> Iterable[Exchange]:
+    """The exchanges that match (all of them when ``expression`` is None or empty)."""
+    if expression is None or expression == "":
+        return exchanges
+    f = expression if isinstance(expression, Filter) else compile_filter(expression)
+    return (ex for ex in exchanges if f(ex))
+
+
+_KEYWORDS = {"and", "or", "not", "in"}
+_CMP_OPS = {"==", "!=", "<", "<=", ">", ">=", "~"}
+
+
+class _Parser:
+    def __init__(self, expr: str) -> None:
+        self.expr = expr
+        self.toks = tokenize(expr)
+        self.i = 0
+        self.fields: set[str] = set()
+
+    # helpers
+    def err(self, msg: str, tok: Token) -> FilterError:
+        return FilterError(msg, tok.pos, self.expr, max(1, tok.end - tok.pos))
+
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.i]
+
+    def kw(self, *words: str) -> bool:
+        t = self.tok
+        return t.kind == "word" and t.text.lower() in words
+
+    def take(self) -> Token:
+        t = self.toks[self.i]
+        self.i += 1
+        return t
+
+    # grammar
+    def parse(self) -> Predicate:
+        if self.tok.kind == "end":
+            raise self.err("empty filter", self.tok)
+        pred = self.or_()
+        if self.tok.kind != "end":
+            raise self.err(f"unexpected {self.tok.text!r}: expected and, or or the end", self.tok)
+        return pred
+
+    def or_(self) -> Predicate:
+        parts = [self.and_()]
+        while self.kw("or") or (self.tok.kind == "op" and self.tok.text == "||"):
+            self.take()
+            parts.append(self.and_())
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) == 2:
+            a, b = parts
+            return lambda ex: a(ex) or b(ex)
+        return lambda ex: any(p(ex) for p in parts)
+
+    def and_(self) -> Predicate:
+        parts = [self.unary()]
+        while self.kw("and") or (self.tok.kind == "op" and self.tok.text == "&&"):
+            self.take()
+            parts.append(self.unary())
+        if len(parts) == 1:
+            return parts[0]
+        if len(parts) == 2:
+            a, b = parts
+            return lambda ex: a(ex) and b(ex)
+        return lambda ex: all(p(ex) for p in parts)
+
+    def unary(self) -> Predicate:
+        t = self.tok
+        if self.kw("not") or (t.kind == "op" and t.text == "!"):
+            self.take()
+            inner = self.unary()
+            return lambda ex: not inner(ex)
+        if t.kind == "punct" and t.text == "(":
+            self.take()
+            inner = self.or_()
+            if not (self.tok.kind == "punct" and self.tok.text == ")"):
+                raise self.err("expected ')'", self.tok)
+            self.take()
+            return inner
+        return self.test()
+
+    def test(self) -> Predicate:
+        t = self.take()
+        if t.kind != "word" or t.text.lower() in _KEYWORDS:
+            what = "the end of the filter" if t.kind == "end" else repr(t.text)
+            raise FilterError(f"expected a field name, got {what}", t.pos, self.expr,
+                              max(1, t.end - t.pos))
+        field = FIELDS.get(t.text.lower())
+        if field is None:
+            raise self.err(f"unknown field {t.text!r}; fields: {', '.join(FIELDS)}", t)
+        self.fields.add(field.name)
+        nxt = self.tok
+        negate = False
+        if self.kw("not") and self.toks[self.i + 1].kind == "word" and self.toks[self.i + 1].text.lower() == "in":
+            self.take()
+            negate = True
+            nxt = self.tok
+        if self.kw("in"):
+            self.take()
+            pred = self.in_set(field)
+            if not negate:
+                return pred
+            get = getter(field.name)  # "not in", like "!=", needs the field present
+            return lambda ex: get(ex) is not None and not pred(ex)
+        if nxt.kind == "op" and nxt.text in _CMP_OPS:
+            self.take()
+            vt = self.take()
+            if vt.kind not in ("word", "str"):
+                raise self.err("expected a value", vt)
+            return _compare(field, nxt.text, vt, self)
+        # a bare field: present
+        get = getter(field.name)
+        return lambda ex: get(ex) is not None
+
+    def in_set(self, field: Field) -> Predicate:
+        open_ = self.take()
+        if not (open_.kind == "punct" and open_.text in "{("):
+            raise self.err("expected '{' or '(' after in", open_)
+        close = "}" if open_.text == "{" else ")"
+        values: list[Any] = []
+        while True:
+            vt = self.take()
+            if vt.kind not in ("word", "str"):
+                raise self.err("expected a value", vt)
+            values.append(_coerce(field, vt, self))
+            sep = self.take()
+            if sep.kind == "punct" and sep.text == close:
+                break
+            if not (sep.kind == "punct" and sep.text == ","):
+                raise self.err(f"expected ',' or '{close}'", sep)
+        return _membership(field, values)
+
+
+def _coerce(field: Field, tok: Token, p: _Parser) -> Any:
+    """The literal ``tok`` as a value of ``field``'s kind (resolved once, at compile time)."""
+    text = tok.text
+    kind = field.kind
+    if kind == "int":
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise p.err(f"{field.name} takes a whole number, not {text!r}", tok) from None
+    if kind == "code":
+        c = _protocol_code(text)
+        if c is None:
+            raise p.err(f"unknown code {text!r}", tok)
+        return c
+    if kind == "version":
+        v = _version_value(text)
+        if v is None:
+            raise p.err(f"not a version: {text!r} (use an ordinal or a name such as V5_3_3)", tok)
+        return v
+    if kind == "duration":
+        v = parse_duration_ms(text)
+        if v is None:
+            raise p.err(f"not a duration: {text!r} (e.g. 50ms, 1.5s)", tok)
+        return v
+    if kind == "size":
+        v = parse_size(text)
+        if v is None:
+            raise p.err(f"not a size: {text!r} (e.g. 512, 4KiB, 1MB)", tok)
+        return v
+    if kind == "enum":
+        return text.lower()
+    return text
+
+
+def _norm(field: Field) -> Callable[[Any], Any]:
+    if field.kind == "enum":
+        return lambda v: v.lower() if isinstance(v, str) else v
+    return lambda v: v
+
+
+def _code_matcher(lits: list[tuple[frozenset[str] | None, int]]) -> Callable[[Exchange, Any], bool]:
+    """Does code ``v`` of ``ex`` equal one of the literals (a named code only in its protocol)?"""
+    if len(lits) == 1:
+        protos, n = lits[0]
+        if protos is None:
+            return lambda ex, v: v == n
+        return lambda ex, v: v == n and ex.protocol in protos
+    return lambda ex, v: any(v == n and (ps is None or ex.protocol in ps) for ps, n in lits)
+
+
+def _compare(field: Field, op: str, tok: Token, p: _Parser) -> Predicate:
+    get = getter(field.name)
+    multi = field.multi
+    if op == "~":
+        try:
+            rx = re.compile(tok.text)
+        except re.error as e:
+            raise p.err(f"bad regular expression: {e}", tok) from None
+        search = rx.search
+        if field.kind == "code":
+            get = getter("code_name" if field.name == "code" else "response_code_name")
+        if multi:
+            return lambda ex: (v := get(ex)) is not None and any(search(str(x)) for x in v)
+        return lambda ex: (v := get(ex)) is not None and search(str(v)) is not None
+    lit = _coerce(field, tok, p)
+    norm = _norm(field)
+    if field.kind == "code":
+        if op in ("==", "!="):
+            m = _code_matcher([lit])
+            eq = op == "=="
+            return lambda ex: (v := get(ex)) is not None and (m(ex, v) is eq)
+        lit = lit[1]  # ordering: the number
+    if op in ("==", "!="):
+        eq = op == "=="
+        if multi:
+            if field.kind == "enum":
+                return lambda ex: (v := get(ex)) is not None and ((lit in [x.lower() for x in v]) is eq)
+            return lambda ex: (v := get(ex)) is not None and ((lit in v) is eq)
+        if field.kind == "enum":
+            return lambda ex: (v := get(ex)) is not None and ((norm(v) == lit) is eq)
+        return lambda ex: (v := get(ex)) is not None and ((v == lit) is eq)
+    # ordering
+    if field.kind == "enum":
+        raise p.err(f"{field.name} cannot be ordered with {op}; use ==, != , ~ or in", tok)
+    cmp = {"<": lambda a: a < lit, "<=": lambda a: a <= lit, ">": lambda a: a > lit,
+           ">=": lambda a: a >= lit}[op]
+    if multi:
+        return lambda ex: (v := get(ex)) is not None and any(cmp(x) for x in v)
+    if field.kind == "code":
+        return lambda ex: type(v := get(ex)) is int and cmp(v)
+    return lambda ex: (v := get(ex)) is not None and cmp(v)
+
+
+def _membership(field: Field, values: list[Any]) -> Predicate:
+    get = getter(field.name)
+    s = frozenset(values)
+    if field.multi:
+        if field.kind == "enum":
+            return lambda ex: (v := get(ex)) is not None and any(x.lower() in s for x in v)
+        return lambda ex: (v := get(ex)) is not None and any(x in s for x in v)
+    if field.kind == "code":
+        m = _code_matcher(values)
+        return lambda ex: (v := get(ex)) is not None and m(ex, v)
+    norm = _norm(field)
+    if field.kind == "enum":
+        return lambda ex: (v := get(ex)) is not None and norm(v) in s
+    return lambda ex: (v := get(ex)) is not None and v in s
+
+
+def describe_fields() -> str:
+    """One line per field, for ``--help`` texts."""
+    return "\n".join(f"  {f.name:<14} {f.help}" for f in FIELDS.values())
