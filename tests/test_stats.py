@@ -252,7 +252,7 @@ def test_transport_and_unknown_protocol():
     s.tcp("gap")
     s.tcp("gap_bytes", 300)
     s.tcp("packets", 10)
-    ex = Exchange(1, C1, "grpc", UNANSWERED, Message(1.0, RemotingCommand(code=5), True))
+    ex = Exchange(1, C1, "mqtt", UNANSWERED, Message(1.0, RemotingCommand(code=5), True))
     s.request_started(ex)
     ex.response = Message(1.002, RemotingCommand(code=0, flag=FLAG_RESPONSE), False)
     ex.status = ANSWERED
@@ -260,7 +260,7 @@ def test_transport_and_unknown_protocol():
     snap = s.snapshot()
     assert snap["transport"]["gap"] == 1 and snap["transport"]["gap_bytes"] == 300
     assert snap["transport"]["packets"] == 10
-    assert snap["codes"]["grpc:5"]["name"] == "CODE_5"
+    assert snap["codes"]["mqtt:5"]["name"] == "CODE_5"
     assert snap["counters"]["response_success"] == 1
 
 
