@@ -1,0 +1,56 @@
+"""Shared fixtures: the real RocketMQ cluster (session-scoped) and its live captures."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REQUIRED_TOOLS = {
+    "java": "a JDK 17 runtime starts the name server, broker and proxy",
+    "javac": "the client programs are compiled once into the cache",
+    "mvn": "Maven collects the RocketMQ jars from Maven Central",
+    "tcpdump": "tcpdump records the loopback traffic",
+}
+
+
+def _unavailable(reason: str) -> None:
+    """Skip outside CI; in CI (CI=true) a missing prerequisite is a failure."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def rocketmq_cluster(tmp_path_factory):
+    """A running name server + broker + proxy with the scenario topics and groups."""
+    for tool, why in REQUIRED_TOOLS.items():
+        if shutil.which(tool) is None:
+            _unavailable(f"`{tool}` not found on PATH ({why})")
+    from tests.rocketmq import build
+    from tests.rocketmq.cluster import Cluster, Ports
+
+    build.build_remoting_programs()  # build errors fail, they are not a reason to skip
+    cluster = Cluster(tmp_path_factory.mktemp("rocketmq"), ports=Ports.from_env())
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rocketmq_capture(rocketmq_cluster, tmp_path_factory):
+    """``rocketmq_capture(name) -> (pcap, truth)``: run each scenario once per session."""
+    from tests.rocketmq.scenarios import run_scenario
+
+    out = Path(tmp_path_factory.mktemp("captures"))
+    done: dict[str, tuple] = {}
+
+    def get(name: str):
+        if name not in done:
+            done[name] = run_scenario(rocketmq_cluster, name, out)
+        return done[name]
+
+    return get

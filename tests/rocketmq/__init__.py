@@ -1,0 +1,1 @@
+"""Real Apache RocketMQ cluster, real clients and real captures for rmqsniff's tests."""
