@@ -1,6 +1,6 @@
 """Decode speed of ``rmqsniff stats`` against bare dpkt read loops, measured in one run.
 
-    python benchmarks/decode.py [--exchanges 100000] [--keep FILE]
+    python benchmarks/decode.py [--exchanges 100000] [--keep FILE] [--grpc-calls 10000] [--keep-grpc FILE]
 
 Generates a capture of remoting traffic (>= 200k packets by default, built by
 the project's own encoder: sends, pulls with stored-message bodies, heartbeats,
@@ -13,6 +13,12 @@ same file, best of ``--repeat`` runs each:
   exactly what the ``stats`` command runs
 
 and prints packets/s of each and the ratios.  Goal: stats >= 0.40 x dpkt read.
+
+Then the decode rate in calls: remoting exchanges/s of that same ``rmqsniff stats`` run,
+and gRPC calls/s of the same pipeline (``Pipeline(...).consume``) over a synthetic
+RocketMQ 5.x gRPC capture (``benchmarks/grpcgen.py``: HTTP/2 with HPACK, concurrent
+streams, SendMessage / ReceiveMessage streams / AckMessage / Heartbeat ..., best of
+``--repeat``), each checked against what the generator wrote.  ``--grpc-calls 0`` skips it.
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import dpkt  # noqa: E402
 
+from benchmarks.grpcgen import write_grpc_capture  # noqa: E402
 from rmqsniff.pipeline import Pipeline  # noqa: E402
 from rmqsniff.synth import write_capture  # noqa: E402
 
@@ -48,10 +55,14 @@ def dpkt_parse(path: str) -> int:
     return n
 
 
+LAST: dict[str, int] = {}  # what the last rmqsniff_stats run decoded
+
+
 def rmqsniff_stats(path: str) -> int:
     p = Pipeline(ordered=False)
     p.consume([path])
     assert not p.errors, p.errors[:3]
+    LAST["requests"] = p.stats.counter("request")  # exchanges (remoting) / calls (gRPC) decoded
     return p.packets
 
 
@@ -71,6 +82,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--keep", help="write the generated capture here (kept)")
     ap.add_argument("--profile", action="store_true", help="cProfile the rmqsniff run")
+    ap.add_argument("--grpc-calls", type=int, default=10_000, help="gRPC calls in the gRPC capture (0: skip)")
+    ap.add_argument("--keep-grpc", help="write the generated gRPC capture here (kept)")
     args = ap.parse_args()
     path = args.keep or os.path.join(tempfile.mkdtemp(prefix="rmqsniff-bench-"), "bench.pcap")
     t = time.perf_counter()
@@ -84,16 +97,43 @@ def main() -> None:
         pstats.Stats(path + ".prof").sort_stats("tottime").print_stats(25)
         return
     results = {}
+    secs_stats = 0.0
     for name, fn in (("dpkt read", dpkt_read), ("dpkt parse", dpkt_parse), ("rmqsniff stats", rmqsniff_stats)):
         secs, n = best(fn, path, args.repeat)
         results[name] = n / secs
         print(f"{name:15s} {n:>9d} packets  {secs:7.3f}s  {n / secs:>10,.0f} packets/s")
+        if fn is rmqsniff_stats:
+            secs_stats = secs
+    remoting_exchanges = LAST["requests"]
+    assert remoting_exchanges == counts["exchanges"], (remoting_exchanges, counts["exchanges"])
     r_read = results["rmqsniff stats"] / results["dpkt read"]
     r_parse = results["rmqsniff stats"] / results["dpkt parse"]
     print(f"ratio rmqsniff stats / dpkt read : {r_read:.2f}  (goal >= 0.40: {'met' if r_read >= 0.40 else 'NOT met'})")
     print(f"ratio rmqsniff stats / dpkt parse: {r_parse:.2f}")
     if not args.keep:
         os.remove(path)
+    grpc = grpc_figures(args) if args.grpc_calls > 0 else None
+    print(f"remoting exchanges/s: {remoting_exchanges:>9d} exchanges  {secs_stats:7.3f}s  "
+          f"{remoting_exchanges / secs_stats:>10,.0f} exchanges/s")
+    if grpc is not None:
+        calls, secs, packets, messages = grpc
+        print(f"gRPC calls/s        : {calls:>9d} calls      {secs:7.3f}s  {calls / secs:>10,.0f} calls/s"
+              f"  ({packets / secs:,.0f} packets/s, {messages / secs:,.0f} gRPC messages/s)")
+
+
+def grpc_figures(args) -> tuple[int, float, int, int]:
+    """Generate the gRPC capture, decode it (best of --repeat): calls, seconds, packets, messages."""
+    gpath = args.keep_grpc or os.path.join(tempfile.mkdtemp(prefix="rmqsniff-bench-"), "grpc.pcap")
+    t = time.perf_counter()
+    g = write_grpc_capture(gpath, args.grpc_calls)
+    print(f"generated {g['packets']} packets / {g['calls']} gRPC calls / {g['messages']} gRPC messages "
+          f"({os.path.getsize(gpath) / 1e6:.1f} MB) in {time.perf_counter() - t:.1f}s")
+    secs, n = best(rmqsniff_stats, gpath, args.repeat)
+    assert n == g["packets"], (n, g["packets"])
+    assert LAST["requests"] == g["calls"], (LAST["requests"], g["calls"])  # every call decoded
+    if not args.keep_grpc:
+        os.remove(gpath)
+    return g["calls"], secs, g["packets"], g["messages"]
 
 
 if __name__ == "__main__":
