@@ -164,6 +164,8 @@ def test_ports_come_from_environment(monkeypatch):
 
     monkeypatch.setenv("RMQSNIFF_NAMESRV_PORT", "19876")
     monkeypatch.setenv("RMQSNIFF_BROKER_PORT", "20911")
+    monkeypatch.delenv("RMQSNIFF_PROXY_PORT", raising=False)
+    monkeypatch.delenv("RMQSNIFF_GRPC_PORT", raising=False)
     p = Ports.from_env()
     assert (p.namesrv, p.broker, p.proxy, p.grpc) == (19876, 20911, 8080, 8081)
     assert p.all_listening()["broker-fast"] == 20909 and p.all_listening()["broker-ha"] == 20912
