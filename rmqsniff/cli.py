@@ -462,5 +462,14 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
     _guard(run, ctx.obj["debug"])
 
 
+def _register() -> None:
+    """Commands that live in their own modules (each a thin shell over its library)."""
+    from .cli_proxy import proxy
+
+    main.add_command(proxy)
+
+
+_register()
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,20 @@
+"""The built-in transparent proxy: forward every byte between RocketMQ clients and a
+cluster, decode every frame into the one stats model, rewrite route answers so that
+clients stay on the proxy, record the traffic for replay (``rmqsniff proxy``).
+
+    config.py       LISTEN=UPSTREAM mappings, options
+    server.py       Proxy: listeners (given and discovered per broker), sessions, stats
+    session.py      one connection: pumps with backpressure, upstream failure answers
+    remoting.py     remoting tap (sans-I/O): decode, route rewriting, SYSTEM_ERROR answers
+    grpc.py         gRPC tap: calls into the same stats
+    recorder.py     -w: pcapng with synthesised TCP/IP
+    admin.py        /stats, /stats/prometheus, /exchanges, /routes
+    transparent.py  SO_ORIGINAL_DST / TPROXY
+"""
+from __future__ import annotations
+
+from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, ConfigError, Mapping, ProxyConfig
+from .server import Listener, Proxy, ProxyError, mappings, new_event_loop, running
+
+__all__ = ["Proxy", "ProxyConfig", "ProxyError", "ConfigError", "Mapping", "Listener", "mappings", "running",
+           "new_event_loop", "NAMESRV", "BROKER", "GRPC", "TRANSPARENT"]

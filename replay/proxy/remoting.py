@@ -1,0 +1,191 @@
+"""Remoting on a proxied connection, sans-I/O: decode both directions into the one
+model (pairing -> stats), find the route answers to rewrite, answer for a failed upstream.
+
+Bytes are forwarded as they come, except server -> client on a name-server link with
+rewriting on: there whole frames are released so that GET_ROUTEINFO_BY_TOPIC and
+GET_BROKER_CLUSTER_INFO answers can be rewritten (:class:`RouteAnswer`).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from dissectors.remoting import codes, encode, fastjson
+from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
+from dissectors.remoting.command import FLAG_RESPONSE, RemotingCommand
+from rmqsniff.model import Connection, Message
+from rmqsniff.pairing import Pairing
+
+ROUTE_CODES = frozenset({codes.GET_ROUTEINFO_BY_TOPIC, codes.GET_BROKER_CLUSTER_INFO})
+_PREFIX = struct.Struct(">iI")
+
+
+@dataclass(slots=True)
+class RouteAnswer:
+    """A whole route answer frame whose broker addresses (``addrs``) are to be replaced."""
+
+    kind = "remoting"
+    frame: bytes
+    addrs: list[str]
+
+    def apply(self, mapping: dict[str, str]) -> bytes:
+        return rewrite_frame(self.frame, mapping) if mapping else self.frame
+
+
+def broker_addrs(body: bytes) -> list[str]:
+    """Every ``brokerAddrs`` value (``ip:port``) in a topic route or cluster info body."""
+    try:
+        doc = fastjson.loads(body)
+    except Exception:  # noqa: BLE001 - not JSON we understand: nothing to rewrite
+        return []
+    out: list[str] = []
+
+    def walk(v: object) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if k == "brokerAddrs" and isinstance(x, dict):
+                    out.extend(a for a in x.values() if isinstance(a, str) and a not in out)
+                else:
+                    walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(doc)
+    return out
+
+
+def rewrite_frame(frame: bytes, mapping: dict[str, str]) -> bytes:
+    """``frame`` with each quoted ``"old"`` address of its body replaced by ``"new"``;
+    the length field is recomputed, the header and everything else stay as they were."""
+    _length, mark = _PREFIX.unpack_from(frame, 0)
+    hend = 8 + (mark & 0xFFFFFF)
+    body = frame[hend:]
+    for old, new in mapping.items():
+        if old != new:
+            body = body.replace(f'"{old}"'.encode(), f'"{new}"'.encode())
+    return _PREFIX.pack(hend - 4 + len(body), mark) + frame[8:hend] + body
+
+
+def error_answer(request: RemotingCommand, remark: str) -> RemotingCommand:
+    """A SYSTEM_ERROR response to ``request`` in the client's own serialization."""
+    return RemotingCommand(codes.SYSTEM_ERROR, FLAG_RESPONSE, request.opaque, language="JAVA",
+                           version=request.version, remark=remark, serialize=request.serialize)
+
+
+class _Half:
+    """One direction: the stream decoder and when its partial frame began (as in flows)."""
+
+    __slots__ = ("dec", "partial_ts", "from_client")
+
+    def __init__(self, from_client: bool, max_frame: int) -> None:
+        self.dec = StreamDecoder(max_frame=max_frame)
+        self.partial_ts = 0.0
+        self.from_client = from_client
+
+
+class RemotingTap:
+    """Decoding, rewriting and failure answers for one proxied remoting connection."""
+
+    protocol = "remoting"
+
+    def __init__(self, conn: Connection, sink, stats, *, rewrite_routes: bool = False,
+                 max_frame: int = 16 * 1024 * 1024) -> None:
+        self.conn = conn
+        self.stats = stats
+        self.pairing = Pairing(conn, sink)
+        self.c2s = _Half(True, max_frame)
+        self.s2c = _Half(False, max_frame)
+        self.rewrite = rewrite_routes
+        self._held = bytearray()  # server bytes not yet released (rewrite mode)
+        self._passthrough = False  # rewrite mode gave up (the stream is not remoting)
+
+    # -- bytes in ------------------------------------------------------------------
+    def from_client(self, data: bytes, ts: float) -> None:
+        """Client bytes (forwarded unchanged by the caller)."""
+        self._feed(self.c2s, data, ts)
+
+    def from_server(self, data: bytes, ts: float) -> list[bytes | RouteAnswer]:
+        """Server bytes; returns what to send to the client, in order."""
+        if not self.rewrite or self._passthrough:
+            self._feed(self.s2c, data, ts)
+            return [data]
+        held = self._held
+        base = self.s2c.dec.offset - len(held)  # stream offset of held[0]
+        held += data
+        out: list[bytes | RouteAnswer] = []
+        pos = 0  # released up to held[pos]
+        for fr, req_code in self._feed(self.s2c, data, ts, want_frames=True):
+            if req_code in ROUTE_CODES and fr.command.code == 0 and fr.command.body:
+                addrs = broker_addrs(fr.command.body)
+                if addrs:
+                    start = fr.offset - base
+                    if start > pos:
+                        out.append(bytes(held[pos:start]))
+                    out.append(RouteAnswer(bytes(held[start:start + fr.length]), addrs))
+                    pos = start + fr.length
+        dec = self.s2c.dec
+        if dec.in_resync:  # not remoting after all: forward everything from now on
+            self._passthrough = True
+            end = len(held)
+        else:
+            end = len(held) - dec.buffered
+        if end > pos:
+            out.append(bytes(held[pos:end]))
+        del held[:end]
+        if self._passthrough:
+            held.clear()
+        return out
+
+    def _feed(self, half: _Half, data: bytes, ts: float, want_frames: bool = False) -> list:
+        dec = half.dec
+        start = dec.offset
+        events = dec.feed(data)
+        frames = []
+        from_client = half.from_client
+        for ev in events:
+            t = type(ev)
+            if t is Frame:
+                cmd = ev.command
+                is_resp = cmd.flag & FLAG_RESPONSE
+                if want_frames:
+                    req = self.pairing.pending_c.get(cmd.opaque) if is_resp else None
+                    frames.append((ev, req.request.command.code if req is not None else None))
+                msg = Message(ts if (is_resp or ev.offset >= start) else half.partial_ts,
+                              cmd, from_client, ev.offset, ev.length)
+                self.pairing.frame(msg)
+            elif t is DecodeError:
+                self.stats.decoding_error(from_client, f"{self.conn.label} offset {ev.offset}: {ev.reason}",
+                                          self.conn)
+            elif t is Resync:
+                self.stats.tcp("resync", 1)
+        buffered = dec.buffered
+        if buffered and buffered <= len(data):
+            half.partial_ts = ts
+        return frames
+
+    # -- failure and end -------------------------------------------------------------
+    def failure(self, reason: str, ts: float) -> bytes:
+        """The upstream is gone: SYSTEM_ERROR answers for every request still waiting,
+        counted like real answers.  Returns the bytes to send to the client."""
+        self._held.clear()
+        out = []
+        for ex in list(self.pairing.pending_c.values()):
+            cmd = error_answer(ex.request.command, reason)
+            try:
+                frame = encode(cmd)
+            except ValueError:
+                continue
+            cmd.frame_len = len(frame)
+            self.pairing.frame(Message(ts, cmd, False, 0, len(frame)))
+            out.append(frame)
+        return b"".join(out)
+
+    def close(self) -> None:
+        """End of the connection: partial frames are reported, pending requests unanswered."""
+        for half in (self.c2s, self.s2c):
+            for ev in half.dec.close():
+                if type(ev) is DecodeError:
+                    self.stats.decoding_error(half.from_client,
+                                              f"{self.conn.label} offset {ev.offset}: {ev.reason}", self.conn)
+        self.pairing.close()

@@ -1,0 +1,328 @@
+"""The proxy: listeners (given and discovered), sessions, stats, recording, admin."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rmqsniff.model import Exchange
+from rmqsniff.pairing import PairingSink
+from rmqsniff.stats import Stats
+
+from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, ConfigError, Endpoint, Mapping, ProxyConfig, \
+    endpoint_text, parse_endpoint
+from .recorder import Recorder
+from .session import CHUNK, Session
+from .transparent import allow_tproxy, original_dst
+
+RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
+BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
+VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
+
+
+class ProxyError(RuntimeError):
+    """The proxy cannot start or run (one line for the user)."""
+
+
+@dataclass(slots=True)
+class Listener:
+    """One listening socket and where its connections go."""
+
+    kind: str
+    listen: Endpoint  # the bound address
+    upstream: Endpoint | None
+    advertised: str | None  # "host:port" written into route answers (brokers)
+    server: asyncio.AbstractServer | None = None
+    discovered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "listen": endpoint_text(self.listen),
+                "upstream": endpoint_text(self.upstream) if self.upstream else "original destination",
+                "advertised": self.advertised, "discovered": self.discovered}
+
+
+class Recent:
+    """The latest exchanges (for ``/exchanges``), bounded in count and in body bytes."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque[Exchange] = deque()
+        self.maxlen = max(1, maxlen)
+        self.body_bytes = 0
+
+    @staticmethod
+    def _bodies(ex: Exchange) -> int:
+        n = 0
+        for m in (ex.request, ex.response):
+            body = getattr(m.command, "body", None) if m is not None else None
+            if body:
+                n += len(body)
+        return n
+
+    def add(self, ex: Exchange) -> None:
+        for m in (ex.request, ex.response):
+            cmd = m.command if m is not None else None
+            body = getattr(cmd, "body", None)
+            if body and len(body) > BIG_BODY:
+                cmd.body = None
+                ex.notes.append(f"body of {len(body)} bytes not kept by the proxy")
+        self.items.append(ex)
+        self.body_bytes += self._bodies(ex)
+        while len(self.items) > self.maxlen or (self.body_bytes > RECENT_BODY_BYTES and len(self.items) > 1):
+            self.body_bytes -= self._bodies(self.items.popleft())
+
+    def select(self, flt: Callable[[Exchange], bool] | None, limit: int) -> list[Exchange]:
+        out = [ex for ex in self.items if flt is None or flt(ex)]
+        return out[-limit:] if limit > 0 else out
+
+
+class Proxy:
+    """A transparent RocketMQ proxy; every coroutine runs on one event loop."""
+
+    def __init__(self, config: ProxyConfig, notify: Callable[[str], None] | None = None,
+                 stats: Stats | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.notify = notify or (lambda line: None)
+        self.stats = stats if stats is not None else Stats(prefix=config.stat_prefix)
+        self.recent = Recent(config.max_exchanges)
+        self.sink = PairingSink(self.stats, self.recent.add, ordered=False)
+        self.recorder: Recorder | None = None
+        self.listeners: list[Listener] = []
+        self.brokers: dict[str, str] = {}  # upstream "host:port" -> advertised "host:port"
+        self.grpc_endpoints: dict[str, str] = {}  # the same for gRPC endpoints
+        self._opening: dict[tuple[str, str], asyncio.Future] = {}
+        self._own: set[Endpoint] = set()
+        self._sessions: set[asyncio.Task] = set()
+        self._next_conn = 0
+        self._flusher: asyncio.Task | None = None
+        self.admin = None
+        self.failures: deque[str] = deque(maxlen=50)
+        self.started = 0.0
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open every listener (and the admin endpoint, the recording); raises ProxyError."""
+        cfg = self.config
+        self.started = time.time()
+        try:
+            if cfg.record:
+                try:
+                    self.recorder = Recorder(cfg.record)
+                except OSError as e:
+                    raise ProxyError(f"cannot write {cfg.record}: {e.strerror or e}") from None
+            for m in cfg.mappings:
+                adv = None
+                if m.kind == BROKER:
+                    adv = None  # known once bound (port 0 = any)
+                lst = await self._listen(m.kind, m.listen, m.upstream, adv)
+                if m.kind in (BROKER, GRPC):
+                    lst.advertised = endpoint_text((cfg.advertise_host(lst.listen[0]), lst.listen[1]))
+                    self._routes(m.kind)[endpoint_text(m.upstream)] = lst.advertised
+            if cfg.admin is not None:
+                from .admin import AdminServer
+
+                self.admin = AdminServer(self)
+                await self.admin.start(cfg.admin)
+        except BaseException:
+            await self.stop()
+            raise
+        if self.recorder is not None:
+            self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def stop(self) -> None:
+        """Stop listening, end every session (pending requests end unanswered), close the recording."""
+        for lst in self.listeners:
+            if lst.server is not None:
+                lst.server.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        for t in list(self._sessions):
+            t.cancel()
+        if self._sessions:
+            await asyncio.wait(list(self._sessions), timeout=5.0)
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.recorder.flush()
+            if self.recorder.error:
+                self.note_failure(self.recorder.error)
+                return
+
+    def note_failure(self, line: str) -> None:
+        """Remember (for /routes) and report a problem that did not stop the proxy."""
+        self.failures.append(line)
+        self.notify(line)
+
+    # -- listeners -----------------------------------------------------------------------
+    async def _listen(self, kind: str, listen: Endpoint, upstream: Endpoint | None, advertised: str | None,
+                      discovered: bool = False) -> Listener:
+        host, port = listen
+        lst = Listener(kind, listen, upstream, advertised, discovered=discovered)
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await self._session(lst, reader, writer)
+
+        sock = None
+        try:
+            fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(fam, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if kind == TRANSPARENT:
+                allow_tproxy(sock)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            lst.server = await asyncio.start_server(accept, sock=sock, limit=CHUNK)
+        except OSError as e:
+            if sock is not None:
+                sock.close()
+            raise ProxyError(f"cannot listen on {endpoint_text(listen)}: {e.strerror or e}") from None
+        bound = sock.getsockname()
+        lst.listen = (bound[0], bound[1])
+        self._own.add(lst.listen)
+        self.listeners.append(lst)
+        up = endpoint_text(upstream) if upstream else "original destination (transparent)"
+        self.notify(f"{kind} {endpoint_text(lst.listen)} -> {up}" + (" (discovered)" if discovered else ""))
+        return lst
+
+    def listener(self, kind: str) -> Listener | None:
+        """The first listener of a kind (handy for tests and the CLI)."""
+        return next((x for x in self.listeners if x.kind == kind), None)
+
+    def routes(self) -> dict[str, Any]:
+        return {"listeners": [x.to_dict() for x in self.listeners], "brokers": dict(self.brokers),
+                "grpc_endpoints": dict(self.grpc_endpoints)}
+
+    def _routes(self, kind: str) -> dict[str, str]:
+        return self.grpc_endpoints if kind == GRPC else self.brokers
+
+    async def listeners_for(self, kind: str, addrs: list[str], near: Endpoint) -> dict[str, str]:
+        """Advertised proxy addresses for upstream broker (BROKER) or gRPC endpoint (GRPC)
+        addresses, opening listeners on demand on the host of ``near`` (the listener that
+        got the route answer)."""
+        out: dict[str, str] = {}
+        routes = self._routes(kind)
+        for a in addrs:
+            adv = routes.get(a)
+            if adv is None:
+                fut = self._opening.get((kind, a))
+                if fut is None:
+                    fut = self._opening[kind, a] = asyncio.ensure_future(self._open_on_demand(kind, a, near))
+                try:
+                    adv = await asyncio.shield(fut)
+                except ProxyError as e:
+                    self.note_failure(str(e))
+                    adv = None
+                finally:
+                    if fut.done():
+                        self._opening.pop((kind, a), None)
+            if adv is not None:
+                out[a] = adv
+        return out
+
+    async def _open_on_demand(self, kind: str, addr: str, near: Endpoint) -> str:
+        try:
+            up = parse_endpoint(addr, what="address in a route answer")
+        except ConfigError as e:
+            raise ProxyError(str(e)) from None
+        host = near[0]
+        # brokers: try for a pair of ports (Q, Q-2) so that clients on the VIP channel stay on the proxy too
+        main = None
+        for _ in range(8 if kind == BROKER else 0):
+            lst = await self._listen(BROKER, (host, 0), up, None, discovered=True)
+            q = lst.listen[1]
+            if q - VIP_OFFSET > 1024 and up[1] - VIP_OFFSET > 0:
+                try:
+                    await self._listen(BROKER, (host, q - VIP_OFFSET), (up[0], up[1] - VIP_OFFSET), None,
+                                       discovered=True)
+                    main = lst
+                    break
+                except ProxyError:
+                    pass
+            lst.server.close()
+            self.listeners.remove(lst)
+            self._own.discard(lst.listen)
+        if main is None:
+            main = await self._listen(kind, (host, 0), up, None, discovered=True)
+        main.advertised = endpoint_text((self.config.advertise_host(host), main.listen[1]))
+        self._routes(kind)[addr] = main.advertised
+        self.notify(f"route rewrite: {'gRPC endpoint' if kind == GRPC else 'broker'} {addr} -> {main.advertised}")
+        return main.advertised
+
+    async def rewrite(self, answer, near: Endpoint | None = None) -> bytes:
+        """The bytes of a route answer (remoting ``RouteAnswer`` or ``GrpcRouteAnswer``) with
+        every upstream address replaced by a proxy listener."""
+        kind = GRPC if answer.kind == "grpc" else BROKER
+        mapping = await self.listeners_for(kind, answer.addrs, near or self._near()) if answer.addrs else {}
+        return answer.apply(mapping)
+
+    def _near(self) -> Endpoint:
+        lst = self.listener(NAMESRV) or self.listeners[0]
+        return lst.listen
+
+    # -- sessions --------------------------------------------------------------------------
+    async def _session(self, lst: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._sessions.add(task)
+        try:
+            upstream = lst.upstream
+            if lst.kind == TRANSPARENT:
+                sock = writer.get_extra_info("socket")
+                upstream, how = original_dst(sock)
+                if how == "local" and (upstream in self._own or upstream[1] == lst.listen[1]):
+                    self.stats.tcp("transparent_not_redirected", 1)
+                    self.note_failure(f"transparent: connection from {writer.get_extra_info('peername')} "
+                                      "was not redirected (no original destination); closed")
+                    writer.close()
+                    return
+            self._next_conn += 1
+            self.stats.tcp("flows", 1)
+            s = Session(self, lst, reader, writer, upstream, self._next_conn - 1)
+            await s.run()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._sessions.discard(task)
+
+    @property
+    def active_sessions(self) -> int:
+        return len(self._sessions)
+
+
+@contextlib.asynccontextmanager
+async def running(config: ProxyConfig, notify: Callable[[str], None] | None = None):
+    """``async with running(cfg) as proxy:`` start, yield, stop."""
+    p = Proxy(config, notify)
+    await p.start()
+    try:
+        yield p
+    finally:
+        await p.stop()
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def mappings(namesrv: list[str], brokers: list[str], grpc: list[str], transparent: list[str]) -> list[Mapping]:
+    """Mappings from the command-line forms (raises ConfigError)."""
+    out = [Mapping.parse(NAMESRV, t) for t in namesrv]
+    out += [Mapping.parse(BROKER, t) for t in brokers]
+    out += [Mapping.parse(GRPC, t) for t in grpc]
+    out += [Mapping(TRANSPARENT, parse_endpoint(t, what="--transparent listen address")) for t in transparent]
+    return out

@@ -1,0 +1,111 @@
+"""``rmqsniff proxy``: a thin shell over :mod:`replay.proxy`."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+
+import click
+
+
+def _line(msg: str) -> None:
+    click.echo(f"rmqsniff proxy: {msg}", err=True)
+
+
+@click.command("proxy")
+@click.option("--namesrv", "namesrv", multiple=True, metavar="LISTEN=UPSTREAM",
+              help="Name-server listener, e.g. 127.0.0.1:19876=127.0.0.1:9876. Route answers are rewritten.")
+@click.option("--broker", "brokers", multiple=True, metavar="LISTEN=UPSTREAM",
+              help="A fixed broker listener (others are opened on demand as routes name them).")
+@click.option("--grpc", "grpc", multiple=True, metavar="LISTEN=UPSTREAM",
+              help="gRPC (RocketMQ 5 proxy endpoint) listener, e.g. 127.0.0.1:18081=127.0.0.1:8081.")
+@click.option("--transparent", "transparent", multiple=True, metavar="[HOST:]PORT",
+              help="Accept iptables REDIRECT/TPROXY'd connections here (see docs/proxy.md).")
+@click.option("--advertise", metavar="HOST", help="Host put into rewritten route answers (default: the listen host).")
+@click.option("-w", "record", type=click.Path(dir_okay=False, writable=True), metavar="FILE.pcapng",
+              help="Record both directions of every connection as a pcapng.")
+@click.option("--admin", metavar="HOST:PORT", help="Admin HTTP endpoint: /stats, /stats/prometheus, /exchanges.")
+@click.option("--stat-prefix", default="rmqsniff", show_default=True, help="Stats are rooted at rocketmq.<prefix>.")
+@click.option("--connect-timeout", type=click.FloatRange(min=0.05), default=3.0, show_default=True,
+              help="Seconds to wait for an upstream connection.")
+@click.option("--no-rewrite", is_flag=True, help="Forward route answers unchanged.")
+@click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken in /exchanges.")
+@click.option("--duration", type=click.FloatRange(min=0), default=0, help="Stop after this many seconds (0: run until Ctrl-C).")
+@click.option("--stats-on-exit", is_flag=True, help="Print the Envoy stats when stopping.")
+@click.pass_context
+def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...], grpc: tuple[str, ...],
+          transparent: tuple[str, ...], advertise: str | None, record: str | None, admin: str | None,
+          stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool, duration: float,
+          stats_on_exit: bool) -> None:
+    """Transparent proxy between RocketMQ clients and a cluster: forwards every byte, counts every request.
+
+    Point clients at the --namesrv listener: broker addresses in route answers are replaced with proxy
+    listeners (opened on demand; the mapping is printed), so all traffic flows through the proxy.
+    Runs until Ctrl-C / SIGTERM.
+    """
+    from replay.proxy import ConfigError, Proxy, ProxyConfig, ProxyError, mappings, new_event_loop
+    from replay.proxy.config import parse_endpoint
+
+    try:
+        cfg = ProxyConfig(
+            mappings=mappings(list(namesrv), list(brokers), list(grpc), list(transparent)),
+            advertise=advertise, record=record,
+            admin=parse_endpoint(admin, what="--admin address") if admin else None,
+            stat_prefix=stat_prefix, connect_timeout=connect_timeout, rewrite_routes=not no_rewrite,
+            redact=not no_redact,
+        )
+        cfg.validate()
+    except ConfigError as e:
+        _line(str(e))
+        sys.exit(1)
+
+    async def main() -> int:
+        p = Proxy(cfg, notify=lambda line: click.echo(line, err=True))
+        try:
+            await p.start()
+        except ProxyError as e:
+            _line(str(e))
+            return 1
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        t0 = time.monotonic()
+        try:
+            while not stop.is_set():
+                timeout = 1.0
+                if duration:
+                    timeout = min(timeout, max(0.0, t0 + duration - time.monotonic()))
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout)
+                except asyncio.TimeoutError:
+                    pass
+                if duration and time.monotonic() - t0 >= duration:
+                    break
+        finally:
+            await p.stop()
+        if stats_on_exit:
+            from rmqsniff.exporters.statsfmt import render_envoy
+
+            click.echo(render_envoy(p.stats), nl=False)
+        if p.recorder is not None:
+            if p.recorder.error:
+                _line(p.recorder.error)
+                return 1
+            click.echo(f"recorded to {cfg.record}", err=True)
+        return 0
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            code = runner.run(main())
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    proxy()

@@ -1,0 +1,279 @@
+"""The proxy between real RocketMQ 5.3 clients and the real cluster (marker ``rocketmq``).
+
+* Java remoting clients given only the proxy's name-server address produce and consume
+  with the same results as going direct; every broker connection went through the proxy
+  (route rewriting); the admin endpoints are scraped and parsed; the proxy's stats equal
+  ``rmqsniff stats`` on its own ``-w`` recording.
+* Upstream killed mid-run: a real long-poll PULL held by the real broker, through a
+  second proxy process that is SIGKILLed; the client gets a SYSTEM_ERROR answer at once.
+* The Java gRPC client through the ``--grpc`` listener.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from dissectors.remoting import RemotingCommand, codes, encode
+from replay.proxy import BROKER, Mapping, ProxyConfig
+from rmqsniff.exporters.statsfmt import render_envoy
+from rmqsniff.pipeline import analyze
+from tests.rocketmq import build
+from tests.test_proxy import ProxyThread, read_frames
+
+pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]
+REPO = Path(__file__).resolve().parent.parent
+
+
+class ProxyProcess:
+    """``rmqsniff proxy`` as a subprocess; listener addresses are read from its stderr."""
+
+    def __init__(self, *args: str) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen([sys.executable, "-m", "rmqsniff.cli_proxy", *args], cwd=REPO, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        wanted = sum(1 for a in args if a in ("--namesrv", "--broker", "--grpc", "--admin"))
+        deadline = time.monotonic() + 20
+        while len(self.listeners()) + bool(self.admin_url) < wanted:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError("proxy did not start:\n" + "\n".join(self.lines))
+            time.sleep(0.05)
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def listeners(self) -> dict[str, list[tuple[str, str]]]:
+        out: dict[str, list[tuple[str, str]]] = {}
+        for line in list(self.lines):
+            m = re.match(r"(namesrv|broker|grpc) (\S+) -> (\S+)", line)
+            if m:
+                out.setdefault(m[1], []).append((m[2], m[3]))
+        return out
+
+    @property
+    def admin_url(self) -> str | None:
+        for line in list(self.lines):
+            m = re.match(r"admin (http://\S+)/stats$", line)
+            if m:
+                return m[1]
+        return None
+
+    def get(self, path: str) -> tuple[int, str, str]:
+        try:
+            with urllib.request.urlopen(self.admin_url + path, timeout=10) as r:
+                return r.status, r.headers["Content-Type"], r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers["Content-Type"], e.read().decode()
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def _labels(entries: list[dict]) -> Counter:
+    return Counter(f"{e.get('kind')}:{e.get('idx', e.get('user_properties', {}).get('idx'))}" for e in entries)
+
+
+def _run_java(cluster, home: str, *args: str, jvm: tuple[str, ...] = (), grpc: bool = False,
+              timeout: float = 300) -> subprocess.CompletedProcess:
+    if grpc:
+        classes = build.build_grpc_programs()
+        cmd = cluster.java_cmd(home, classes, "GrpcScenario", *args, lib=build.grpc_lib(),
+                               jvm=[*jvm, f"-Drmqsniff.client.version={build.GRPC_CLIENT_VERSION}"])
+    else:
+        cmd = cluster.java_cmd(home, build.build_remoting_programs(), "RemotingScenario", *args, jvm=list(jvm))
+    d = cluster.dir(home)
+    env = dict(os.environ, HOME=str(d))
+    env.pop("NAMESRV_ADDR", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=d)
+    assert proc.returncode == 0, "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+    return proc
+
+
+def _wait_idle(p: ProxyProcess, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        routes = json.loads(p.get("/routes")[2])
+        if routes["sessions"] == 0 or time.monotonic() > deadline:
+            return routes
+        time.sleep(0.2)
+
+
+def _envoy_lines(text: str) -> list[str]:
+    """Envoy stat lines that a recording can reproduce: all but the proxy's own
+    transport counters and the *_pending gauges (waiting for an upstream leaves no bytes)."""
+    return [ln for ln in text.splitlines() if ".transport." not in ln and "_pending" not in ln]
+
+
+# ------------------------------------------------------------------ Java remoting via the proxy
+
+def test_java_remoting_clients_through_the_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):
+    cluster = rocketmq_cluster
+    direct_pcap, direct = rocketmq_capture("remoting_json")
+    rec = tmp_path / "proxy.pcapng"
+    p = ProxyProcess("--namesrv", f"127.0.0.1:0={cluster.namesrv_addr}", "--admin", "127.0.0.1:0",
+                     "-w", str(rec), "--stat-prefix", "px")
+    try:
+        ns = p.listeners()["namesrv"][0][0]
+        truth_path = tmp_path / "truth.json"
+        _run_java(cluster, "clients/proxy_remoting", "produce-consume", ns, "TopicProxy", str(truth_path))
+        truth = json.loads(truth_path.read_text())
+
+        # same results as going direct (the direct run is the session's remoting_json scenario)
+        assert truth["counts"] == direct["counts"]
+        assert sorted(truth["received"]) == sorted(direct["received"])
+        for name in direct["received"]:
+            assert set(_labels(truth["received"][name])) == set(_labels(direct["received"][name])), name
+        assert _labels(truth["sent"]) == _labels(direct["sent"])
+        assert {e.get("send_status") for e in truth["sent"]} == {e.get("send_status") for e in direct["sent"]}
+        assert all(e["topic"] == "TopicProxy" for e in truth["received"]["push"])
+
+        # the broker was reached through a listener opened from the rewritten route
+        routes = _wait_idle(p)
+        assert routes["sessions"] == 0
+        brokers = [x for x in routes["listeners"] if x["kind"] == "broker" and x["discovered"]]
+        assert routes["brokers"][cluster.broker_addr] in {x["advertised"] for x in brokers}
+        assert any(f"route rewrite: broker {cluster.broker_addr} -> " in ln for ln in p.lines)
+
+        # admin endpoints, scraped and parsed
+        status, ctype, envoy = p.get("/stats")
+        assert status == 200 and ctype.startswith("text/plain")
+        vals = {}
+        for ln in envoy.splitlines():
+            name, _, value = ln.partition(": ")
+            assert name.startswith("rocketmq.px."), ln
+            vals[name] = value
+        sends = ("send_message_v1", "send_message_v2", "request_code.SEND_BATCH_MESSAGE.requests")
+        d = {ln.split(": ")[0].split(".", 2)[2]: ln.split(": ")[1]
+             for ln in render_envoy(analyze([str(direct_pcap)]).stats).splitlines()}
+        assert [vals[f"rocketmq.px.{k}"] for k in sends] == [d.get(k, "0") for k in sends]
+        assert int(vals["rocketmq.px.request_code.PULL_MESSAGE.requests"]) > 0
+        assert vals["rocketmq.px.request_time_ms"].startswith("P0(nan,")
+        status, ctype, prom = p.get("/stats/prometheus")
+        from prometheus_client.parser import text_string_to_metric_families
+
+        fams = {f.name: f for f in text_string_to_metric_families(prom)}
+        req = [s for s in fams["rocketmq_request"].samples if s.name == "rocketmq_request_total"]
+        assert req and req[0].value == float(vals["rocketmq.px.request"])
+        by = {s.labels["key"] for s in fams["rocketmq_breakdown_requests"].samples if s.labels["by"] == "broker"}
+        assert cluster.broker_addr in by
+        status, ctype, body = p.get("/exchanges?filter=" + urllib.parse.quote('code == SEND_MESSAGE_V2 and topic == "TopicProxy"')
+                                    + "&limit=5")
+        got = json.loads(body)
+        assert status == 200 and got["count"] == len(got["exchanges"]) > 0
+        assert all(e["request"]["code"] == 310 and e["status"] == "answered" for e in got["exchanges"])
+        status, _, body = p.get("/exchanges?filter=" + urllib.parse.quote("code == == 1"))
+        assert status == 400 and json.loads(body)["error"].startswith("bad filter")
+        proxy_stats = p.get("/stats")[2]
+    finally:
+        code = p.stop()
+    assert code == 0, "\n".join(p.lines[-20:])
+
+    # the proxy's stats equal `rmqsniff stats` on its own recording
+    a = analyze([str(rec)], stat_prefix="px")
+    assert a.errors == []
+    assert _envoy_lines(render_envoy(a.stats)) == _envoy_lines(proxy_stats)
+
+
+# ------------------------------------------------------------------ upstream killed mid-run
+
+def _rpc(sock: socket.socket, cmd: RemotingCommand) -> RemotingCommand:
+    sock.sendall(encode(cmd))
+    frames, _ = read_frames(sock, 1, timeout=15)
+    assert frames and frames[0].opaque == cmd.opaque, frames
+    return frames[0]
+
+
+def test_upstream_killed_mid_run_answers_pending_requests_at_once(rocketmq_cluster):
+    cluster = rocketmq_cluster
+    relay = ProxyProcess("--broker", f"127.0.0.1:0={cluster.broker_addr}")  # the upstream we kill
+    relay_addr = relay.listeners()["broker"][0][0]
+    pt = ProxyThread(ProxyConfig([Mapping.parse(BROKER, f"0={relay_addr}")]))
+    try:
+        with socket.create_connection(pt.listen(BROKER), timeout=10) as c:
+            topic = "TopicProxyKill"
+            ver = codes.version_ordinal(5, 3, 3)
+            sent = _rpc(c, RemotingCommand(codes.SEND_MESSAGE, 0, 1, version=ver, body=b"hello", ext={
+                "producerGroup": "PG_proxy_kill", "topic": topic, "defaultTopic": "TBW102",
+                "defaultTopicQueueNums": "4", "queueId": "0", "sysFlag": "0",
+                "bornTimestamp": str(int(time.time() * 1000)), "flag": "0", "properties": "",
+                "reconsumeTimes": "0", "unitMode": "false", "batch": "false"}))
+            assert sent.code == 0, sent.remark
+            mx = _rpc(c, RemotingCommand(codes.GET_MAX_OFFSET, 0, 2, version=ver,
+                                         ext={"topic": topic, "queueId": "0"}))
+            assert mx.code == 0, mx.remark
+            pull = RemotingCommand(codes.PULL_MESSAGE, 0, 3, version=ver, ext={
+                "consumerGroup": "CG_proxy_kill", "topic": topic, "queueId": "0",
+                "queueOffset": mx.ext["offset"], "maxMsgNums": "32", "sysFlag": "6", "commitOffset": "0",
+                "suspendTimeoutMillis": "20000", "subscription": "*", "subVersion": "0",
+                "expressionType": "TAG"})
+            c.sendall(encode(pull))
+            c.settimeout(1.0)
+            with pytest.raises(socket.timeout):
+                c.recv(1)  # the real broker holds the long poll
+            t0 = time.monotonic()
+            relay.stop(signal.SIGKILL)
+            frames, closed = read_frames(c, 1, timeout=5)
+            elapsed = time.monotonic() - t0
+        assert [(f.code, f.opaque, f.flag) for f in frames] == [(codes.SYSTEM_ERROR, 3, 1)]
+        assert "upstream" in frames[0].remark and closed
+        assert elapsed < 3.0  # prompt: the broker would have held the poll for 20 s
+        time.sleep(0.2)
+        s = pt.stats()
+        t = s["transport"]
+        assert t.get("upstream_closed", 0) + t.get("upstream_reset", 0) == 1
+        assert t["proxy_error_answers"] == 1
+        pulls = [r for r in s["codes"].values() if r["name"] == "PULL_MESSAGE"]
+        assert pulls[0]["requests"] == 1 and pulls[0]["errors"] == 1
+        assert s["counters"]["answered"] == 3 and s["counters"]["response_error"] == 1
+    finally:
+        pt.stop()
+        relay.stop(signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ gRPC via the proxy
+
+def test_java_grpc_client_through_the_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):
+    cluster = rocketmq_cluster
+    _, direct = rocketmq_capture("grpc_java")
+    rec = tmp_path / "grpc.pcapng"
+    p = ProxyProcess("--grpc", f"127.0.0.1:0={cluster.grpc_addr}", "--admin", "127.0.0.1:0", "-w", str(rec))
+    try:
+        ep = p.listeners()["grpc"][0][0]
+        truth_path = tmp_path / "truth.json"
+        _run_java(cluster, "clients/proxy_grpc", ep, str(truth_path), grpc=True)
+        truth = json.loads(truth_path.read_text())
+        assert truth["counts"] == direct["counts"]
+        assert sorted(truth["received"]) == sorted(direct["received"])
+        _wait_idle(p)
+        s = json.loads(p.get("/stats?format=json")[2])
+        names = {r["name"] for r in s["codes"].values() if r["protocol"] == "grpc"}
+        assert {"QueryRoute", "SendMessage", "ReceiveMessage", "AckMessage"} <= names
+        assert s["counters"]["send_message_v2"] >= len(direct["sent"])
+        proxy_stats = p.get("/stats")[2]
+    finally:
+        assert p.stop() == 0
+    a = analyze([str(rec)])
+    assert _envoy_lines(render_envoy(a.stats)) == _envoy_lines(proxy_stats)
