@@ -464,8 +464,10 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
 
 def _register() -> None:
     """Commands that live in their own modules (each a thin shell over its library)."""
+    from .cli_live import live
     from .cli_proxy import proxy
 
+    main.add_command(live)
     main.add_command(proxy)
 
 

@@ -13,13 +13,14 @@ copy is dropped in the kernel, as libpcap does.  Kernel drop counters come from
 from __future__ import annotations
 
 import ctypes
-import errno
 import fcntl
 import mmap
 import os
 import select
 import socket
 import struct
+import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -150,18 +151,14 @@ class AfPacketSource:
             except OSError:
                 raise CaptureSetupError(f"no interface named {interface!r} "
                                         f"(available: {', '.join(interface_names())})") from None
-            hw = _hardware_type(interface)
+            try:
+                hw = _hardware_type(interface)
+            except OSError:
+                hw = 0  # unknown: read it cooked
         else:
             index, hw = 0, 0
         self.cooked = any_ or hw not in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
         self.linktype = LINKTYPE_LINUX_SLL if self.cooked else LINKTYPE_ETHERNET
-        program = compile_bpf(bpf or "tcp", _DLT_RAW if self.cooked else LINKTYPE_ETHERNET, snaplen)
-        try:
-            lo = socket.if_nametoindex("lo")
-        except OSError:
-            lo = None
-        if lo is not None and (any_ or index == lo):
-            program = drop_loopback_outgoing(program, lo)
         kind = socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW
         try:
             # protocol 0: nothing arrives until bind(), so nothing passes unfiltered
@@ -173,12 +170,26 @@ class AfPacketSource:
                 f"`sudo setcap cap_net_raw,cap_net_admin+eip {os.path.realpath(_python())}`") from None
         self._sock = sock
         try:
+            program = compile_bpf(bpf or "tcp", _DLT_RAW if self.cooked else LINKTYPE_ETHERNET, snaplen)
+        except CaptureSetupError:
+            self.close()
+            raise
+        try:
+            lo = socket.if_nametoindex("lo")
+        except OSError:
+            lo = None
+        if lo is not None and (any_ or index == lo):
+            program = drop_loopback_outgoing(program, lo)
+        try:
             attach_filter(sock, program)
             if any_:
                 self._drain()  # packets that arrived before the filter was attached
             if mode == "ring":
-                self._ring(buffer_size)
-            else:
+                try:
+                    self._ring(buffer_size)
+                except OSError:  # no TPACKET_V3 here (old kernel, restricted mmap): one recvmsg per packet
+                    self.mode = mode = "recv"
+            if mode == "recv":
                 self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_size)
@@ -195,6 +206,8 @@ class AfPacketSource:
             self.close()
             raise CaptureSetupError(f"cannot capture on {interface}: {e.strerror or e}") from None
         self._backlog: list[Packet] = self._drain() if any_ and mode == "ring" else []
+        # reads that empty what the kernel holds: one per ring block, or 1024 packets each
+        self.drain_limit = self._nblocks + 1 if self._mm is not None else 1 + buffer_size // (1024 * 1024)
 
     def _ring(self, buffer_size: int) -> None:
         sock = self._sock
@@ -206,7 +219,11 @@ class AfPacketSource:
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
         req = struct.pack("=7I", block, nblocks, 2048, block // 2048 * nblocks, RETIRE_MS, 0, 0)
         sock.setsockopt(SOL_PACKET, PACKET_RX_RING, req)
-        self._mm = mmap.mmap(sock.fileno(), block * nblocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            self._mm = mmap.mmap(sock.fileno(), block * nblocks, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except OSError:
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, bytes(28))  # free the ring: packets to the queue again
+            raise
         self._block_size = block
         self._nblocks = nblocks
         self._next = 0
@@ -318,14 +335,10 @@ class AfPacketSource:
 
 
 def _python() -> str:
-    import sys
-
     return sys.executable or "python3"
 
 
 def _now_ns() -> int:
-    import time
-
     return time.time_ns()
 
 
@@ -433,8 +446,6 @@ class PcapngWriter:
         f = self._f
         if f is None:
             return
-        import time
-
         now = time.time_ns()
         for iface, c in sorted(self._counters.items()):
             body = struct.pack("<III", iface, now >> 32, now & 0xFFFFFFFF)
@@ -446,7 +457,3 @@ class PcapngWriter:
     def close(self) -> None:
         self._close_file()
 
-
-def error_text(e: OSError) -> str:
-    """``strerror`` or the errno name."""
-    return e.strerror or errno.errorcode.get(e.errno or 0, str(e))
