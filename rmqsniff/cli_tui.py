@@ -1,0 +1,65 @@
+"""``rmqsniff tui``: the terminal UI over capture files (a thin shell over rmqsniff.tui)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+
+def _ports(values: tuple[str, ...]) -> list[int]:
+    out = []
+    for v in values:
+        for part in filter(None, (x.strip() for x in v.split(","))):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise click.BadParameter(f"{part!r} is not a TCP port", param_hint="--port")
+            out.append(int(part))
+    return out
+
+
+@click.command("tui")
+@click.argument("captures", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("-i", "--interface", "interfaces", multiple=True, metavar="IFACE",
+              help="Capture live on this interface (repeat for more; 'any' for all) instead of reading files.")
+@click.option("-f", "bpf", metavar="BPF", help="With -i: kernel capture filter, e.g. 'tcp port 10911'.")
+@click.option("-Y", "--filter", "expr", metavar="EXPR", help="Start with this display filter.")
+@click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
+@click.option("--port", "ports", multiple=True, metavar="P[,P…]",
+              help="Decode these TCP ports as RocketMQ remoting servers (besides 9876/10911/10909/8080).")
+@click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
+def tui(captures: tuple[str, ...], interfaces: tuple[str, ...], bpf: str | None, expr: str | None,
+        no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+    """Inspect captures (or a live tap, -i) in a terminal UI: exchanges list, decoded
+    tree, hex, stats with drill-down, follow, export.
+
+    Opens at once and loads in the background. Press ? inside for every key.
+    """
+    if bool(captures) == bool(interfaces):
+        raise click.UsageError("give capture files or -i IFACE (not both)")
+    if bpf and not interfaces:
+        raise click.UsageError("-f needs -i")
+    if expr:
+        from .filter import FilterError, compile_filter
+
+        try:
+            compile_filter(expr)
+        except FilterError as e:
+            click.echo(f"rmqsniff: bad filter: {e.message}\n    " + e.caret().replace("\n", "\n    "), err=True)
+            sys.exit(1)
+    if not sys.stdout.isatty() and not os.environ.get("RMQSNIFF_TUI_FORCE"):
+        click.echo("rmqsniff: tui needs a terminal (use `rmqsniff read` for piped output)", err=True)
+        sys.exit(1)
+    from .tui import RmqSniffApp
+
+    app = RmqSniffApp(captures, redact=not no_redact, ports=_ports(ports), only_ports=only_ports,
+                      initial_filter=expr, interfaces=interfaces, bpf=bpf)
+    try:
+        app.run()
+    except KeyboardInterrupt:
+        pass
+    if app.return_code:
+        sys.exit(app.return_code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    tui()

@@ -1,0 +1,280 @@
+"""The TUI's data side, free of any widget: the exchange store, its loader thread,
+table columns, filtering and sorting into index arrays.
+
+The store keeps the :class:`Exchange` objects the pipeline yields, in order, and
+nothing per row besides them: a view is an ``array('l')`` of positions into
+``Store.exchanges`` (or a ``range`` when nothing is filtered or sorted).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import os
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import compress
+from typing import Any
+
+from ..filter import getter
+from ..model import Exchange, _ep
+from ..pipeline import Pipeline
+from ..stats import CLASSIFIERS, GENERIC, Stats
+
+View = Sequence[int]  # positions into Store.exchanges
+
+_topic = getter("topic")
+_group = getter("group")
+
+
+# ---------------------------------------------------------------- columns
+
+def request_name(ex: Exchange) -> str:
+    if ex.request is None:
+        return "-"
+    return CLASSIFIERS.get(ex.protocol, GENERIC).request_name(ex.request.command.code)
+
+
+def response_name(ex: Exchange) -> str:
+    if ex.response is None:
+        return "-"
+    return CLASSIFIERS.get(ex.protocol, GENERIC).response_name(ex.response.command.code)
+
+
+def result_of(ex: Exchange) -> str:
+    """success / no_message / error, or the status when there is no answer: the row colour."""
+    if ex.request is not None and ex.response is not None:
+        return CLASSIFIERS.get(ex.protocol, GENERIC).classify(ex.request.command.code, ex.response.command.code)
+    return ex.status
+
+
+def where(ex: Exchange) -> str:
+    """``topic/group`` (either may be missing)."""
+    return "/".join(x for x in (_topic(ex), _group(ex)) if x)
+
+
+def _sizes(ex: Exchange) -> tuple[int, int]:
+    return (ex.request.size if ex.request else 0, ex.response.size if ex.response else 0)
+
+
+def _conn(ex: Exchange) -> str:
+    c = ex.connection
+    arrow = "←" if ex.server_initiated else "→"
+    return f"{c.id} {_ep(c.client)} {arrow} {_ep(c.server)}"
+
+
+def _time(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    title: str
+    width: int
+    text: Callable[[Exchange], str]
+    key: Callable[[Exchange], Any]  # sort key (never None)
+    right: bool = False
+
+
+def _lat_text(ex: Exchange) -> str:
+    lat = ex.latency_ms
+    return "-" if lat is None else f"{lat:.3f}"
+
+
+def _lat_key(ex: Exchange) -> float:
+    lat = ex.latency_ms
+    return -1.0 if lat is None else lat
+
+
+# number keys 1..9, 0 sort by these, in this order
+COLUMNS: tuple[Column, ...] = (
+    Column("#", 7, lambda ex: str(ex.index), lambda ex: ex.index, right=True),
+    Column("time", 12, lambda ex: _time(ex.ts), lambda ex: ex.ts),
+    Column("connection", 36, _conn, lambda ex: ex.connection.id),
+    Column("proto", 8, lambda ex: ex.protocol, lambda ex: ex.protocol),
+    Column("request", 24, request_name, request_name),
+    Column("topic/group", 28, where, where),
+    Column("status", 10, lambda ex: ex.status, result_of),
+    Column("response", 16, response_name, response_name),
+    Column("ms", 9, _lat_text, _lat_key, right=True),
+    Column("bytes req/resp", 14, lambda ex: "%d/%d" % _sizes(ex), lambda ex: sum(_sizes(ex)), right=True),
+)
+
+ROW_STYLE = {"success": "green", "no_message": "green", "error": "bold red", "unanswered": "yellow",
+             "oneway": "cyan", "orphan": "magenta"}
+
+
+def row_cells(ex: Exchange) -> list[str]:
+    return [c.text(ex) for c in COLUMNS]
+
+
+# ---------------------------------------------------------------- filtering and sorting
+
+def filter_into(exchanges: Sequence[Exchange], pred: Callable[[Exchange], bool], start: int, end: int,
+                out: array, cancelled: Callable[[], bool] = lambda: False, chunk: int = 65536,
+                progress: Callable[[int], None] = lambda _done: None) -> bool:
+    """Append to ``out`` the positions in ``[start, end)`` whose exchange matches, a chunk
+    at a time (``progress(done)`` after each); False if ``cancelled`` stopped it."""
+    for lo in range(start, end, chunk):
+        if cancelled():
+            return False
+        hi = min(end, lo + chunk)
+        out.extend(compress(range(lo, hi), map(pred, exchanges[lo:hi])))
+        progress(hi)
+    return True
+
+
+def sort_view(exchanges: Sequence[Exchange], view: View, column: int, reverse: bool = False) -> array:
+    """``view`` ordered by ``COLUMNS[column]`` (stable: ties keep capture order)."""
+    key = COLUMNS[column].key
+    keys = [key(exchanges[i]) for i in view]
+    order = sorted(range(len(keys)), key=keys.__getitem__, reverse=reverse)
+    v = view if isinstance(view, array) else array("l", view)
+    return array("l", [v[j] for j in order])
+
+
+# ---------------------------------------------------------------- the store and its loader
+
+@dataclass
+class Store:
+    """Exchanges loaded so far (appended by the loader thread), the stats they fed and
+    how far loading got.  ``lock`` guards ``stats`` while the loader feeds it."""
+
+    exchanges: list[Exchange] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    errors: list[str] = field(default_factory=list)
+    loading: bool = True
+    progress: float = 0.0  # 0..1 of the capture bytes
+    packets: int = 0
+    files_read: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+    live: bool = False  # fed by a live tap (loading ends when the capture stops)
+    capturing: bool = False  # the tap is running
+
+    def snapshot(self) -> dict[str, Any]:
+        """The stats snapshot, read under the loader's lock."""
+        with self.lock:
+            return self.stats.snapshot()
+
+
+def _total_size(paths: Sequence[str]) -> int:
+    total = 0
+    for p in paths:
+        try:
+            total += os.path.getsize(p)
+        except OSError:
+            pass
+    return total
+
+
+def _bytes_done(p: Pipeline, it: Iterator[Exchange], sizes: dict[str, int]) -> int | None:
+    """Bytes of the captures read so far: ``Pipeline.progress()`` when it exists, else the
+    position of the file the running ``Pipeline.run`` generator has open."""
+    prog = getattr(p, "bytes_read", None)
+    if isinstance(prog, int):
+        return prog
+    frame = getattr(it, "gi_frame", None)
+    if frame is None:
+        return None
+    loc = frame.f_locals
+    reader, path = loc.get("reader"), loc.get("path")
+    f = getattr(reader, "f", None)
+    if f is None or path is None:
+        return None
+    try:
+        pos = f.tell()
+    except (OSError, ValueError):
+        return None
+    done = 0
+    for name, size in sizes.items():
+        if name == path:
+            return done + pos
+        done += size
+    return None
+
+
+def load(store: Store, paths: Sequence[str], pipeline: Pipeline, stop: threading.Event,
+         on_batch: Callable[[], None] = lambda: None, first_batch: int = 256, batch: int = 20000,
+         max_wait: float = 0.25) -> None:
+    """Run ``pipeline`` over ``paths`` into ``store`` (call it in a thread).  Exchanges are
+    published in batches: a small first one so the first screen shows at once, then
+    bigger ones, at least every ``max_wait`` seconds."""
+    sizes = {p: s for p in paths if (s := _total_size([p]))}
+    total = sum(sizes.values()) or 1
+    it = pipeline.run(paths)
+    exchanges = store.exchanges
+    want = first_batch
+    try:
+        exhausted = False
+        while not exhausted and not stop.is_set():
+            buf: list[Exchange] = []
+            deadline = time.monotonic() + max_wait
+            with store.lock:
+                for ex in it:
+                    buf.append(ex)
+                    if len(buf) >= want or (len(buf) & 255 == 0 and time.monotonic() > deadline):
+                        break
+                else:
+                    exhausted = True
+                done = _bytes_done(pipeline, it, sizes)
+            exchanges.extend(buf)
+            # Stored exchanges live as long as the app: keep the cyclic GC from walking
+            # millions of them again and again (full collections froze the UI for seconds).
+            gc.freeze()
+            if done is not None:
+                store.progress = min(1.0, done / total)
+            on_batch()
+            want = batch
+    except Exception as e:  # a pipeline bug must not take the UI down: show it
+        store.errors.append(f"loading stopped: {type(e).__name__}: {e}")
+    finally:
+        store.errors[:0] = pipeline.errors
+        store.packets = pipeline.packets
+        store.files_read = pipeline.files_read
+        store.progress = 1.0
+        store.loading = False
+        store.finished = time.monotonic()
+        on_batch()
+
+
+def load_live(store: Store, interfaces: Sequence[str], bpf: str | None, stop: threading.Event, *,
+              ports: Sequence[int] = (), only_ports: bool = False, tick: float = 0.25,
+              on_batch: Callable[[], None] = lambda: None) -> None:
+    """Capture on ``interfaces`` into ``store`` until ``stop`` (call it in a thread).  The
+    tap appends each exchange under its lock, which becomes ``store.lock``."""
+    from ..live import LiveTap
+    from ..sources.afpacket import AfPacketSource
+
+    store.live = True
+    sources: list[AfPacketSource] = []
+    tap = None
+    try:
+        for name in interfaces:
+            sources.append(AfPacketSource(name, bpf))
+        tap = LiveTap(sources, stats=store.stats, ports=ports, only_ports=only_ports,
+                      on_exchange=store.exchanges.append)
+        store.lock = tap.lock
+        store.capturing = True
+
+        def on_tick(t: LiveTap) -> None:
+            gc.freeze()  # as in load(): the stored exchanges stay
+            store.packets = t.packets
+            on_batch()
+        tap.run(stop=stop.is_set, tick=tick, on_tick=on_tick)
+    except Exception as e:  # CaptureSetupError (permissions, unknown interface, bad filter) and the rest
+        store.errors.append(str(e) if type(e).__name__ == "CaptureSetupError" else f"{type(e).__name__}: {e}")
+        for s in sources:
+            s.close()
+    finally:
+        if tap is not None:
+            tap.finish()
+            store.packets = tap.packets
+            store.errors[:0] = tap.errors
+        store.capturing = False
+        store.loading = False
+        store.finished = time.monotonic()
+        on_batch()

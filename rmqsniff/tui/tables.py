@@ -1,0 +1,109 @@
+"""Rows of the stats view (Envoy stat set, grouped tables, connections) and the
+filter expression each row drills down to."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..exporters.statsfmt import render_envoy
+from ..model import Exchange
+from ..stats import NONE, OTHER
+from ..views import GROUPS, grouped_rows
+from .store import Store, result_of
+
+GROUP_COLUMNS = ("key", "requests", "errors", "error %", "p50 ms", "p90 ms", "p99 ms", "max ms", "bytes")
+CONN_COLUMNS = ("conn", "client", "server", "protocol", "exchanges", "errors", "bytes", "roles by")
+
+
+@dataclass
+class Table:
+    """One table of the stats view: its rows and, per row, the filter it drills down to
+    (None: not a drill-down row)."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    filters: list[str | None]
+
+
+def quote(value: str) -> str:
+    """``value`` as a filter-language string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def drill_filter(by: str, row: dict[str, Any]) -> str | None:
+    """The filter that selects the exchanges of one grouped-stats row."""
+    key = str(row["key"])
+    if key == OTHER:
+        return None
+    if by == "code":
+        if ":" in key:  # another protocol's code: protocol:NAME
+            proto = key.split(":", 1)[0]
+            return f"protocol == {proto} and code == {row['code']}"
+        return f"protocol in {{remoting, rocketmq}} and code == {row['code']}"
+    if by in ("topic", "group"):
+        return f"not {by}" if key == NONE else f"{by} == {quote(key)}"
+    if by in ("client", "broker"):
+        return f"{by} == {quote(key)}"
+    return None
+
+
+def envoy_table(store: Store) -> Table:
+    """The Envoy stat set as (stat, value) rows (per-code stats are in the code table)."""
+    with store.lock:
+        text = render_envoy(store.stats)
+    rows = []
+    for line in text.splitlines():
+        name, _, value = line.partition(": ")
+        if ".request_code." in name or ".response_code." in name:
+            continue
+        rows.append((name, value))
+    return Table(("stat", "value"), rows, [None] * len(rows))
+
+
+def grouped_table(store: Store, by: str) -> Table:
+    """Requests, errors and latency per code, topic, group, client or broker."""
+    with store.lock:
+        rows = grouped_rows(store.stats, by)
+    out = []
+    for r in rows:
+        key = r["key"] + (f" ({r['role']})" if r.get("role") == "nameserver" else "")
+        out.append((key, str(r["requests"]), str(r["errors"]), f"{r['error_pct']:.1f}", f"{r['p50']:.3f}",
+                    f"{r['p90']:.3f}", f"{r['p99']:.3f}", f"{r['max']:.3f}", str(r["bytes"])))
+    return Table(GROUP_COLUMNS, out, [drill_filter(by, r) for r in rows])
+
+
+def connections_table(exchanges: Sequence[Exchange]) -> Table:
+    """One row per connection: endpoints, exchanges, error answers, bytes."""
+    acc: dict[int, list[Any]] = {}
+    for ex in list(exchanges):
+        c = ex.connection
+        a = acc.get(c.id)
+        if a is None:
+            a = acc[c.id] = [c, ex.protocol, 0, 0, 0]
+        a[2] += 1
+        a[3] += result_of(ex) == "error"
+        a[4] += (ex.request.size if ex.request else 0) + (ex.response.size if ex.response else 0)
+    rows, filters = [], []
+    for cid in sorted(acc):
+        c, proto, n, errs, nbytes = acc[cid]
+        rows.append((str(cid), _ep(c.client), _ep(c.server), proto, str(n), str(errs), str(nbytes),
+                     c.role_source))
+        filters.append(f"conn == {cid}")
+    return Table(CONN_COLUMNS, rows, filters)
+
+
+def _ep(ep: tuple[str, int]) -> str:
+    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
+
+
+TABS = ("envoy",) + GROUPS + ("conns",)
+
+
+def build(store: Store, tab: str) -> Table:
+    """The table of one stats tab."""
+    if tab == "envoy":
+        return envoy_table(store)
+    if tab == "conns":
+        return connections_table(store.exchanges)
+    return grouped_table(store, tab)
