@@ -1,0 +1,77 @@
+"""Replayed response vs recorded response: response code, remark class, header fields.
+
+Noise (ignored by default): header fields that differ on every run by nature - message
+ids, offsets, timestamps, queue ids, handles. ``ignore`` adds keys, ``keep`` compares
+keys the default rules would ignore, ``noise=False`` drops the default rules.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dissectors.remoting.codes import response_name
+from dissectors.remoting.command import RemotingCommand
+
+DEFAULT_NOISE = re.compile(r"(msgid|offset|time|queue|qid|handle|transactionid|region|"
+                           r"^id$|^bname$|brokername|brokerid|trace_on)", re.I)
+_HEX = re.compile(r"\b[0-9A-Fa-f]{16,}\b")
+_ADDR = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b|\[[0-9a-fA-F:]+\](?::\d+)?")
+_NUM = re.compile(r"\d+")
+_URL = re.compile(r"https?://\S+")
+
+NO_ANSWER = "no answer"
+
+
+@dataclass(slots=True)
+class DiffRules:
+    noise: bool = True
+    ignore: frozenset[str] = frozenset()
+    keep: frozenset[str] = frozenset()
+    names: dict[str, str] = field(default_factory=dict)  # captured name -> replayed name (map-topic/group)
+
+    def is_noise(self, key: str) -> bool:
+        if key in self.keep:
+            return False
+        return key in self.ignore or (self.noise and bool(DEFAULT_NOISE.search(key)))
+
+
+def remark_class(remark: str | None, names: dict[str, str] | None = None) -> str:
+    """A remark without what varies between runs: ids, addresses, numbers, URLs."""
+    if not remark:
+        return ""
+    text = remark.strip().splitlines()[0] if remark.strip() else ""
+    for a, b in (names or {}).items():
+        if a:
+            text = re.sub(rf"(?<![\w%-]){re.escape(a)}(?![\w-])", b.replace("\\", "\\\\"), text)
+    text = _URL.sub("<url>", text)
+    text = _ADDR.sub("<addr>", text)
+    text = _HEX.sub("<id>", text)
+    return _NUM.sub("#", text)[:200]
+
+
+def compare(recorded: RemotingCommand | None, replayed: RemotingCommand | None,
+            rules: DiffRules) -> list[tuple[str, str, str]]:
+    """Mismatches as ``(kind, recorded, replayed)``; empty when equal under the rules.
+
+    A request the capture shows unanswered (end of capture, oneway) is not compared.
+    """
+    if recorded is None:
+        return []
+    if replayed is None:
+        return [(NO_ANSWER, response_name(recorded.code), "-")]
+    if recorded.code != replayed.code:
+        return [("code", response_name(recorded.code), response_name(replayed.code))]
+    out: list[tuple[str, str, str]] = []
+    rc, pc = remark_class(recorded.remark, rules.names), remark_class(replayed.remark)
+    if rc != pc:
+        out.append(("remark", rc or "-", pc or "-"))
+    rext, pext = recorded.ext or {}, replayed.ext or {}
+    for k in sorted(set(rext) | set(pext)):
+        if rules.is_noise(k):
+            continue
+        a, b = rext.get(k), pext.get(k)
+        if a is not None and b is not None and rules.names.get(a) == b:
+            continue
+        if a != b:
+            out.append((f"header {k}", "-" if a is None else a[:80], "-" if b is None else b[:80]))
+    return out

@@ -1,0 +1,264 @@
+"""``rmqsniff replay``: a thin shell over :mod:`replay.engine` and :mod:`replay.report`."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections import Counter
+
+import click
+import orjson
+
+_TARGET_HELP = "Staging name server HOST:PORT: name-server traffic goes there, broker traffic to the broker its routes name."
+
+
+def _line(msg: str) -> None:
+    click.echo(f"rmqsniff replay: {msg}", err=True)
+
+
+class _Stop(Exception):
+    """Explained already; exit code carried."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+@click.command("replay")
+@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--target", required=True, metavar="HOST:PORT", help=_TARGET_HELP)
+@click.option("--allow-target", "allow", multiple=True, metavar="HOST[:PORT]",
+              help="Addresses replay may connect to (required; repeat for each host or host:port).")
+@click.option("--i-know-this-is-production", "prod_ok", is_flag=True,
+              help="Allow targets that are servers in the capture itself.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (sessions, requests, expected duration, targets); send nothing.")
+@click.option("--via-proxy/--direct", default=True, show_default=True,
+              help="Pass replay traffic through the built-in proxy (its stats join the report).")
+@click.option("--consumers", is_flag=True, help="Replay consumer traffic too (pull, pop, ack, offsets).")
+@click.option("-Y", "--filter", "expr", metavar="EXPR", help="Replay only these requests (filter language); replaces the default selection.")
+@click.option("--map-topic", multiple=True, metavar="PROD=STAGING", help="Rename a topic (retry/DLQ topics follow --map-group).")
+@click.option("--map-group", multiple=True, metavar="PROD=STAGING", help="Rename a producer/consumer group.")
+@click.option("--map-property", multiple=True, metavar="K=V", help="Set a message property on every replayed message.")
+@click.option("--drop-property", multiple=True, metavar="K", help="Remove a message property.")
+@click.option("--fresh-ids", is_flag=True, help="New UNIQ_KEY per replayed message copy (default: keep the captured ids).")
+@click.option("--access-key", metavar="AK", help="Re-sign requests (ACL 1.0) with this access key.")
+@click.option("--secret-key", metavar="SK", envvar="RMQSNIFF_SECRET_KEY", help="Secret key for --access-key (or $RMQSNIFF_SECRET_KEY).")
+@click.option("--speed", default="1x", show_default=True, metavar="Nx", help="Captured gaps divided by N.")
+@click.option("--max-gap", metavar="DURATION", help="Cap idle gaps of the captured timeline (e.g. 1s).")
+@click.option("--rate", metavar="N/s", help="Fixed rate over all requests (late ones are sent late and counted).")
+@click.option("--max", "as_fast", is_flag=True, help="As fast as the target answers (dependencies still kept).")
+@click.option("--duration", metavar="DURATION", help="Stop sending after this long (e.g. 30s).")
+@click.option("--loop", "loops", type=click.IntRange(min=1), default=1, show_default=True, help="Replay the capture N times.")
+@click.option("--scale", type=click.IntRange(min=1, max=10_000), default=1, show_default=True,
+              help="N concurrent copies of every session (distinct client ids).")
+@click.option("--count", "max_requests", type=click.IntRange(min=1), help="Send at most N requests.")
+@click.option("--sample", metavar="PCT", help="Keep this share of sessions (consistent hashing), e.g. 10%.")
+@click.option("--sample-by", nargs=2, metavar="topic|key|client PCT", help="Keep this share of topics / message keys / client hosts.")
+@click.option("--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="Seconds to wait for an answer (plus 1.5x its captured latency).")
+@click.option("--diff-ignore", multiple=True, metavar="KEY", help="Also ignore this response header in the diff.")
+@click.option("--diff-keep", multiple=True, metavar="KEY", help="Compare this header although the noise rules ignore it.")
+@click.option("--no-diff-noise", is_flag=True, help="Drop the default noise rules (ids, offsets, timestamps, queue ids).")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True), metavar="FILE.json", help="Write the final report as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Final report on stdout.")
+@click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when stderr is a terminal).")
+@click.option("--port", "ports", multiple=True, metavar="P[,P…]", help="Decode these TCP ports as RocketMQ servers.")
+@click.pass_context
+def replay(ctx: click.Context, captures: tuple[str, ...], target: str, allow: tuple[str, ...], prod_ok: bool,
+           dry_run: bool, via_proxy: bool, consumers: bool, expr: str | None, map_topic: tuple[str, ...],
+           map_group: tuple[str, ...], map_property: tuple[str, ...], drop_property: tuple[str, ...],
+           fresh_ids: bool, access_key: str | None, secret_key: str | None, speed: str, max_gap: str | None,
+           rate: str | None, as_fast: bool, duration: str | None, loops: int, scale: int,
+           max_requests: int | None, sample: str | None, sample_by: tuple[str, str] | None, timeout: float,
+           diff_ignore: tuple[str, ...], diff_keep: tuple[str, ...], no_diff_noise: bool,
+           report_file: str | None, fmt: str, progress: bool | None, ports: tuple[str, ...]) -> None:
+    """Re-send captured client sessions to a staging cluster, for load testing, and report what it did differently.
+
+    Each captured client connection becomes a new connection to staging; per-session order is
+    kept, opaques are renumbered, and each request waits for the answers it waited for in the
+    capture. Default selection: producer traffic (route lookups, heartbeats, sends incl.
+    batch/oneway/transactional, END_TRANSACTION). Captured message ids are kept for every copy
+    (see --fresh-ids).
+    """
+    debug = (ctx.obj or {}).get("debug", False)
+    try:
+        code = _run(locals())
+    except _Stop as s:
+        code = s.code
+    except KeyboardInterrupt:
+        _line("interrupted")
+        code = 130
+    except Exception as e:  # one clear line; the traceback only with --debug
+        if debug:
+            raise
+        _line(f"{type(e).__name__}: {e} (run with --debug for details)")
+        code = 1
+    sys.exit(code)
+
+
+def _bad(msg: str) -> _Stop:
+    _line(msg)
+    return _Stop(1)
+
+
+def _run(a: dict) -> int:
+    from replay.engine import (MAX, RATE, SPEED, DiffRules, Guard, Options, Pacing, Replay, RewriteError,
+                               Rules, SafetyError, Schedule, build_plan, parse_duration,
+                               parse_pairs, parse_percent, parse_rate, parse_speed)
+    from replay.engine.plan import SAMPLE_BY
+    from replay.engine.safety import endpoint
+    from rmqsniff.pipeline import Pipeline
+
+    from .cli import _BadInput, _compile, _ports
+    from .cli import _report as read_problems
+
+    try:
+        tgt = endpoint(a["target"])
+        rules = Rules(topics=parse_pairs(a["map_topic"], "--map-topic"),
+                      groups=parse_pairs(a["map_group"], "--map-group"),
+                      set_properties=parse_pairs(a["map_property"], "--map-property"),
+                      drop_properties=tuple(a["drop_property"]), fresh_ids=a["fresh_ids"],
+                      access_key=a["access_key"], secret_key=a["secret_key"])
+        if bool(a["access_key"]) != bool(a["secret_key"]):
+            raise _bad("--access-key and --secret-key go together")
+        modes = [m for m, on in ((RATE, a["rate"]), (MAX, a["as_fast"])) if on]
+        if len(modes) > 1:
+            raise _bad("--rate and --max exclude each other")
+        pacing = Pacing(mode=modes[0] if modes else SPEED, speed=parse_speed(a["speed"]),
+                        rate=parse_rate(a["rate"]) if a["rate"] else 0.0,
+                        max_gap=parse_duration(a["max_gap"]) if a["max_gap"] else None)
+        dur = parse_duration(a["duration"]) if a["duration"] else None
+        frac = parse_percent(a["sample"]) if a["sample"] else 1.0
+        by = None
+        if a["sample_by"]:
+            field, pct = a["sample_by"]
+            if field not in SAMPLE_BY:
+                raise _bad(f"--sample-by {field!r}: expected one of {', '.join(SAMPLE_BY)}")
+            by = (field, parse_percent(pct))
+    except (ValueError, SafetyError, RewriteError) as e:
+        raise _bad(str(e)) from None
+    try:
+        flt = _compile(a["expr"])
+    except _BadInput:
+        raise _Stop(1) from None
+
+    p = Pipeline(ports=_ports(a["ports"]))
+    exchanges = list(p.run(a["captures"]))
+    rc = read_problems(p, quiet=False)
+    if rc:
+        return rc
+    plan = build_plan(exchanges, consumers=a["consumers"], flt=flt, sample=frac, sample_by=by)
+    if plan.requests == 0:
+        raise _bad("nothing to replay in the capture(s) with this selection"
+                   + (f" (left out: {_counts(plan.skipped)})" if plan.skipped else ""))
+    try:
+        guard = Guard(list(a["allow"]), plan.servers, a["prod_ok"])
+    except SafetyError as e:
+        if not a["dry_run"]:
+            raise _bad(str(e)) from None
+        guard = None
+    opts = Options(target=tgt, guard=guard, pacing=pacing, rules=rules,
+                   diff=DiffRules(noise=not a["no_diff_noise"], ignore=frozenset(a["diff_ignore"]),
+                                  keep=frozenset(a["diff_keep"]), names={**rules.topics, **rules.groups}),
+                   copies=a["scale"], loops=a["loops"], duration=dur, max_requests=a["max_requests"],
+                   timeout=a["timeout"], via_proxy=a["via_proxy"])
+    if a["dry_run"]:
+        _print_plan(plan, opts, Schedule(plan, pacing, opts.copies), guard)
+        return 0
+    try:
+        guard.check(tgt, "target name server")
+    except SafetyError as e:
+        raise _bad(str(e)) from None
+
+    engine = Replay(plan, opts)
+    show = a["progress"] if a["progress"] is not None else sys.stderr.isatty()
+    report = _execute(engine, show)
+    d = report.to_dict()
+    if a["report_file"]:
+        with open(a["report_file"], "wb") as f:
+            f.write(orjson.dumps(d, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    if a["fmt"] == "json":
+        click.echo(orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        from .cli import _console
+
+        report.render(_console())
+    return 0 if report.sent else 1
+
+
+def _execute(engine, show: bool):
+    from replay.engine import ProxyUnavailable, RouteError, SafetyError
+    from replay.proxy.server import new_event_loop
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, engine.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        if not show:
+            return await engine.run()
+        from rich.console import Console
+        from rich.live import Live
+
+        with Live(console=Console(stderr=True), refresh_per_second=4, transient=True) as live:
+            return await engine.run(lambda r: live.update(_progress_line(r)))
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(main())
+    except (SafetyError, RouteError, ProxyUnavailable) as e:
+        raise _bad(str(e)) from None
+
+
+def _progress_line(r) -> str:
+    rate = r.achieved_rate()
+    req = r.requested_rate
+    return (f"sent {r.sent}/{r.planned}  rate {rate or 0:,.0f}/s (requested {'max' if req is None else f'{req:,.0f}'}/s)  "
+            f"in flight {r.in_flight}  errors {r.errors}  late {r.late}")
+
+
+def _counts(c: Counter) -> str:
+    return ", ".join(f"{k} {v}" for k, v in c.most_common())
+
+
+def _print_plan(plan, opts, schedule, guard) -> None:
+    from dissectors.remoting.codes import request_name
+    from replay.engine import Rewriter
+    from replay.engine.safety import SafetyError, ep_text
+
+    rw = Rewriter(opts.rules)
+    loops, copies = opts.loops, opts.copies
+    total = plan.requests * copies * loops
+    span = schedule.span(loops)
+    rate = schedule.requested_rate(loops)
+    click.echo(f"plan: {len(plan.sessions)} session(s) x {copies} cop{'y' if copies == 1 else 'ies'} x {loops} "
+               f"loop(s) = {total} request(s); pacing {opts.pacing.mode}; expected duration "
+               f"{'as fast as the target answers' if opts.pacing.mode == 'max' else f'{span:.2f}s'}"
+               + (f"; requested rate {rate:,.1f}/s" if rate else "")
+               + (f"; stops after {opts.duration:g}s" if opts.duration else "")
+               + (f"; at most {opts.max_requests} requests" if opts.max_requests else ""))
+    verdict = "allowed"
+    if guard is None:
+        verdict = "REFUSED: no --allow-target"
+    else:
+        try:
+            guard.check(opts.target, "target name server")
+        except SafetyError as e:
+            verdict = f"REFUSED: {e}"
+    click.echo(f"target name server {ep_text(opts.target)} ({verdict}); via {'proxy' if opts.via_proxy else 'direct'}")
+    for s in plan.sessions:
+        codes = Counter(request_name(st.code) for st in s.steps)
+        if s.kind == "namesrv":
+            where = f"name server {ep_text(opts.target)}"
+        else:
+            topics = [rw.topic(t) for t in s.topics] or ["<any broker>"]
+            where = f"staging broker serving {', '.join(topics)}" + (f" ({s.broker_name})" if s.broker_name else "")
+        click.echo(f"  session {s.id} {s.connection.label} [{s.kind}] {len(s.steps)} request(s): "
+                   f"{_counts(codes)} -> {where}")
+    if plan.skipped:
+        click.echo(f"left out: {_counts(plan.skipped)}")
+    click.echo("dry run: nothing sent")
+
+
+if __name__ == "__main__":
+    replay()

@@ -1,0 +1,59 @@
+import java.security.MessageDigest;
+import java.util.Collection;
+import java.util.List;
+import org.apache.rocketmq.client.consumer.DefaultLitePullConsumer;
+import org.apache.rocketmq.common.message.MessageExt;
+import org.apache.rocketmq.common.message.MessageQueue;
+
+/**
+ * Reads every message of a topic from the beginning with a real lite pull consumer (assign mode)
+ * and prints one JSON line per message: msgId, tags, keys, queueId, offset, body_sha256.
+ *
+ * Usage: ReplayConsumer NAMESRV TOPIC GROUP EXPECTED TIMEOUT_MS
+ * Stops after EXPECTED messages or TIMEOUT_MS; used by tests/test_replay_rocketmq.py.
+ */
+class ReplayConsumer {
+    public static void main(String[] a) throws Exception {
+        String ns = a[0], topic = a[1], group = a[2];
+        int expected = Integer.parseInt(a[3]);
+        long deadline = System.currentTimeMillis() + Long.parseLong(a[4]);
+        DefaultLitePullConsumer c = new DefaultLitePullConsumer(group);
+        c.setNamesrvAddr(ns);
+        c.setInstanceName("replay-consumer-" + ProcessHandle.current().pid());
+        c.setAutoCommit(false);
+        c.start();
+        Collection<MessageQueue> mqs = c.fetchMessageQueues(topic);
+        c.assign(mqs);
+        for (MessageQueue mq : mqs) c.seekToBegin(mq);
+        int n = 0;
+        while (n < expected && System.currentTimeMillis() < deadline) {
+            List<MessageExt> got = c.poll(1000);
+            for (MessageExt m : got) {
+                n++;
+                System.out.println("{\"msgId\":" + q(m.getMsgId()) + ",\"tags\":" + q(m.getTags())
+                    + ",\"keys\":" + q(m.getKeys()) + ",\"queueId\":" + m.getQueueId()
+                    + ",\"offset\":" + m.getQueueOffset() + ",\"body_sha256\":" + q(sha(m.getBody())) + "}");
+            }
+        }
+        System.out.flush();
+        c.shutdown();
+        System.exit(0);
+    }
+
+    static String sha(byte[] b) throws Exception {
+        StringBuilder s = new StringBuilder();
+        for (byte x : MessageDigest.getInstance("SHA-256").digest(b)) s.append(String.format("%02x", x));
+        return s.toString();
+    }
+
+    static String q(String s) {
+        if (s == null) return "null";
+        StringBuilder o = new StringBuilder("\"");
+        for (char ch : s.toCharArray()) {
+            if (ch == '"' || ch == '\\') o.append('\\').append(ch);
+            else if (ch < 0x20) o.append(String.format("\\u%04x", (int) ch));
+            else o.append(ch);
+        }
+        return o.append('"').toString();
+    }
+}
