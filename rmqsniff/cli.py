@@ -135,10 +135,18 @@ FILTER_HELP = "Display filter, e.g. 'code == SEND_MESSAGE_V2 and topic ~ \"order
              epilog="Filter fields (-Y):\n\n\b\n" + describe_fields())
 @click.version_option(package_name="rmqsniff")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option("--max-frame", default="16MiB", show_default=True, metavar="SIZE",
+              help="Largest remoting frame decoded (Java's default limit); larger ones are counted and skipped.")
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, max_frame: str) -> None:
     """rmqsniff: RocketMQ traffic analyzer. Decode captures into request/response exchanges and stats."""
-    ctx.obj = {"debug": debug}
+    from .filter import parse_size
+
+    limit = parse_size(max_frame)
+    if limit is None or limit < 64:
+        raise click.BadParameter(f"{max_frame!r} is not a size of at least 64 bytes (e.g. 16MiB)",
+                                 param_hint="--max-frame")
+    ctx.obj = {"debug": debug, "max_frame": limit}
 
 
 _port_opt = click.option("--port", "ports", multiple=True, metavar="P[,P…]",
@@ -166,7 +174,7 @@ def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, count: int, ex
     """One row (table) or JSON object (jsonl, json) per exchange, in request order."""
     def run() -> int:
         flt = _compile(expr)
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports)
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"])
         exchanges = _selected(p, captures, flt)
         if messages:
             _read_messages(exchanges, fmt, count, body, not no_redact)
@@ -258,7 +266,7 @@ def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str,
     def run() -> int:
         from .views import conversation, frame_to_dict, render_conversation, resolve_connection
 
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports)
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"])
         exchanges = list(p.run(captures))
         rc = _report(p)
         if rc:
@@ -327,7 +335,8 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
             _fail("--format table needs --by or --interval")
             return EXIT_BAD_INPUT
         flt = _compile(expr)
-        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False)
+        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
+                     max_frame=ctx.obj["max_frame"])
         if flt is None and secs is None:
             p.consume(captures)
             st = p.stats
@@ -439,7 +448,8 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         if pcapng and output == "-" and sys.stdout.isatty():
             _fail("will not write a pcapng to a terminal; use -o FILE")
             return EXIT_BAD_INPUT
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng)
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
+                     max_frame=ctx.obj["max_frame"])
         selected = _selected(p, captures, flt)
         if pcapng:
             wanted = ex_mod.packets_of(selected, control=with_handshake)

@@ -29,7 +29,7 @@ DEFAULT_SERVER_PORTS = frozenset({9876, 10911, 10909, 8080})
 GRPC_PORTS = frozenset({8081})
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 PROBE_LIMIT = 64 * 1024  # bytes a candidate flow may show without one plausible frame
-MAX_FLOWS = 100_000
+MAX_FLOWS = 32_768  # ~2.8 KB each when they hold a pending request: about 100 MB at the cap
 GAP_TIMEOUT = 2.0  # seconds (capture time) out-of-order bytes wait for a missing segment
 
 # flow kinds
@@ -55,7 +55,7 @@ class Flow:
         self.kind = kind
         self.why = ""
         self.last_ts = conn.first_ts
-        self.held_errors: list[tuple[bool, str]] = []
+        self.held_errors: list[tuple[bool, str]] = []  # (is_request, reason) until recognised
         self.probe_bytes = 0
         self.handler = None  # a protocol handler for non-remoting flows (gRPC)
 
@@ -329,8 +329,8 @@ class FlowTable:
                     if flow.kind is OTHER:
                         return
                     flow.kind = REMOTING  # recognised on a non-standard port
-                    for is_req, why in flow.held_errors:
-                        self.stats.decoding_error(is_req, why, flow.conn)
+                    for is_req, reason in flow.held_errors:
+                        self.stats.decoding_error(is_req, reason, flow.conn)
                     flow.held_errors.clear()
                 if flow.conn.role_source == "guess":
                     # a response comes from the server; a request normally from the client
@@ -345,13 +345,15 @@ class FlowTable:
                     msg.packets = half.packets_for(ev.offset, ev.offset + ev.length)
                 flow.pairing.frame(msg)
             elif type(ev) is DecodeError:
-                why = f"{flow.conn.label} offset {ev.offset}: {ev.reason}"
+                # stats group by the bare reason; the error list says where
                 if flow.kind is REMOTING:
-                    self.stats.decoding_error(from_client, why, flow.conn)
+                    self.stats.decoding_error(from_client, ev.reason, flow.conn)
                     if len(self.errors) < 1000:
-                        self.errors.append(why)
+                        hint = " (raise --max-frame if such frames are expected)" \
+                            if "exceeds maximum" in ev.reason else ""
+                        self.errors.append(f"{flow.conn.label} stream offset {ev.offset}: {ev.reason}{hint}")
                 elif flow.kind is CANDIDATE and len(flow.held_errors) < 100:
-                    flow.held_errors.append((from_client, why))
+                    flow.held_errors.append((from_client, ev.reason))
             elif type(ev) is Resync:
                 if flow.kind is REMOTING:
                     self.stats.tcp("resync", 1)

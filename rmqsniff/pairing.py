@@ -10,7 +10,6 @@ stream ends are *unanswered*.  Nothing is dropped.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 from .model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message
@@ -29,8 +28,10 @@ class Pairing:
         self.conn = conn
         self.sink = sink
         self.protocol = protocol
-        self.pending_c: OrderedDict[int, Exchange] = OrderedDict()  # requests sent by the client
-        self.pending_s: OrderedDict[int, Exchange] = OrderedDict()  # requests sent by the server
+        # opaque -> pending request; plain dicts keep insertion order and cost far less
+        # than OrderedDict (this is per-connection state: a capture can hold 100k flows)
+        self.pending_c: dict[int, Exchange] = {}  # requests sent by the client
+        self.pending_s: dict[int, Exchange] = {}  # requests sent by the server
 
     def frame(self, msg: Message) -> None:
         cmd = msg.command
@@ -62,7 +63,7 @@ class Pairing:
             sink.done(old)
         pend[cmd.opaque] = ex
         if len(pend) > MAX_PENDING_PER_CONNECTION:
-            _, evicted = pend.popitem(last=False)
+            evicted = pend.pop(next(iter(pend)))
             evicted.notes.append("evicted: too many requests pending on this connection")
             sink.done(evicted)
 
@@ -70,7 +71,7 @@ class Pairing:
         """End of the connection or the capture: whatever is pending is unanswered."""
         for pend in (self.pending_c, self.pending_s):
             while pend:
-                _, ex = pend.popitem(last=False)
+                ex = pend.pop(next(iter(pend)))
                 if ex.request is not None and getattr(ex.request.command, "code", None) in LONG_POLL_CODES:
                     ex.notes.append("long poll still held by the server when the stream ended")
                 else:

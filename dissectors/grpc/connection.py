@@ -289,6 +289,8 @@ class GrpcConnection:
                     val = int.from_bytes(p[i + 2:i + 6], "big")
                     if ident == 5 and 16384 <= val <= fr.MAX_FRAME_LIMIT:
                         self.readers[not fc].max_len = val  # frames sent to this peer
+                    elif ident == 1:  # SETTINGS_HEADER_TABLE_SIZE: bounds what the peer's encoder may use
+                        self.hpack[not fc].set_limit(val)
         elif t == fr.GOAWAY:
             if len(f.payload) >= 8:
                 last = int.from_bytes(f.payload[:4], "big") & 0x7FFFFFFF

@@ -22,6 +22,8 @@ STATIC: tuple[tuple[str, str], ...] = tuple(
     (n.decode("latin-1"), v.decode("latin-1")) for n, v in HeaderTable.STATIC_TABLE)
 N_STATIC = len(STATIC)  # 61
 DEFAULT_TABLE_SIZE = 4096
+UNSEEN_SETTINGS_LIMIT = 65536  # SETTINGS not captured: accept what real peers use
+MAX_TABLE_LIMIT = 1 << 20  # never hold more than 1 MiB of header table per direction
 MAX_BLOCK_HEADERS = 4096
 
 
@@ -48,7 +50,7 @@ class TolerantDecoder:
     learned (:meth:`learn_name`), every entry carrying it is resolved.
     """
 
-    __slots__ = ("table", "size", "max_size", "cut", "since_cut", "backfill", "names", "misses")
+    __slots__ = ("table", "size", "max_size", "cut", "since_cut", "backfill", "names", "misses", "limit")
 
     def __init__(self, cut: bool = False, max_size: int = DEFAULT_TABLE_SIZE) -> None:
         # newest first: (name or name token, value, size); a token is the int slot it came from
@@ -60,6 +62,9 @@ class TolerantDecoder:
         self.backfill: dict[int, tuple[str, str]] = {}  # slot before the cut -> learned entry
         self.names: dict[int, str] = {}  # name token -> learned name
         self.misses = 0  # unresolved references so far
+        # the largest table the encoder may ask for: the receiver's SETTINGS_HEADER_TABLE_SIZE
+        # when seen (set_limit), else a generous ceiling for captures that missed the SETTINGS
+        self.limit = UNSEEN_SETTINGS_LIMIT
 
     def reset(self) -> None:
         """Forget the table: the stream was cut (capture start or gap)."""
@@ -111,6 +116,11 @@ class TolerantDecoder:
             if self.cut:  # a known entry evicted: the pre-cut region is gone
                 self.cut = False
                 self.backfill.clear()
+
+    def set_limit(self, n: int) -> None:
+        """The receiver advertised SETTINGS_HEADER_TABLE_SIZE ``n`` (capped, so a peer cannot
+        make the decoder hold an unbounded table)."""
+        self.limit = min(n, MAX_TABLE_LIMIT)
 
     def _resize(self, n: int) -> None:
         self.max_size = n
@@ -168,8 +178,8 @@ class TolerantDecoder:
                     self._add(name, value)
             elif b & 0xE0 == 0x20:  # dynamic table size update
                 size, pos = _int(data, pos, 5)
-                if size > 1 << 24:
-                    raise HpackError(f"table size update to {size}")
+                if size > self.limit:
+                    raise HpackError(f"table size update to {size} exceeds the advertised {self.limit}")
                 self._resize(size)
                 continue
             else:  # pragma: no cover - all bit patterns are covered above

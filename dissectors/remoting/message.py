@@ -329,9 +329,14 @@ class StoredMessage:
         """The body, decompressed when sysFlag says so (capped at ``max_size``)."""
         return decompress_body(self.body, self.sys_flag, max_size)
 
-    def inner_messages(self) -> tuple[list["BatchMessage"], list[str]]:
-        """For an inner-batch record, the messages packed in its body (4.2)."""
-        return decode_batch(self.payload())
+    def inner_messages(self, max_size: int = DEFAULT_MAX_PAYLOAD) -> tuple[list["BatchMessage"], list[str]]:
+        """For an inner-batch record, the messages packed in its body (4.2). Never raises:
+        a body that does not decompress (or inflates beyond ``max_size``) is a problem."""
+        try:
+            body = self.payload(max_size)
+        except PayloadError as e:
+            return [], [f"offset {self.offset}: inner batch body not decoded: {e}"]
+        return decode_batch(body)
 
 
 def _decode_record(buf: bytes, start: int, end: int, problems: list[str]) -> tuple[StoredMessage, int]:

@@ -9,11 +9,16 @@ own link type, timestamp resolution and offset, so multi-interface captures
 (``tshark -i lo -i eth0``) decode correctly.
 
 A truncated or corrupt file never raises out of the iterator: the problem is
-recorded in :attr:`CaptureReader.errors` and iteration stops (the packets read
-so far stay valid).
+recorded in :attr:`CaptureReader.errors` (one line: what, at which byte). A
+corrupt record or block is skipped: the reader resynchronises on the next
+plausible one (pcap: two record headers in a row with sane lengths and
+timestamps near the last good one; pcapng: an aligned block whose trailing
+length matches) and reading resumes; the bytes skipped are counted in
+:attr:`CaptureReader.corrupt_bytes`. A truncated file keeps what was read.
 """
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +30,10 @@ from dpkt import pcapng as dpcapng
 
 CHUNK = 1 << 20
 MAX_RECORD = 256 * 1024 * 1024  # a record larger than this is corruption, not data
+MIN_RECORD_LIMIT = 256 * 1024  # records up to this size are believed whatever the snap length says
+MAX_BLOCK = 16 * 1024 * 1024  # a pcapng block larger than this is corruption
+RESYNC_BLIND = 1 << 20  # how far to look for a record when no earlier timestamp can guide the search
+MAX_TS_JUMP = 86400  # seconds a resynchronised record may be away from the last good one
 
 PCAP_MAGICS = {
     dpcap.TCPDUMP_MAGIC: ("<", 1e-6),
@@ -53,6 +62,7 @@ class CaptureReader:
         self.name = name or getattr(fileobj, "name", "<capture>")
         self.errors: list[str] = []
         self.packets = 0
+        self.corrupt_bytes = 0  # bytes skipped over corrupt records to resynchronise
         self.interfaces: list[Interface] = []
         head = fileobj.read(24)
         if len(head) < 4:
@@ -98,62 +108,66 @@ class CaptureReader:
             fh = dpcap.FileHdr(head)
         linktype = fh.linktype & 0x0FFFFFFF
         self.interfaces.append(Interface(linktype, scale, 0))
+        # a record longer than the snap length (or 256 KiB, for writers that lie about it) is corruption
+        limit = min(max(fh.snaplen, MIN_RECORD_LIMIT), MAX_RECORD)
         rec = struct.Struct(endian + "IIII").unpack_from
-        read = self.f.read
-        buf = b""
-        off = 0
-        fileoff = 24
+        win = _Window(self.f.read, 24)
+        pos = 24
+        last_sec: int | None = None
         while True:
-            chunk = read(CHUNK)
-            if not chunk:
+            if not win.ensure(pos, 16):
                 break
-            buf = buf[off:] + chunk if off < len(buf) else chunk
-            off = 0
-            end = len(buf)
-            while off + 16 <= end:
+            buf, base = win.buf, win.base
+            off, end = pos - base, len(buf)
+            bad = False
+            caplen = 0
+            while off + 16 <= end:  # the hot loop: every record of the file
                 sec, frac, caplen, _wirelen = rec(buf, off)
-                if caplen > MAX_RECORD:
-                    self.errors.append(
-                        f"{self.name}: corrupt record header at byte {fileoff + off} "
-                        f"(captured length {caplen}); stopped reading"
-                    )
-                    return
+                if caplen > limit:
+                    bad = True
+                    break
                 nxt = off + 16 + caplen
                 if nxt > end:
                     break
                 self.packets += 1
                 yield sec + frac * scale, linktype, buf[off + 16:nxt]
-                fileoff += nxt - off
+                last_sec = sec
                 off = nxt
-        if off < len(buf):
+            pos = base + off
+            if bad:
+                q = _pcap_resync(win, pos, rec, limit, 1e9 if scale < 1e-6 else 1e6, last_sec, endian)
+                where = f"{self.name}: corrupt record header at byte {pos} (captured length {caplen})"
+                if q is None:
+                    self.errors.append(f"{where}; no valid record after it, stopped reading")
+                    return
+                self.errors.append(f"{where}; skipped {q - pos} bytes, resumed at byte {q}")
+                self.corrupt_bytes += q - pos
+                pos = q
+                continue
+            if not win.ensure(pos, 16 + caplen if off + 16 <= end else 16):
+                break
+        if win.end > pos:
             self.errors.append(
-                f"{self.name}: file truncated at byte {fileoff} "
-                f"({len(buf) - off} bytes of a partial record ignored)"
+                f"{self.name}: file truncated at byte {pos} "
+                f"({win.end - pos} bytes of a partial record ignored)"
             )
 
     # -- pcapng ---------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[tuple[float, int, bytes]]:
-        read = self.f.read
-        buf = self._head
-        off = 0
-        fileoff = 0
+        win = _Window(self.f.read, 0, self._head)
+        pos = 0
         endian = "<"
         hdr = struct.Struct("<II").unpack_from
         epb = struct.Struct("<IIIII").unpack_from
         spb_len = struct.Struct("<I").unpack_from
         ifaces = self.interfaces
-        eof = False
         while True:
-            if len(buf) - off < 12 and not eof:
-                chunk = read(CHUNK)
-                if chunk:
-                    buf = buf[off:] + chunk
-                    off = 0
-                else:
-                    eof = True
-            if len(buf) - off < 8:
+            if not win.ensure(pos, 12) and not win.ensure(pos, 8):
                 break
+            buf, base = win.buf, win.base
+            off = pos - base
             btype, blen = hdr(buf, off)
+            problem = None
             if btype == _PCAPNG_SHB:
                 if len(buf) - off < 12:
                     break
@@ -163,61 +177,64 @@ class CaptureReader:
                 elif bom == b"\x1a\x2b\x3c\x4d":
                     endian = ">"
                 else:
-                    self.errors.append(f"{self.name}: bad pcapng byte-order magic at byte {fileoff}")
-                    return
-                hdr = struct.Struct(endian + "II").unpack_from
-                epb = struct.Struct(endian + "IIIII").unpack_from
-                spb_len = struct.Struct(endian + "I").unpack_from
-                btype, blen = hdr(buf, off)
-                ifaces.clear()  # interface ids are per section
-            if blen < 12 or blen % 4 or blen > MAX_RECORD:
-                self.errors.append(
-                    f"{self.name}: corrupt pcapng block at byte {fileoff} (length {blen}); stopped reading"
-                )
-                return
-            while len(buf) - off < blen and not eof:
-                chunk = read(max(CHUNK, blen))
-                if not chunk:
-                    eof = True
-                    break
-                buf = buf[off:] + chunk
-                off = 0
-            if len(buf) - off < blen:
-                self.errors.append(
-                    f"{self.name}: file truncated at byte {fileoff} "
-                    f"(block of {blen} bytes, {len(buf) - off} present)"
-                )
-                return
-            if spb_len(buf, off + blen - 4)[0] != blen:
-                self.errors.append(
-                    f"{self.name}: corrupt pcapng block at byte {fileoff} (length {blen} "
-                    f"does not match its trailing length); stopped reading"
-                )
-                return
-            if btype == 6:  # Enhanced Packet Block
-                iface_id, ts_hi, ts_lo, caplen, _wire = epb(buf, off + 8)
-                if iface_id >= len(ifaces) or 28 + caplen > blen:
-                    self.errors.append(
-                        f"{self.name}: packet block at byte {fileoff} names interface {iface_id} "
-                        f"or overruns its block; skipped"
-                    )
+                    problem = "bad pcapng byte-order magic"
+                if problem is None:
+                    hdr = struct.Struct(endian + "II").unpack_from
+                    epb = struct.Struct(endian + "IIIII").unpack_from
+                    spb_len = struct.Struct(endian + "I").unpack_from
+                    btype, blen = hdr(buf, off)
+                    ifaces.clear()  # interface ids are per section
+            if problem is None:
+                if blen < 12 or blen % 4 or blen > MAX_BLOCK:
+                    problem = f"corrupt pcapng block (length {blen})"
+                elif not win.ensure(pos, blen):
+                    problem = f"truncated pcapng block (length {blen}, {win.end - pos} bytes left)"
                 else:
-                    ifc = ifaces[iface_id]
-                    self.packets += 1
-                    yield (
-                        ifc.offset + ((ts_hi << 32) | ts_lo) * ifc.scale,
-                        ifc.linktype,
-                        buf[off + 28:off + 28 + caplen],
-                    )
+                    buf, base = win.buf, win.base
+                    off = pos - base
+                    if spb_len(buf, off + blen - 4)[0] != blen:
+                        problem = f"corrupt pcapng block (length {blen} does not match its trailing length)"
+            if problem is not None:
+                q = _pcapng_resync(win, pos, endian)
+                if q is None:
+                    if problem.startswith("truncated"):
+                        self.errors.append(f"{self.name}: file truncated at byte {pos} ({problem})")
+                    else:
+                        self.errors.append(f"{self.name}: {problem} at byte {pos}; no valid block after it, "
+                                           f"stopped reading")
+                    return
+                self.errors.append(f"{self.name}: {problem.replace('truncated', 'corrupt')} at byte {pos}; "
+                                   f"skipped {q - pos} bytes, resumed at byte {q}")
+                self.corrupt_bytes += q - pos
+                pos = q
+                continue
+            if btype == 6:  # Enhanced Packet Block
+                if blen < 32:
+                    self.errors.append(f"{self.name}: packet block at byte {pos} too short ({blen} bytes); skipped")
+                else:
+                    iface_id, ts_hi, ts_lo, caplen, _wire = epb(buf, off + 8)
+                    if iface_id >= len(ifaces) or 28 + caplen > blen:
+                        self.errors.append(
+                            f"{self.name}: packet block at byte {pos} names interface {iface_id} "
+                            f"or overruns its block; skipped"
+                        )
+                    else:
+                        ifc = ifaces[iface_id]
+                        self.packets += 1
+                        yield (
+                            ifc.offset + ((ts_hi << 32) | ts_lo) * ifc.scale,
+                            ifc.linktype,
+                            buf[off + 28:off + 28 + caplen],
+                        )
             elif btype == 3:  # Simple Packet Block: no timestamp
-                if ifaces:
+                if ifaces and blen >= 16:
                     wire = spb_len(buf, off + 8)[0]
                     caplen = min(wire, blen - 16)
                     self.packets += 1
                     yield 0.0, ifaces[0].linktype, buf[off + 12:off + 12 + caplen]
             elif btype == 1:  # Interface Description Block
                 ifaces.append(self._idb(bytes(buf[off:off + blen]), endian))
-            elif btype == 2:  # obsolete Packet Block
+            elif btype == 2 and blen >= 32:  # obsolete Packet Block
                 iface_id = struct.unpack_from(endian + "H", buf, off + 8)[0]
                 _d, ts_hi, ts_lo, caplen, _w = epb(buf, off + 8)
                 if iface_id < len(ifaces) and 28 + caplen <= blen:
@@ -228,11 +245,10 @@ class CaptureReader:
                         ifc.linktype,
                         buf[off + 28:off + 28 + caplen],
                     )
-            off += blen
-            fileoff += blen
-        if len(buf) - off > 0:
+            pos += blen
+        if win.end > pos:
             self.errors.append(
-                f"{self.name}: file truncated at byte {fileoff} ({len(buf) - off} trailing bytes ignored)"
+                f"{self.name}: file truncated at byte {pos} ({win.end - pos} trailing bytes ignored)"
             )
 
     def _idb(self, block: bytes, endian: str) -> Interface:
@@ -252,6 +268,128 @@ class CaptureReader:
             elif opt.code == dpcapng.PCAPNG_OPT_IF_NAME:
                 name = bytes(opt.data).rstrip(b"\0").decode("utf-8", "replace")
         return Interface(idb.linktype, scale, offset, name)
+
+
+class _Window:
+    """Buffered reads with absolute file offsets: ``buf[0]`` is the byte at ``base``."""
+
+    __slots__ = ("read", "buf", "base", "eof")
+
+    def __init__(self, read, base: int, initial: bytes = b"") -> None:
+        self.read = read
+        self.buf = initial
+        self.base = base
+        self.eof = False
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.buf)
+
+    def ensure(self, pos: int, n: int, keep: int | None = None) -> bool:
+        """Make bytes ``[pos, pos + n)`` available (dropping what precedes ``keep``,
+        default ``pos``); False at end of file."""
+        if pos + n <= self.base + len(self.buf):
+            return True
+        keep = pos if keep is None else keep
+        if keep > self.base:
+            self.buf = self.buf[keep - self.base:]
+            self.base = keep
+        while self.base + len(self.buf) < pos + n and not self.eof:
+            chunk = self.read(max(CHUNK, pos + n - self.base - len(self.buf)))
+            if not chunk:
+                self.eof = True
+                break
+            self.buf += chunk
+        return pos + n <= self.base + len(self.buf)
+
+
+def _sec_pattern(last_sec: int, endian: str) -> tuple[re.Pattern[bytes], int]:
+    """Regex finding the high 16 bits of a seconds field near ``last_sec``, and the
+    distance from a match back to the record start."""
+    highs = {(s >> 16) & 0xFFFF for s in (max(0, last_sec - MAX_TS_JUMP), last_sec, last_sec + MAX_TS_JUMP)}
+    alts = b"|".join(re.escape(struct.pack(endian + "H", h)) for h in sorted(highs))
+    return re.compile(alts), (2 if endian == "<" else 0)
+
+
+def _pcap_resync(win: _Window, bad: int, rec, limit: int, frac_max: float, last_sec: int | None,
+                 endian: str) -> int | None:
+    """File offset of the first plausible record after the corrupt header at ``bad``:
+    its header and the next one (or the end of the file right after it) are sane."""
+    wire_max = max(limit, 1 << 18)
+
+    def sane(p: int, ref: int | None) -> int | None:
+        sec, frac, caplen, wire = rec(win.buf, p - win.base)
+        if caplen > limit or not caplen <= wire <= wire_max or frac >= frac_max:
+            return None
+        if ref is not None and abs(sec - ref) > MAX_TS_JUMP:
+            return None
+        return caplen
+
+    if last_sec is not None:
+        pattern, back = _sec_pattern(last_sec, endian)
+        horizon = None
+    else:
+        pattern, back = re.compile(b".", re.S), 0
+        horizon = bad + RESYNC_BLIND
+    p = bad + 1
+    while horizon is None or p < horizon:
+        if not win.ensure(p, 16):
+            return None
+        m = pattern.search(win.buf, p - win.base + back)
+        if m is None:
+            p = max(p, win.end - 15)
+            if not win.ensure(p, 16 + CHUNK) and win.end - p < 16:
+                return None
+            if win.eof and pattern.search(win.buf, p - win.base + back) is None:
+                return None
+            continue
+        q = win.base + m.start() - back
+        if not win.ensure(q, 16, keep=q):
+            return None
+        caplen = sane(q, last_sec)
+        if caplen is not None:
+            nxt = q + 16 + caplen
+            if win.ensure(nxt, 16, keep=q):
+                ref = rec(win.buf, q - win.base)[0]
+                if sane(nxt, ref) is not None:
+                    return q
+            elif win.end == nxt:  # the record ends exactly at the end of the file
+                return q
+        p = q + 1
+    return None
+
+
+_NG_TYPES = {"<": re.compile(rb"[\x01-\x0a]\x00\x00\x00|\x0a\x0d\x0d\x0a"),
+             ">": re.compile(rb"\x00\x00\x00[\x01-\x0a]|\x0a\x0d\x0d\x0a")}
+
+
+def _pcapng_resync(win: _Window, bad: int, endian: str) -> int | None:
+    """File offset of the first 4-byte aligned block after ``bad`` whose type is known
+    and whose leading and trailing lengths agree."""
+    pattern = _NG_TYPES[endian]
+    u32 = struct.Struct(endian + "I").unpack_from
+    p = bad + 4
+    while True:
+        if not win.ensure(p, 12):
+            return None
+        m = pattern.search(win.buf, p - win.base)
+        if m is None:
+            p = max(p, win.end - 11)
+            if win.eof:
+                return None
+            win.ensure(p, 12 + CHUNK)
+            continue
+        q = win.base + m.start()
+        if (q - bad) % 4 == 0 and win.ensure(q, 12, keep=q):
+            blen = u32(win.buf, q - win.base + 4)[0]
+            if win.buf[q - win.base:q - win.base + 4] == b"\x0a\x0d\x0d\x0a":
+                bom = win.buf[q - win.base + 8:q - win.base + 12]
+                blen = struct.unpack_from("<I" if bom == b"\x4d\x3c\x2b\x1a" else ">I", win.buf, q - win.base + 4)[0]
+            if 12 <= blen <= MAX_BLOCK and blen % 4 == 0 and win.ensure(q, blen, keep=q):
+                tail = win.buf[q - win.base + blen - 4:q - win.base + blen]
+                if tail in (struct.pack("<I", blen), struct.pack(">I", blen)):
+                    return q
+        p = q + 1
 
 
 def open_capture(path: str) -> CaptureReader:

@@ -1,0 +1,1 @@
+"""Fuzz targets for rmqsniff's decoders (see ``fuzz/README.md``)."""
