@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from tests.rocketmq.verify import (
 
 REPO = Path(__file__).resolve().parent.parent
 CAPTURES = REPO / "captures"
-REMOTING = ["remoting_json", "remoting_rocketmq", "remoting_pop", "remoting_transaction"]
+REMOTING = ["remoting_json", "remoting_rocketmq", "remoting_pop", "remoting_transaction", "remoting_go"]
 GRPC = ["grpc_java", "grpc_python"]
 MAX_CAPTURE = 2 * 1024 * 1024
 
@@ -82,6 +83,10 @@ def test_cluster_is_registered_and_listening(rocketmq_cluster):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("name", REMOTING)
 def test_remoting_capture_matches_client_truth(rocketmq_capture, name):
+    if name == "remoting_go" and shutil.which("go") is None:
+        from tests.conftest import _unavailable
+
+        _unavailable("`go` not found on PATH (builds the rocketmq-client-go/v2 scenario)")
     pcap, truth = rocketmq_capture(name)
     assert 0 < pcap.stat().st_size <= MAX_CAPTURE
     assert truth["sent"], "client recorded no sends"
@@ -122,7 +127,7 @@ def test_committed_grpc_capture(name):
 
 def test_committed_captures_exist():
     names = _committed()
-    for want in ("remoting_json", "remoting_rocketmq", "remoting_pop", "remoting_transaction"):
+    for want in REMOTING:
         assert want in names
     assert any(n.startswith("grpc") for n in names)
 
@@ -145,6 +150,25 @@ def test_checker_catches_wrong_truth(mutation):
         for b in ("lite_pull", "broadcast"):
             bad["received"][b] = [r for r in bad["received"][b]
                                   if r["offset_msg_id"] != truth["received"]["push"][-1]["offset_msg_id"]]
+    assert check_remoting(pcap, bad) != []
+
+
+@pytest.mark.skipif(not (CAPTURES / "remoting_go.truth.json").exists(), reason="no committed capture")
+@pytest.mark.parametrize("mutation", ["language", "oneway_flag", "send_code", "received"])
+def test_checker_catches_wrong_go_truth(mutation):
+    """The Go client's differences are checked, not waved through: claiming Java's behaviour
+    (version 479, flagged oneway sends, SEND_MESSAGE_V2) or a message it never got is reported."""
+    pcap, truth = _load("remoting_go")
+    assert truth["client_language"] == "GO" and truth["send_request_code"] == 10
+    bad = copy.deepcopy(truth)
+    if mutation == "language":
+        bad["client_version_code"] = 479
+    elif mutation == "oneway_flag":
+        del bad["oneway_flag"]
+    elif mutation == "send_code":
+        del bad["send_request_code"]
+    else:
+        bad["received"]["push"].pop()
     assert check_remoting(pcap, bad) != []
 
 

@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 ROCKETMQ_VERSION = "5.3.3"
 GRPC_CLIENT_VERSION = "5.2.0"
 PYTHON_CLIENT_VERSION = "5.1.2"
+GO_CLIENT_VERSION = "v2.1.2"  # github.com/apache/rocketmq-client-go/v2, pinned in go/go.mod
 STAMP = ".rmqsniff-stamp"
 
 
@@ -131,6 +132,36 @@ def python_client_venv() -> Path:
     _run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", digest], "pip install " + digest)
     (venv / STAMP).write_text(digest + "\n")
     return py
+
+
+def go_env() -> dict[str, str]:
+    """``go`` with its module cache, GOPATH and build cache inside the cache folder.
+
+    GOTOOLCHAIN=local: never fetch another toolchain; -modcacherw: the cache stays deletable.
+    """
+    root = cache_dir() / "go"
+    return dict(os.environ, GOPATH=str(root), GOMODCACHE=str(root / "pkg" / "mod"),
+                GOCACHE=str(root / "build-cache"), GOFLAGS="-modcacherw", GOTOOLCHAIN="local")
+
+
+def build_go_scenario() -> Path:
+    """``go build`` tests/rocketmq/go (rocketmq-client-go/v2) into the cache; returns the binary."""
+    src = HERE / "go"
+    out = cache_dir() / f"go-scenario-{GO_CLIENT_VERSION}"
+    exe = out / "go-scenario"
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError("go not found on PATH")
+    version = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True).stdout.strip()
+    digest = _hash(*(src / n for n in ("main.go", "go.mod", "go.sum")), extra=version)
+    if _fresh(out, digest) and exe.exists():
+        return exe
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    _run([go, "build", "-trimpath", "-buildvcs=false", "-o", str(exe), "."], "go build of tests/rocketmq/go",
+         cwd=src, env=go_env())
+    (out / STAMP).write_text(digest + "\n")
+    return exe
 
 
 def build_all() -> None:

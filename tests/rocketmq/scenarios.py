@@ -26,7 +26,7 @@ class ScenarioError(RuntimeError):
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str            # "remoting", "grpc-java", "grpc-python"
+    kind: str            # "remoting", "remoting-go", "grpc-java", "grpc-python"
     mode: str            # program mode
     topic: str
     jvm: tuple[str, ...] = ()
@@ -47,6 +47,11 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("remoting_transaction", "remoting", "transaction", "TopicTrans",
              description="transactional producer: UNKNOW then COMMIT on broker check-back, plus "
                          "immediate COMMIT and ROLLBACK; push consumer for the committed messages"),
+    Scenario("remoting_go", "remoting-go", "produce-consume", "TopicGo",
+             description="Go remoting client rocketmq-client-go/v2 (language GO, version 317): "
+                         "SEND_MESSAGE (10, long header keys) sync/async/oneway; push consumer "
+                         "(PULL_MESSAGE, ConsumeFromFirstOffset)",
+             extra={"admin": ("topic=TopicGo",)}),
     Scenario("grpc_java", "grpc-java", "all", "GrpcTopic", protocol="grpc",
              description="Java 5.x gRPC client via proxy: normal/FIFO/delay/transaction producer, "
                          "SimpleConsumer (receive, ack, change invisible duration), PushConsumer"),
@@ -66,6 +71,8 @@ def client_command(cluster: Cluster, sc: Scenario, truth_path: Path) -> list[str
         classes = build.build_remoting_programs()
         return cluster.java_cmd(f"clients/{sc.name}", classes, "RemotingScenario", sc.mode,
                                 cluster.namesrv_addr, sc.topic, str(truth_path), jvm=list(sc.jvm))
+    if sc.kind == "remoting-go":
+        return [str(build.build_go_scenario()), cluster.namesrv_addr, sc.topic, str(truth_path)]
     if sc.kind == "grpc-java":
         classes = build.build_grpc_programs()
         return cluster.java_cmd(f"clients/{sc.name}", classes, "GrpcScenario", cluster.grpc_addr,
@@ -87,6 +94,8 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
     for p in (pcap, truth_path):
         p.unlink(missing_ok=True)
     cmd = client_command(cluster, sc, truth_path)  # build before capturing
+    if sc.extra.get("admin"):
+        cluster.admin(*sc.extra["admin"])  # e.g. the topic a client cannot auto-create
     home = cluster.dir(f"clients/{sc.name}")
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HOME=str(home))

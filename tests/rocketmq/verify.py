@@ -13,7 +13,15 @@ Allowed exceptions to "every request answered", each explained:
   started (its request predates the capture), e.g. the proxy's own long-poll on
   DefaultHeartBeatSyncerTopic;
 * a request sent less than ``TAIL_SECONDS`` before the last exchange of the capture (in flight
-  when tcpdump stopped; inter-server traffic keeps going after the client exits).
+  when tcpdump stopped; inter-server traffic keeps going after the client exits);
+* the Go client's (language GO) UPDATE_CONSUMER_OFFSET requests when nothing else follows them on
+  their connection: its consumer shutdown persists offsets with a "oneway" call that sets no
+  RPC_ONEWAY flag and then closes the connection at once, before the broker's answer arrives.
+
+Clients other than Java's say how they differ in optional truth keys (default: the Java client):
+``send_request_code`` (10 = SEND_MESSAGE with long header keys, 310 = SEND_MESSAGE_V2),
+``oneway_flag`` (false: "oneway" sends carry no RPC_ONEWAY bit and are answered),
+``client_language`` / ``client_version_code`` (checked on the client's requests for its topic).
 """
 from __future__ import annotations
 
@@ -23,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 LONG_POLL = {11: "PULL_MESSAGE", 361: "LITE_PULL_MESSAGE", 200050: "POP_MESSAGE"}
-SEND_V2, SEND_BATCH, END_TX, CHECK_TX = 310, 320, 37, 39
+UPDATE_CONSUMER_OFFSET = 15
+SEND_V1, SEND_V2, SEND_BATCH, END_TX, CHECK_TX = 10, 310, 320, 37, 39
+SEND_COUNTERS = {SEND_V1: "send_message_v1", SEND_V2: "send_message_v2"}
 TAIL_SECONDS = 0.5
-# truth "kind" values sent one message per SEND_MESSAGE_V2 request
+# truth "kind" values sent one message per SEND_MESSAGE_V2 (or SEND_MESSAGE, see send_request_code) request
 SINGLE_SEND_COUNTS = ("sync", "async", "oneway", "ordered", "delay", "timer", "compressed", "transaction_half")
 COMMIT_OR_ROLLBACK = {"UNKNOW": "0", "COMMIT_MESSAGE": "8", "ROLLBACK_MESSAGE": "12"}
 
@@ -62,8 +72,11 @@ def unexplained_statuses(res) -> list[str]:
     end_ts = max(e.ts for e in exs)
     last_poll: dict[tuple, int] = {}
     first_on_conn: dict[int, int] = {}
+    last_other_on_conn: dict[int, int] = {}  # last exchange that is not UPDATE_CONSUMER_OFFSET
     for e in exs:
         first_on_conn.setdefault(e.connection.id, e.index)
+        if e.code != UPDATE_CONSUMER_OFFSET:
+            last_other_on_conn[e.connection.id] = e.index
         if e.request is not None and e.code in LONG_POLL:
             ext = e.request.command.ext or {}
             key = (e.connection.id, e.code, ext.get("topic"), ext.get("queueId"))
@@ -81,6 +94,9 @@ def unexplained_statuses(res) -> list[str]:
             if e.code in LONG_POLL and last_poll.get(key) == e.index:
                 continue
             if end_ts - e.ts <= TAIL_SECONDS:
+                continue
+            if (e.code == UPDATE_CONSUMER_OFFSET and e.request.command.language == "GO"
+                    and last_other_on_conn.get(e.connection.id, -1) < e.index):
                 continue
             problems.append(f"unanswered request code {e.code} at +{e.ts - exs[0].ts:.2f}s on "
                             f"{e.connection.label} ({ext})")
@@ -119,10 +135,12 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
 
     # ---- counts per operation
     singles = sum(counts.get(k, 0) for k in SINGLE_SEND_COUNTS)
-    if c.get("send_message_v2", 0) != singles:
-        p.append(f"send_message_v2 counter {c.get('send_message_v2')} != client single sends {singles}")
-    if c.get("send_message_v1", 0):
-        p.append(f"send_message_v1 counter {c['send_message_v1']} but the 5.x client only sends v2")
+    send_code = truth.get("send_request_code", SEND_V2)
+    for code, counter in SEND_COUNTERS.items():
+        want = singles if code == send_code else 0
+        if c.get(counter, 0) != want:
+            p.append(f"{counter} counter {c.get(counter, 0)} != {want} (client sends {singles} "
+                     f"single messages with code {send_code})")
     if code_count(SEND_BATCH) != counts.get("batch", 0):
         p.append(f"SEND_BATCH_MESSAGE requests {code_count(SEND_BATCH)} != client batches {counts.get('batch', 0)}")
     if "end_transaction" in counts:
@@ -135,10 +153,15 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
 
     # ---- header serialization of the scenario client's own requests
     want_ser = 1 if truth.get("serialize_type", "JSON").upper() == "ROCKETMQ" else 0
+    want_lang = (truth.get("client_language"), truth.get("client_version_code"))
     for e in res.exchanges:
         if e.request is not None and not e.server_initiated and _topic(e.request.command) == topic:
-            if e.request.command.serialize != want_ser:
-                p.append(f"request code {e.code} serialize {e.request.command.serialize} != {want_ser}")
+            rc = e.request.command
+            if rc.serialize != want_ser:
+                p.append(f"request code {e.code} serialize {rc.serialize} != {want_ser}")
+                break
+            if want_lang[0] is not None and (rc.language, rc.version) != want_lang:
+                p.append(f"request code {e.code} language/version {(rc.language, rc.version)} != {want_lang}")
                 break
 
     # ---- sends: ids, queues, offsets, digests
@@ -150,7 +173,9 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
         if e.request is None or _topic(e.request.command) != topic:
             continue
         req = e.request.command
-        if e.code == SEND_V2:
+        if e.code in SEND_COUNTERS:
+            if e.code != send_code:
+                p.append(f"send with request code {e.code}, the client uses {send_code}")
             props = _props(req)
             uk = props.get("UNIQ_KEY")
             seen[uk] = e
@@ -168,8 +193,9 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
                 if not k.startswith("__") and props.get(k) != v:
                     p.append(f"send {uk}: property {k}={props.get(k)!r} != {v!r}")
             if s["kind"] == "oneway":
-                if e.status != "oneway":
-                    p.append(f"send {uk} was sent oneway but is {e.status} in the capture")
+                want_status = "oneway" if truth.get("oneway_flag", True) else "answered"
+                if e.status != want_status:
+                    p.append(f"send {uk} was sent oneway but is {e.status} in the capture, not {want_status}")
                 continue
             rext = (e.response.command.ext or {}) if e.response else {}
             # a TransactionSendResult carries no offset msg id, so only queue and offset are compared
