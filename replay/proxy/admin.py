@@ -2,7 +2,7 @@
 
 ``/stats`` Envoy admin text, ``/stats/prometheus``, ``/stats?format=json``,
 ``/exchanges?filter=EXPR&limit=N`` (recent exchanges as JSON, oldest first),
-``/routes`` (listeners and the broker address mapping), ``/ready``.
+``/routes`` (listeners, the broker address mapping, active sessions and asyncio tasks), ``/ready``.
 """
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ class AdminServer:
         if path == "/exchanges":
             return self._exchanges(q)
         if path == "/routes":
-            return 200, JSON, orjson.dumps(p.routes() | {"sessions": p.active_sessions, "failures": list(p.failures)})
+            return 200, JSON, orjson.dumps(p.routes() | {"sessions": p.active_sessions, "failures": list(p.failures),
+                                                         "tasks": len(asyncio.all_tasks())})
         if path == "/ready":
             return 200, TEXT, b"LIVE\n"
         return 404, TEXT, b"not found: try /stats, /stats/prometheus, /exchanges?filter=..., /routes\n"

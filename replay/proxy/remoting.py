@@ -167,7 +167,11 @@ class RemotingTap:
     # -- failure and end -------------------------------------------------------------
     def failure(self, reason: str, ts: float) -> bytes:
         """The upstream is gone: SYSTEM_ERROR answers for every request still waiting,
-        counted like real answers.  Returns the bytes to send to the client."""
+        counted like real answers.  Returns the bytes to send to the client: none when part
+        of a server frame already went to the client (an answer would land inside that frame;
+        the requests then end unanswered when the connection closes)."""
+        if self.s2c.dec.buffered and (not self.rewrite or self._passthrough):
+            return b""
         self._held.clear()
         out = []
         for ex in list(self.pairing.pending_c.values()):

@@ -187,24 +187,32 @@ class Session:
             ts = now()
             if self.tap is None:
                 self._make_tap(GRPC if data.startswith(HTTP2_PREFACE[:len(data)]) else "remoting")
+            uw = self.uwriter
+            if uw is not None and self.fail_reason is None:
+                # forward first: decoding and recording are then off the request's path (the
+                # answer cannot be handled before this returns: one thread)
+                try:
+                    uw.write(data)
+                except OSError:
+                    return "upstream"
+                self.tap.from_client(data, ts)
+                if self.rec is not None:
+                    self.rec.data(True, data, ts)
+                try:
+                    await uw.drain()
+                except OSError:
+                    return "upstream"
+                continue
             self.tap.from_client(data, ts)
             if self.rec is not None:
                 self.rec.data(True, data, ts)
             if self.fail_reason is not None:
                 self._answer_failed(ts)
                 continue
-            uw = self.uwriter
-            if uw is None:
-                self.early.append(data)
-                self.early_bytes += len(data)
-                if self.early_bytes >= EARLY_LIMIT:
-                    await self.settled.wait()
-                continue
-            try:
-                uw.write(data)
-                await uw.drain()
-            except OSError:
-                return "upstream"
+            self.early.append(data)  # the upstream connection is still being made
+            self.early_bytes += len(data)
+            if self.early_bytes >= EARLY_LIMIT:
+                await self.settled.wait()
 
     async def _s2c(self) -> str | None:
         """Upstream -> client; returns why the upstream ended, or None when the client went away."""

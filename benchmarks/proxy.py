@@ -1,0 +1,282 @@
+"""Proxy overhead: a real Java producer direct, through ``rmqsniff proxy`` and through HAProxy (TCP mode).
+
+    python benchmarks/proxy.py                       # starts a RocketMQ 5.3 cluster (tests/rocketmq)
+    python benchmarks/proxy.py --namesrv 127.0.0.1:9876 --broker 127.0.0.1:10911   # reuse a running one
+
+One run, same cluster, same producer (``benchmarks/java/BenchProducer.java``: sync sends of
+``--size`` bytes), one JVM per path and round: a warm-up, a latency phase (one sender: the
+unloaded send latency) and a throughput phase (``--threads`` senders), each bounded in time.
+Paths:
+
+* direct: the client is given the name server;
+* rmqsniff: the client is given ``rmqsniff proxy``'s name-server listener; route rewriting
+  sends its broker traffic through the proxy's discovered broker listener;
+* haproxy: ``haproxy`` (Debian: ``apt-get install -y haproxy``) in TCP mode in front of the
+  name server and the broker. HAProxy cannot rewrite route answers, so the producer rewrites
+  the broker address on its side (an RPC hook): the bytes on the wire are the same.
+
+Prints msgs/s and p50/p99 send latency per path, then each path against direct: the throughput
+ratio and the added p50/p99. Goal for rmqsniff: >= 0.95 of direct, p50 added <= 0.2 ms.
+Only 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.rocketmq import build  # noqa: E402
+from tests.rocketmq.cluster import Cluster, Ports  # noqa: E402
+
+TOPIC = "BenchProxy"
+GOAL_RATIO = 0.95
+GOAL_P50_ADDED_MS = 0.2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if host != "127.0.0.1":
+        raise SystemExit(f"benchmarks only run against 127.0.0.1, not {addr}")
+    return host, int(port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a process (Linux /proc)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RmqsniffProxy:
+    """``rmqsniff proxy --namesrv 127.0.0.1:0=NS`` as a subprocess (uvloop when installed)."""
+
+    name = "rmqsniff"
+
+    def __init__(self, namesrv: str) -> None:
+        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.proc = subprocess.Popen([sys.executable, "-m", "rmqsniff.cli_proxy", "--namesrv",
+                                      f"127.0.0.1:0={namesrv}"], cwd=ROOT, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while self.namesrv is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("rmqsniff proxy did not start:\n" + "\n".join(self.lines))
+            time.sleep(0.05)
+        self.broker_map = ""
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def namesrv(self) -> str | None:
+        for line in list(self.lines):
+            m = re.match(r"namesrv (\S+) -> ", line)
+            if m:
+                return m[1]
+        return None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class HAProxy:
+    """``haproxy -db`` in TCP mode: one frontend for the name server, one for the broker."""
+
+    name = "haproxy"
+
+    def __init__(self, exe: str, namesrv: str, broker: str, work: Path) -> None:
+        ns_port, br_port = free_port(), free_port()
+        cfg = work / "haproxy.cfg"
+        cfg.write_text(f"""global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+listen namesrv
+    bind 127.0.0.1:{ns_port}
+    server ns {namesrv}
+listen broker
+    bind 127.0.0.1:{br_port}
+    server b {broker}
+""")
+        self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 15
+        while not all(_open(p) for p in (ns_port, br_port)):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read() if self.proc.poll() is not None else ""
+                self.stop()
+                raise SystemExit(f"haproxy did not start: {err}")
+            time.sleep(0.05)
+        self.namesrv = f"127.0.0.1:{ns_port}"
+        self.broker_map = f"{broker}=127.0.0.1:{br_port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def run_producer(cluster: Cluster, classes: Path, namesrv: str, broker_map: str, a, tag: str) -> dict:
+    cmd = cluster.java_cmd(f"bench/{tag}", classes, "BenchProducer", namesrv, TOPIC, str(a.warmup),
+                           str(a.latency_seconds), str(a.seconds), str(a.threads), str(a.size), broker_map)
+    budget = a.warmup + a.latency_seconds + a.seconds + 120
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, cwd=cluster.dir(f"bench/{tag}"))
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        raise SystemExit(f"producer ({tag}) failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
+def median_of(results: list[dict], phase: str, key: str) -> float:
+    return statistics.median(r[phase][key] for r in results)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--namesrv", help="a running name server on 127.0.0.1 (default: start a cluster)")
+    ap.add_argument("--broker", help="its broker (needed with --namesrv, for HAProxy)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="throughput phase per path")
+    ap.add_argument("--latency-seconds", type=float, default=5.0, help="latency phase (one sender) per path")
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=8, help="senders in the throughput phase")
+    ap.add_argument("--size", type=int, default=1024, help="message body bytes")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat every path this often, interleaved; medians")
+    ap.add_argument("--no-haproxy", action="store_true")
+    a = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="rmqsniff-bench-proxy-"))
+    classes = build._javac(sorted((ROOT / "benchmarks" / "java").glob("*.java")), build.build_server(),
+                           build.runtime_home() / "bench-classes")
+    cluster = None
+    if a.namesrv:
+        if not a.broker:
+            ap.error("--namesrv needs --broker")
+        local(a.namesrv), local(a.broker)
+        ns, br = a.namesrv, a.broker
+        runner = Cluster(work / "cluster", ports=Ports(local(ns)[1], local(br)[1]))
+    else:
+        t0 = time.monotonic()
+        cluster = runner = Cluster(work / "cluster", ports=Ports.from_env()).start()
+        ns, br = cluster.namesrv_addr, cluster.broker_addr
+        print(f"cluster started in {time.monotonic() - t0:.0f}s")
+    haproxy = None if a.no_haproxy else shutil.which("haproxy")
+    if haproxy is None and not a.no_haproxy:
+        print("haproxy not found (Debian: apt-get install -y haproxy): that path is left out")
+    paths = ["direct", "rmqsniff"] + (["haproxy"] if haproxy else [])
+    results: dict[str, list[dict]] = {p: [] for p in paths}
+    cpu: dict[str, list[float]] = {p: [] for p in paths}
+    try:
+        runner.admin(f"topic={TOPIC}")
+        print(f"producer: {a.threads} senders, {a.size}-byte bodies, sync sends; warm-up {a.warmup:g}s, "
+              f"latency {a.latency_seconds:g}s (1 sender), throughput {a.seconds:g}s; {a.rounds} round(s)")
+        for rnd in range(a.rounds):
+            for path in paths:
+                mid = None
+                if path == "rmqsniff":
+                    mid = RmqsniffProxy(ns)
+                elif path == "haproxy":
+                    mid = HAProxy(haproxy, ns, br, work)
+                try:
+                    c0 = cpu_seconds(mid.pid) if mid else 0.0
+                    t0 = time.monotonic()
+                    r = run_producer(runner, classes, mid.namesrv if mid else ns, mid.broker_map if mid else "",
+                                     a, f"{path}-{rnd}")
+                    if mid:
+                        cpu[path].append((cpu_seconds(mid.pid) - c0) / (time.monotonic() - t0))
+                finally:
+                    if mid:
+                        mid.stop()
+                results[path].append(r)
+                lat, tp = r["latency"], r["throughput"]
+                print(f"  round {rnd + 1} {path:<9} {tp['msgs_per_s']:>9,.0f} msgs/s  p50 {lat['p50_us'] / 1000:.3f} ms"
+                      f"  p99 {lat['p99_us'] / 1000:.3f} ms  errors {lat['errors'] + tp['errors']}", flush=True)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    print()
+    print(f"{'path':<9} {'msgs/s':>9} {'tput p50':>9} {'tput p99':>9} {'1-sender p50':>13} {'p99':>8} "
+          f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'CPU of mid':>10}")
+    d_tp = median_of(results["direct"], "throughput", "msgs_per_s")
+    d50 = median_of(results["direct"], "latency", "p50_us") / 1000
+    d99 = median_of(results["direct"], "latency", "p99_us") / 1000
+    summary = {}
+    for path in paths:
+        tp = median_of(results[path], "throughput", "msgs_per_s")
+        p50 = median_of(results[path], "latency", "p50_us") / 1000
+        p99 = median_of(results[path], "latency", "p99_us") / 1000
+        t50 = median_of(results[path], "throughput", "p50_us") / 1000
+        t99 = median_of(results[path], "throughput", "p99_us") / 1000
+        c = f"{statistics.median(cpu[path]):.0%}" if cpu[path] else "-"
+        summary[path] = (tp / d_tp, p50 - d50)
+        print(f"{path:<9} {tp:>9,.0f} {t50:>7.3f}ms {t99:>7.3f}ms {p50:>11.3f}ms {p99:>6.3f}ms "
+              f"{tp / d_tp:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c:>10}")
+    ratio, added = summary["rmqsniff"]
+    print()
+    print(f"rmqsniff vs direct: throughput {ratio:.3f} (goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), "
+          f"p50 added {added:+.3f} ms (goal <= {GOAL_P50_ADDED_MS}: "
+          f"{'met' if added <= GOAL_P50_ADDED_MS else 'NOT met'})")
+    if "haproxy" in summary:
+        hr, ha = summary["haproxy"]
+        print(f"rmqsniff vs haproxy: throughput {ratio / hr:.3f}, p50 {added - ha:+.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
