@@ -8,6 +8,7 @@ from typing import Any
 import click
 import orjson
 
+from .cliutil import BadInput, display_filter, fail, parse_ports
 from .filter import describe_fields
 from .model import Exchange
 from .pipeline import Pipeline
@@ -16,12 +17,8 @@ EXIT_NOTHING_READ = 2
 EXIT_BAD_INPUT = 1
 
 
-class _BadInput(Exception):
-    """A usage problem already explained to the user (exit code 1)."""
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"rmqsniff: {msg}", err=True)
+_BadInput = BadInput
+_fail = fail
 
 
 def _report(p: Pipeline, quiet: bool = False) -> int:
@@ -43,32 +40,8 @@ def _report(p: Pipeline, quiet: bool = False) -> int:
     return 0
 
 
-def _ports(values: Sequence[str]) -> list[int]:
-    out = []
-    for v in values:
-        for part in v.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if not part.isdigit() or not 0 < int(part) < 65536:
-                raise click.BadParameter(f"{part!r} is not a TCP port")
-            out.append(int(part))
-    return out
-
-
-def _compile(expr: str | None) -> Callable[[Exchange], bool] | None:
-    """The compiled ``-Y`` filter; a bad one is explained with a caret under the problem."""
-    if not expr:
-        return None
-    from .filter import FilterError, compile_filter
-
-    try:
-        return compile_filter(expr)
-    except FilterError as e:
-        _fail(f"bad filter: {e.message}")
-        for line in e.caret().splitlines():
-            click.echo(f"    {line}", err=True)
-        raise _BadInput() from None
+_ports = parse_ports
+_compile = display_filter
 
 
 def _selected(p: Pipeline, captures: Sequence[str], flt: Callable[[Exchange], bool] | None) -> Iterator[Exchange]:

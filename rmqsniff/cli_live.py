@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from . import cliutil
 from .live import DEFAULT_IDLE, LiveSnapshot, LiveTap
 from .model import Exchange
 from .sources.afpacket import DEFAULT_BUFFER, DEFAULT_SNAPLEN, AfPacketSource, CaptureSetupError, PcapngWriter
@@ -44,31 +45,14 @@ def parse_size(text: str, bare_unit: int) -> int:
 
 def display_filter(expr: str | None) -> Callable[[Exchange], bool] | None:
     """The ``-Y`` filter (rmqsniff.filter); a bad one is explained with a caret and exits."""
-    if not expr:
-        return None
-    from .filter import FilterError, compile_filter
-
     try:
-        return compile_filter(expr)
-    except FilterError as e:
-        _fail(f"bad filter: {e.message}")
-        for line in e.caret().splitlines():
-            click.echo(f"    {line}", err=True)
+        return cliutil.display_filter(expr)
+    except cliutil.BadInput:
         raise SystemExit(EXIT_SETUP) from None
 
 
-def _ports(values: tuple[str, ...]) -> list[int]:
-    out = []
-    for v in values:
-        for part in filter(None, (p.strip() for p in v.split(","))):
-            if not part.isdigit() or not 0 < int(part) < 65536:
-                raise click.BadParameter(f"{part!r} is not a TCP port", param_hint="--port")
-            out.append(int(part))
-    return out
-
-
-def _fail(msg: str) -> None:
-    click.echo(f"rmqsniff: {msg}", err=True)
+_ports = cliutil.parse_ports
+_fail = cliutil.fail
 
 
 # ---------------------------------------------------------------- console view

@@ -6,15 +6,10 @@ import sys
 
 import click
 
+from .cliutil import parse_ports
 
-def _ports(values: tuple[str, ...]) -> list[int]:
-    out = []
-    for v in values:
-        for part in filter(None, (x.strip() for x in v.split(","))):
-            if not part.isdigit() or not 0 < int(part) < 65536:
-                raise click.BadParameter(f"{part!r} is not a TCP port", param_hint="--port")
-            out.append(int(part))
-    return out
+
+_ports = parse_ports
 
 
 @click.command("tui")

@@ -176,7 +176,7 @@ def test_real_grouped_stats_sum_to_totals(name):
 def test_real_messages_command_ids(name):
     truth = json.loads((CAPTURES / f"{name}.truth.json").read_text())
     r = run("read", str(CAPTURES / f"{name}.pcap"), "--messages", "--format", "jsonl",
-            "-Y", f'topic == "{truth["topic"]}" and code in {{SEND_MESSAGE_V2, SEND_BATCH_MESSAGE}}')
+            "-Y", f'topic == "{truth["topic"]}" and code in {{SEND_MESSAGE, SEND_MESSAGE_V2, SEND_BATCH_MESSAGE}}')
     assert r.exit_code == 0, r.stderr
     got = {d["unique_key"] for d in map(orjson.loads, r.stdout.splitlines())}
     assert got == {s["msg_id"] for s in truth["sent"]}

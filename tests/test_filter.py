@@ -7,6 +7,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+
+from dissectors.remoting import codes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -323,15 +325,18 @@ def test_real_send_filters_match_client_counts(real, name):
     counts = truth.get("counts", {})
     n = lambda expr: sum(1 for e in exchanges if compile_filter(expr)(e))  # noqa: E731
     singles = sum(counts.get(k, 0) for k in SINGLE_SEND_KINDS)
-    assert n(f'code == SEND_MESSAGE_V2 and topic == "{topic}"') == singles
+    # the Go client sends SEND_MESSAGE (10) and never sets the oneway flag (truth says so)
+    send = codes.request_name(truth.get("send_request_code", 310))
+    oneway = counts.get("oneway", 0) if truth.get("oneway_flag", True) else 0
+    assert n(f'code == {send} and topic == "{topic}"') == singles
     assert n(f'code == SEND_BATCH_MESSAGE and topic == "{topic}"') == counts.get("batch", 0)
-    assert n(f'code == SEND_MESSAGE_V2 and topic == "{topic}" and status == oneway') == counts.get("oneway", 0)
+    assert n(f'code == {send} and topic == "{topic}" and status == oneway') == oneway
     tags: dict[str, int] = {}
     for s in truth["sent"]:
         if s["kind"] != "batch" and s.get("tags"):
             tags[s["tags"]] = tags.get(s["tags"], 0) + 1
     for tag, k in tags.items():
-        assert n(f'code == SEND_MESSAGE_V2 and topic == "{topic}" and tag == "{tag}"') == k, tag
+        assert n(f'code == {send} and topic == "{topic}" and tag == "{tag}"') == k, tag
 
 
 @pytest.mark.parametrize("name", real_params())
@@ -350,5 +355,6 @@ def test_real_msgid_filter_finds_the_send_and_the_deliveries(real, name):
         carriers = [e for e in exchanges if any(s["msg_id"] in m.ids for m in messages_of(e))]
         assert {e.index for e in got} >= {e.index for e in carriers}
         if s.get("offset_msg_id"):
-            g = compile_filter(f'msgid == "{s["offset_msg_id"]}" and code == SEND_MESSAGE_V2')
+            send = codes.request_name(truth.get("send_request_code", 310))
+            g = compile_filter(f'msgid == "{s["offset_msg_id"]}" and code == {send}')
             assert [e.index for e in exchanges if g(e)] == [sends[0].index]

@@ -1,0 +1,43 @@
+"""Helpers shared by the command modules: one-line errors, port lists, ``-Y`` filters."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import click
+
+from .filter import Filter
+
+
+class BadInput(Exception):
+    """A usage problem already explained to the user (the command exits with 1)."""
+
+
+def fail(msg: str) -> None:
+    """One line on stderr, prefixed like every rmqsniff message."""
+    click.echo(f"rmqsniff: {msg}", err=True)
+
+
+def parse_ports(values: Iterable[str], param_hint: str = "--port") -> list[int]:
+    """``("9876,10911", "8080")`` -> ``[9876, 10911, 8080]``; a bad value is a usage error."""
+    out = []
+    for v in values:
+        for part in filter(None, (p.strip() for p in v.split(","))):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise click.BadParameter(f"{part!r} is not a TCP port", param_hint=param_hint)
+            out.append(int(part))
+    return out
+
+
+def display_filter(expr: str | None) -> Filter | None:
+    """The compiled ``-Y`` filter; a bad one is explained with a caret under the problem."""
+    if not expr:
+        return None
+    from .filter import FilterError, compile_filter
+
+    try:
+        return compile_filter(expr)
+    except FilterError as e:
+        fail(f"bad filter: {e.message}")
+        for line in e.caret().splitlines():
+            click.echo(f"    {line}", err=True)
+        raise BadInput() from None
