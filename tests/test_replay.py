@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from dissectors.remoting import codes as c
 from dissectors.remoting.command import RemotingCommand
-from dissectors.remoting.message import decode_batch, parse_properties
+from dissectors.remoting.message import decode_batch, decode_stored_messages, parse_properties
 from replay.engine import (MAX, RATE, SPEED, DiffRules, Guard, Pacing, Rewriter, Rules, SafetyError, Schedule,
                            build_plan, parse_duration, parse_percent, parse_rate, parse_speed, sign)
 from replay.engine.diff import compare, remark_class
@@ -275,3 +275,164 @@ def test_diff_rules():
     assert remark_class(a, {"TopicTest": "Staging"}) == remark_class(b)
     assert remark_class("offset 123 at 10.0.0.1:10911 id 7F00000100002A9F0000000000000000") == \
         "offset # at <addr> id <id>"
+
+
+# ------------------------------------------------------------------ consumer state (pop handles, offsets)
+
+POP_CAP = str(CAPTURES / "remoting_pop.pcap")
+
+
+@pytest.fixture(scope="module")
+def pop_exchanges():
+    return analyze([POP_CAP]).exchanges
+
+
+def _answered(exchanges, code):
+    return [ex for ex in exchanges if ex.request and ex.request.command.code == code and ex.response]
+
+
+def _replayed_pop(recorded: RemotingCommand, order, *, fresh_ids=False, queue_shift=0, offset_shift=0,
+                  pop_time="1900000000000") -> RemotingCommand:
+    """A POP_MESSAGE answer as another broker would give it: same messages, other order, popTime,
+    queues and offsets (``startOffsetInfo`` follows)."""
+    import dataclasses
+
+    from dissectors.remoting.message import encode_stored_message
+    msgs, problems = decode_stored_messages(recorded.body)
+    assert not problems and len(msgs) == 10
+    out, starts = [], {}
+    for i in order:
+        m = dataclasses.replace(msgs[i], properties=dict(msgs[i].properties), body_crc=None)
+        m.queue_id = (m.queue_id + queue_shift) % 4
+        m.queue_offset += offset_shift
+        if fresh_ids:
+            m.properties["UNIQ_KEY"] = f"FRESH{i:04d}"
+        starts.setdefault(m.queue_id, m.queue_offset)
+        out.append(m)
+    ext = dict(recorded.ext, popTime=pop_time, reviveQid="3",
+               startOffsetInfo=";".join(f"0 {q} {o}" for q, o in starts.items()))
+    return dataclasses.replace(recorded, ext=ext, body=b"".join(encode_stored_message(m) for m in out))
+
+
+def test_pop_handles_are_what_the_real_client_acked(pop_exchanges):
+    from replay.engine.state import pop_handles
+    pop = _answered(pop_exchanges, c.POP_MESSAGE)[0]
+    handles = {h.extra_info: h for _m, h in pop_handles(pop.response.command, pop.request.command.ext["bname"])}
+    acks = _answered(pop_exchanges, c.ACK_MESSAGE)
+    assert len(handles) == len(acks) == 10
+    for ack in acks:  # the Java client built exactly these receipt handles from the answer
+        e = ack.request.command.ext
+        h = handles[e["extraInfo"]]
+        assert (h.queue_id, h.offset) == (e["queueId"], e["offset"])
+
+
+def test_pop_pairing_rule(pop_exchanges):
+    from replay.engine.state import pair_messages, pop_handles
+    rec = _answered(pop_exchanges, c.POP_MESSAGE)[0].response.command
+    order = [9, 3, 0, 7, 1, 8, 2, 6, 4, 5]
+    recorded = pop_handles(rec, "broker-a")
+    # 1. same UNIQ_KEY wins whatever the position, queue and offset
+    replayed = pop_handles(_replayed_pop(rec, order, queue_shift=1, offset_shift=5), "broker-b")
+    pairs = pair_messages(recorded, replayed)
+    assert len(pairs) == 10
+    rec_msgs = {h.extra_info: m for m, h in recorded}
+    rep_msgs = {h.extra_info: m for m, h in replayed}
+    for r, p in pairs:
+        assert rec_msgs[r.extra_info].unique_key == rep_msgs[p.extra_info].unique_key
+        assert p.extra_info.split()[5] == "broker-b" and p.extra_info.split()[1] == "1900000000000"
+    # 2. fresh ids: same position within the same queue, then by position among the rest
+    replayed = pop_handles(_replayed_pop(rec, list(range(10)), fresh_ids=True), "broker-a")
+    pairs = pair_messages(recorded, replayed)
+    assert [(r.queue_id, r.offset) for r, _p in pairs] == [(p.queue_id, p.offset) for _r, p in pairs]
+    replayed = pop_handles(_replayed_pop(rec, list(range(4)), fresh_ids=True, queue_shift=2), "broker-a")
+    pairs = pair_messages(recorded, replayed)
+    assert len(pairs) == 4 and len({p.extra_info for _r, p in pairs}) == 4  # never one replayed message twice
+
+
+def test_consumer_state_maps_acks_and_change_invisible(pop_exchanges):
+    import dataclasses
+
+    from replay.engine.state import ConsumerState
+    pop = _answered(pop_exchanges, c.POP_MESSAGE)[0]
+    rec = pop.response.command
+    replayed = _replayed_pop(rec, list(reversed(range(10))), queue_shift=1, offset_shift=100)
+    st = ConsumerState()
+    sent = dataclasses.replace(pop.request.command, ext=dict(pop.request.command.ext, bname="broker-z"))
+    assert st.expect(c.POP_MESSAGE) and st.pending == 1
+    st.learn(pop.request.command, rec, sent, replayed)
+    assert st.pending == 0 and not st.errors and len(st.handles) == 10 and len(st.popped) == 10
+    rw = Rewriter(Rules(topics={"TopicPop": "T2"}, groups={"CG_pop": "G2"}))
+    by_key = {m.unique_key: m for m in decode_stored_messages(replayed.body)[0]}
+    rec_by_pos = {(m.queue_id, m.queue_offset): m for m in decode_stored_messages(rec.body)[0]}
+    for ack in _answered(pop_exchanges, c.ACK_MESSAGE):
+        src = ack.request.command
+        assert not st.needs(src)
+        cmd = rw.request(src, 0)
+        assert st.apply(src, cmd) is None
+        e = cmd.ext
+        assert e["extraInfo"] in st.popped and e["topic"] == "T2" and e["consumerGroup"] == "G2"
+        # the same message: the one with the captured message's UNIQ_KEY
+        m = by_key[rec_by_pos[(int(src.ext["queueId"]), int(src.ext["offset"]))].unique_key]
+        assert (e["queueId"], e["offset"]) == (str(m.queue_id), str(m.queue_offset))
+        assert e["extraInfo"].split()[5:] == ["broker-z", str(m.queue_id), str(m.queue_offset)]
+    # a handle renewed by CHANGE_MESSAGE_INVISIBLETIME maps to the renewed replayed handle
+    ack = _answered(pop_exchanges, c.ACK_MESSAGE)[0].request.command
+    chg = RemotingCommand(code=c.CHANGE_MESSAGE_INVISIBLETIME, ext=dict(ack.ext, invisibleTime="9000"))
+    cmd = rw.request(chg, 0)
+    assert st.apply(chg, cmd) is None
+    rec_ans = RemotingCommand(code=c.SUCCESS, flag=1, ext={"popTime": "1795292070000", "invisibleTime": "9000",
+                                                            "reviveQid": "1"})
+    rep_ans = RemotingCommand(code=c.SUCCESS, flag=1, ext={"popTime": "1900000009999", "invisibleTime": "9000",
+                                                            "reviveQid": "2"})
+    st.expect(c.CHANGE_MESSAGE_INVISIBLETIME)
+    st.learn(chg, rec_ans, cmd, rep_ans)
+    f = ack.ext["extraInfo"].split()
+    f[1:4] = ["1795292070000", "9000", "1"]
+    later = RemotingCommand(code=c.ACK_MESSAGE, ext=dict(ack.ext, extraInfo=" ".join(f)))
+    out = rw.request(later, 0)
+    assert st.apply(later, out) is None
+    assert out.ext["extraInfo"].split()[1:4] == ["1900000009999", "9000", "2"]
+    assert out.ext["extraInfo"] in st.popped
+    # an ack of a message the replayed pop never returned is not sent
+    f[1] = "123"
+    stray = RemotingCommand(code=c.ACK_MESSAGE, ext=dict(ack.ext, extraInfo=" ".join(f)))
+    assert st.needs(stray)
+    assert "did not return" in st.apply(stray, rw.request(stray, 0))
+
+
+def test_consumer_state_maps_pull_offsets(exchanges):
+    import dataclasses
+
+    from replay.engine.state import ConsumerState
+    st = ConsumerState()
+    pulls = [ex for ex in _answered(exchanges, c.PULL_MESSAGE) if ex.request.command.ext["topic"] == "TopicTest"
+             and ex.response.command.code == c.SUCCESS]
+    assert pulls
+    first = pulls[0]
+    rec = first.response.command
+    nxt = rec.ext["nextBeginOffset"]
+    replayed = dataclasses.replace(rec, ext=dict(rec.ext, nextBeginOffset=str(int(nxt) + 1000)))
+    st.expect(c.PULL_MESSAGE)
+    st.learn(first.request.command, rec, first.request.command, replayed)
+    q = first.request.command.ext["queueId"]
+    later = RemotingCommand(code=c.PULL_MESSAGE, ext=dict(first.request.command.ext, queueOffset=nxt,
+                                                          commitOffset=nxt))
+    cmd = Rewriter(Rules()).request(later, 0)
+    assert st.apply(later, cmd) is None
+    assert cmd.ext["queueOffset"] == cmd.ext["commitOffset"] == str(int(nxt) + 1000)
+    upd = RemotingCommand(code=c.UPDATE_CONSUMER_OFFSET, ext={"topic": "TopicTest", "queueId": q,
+                                                             "consumerGroup": "g", "commitOffset": nxt})
+    cmd = Rewriter(Rules()).request(upd, 0)
+    st.apply(upd, cmd)
+    assert cmd.ext["commitOffset"] == str(int(nxt) + 1000)
+    other = RemotingCommand(code=c.UPDATE_CONSUMER_OFFSET, ext=dict(upd.ext, queueId=str(int(q) + 1)))
+    cmd = Rewriter(Rules()).request(other, 0)
+    st.apply(other, cmd)
+    assert cmd.ext["commitOffset"] == nxt  # another queue: never seen, sent as recorded
+
+
+def test_rewrite_refreshes_pop_born_time(pop_exchanges):
+    pop = _answered(pop_exchanges, c.POP_MESSAGE)[0].request.command
+    cmd = Rewriter(Rules()).request(pop, 1_900_000_000_000)
+    assert cmd.ext["bornTime"] == "1900000000000" and cmd.ext["pollTime"] == pop.ext["pollTime"]
+    assert Rewriter(Rules(refresh_born=False)).request(pop, 1).ext["bornTime"] == pop.ext["bornTime"]

@@ -8,6 +8,7 @@
     client.py   asyncio remoting connection (opaques renumbered)
     via.py      the built-in proxy hook (--via-proxy)
     diff.py     replayed vs recorded answers
+    state.py    consumer state: replayed receipt handles / offsets into later acks, pulls, commits
     runner.py   Replay: runs it all, feeds replay.report.Report
 """
 from __future__ import annotations

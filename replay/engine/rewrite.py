@@ -33,6 +33,7 @@ CLIENT_KEYS = ("clientID", "clientId")
 BROKER_KEYS = ("bname", "brokerName")
 V2 = c.SEND_V2_REQUESTS
 SENDS = c.SEND_REQUESTS
+LONG_POLLS = frozenset({c.POP_MESSAGE, c.NOTIFICATION})
 
 
 class RewriteError(ValueError):
@@ -164,6 +165,9 @@ class Rewriter:
                 if pkey in ext:
                     ext[pkey] = properties_to_string(
                         self.properties(parse_properties(ext[pkey]), now_ms, born_ms))
+            if code in LONG_POLLS and r.refresh_born and "bornTime" in ext:
+                # the broker answers POLLING_TIMEOUT when bornTime + pollTime is already past
+                ext["bornTime"] = str(now_ms)
             if code == c.SEND_BATCH_MESSAGE and body:
                 body = self._batch(body, now_ms, born_ms)
         if code == c.HEART_BEAT:

@@ -20,6 +20,7 @@ from .plan import BROKER, Plan, Session, Step
 from .rewrite import Rewriter, Rules
 from .routes import Route, Routes
 from .safety import Guard, ep_text
+from .state import ConsumerState
 from .via import Via, ViaProxy
 
 
@@ -65,6 +66,7 @@ class Replay:
         self.t0 = 0.0
         self.stopping = False
         self._sent_total = 0
+        self.states: dict[tuple[int, int], ConsumerState] = {}  # (copy, loop) -> consumer state
 
     # -- targets -----------------------------------------------------------------------
     async def resolve(self) -> dict[int, Target | str]:
@@ -181,6 +183,9 @@ class Replay:
         conn: Connection | None = None
         waits: dict[int, asyncio.Future] = {}
         loop_ = asyncio.get_running_loop()
+        skey = (copy, loop)
+        state = self.states.setdefault(skey, ConsumerState())
+        state.users += 1
         try:
             for n, st in enumerate(s.steps):
                 deps = [waits[d] for d in st.deps if d in waits and not waits[d].done()]
@@ -207,7 +212,15 @@ class Replay:
                         return False
                     conn = Connection(s.id, client.local or ("127.0.0.1", 0), target.upstream,
                                       role_source="replay")
+                src = st.ex.request.command
+                if state.needs(src):  # its handle may come from an answer still on its way
+                    await state.settle(o.timeout)
                 cmd = self._rewrite(st, rw, target, txn, checks)
+                unmapped = state.apply(src, cmd)
+                if unmapped is not None:
+                    rep.unmapped[unmapped] += 1
+                    rep.skipped(unmapped)
+                    continue
                 if not client._can_write.is_set():
                     await client.writable()
                 self._sent_total += 1
@@ -220,16 +233,21 @@ class Replay:
                 late = sent_at - due if sent_at - due > LATE_AFTER and o.pacing.mode != MAX else 0.0
                 ex = rep.request_sent(conn, cmd, size, sent_at, late)
                 if fut is not None:
-                    waits[st.index] = self._watch(loop_, client, cmd.opaque, fut, ex, st, txn)
+                    learn = state if state.expect(st.code) else None
+                    waits[st.index] = self._watch(loop_, client, cmd.opaque, fut, ex, st, txn, cmd, learn)
             if waits:
                 await asyncio.wait(list(waits.values()))
             return False
         finally:
             if client is not None:
                 client.close()
+            state.users -= 1
+            if state.users <= 0:  # long --loop runs keep no state of finished loops
+                self.states.pop(skey, None)
 
     def _watch(self, loop: asyncio.AbstractEventLoop, client: Client, opaque: int, fut: asyncio.Future,
-               ex, st: Step, txn: dict) -> asyncio.Future:
+               ex, st: Step, txn: dict, sent: RemotingCommand | None = None,
+               state: ConsumerState | None = None) -> asyncio.Future:
         """Report the answer (or its absence) when it comes; returns a future done by then."""
         done = loop.create_future()
         rep = self.report
@@ -254,7 +272,10 @@ class Replay:
                 if st.code in c.SEND_REQUESTS and resp.code == c.SUCCESS and recorded is not None:
                     _remember_txn(txn, recorded, resp)
             else:
+                resp = None
                 rep.failed(ex, TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILED, recorded)
+            if state is not None:
+                state.learn(recorded_ex.request.command, recorded, sent, resp)
             if not done.done():
                 done.set_result(None)
 
