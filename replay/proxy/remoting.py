@@ -99,6 +99,7 @@ class RemotingTap:
         self.rewrite = rewrite_routes
         self._held = bytearray()  # server bytes not yet released (rewrite mode)
         self._passthrough = False  # rewrite mode gave up (the stream is not remoting)
+        self._route_opaques: set[int] = set()  # route requests (rewrite mode) not answered yet
 
     # -- bytes in ------------------------------------------------------------------
     def from_client(self, data: bytes, ts: float) -> None:
@@ -137,6 +138,54 @@ class RemotingTap:
             held.clear()
         return out
 
+    def server_fast(self, data: bytes) -> bytes | None:
+        """Server bytes releasable at once, before they are decoded: with rewriting off,
+        all of them; with it on and no route request waiting for its answer, the whole
+        frames (found from the length prefixes alone; a partial frame is held, as by
+        :meth:`from_server`).  The caller sends them, then calls :meth:`server_decoded`.
+        None: this data must go through :meth:`from_server` (route answer possible, or a
+        prefix the fast path does not vouch for)."""
+        if not self.rewrite or self._passthrough:
+            return data
+        held = self._held
+        if self._route_opaques or len(held) != self.s2c.dec.buffered:
+            return None
+        n0 = len(held)
+        held += data
+        pos, end, mf = 0, len(held), self.s2c.dec.max_frame
+        unpack = _PREFIX.unpack_from
+        while end - pos >= 8:
+            length, mark = unpack(held, pos)
+            if length < 4 or length > mf or (mark >> 24) > 1 or (mark & 0xFFFFFF) > length - 4:
+                del held[n0:]
+                return None
+            nxt = pos + 4 + length
+            if nxt > end:
+                break
+            pos = nxt
+        out = bytes(held[:pos])
+        del held[:pos]
+        return out
+
+    def server_decoded(self, data: bytes, ts: float) -> bytes:
+        """Decode server bytes that :meth:`server_fast` dealt with; returns held bytes the
+        decoder now lets go too (normally none)."""
+        self._feed(self.s2c, data, ts)
+        if not self.rewrite or self._passthrough:
+            return b""
+        dec, held = self.s2c.dec, self._held
+        if dec.in_resync:  # not remoting after all: forward everything from now on
+            self._passthrough = True
+            out = bytes(held)
+            held.clear()
+            return out
+        extra = len(held) - dec.buffered
+        if extra > 0:
+            out = bytes(held[:extra])
+            del held[:extra]
+            return out
+        return b""
+
     def _feed(self, half: _Half, data: bytes, ts: float, want_frames: bool = False) -> list:
         dec = half.dec
         start = dec.offset
@@ -148,6 +197,12 @@ class RemotingTap:
             if t is Frame:
                 cmd = ev.command
                 is_resp = cmd.flag & FLAG_RESPONSE
+                if self.rewrite:
+                    if is_resp:
+                        if not from_client:
+                            self._route_opaques.discard(cmd.opaque)
+                    elif from_client and cmd.code in ROUTE_CODES:
+                        self._route_opaques.add(cmd.opaque)
                 if want_frames:
                     req = self.pairing.pending_c.get(cmd.opaque) if is_resp else None
                     frames.append((ev, req.request.command.code if req is not None else None))

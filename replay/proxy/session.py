@@ -101,6 +101,12 @@ class Session:
         self.early_bytes = 0
         self.settled = asyncio.Event()  # the upstream connection was made or failed
         self.fail_reason: str | None = None
+        # fast path: once a pump switches to it, its reader's feed_data is replaced by a
+        # callback that forwards (and then decodes) in the transport's own callback, with no
+        # event-loop hop; the pump then only waits for the end (_ends[direction])
+        self._ends: dict[str, asyncio.Future] = {}
+        self._holds: dict[str, asyncio.Future] = {}  # a direction whose source reading is paused
+        self._closed = False
 
     # -- helpers -------------------------------------------------------------------
     def _make_tap(self, protocol: str) -> None:
@@ -178,6 +184,11 @@ class Session:
         """Client -> upstream; returns ``"eof"``, ``"reset"`` or ``"upstream"`` (write failed)."""
         reader = self.creader
         while True:
+            if self.uwriter is not None and self.fail_reason is None and self._can_go_fast(reader):
+                how, what = await self._go_fast("c2s", reader, self._client_data)
+                if how == "eof":
+                    return "eof"
+                return "reset" if how == "exc" else what
             try:
                 data = await reader.read(CHUNK)
             except OSError:
@@ -219,6 +230,15 @@ class Session:
         reader, cw = self.ureader, self.cwriter
         up = endpoint_text(self.upstream)
         while True:
+            if self._can_go_fast(reader):
+                how, what = await self._go_fast("s2c", reader, self._server_data)
+                if how == "stop":
+                    return what
+                if how == "eof":
+                    self.proxy.stats.tcp("upstream_closed", 1)
+                    return f"rmqsniff proxy: upstream {up} closed the connection"
+                self.proxy.stats.tcp("upstream_reset", 1)
+                return f"rmqsniff proxy: upstream {up} reset the connection ({getattr(what, 'strerror', None) or what})"
             try:
                 data = await reader.read(CHUNK)
             except OSError as e:
@@ -240,6 +260,123 @@ class Session:
                 await cw.drain()
             except OSError:
                 return None
+
+    # -- the fast path ---------------------------------------------------------------------
+    @staticmethod
+    def _can_go_fast(reader: asyncio.StreamReader) -> bool:
+        """Nothing of this reader is waiting to be handled by its pump (order is kept)."""
+        return not getattr(reader, "_buffer", True) and not reader.at_eof() and reader.exception() is None \
+            and getattr(reader, "_transport", None) is not None
+
+    async def _go_fast(self, name: str, reader: asyncio.StreamReader, on_data) -> tuple[str, object]:
+        """Hand the reader's data to ``on_data`` from now on; returns how the direction ended:
+        ``("eof", None)``, ``("exc", exception)`` or ``("stop", result)`` (see :meth:`_stop`)."""
+        end = asyncio.get_running_loop().create_future()
+        self._ends[name] = end
+        feed_eof, set_exception = reader.feed_eof, reader.set_exception
+
+        def eof() -> None:
+            feed_eof()
+            if not end.done():
+                end.set_result(("eof", None))
+
+        def exc(e: BaseException) -> None:
+            set_exception(e)
+            if not end.done():
+                end.set_result(("exc", e))
+
+        reader.feed_data, reader.feed_eof, reader.set_exception = on_data, eof, exc
+        return await end
+
+    def _stop(self, name: str, result) -> None:
+        end = self._ends.get(name)
+        if end is not None and not end.done():
+            end.set_result(("stop", result))
+
+    def _hold(self, name: str, source: asyncio.StreamWriter, work) -> None:
+        """Stop reading ``source`` until ``work`` (a coroutine: drain the other side) is done."""
+        with contextlib.suppress(Exception):
+            source.transport.pause_reading()
+        self._holds[name] = asyncio.ensure_future(self._held(name, source, work))
+
+    async def _held(self, name: str, source: asyncio.StreamWriter, work) -> None:
+        try:
+            ok = await work
+        except (OSError, RuntimeError):
+            ok = False
+        finally:
+            self._holds.pop(name, None)
+        if not ok:
+            self._stop(name, "upstream" if name == "c2s" else None)
+        elif not self._closed:
+            with contextlib.suppress(Exception):
+                source.transport.resume_reading()
+
+    @staticmethod
+    async def _drained(writer: asyncio.StreamWriter) -> bool:
+        await writer.drain()
+        return True
+
+    def _client_data(self, data: bytes) -> None:
+        """Client bytes in the fast path (the transport's callback)."""
+        if self._closed or not data:
+            return
+        ts = now()
+        if self.tap is None:
+            self._make_tap(GRPC if data.startswith(HTTP2_PREFACE[:len(data)]) else "remoting")
+        uw = self.uwriter
+        try:
+            uw.transport.write(data)
+        except (OSError, RuntimeError):
+            self._stop("c2s", "upstream")
+            return
+        self.tap.from_client(data, ts)
+        if self.rec is not None:
+            self.rec.data(True, data, ts)
+        if "c2s" not in self._holds and (uw.transport.is_closing() or getattr(uw._protocol, "_paused", False)):
+            self._hold("c2s", self.cwriter, self._drained(uw))
+
+    def _server_data(self, data: bytes) -> None:
+        """Upstream bytes in the fast path: whole frames go on before they are decoded."""
+        if self._closed or not data:
+            return
+        ts = now()
+        if self.rec is not None:
+            self.rec.data(False, data, ts)
+        if self.tap is None:
+            self._make_tap("remoting")
+        tap, cw = self.tap, self.cwriter
+        ct = cw.transport
+        try:
+            fast = getattr(tap, "server_fast", None)
+            out = fast(data) if fast is not None else None
+            if out is not None:
+                if out:
+                    ct.write(out)
+                out = tap.server_decoded(data, ts)
+                if out:
+                    ct.write(out)
+            else:
+                pieces = tap.from_server(data, ts)
+                if not all(isinstance(p, bytes) for p in pieces):  # a route answer to rewrite
+                    self._hold("s2c", self.uwriter, self._rewrite_and_send(pieces))
+                    return
+                for p in pieces:
+                    ct.write(p)
+        except (OSError, RuntimeError):  # the client is gone
+            self._stop("s2c", None)
+            return
+        if "s2c" not in self._holds and (ct.is_closing() or getattr(cw._protocol, "_paused", False)):
+            self._hold("s2c", self.uwriter, self._drained(cw))
+
+    async def _rewrite_and_send(self, pieces: list) -> bool:
+        cw = self.cwriter
+        for piece in pieces:
+            if not isinstance(piece, bytes):
+                piece = await self.proxy.rewrite(piece, self.listener.listen)
+            cw.write(piece)
+        await cw.drain()
+        return True
 
     async def _supervise(self, c2s: asyncio.Future, s2c: asyncio.Future) -> None:
         done, _ = await asyncio.wait({c2s, s2c}, return_when=asyncio.FIRST_COMPLETED)
@@ -268,6 +405,9 @@ class Session:
 
     async def _finish(self) -> None:
         ts = now()
+        self._closed = True
+        for t in list(self._holds.values()):
+            t.cancel()
         self.sink.release()
         if self.tap is not None:
             self.tap.close()
