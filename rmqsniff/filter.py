@@ -28,9 +28,13 @@ Protocol-specific fields come from one table per protocol (:data:`PROTOCOL_FIELD
 """
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Callable, Iterable
+import threading
+from array import array
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any
 
 from dissectors.remoting import bodies, codes, headers
@@ -322,7 +326,7 @@ def classifier_fields(protocol: str) -> dict[str, Getter]:
     def req(ex: Exchange) -> Any:
         return ex.request.command if ex.request is not None else None
 
-    return {
+    return _ClassifierFields({
         "code": lambda ex: c.code if (c := req(ex)) is not None else None,
         "response_code": lambda ex: ex.response.command.code if ex.response is not None else None,
         "topic": lambda ex: cl.topic_of(c) if (c := req(ex)) is not None else None,
@@ -331,7 +335,11 @@ def classifier_fields(protocol: str) -> dict[str, Getter]:
         "code_name": lambda ex: cl.request_name(c.code) if (c := req(ex)) is not None else None,
         "response_code_name": lambda ex: (cl.response_name(ex.response.command.code)
                                           if ex.response is not None else None),
-    }
+    })
+
+
+class _ClassifierFields(dict):
+    """The fields :func:`classifier_fields` made (their codes are the commands' own)."""
 
 
 def register_protocol(protocol: str, getters: dict[str, Getter]) -> None:
@@ -429,17 +437,26 @@ def getter(name: str) -> Getter:
 # ---------------------------------------------------------------- compiling
 
 class Filter:
-    """A compiled filter: call it with an exchange."""
+    """A compiled filter: call it with an exchange, or (over a :class:`Columns` store of
+    many exchanges) ask :meth:`columnar` for a whole-chunk evaluator."""
 
-    __slots__ = ("expression", "fields", "_pred")
+    __slots__ = ("expression", "fields", "_pred", "_tree")
 
-    def __init__(self, expression: str, pred: Predicate, fields: frozenset[str]) -> None:
+    def __init__(self, expression: str, pred: Predicate, fields: frozenset[str], tree: Any = None) -> None:
         self.expression = expression
         self._pred = pred
         self.fields = fields
+        self._tree = tree
 
     def __call__(self, ex: Exchange) -> bool:
         return self._pred(ex)
+
+    def columnar(self, columns: Columns) -> ColumnarFilter | None:
+        """An evaluator of this filter over chunks of the exchanges ``columns`` describes,
+        or None when no part of it can use columns (then call the filter per exchange)."""
+        if self._tree is None or columns.broken or not _uses_columns(self._tree):
+            return None
+        return ColumnarFilter(self, columns)
 
     def __repr__(self) -> str:
         return f"Filter({self.expression!r})"
@@ -448,8 +465,8 @@ class Filter:
 def compile_filter(expression: str) -> Filter:
     """Parse and compile ``expression``; raises :class:`FilterError` with a position."""
     p = _Parser(expression)
-    pred = p.parse()
-    return Filter(expression, pred, frozenset(p.fields))
+    tree = p.parse()
+    return Filter(expression, tree.pred, frozenset(p.fields), tree)
 
 
 def select(exchanges: Iterable[Exchange], expression: str | Filter | None) -> Iterable[Exchange]:
@@ -489,7 +506,7 @@ class _Parser:
         return t
 
     # grammar
-    def parse(self) -> Predicate:
+    def parse(self) -> _Node:
         if self.tok.kind == "end":
             raise self.err("empty filter", self.tok)
         pred = self.or_()
@@ -497,36 +514,39 @@ class _Parser:
             raise self.err(f"unexpected {self.tok.text!r}: expected and, or or the end", self.tok)
         return pred
 
-    def or_(self) -> Predicate:
-        parts = [self.and_()]
+    def or_(self) -> _Node:
+        nodes = [self.and_()]
         while self.kw("or") or (self.tok.kind == "op" and self.tok.text == "||"):
             self.take()
-            parts.append(self.and_())
-        if len(parts) == 1:
-            return parts[0]
+            nodes.append(self.and_())
+        if len(nodes) == 1:
+            return nodes[0]
+        parts = [n.pred for n in nodes]
         if len(parts) == 2:
             a, b = parts
-            return lambda ex: a(ex) or b(ex)
-        return lambda ex: any(p(ex) for p in parts)
+            return _Node("or", lambda ex: a(ex) or b(ex), nodes)
+        return _Node("or", lambda ex: any(p(ex) for p in parts), nodes)
 
-    def and_(self) -> Predicate:
-        parts = [self.unary()]
+    def and_(self) -> _Node:
+        nodes = [self.unary()]
         while self.kw("and") or (self.tok.kind == "op" and self.tok.text == "&&"):
             self.take()
-            parts.append(self.unary())
-        if len(parts) == 1:
-            return parts[0]
+            nodes.append(self.unary())
+        if len(nodes) == 1:
+            return nodes[0]
+        parts = [n.pred for n in nodes]
         if len(parts) == 2:
             a, b = parts
-            return lambda ex: a(ex) and b(ex)
-        return lambda ex: all(p(ex) for p in parts)
+            return _Node("and", lambda ex: a(ex) and b(ex), nodes)
+        return _Node("and", lambda ex: all(p(ex) for p in parts), nodes)
 
-    def unary(self) -> Predicate:
+    def unary(self) -> _Node:
         t = self.tok
         if self.kw("not") or (t.kind == "op" and t.text == "!"):
             self.take()
-            inner = self.unary()
-            return lambda ex: not inner(ex)
+            node = self.unary()
+            inner = node.pred
+            return _Node("not", lambda ex: not inner(ex), [node])
         if t.kind == "punct" and t.text == "(":
             self.take()
             inner = self.or_()
@@ -536,7 +556,7 @@ class _Parser:
             return inner
         return self.test()
 
-    def test(self) -> Predicate:
+    def test(self) -> _Node:
         t = self.take()
         if t.kind != "word" or t.text.lower() in _KEYWORDS:
             what = "the end of the filter" if t.kind == "end" else repr(t.text)
@@ -554,22 +574,25 @@ class _Parser:
             nxt = self.tok
         if self.kw("in"):
             self.take()
-            pred = self.in_set(field)
+            pred, values = self.in_set(field)
             if not negate:
-                return pred
+                return _Node("leaf", pred, field=field.name, op="in", value=frozenset(values))
             get = getter(field.name)  # "not in", like "!=", needs the field present
-            return lambda ex: get(ex) is not None and not pred(ex)
+            return _Node("leaf", lambda ex: get(ex) is not None and not pred(ex), field=field.name,
+                         op="not in", value=frozenset(values))
         if nxt.kind == "op" and nxt.text in _CMP_OPS:
             self.take()
             vt = self.take()
             if vt.kind not in ("word", "str"):
                 raise self.err("expected a value", vt)
-            return _compare(field, nxt.text, vt, self)
+            pred = _compare(field, nxt.text, vt, self)
+            lit = _coerce(field, vt, self) if nxt.text != "~" else vt.text
+            return _Node("leaf", pred, field=field.name, op=nxt.text, value=lit)
         # a bare field: present
         get = getter(field.name)
-        return lambda ex: get(ex) is not None
+        return _Node("leaf", lambda ex: get(ex) is not None, field=field.name, op="present")
 
-    def in_set(self, field: Field) -> Predicate:
+    def in_set(self, field: Field) -> tuple[Predicate, list[Any]]:
         open_ = self.take()
         if not (open_.kind == "punct" and open_.text in "{("):
             raise self.err("expected '{' or '(' after in", open_)
@@ -585,7 +608,7 @@ class _Parser:
                 break
             if not (sep.kind == "punct" and sep.text == ","):
                 raise self.err(f"expected ',' or '{close}'", sep)
-        return _membership(field, values)
+        return _membership(field, values), values
 
 
 def _coerce(field: Field, tok: Token, p: _Parser) -> Any:
@@ -700,3 +723,266 @@ def _membership(field: Field, values: list[Any]) -> Predicate:
 def describe_fields() -> str:
     """One line per field, for ``--help`` texts."""
     return "\n".join(f"  {f.name:<14} {f.help}" for f in FIELDS.values())
+
+
+# ---------------------------------------------------------------- columnar evaluation
+# For a store of many exchanges (the TUI), the values of the common fields are taken out
+# once into columns; a filter then evaluates chunk by chunk, as 0/1 byte masks combined
+# with big-int bit operations, at C speed for the parts that have columns.
+#
+# * categorical columns (code, response_code, status, topic, group, protocol) hold, per
+#   exchange, a small id of its key: the field's value (with the protocol for codes).
+#   A test on such a field depends on the exchange only through that key, so it is
+#   evaluated once per distinct key, on the first exchange that had it (the very same
+#   compiled per-exchange test), into a translation table from id to 0/1.
+# * numeric columns (latency, size, conn) hold the values (NaN for a missing latency),
+#   compared with the literal through ``map`` over the array.
+# Every other test (tag, keys, msgid, ``~`` on a number, ...) is evaluated per exchange,
+# and only on the exchanges the rest of its ``and`` / ``or`` left undecided.
+
+class _Node:
+    """A parsed filter: ``kind`` is and/or/not/leaf, ``pred`` its per-exchange test."""
+
+    __slots__ = ("kind", "pred", "children", "field", "op", "value")
+
+    def __init__(self, kind: str, pred: Predicate, children: list[_Node] | None = None, *,
+                 field: str = "", op: str = "", value: Any = None) -> None:
+        self.kind = kind
+        self.pred = pred
+        self.children = children or []
+        self.field = field
+        self.op = op
+        self.value = value
+
+
+# field -> the key its tests depend on (besides the getter's value)
+_CATEGORICAL = ("code", "response_code", "status", "topic", "group", "protocol")
+_CODE_KEYED = frozenset({"code", "response_code"})  # code tests also look at the protocol
+_NUMERIC = ("latency", "size", "conn")
+_NUMERIC_NULLABLE = frozenset({"latency"})
+_NUMERIC_OPS = frozenset({"==", "!=", "<", "<=", ">", ">=", "in", "not in", "present"})
+COLUMN_FIELDS = _CATEGORICAL + _NUMERIC
+_NAN = float("nan")
+_NOT = bytes([1, 0]) + bytes(254)
+
+
+def _columnar_leaf(n: _Node) -> bool:
+    if n.field in _CATEGORICAL:
+        return True
+    return n.field in _NUMERIC and n.op in _NUMERIC_OPS
+
+
+def _uses_columns(n: _Node) -> bool:
+    if n.kind == "leaf":
+        return _columnar_leaf(n)
+    return any(_uses_columns(c) for c in n.children)
+
+
+def _needs_fallback(n: _Node) -> bool:
+    if n.kind == "leaf":
+        return not _columnar_leaf(n)
+    return any(_needs_fallback(c) for c in n.children)
+
+
+class _Categorical:
+    __slots__ = ("ids", "reps", "index")
+
+    def __init__(self) -> None:
+        self.ids: bytearray | array = bytearray()  # per exchange: id of its key
+        self.reps: list[Exchange] = []  # per id: the first exchange with that key
+        self.index: dict[Any, int] = {}  # key -> id
+
+    def extend(self, keys: list[Any], exs: list[Exchange]) -> None:
+        index, reps = self.index, self.reps
+        new = set(keys).difference(index)
+        for k in sorted(new, key=keys.index):  # (ids in order of first appearance)
+            index[k] = len(reps)
+            reps.append(exs[keys.index(k)])
+        if len(reps) > 256 and isinstance(self.ids, bytearray):
+            self.ids = array("I", list(self.ids))  # (not the bytes: they would be read as raw data)
+        self.ids.extend(map(index.__getitem__, keys))
+
+
+# the categorical column a field's tests read: code, response_code, status and protocol
+# all depend only on the exchange's "shape" (protocol, status, request code, response code)
+_COLUMN_OF = {"code": "shape", "response_code": "shape", "status": "shape", "protocol": "shape",
+              "topic": "topic", "group": "group"}
+
+
+class Columns:
+    """Columns of the common filter fields over a growing list of exchanges (append-only:
+    an exchange must not change once it is in).  :meth:`extend_to` fills them, all at
+    once; it is safe to call from several threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.categorical = {"shape": _Categorical(), "topic": _Categorical(), "group": _Categorical()}
+        self.numeric = {"latency": array("d"), "size": array("q"), "conn": array("q")}
+        self.usable: dict[str, bool] = {}  # field -> False when its tests must run per exchange
+        self.broken = False  # True when the columns could not be filled: no columnar filters
+
+    def __len__(self) -> int:
+        return len(self.numeric["conn"])
+
+    def column(self, field: str) -> _Categorical:
+        return self.categorical[_COLUMN_OF[field]]
+
+    def extend_to(self, exchanges: Sequence[Exchange], n: int) -> None:
+        """Make the columns cover ``exchanges[:n]``."""
+        with self._lock:
+            have = len(self)
+            if have < n and not self.broken:
+                try:
+                    self._extend(exchanges[have:n])
+                except Exception:  # an exchange the columns cannot read: filter per exchange
+                    self.broken = True
+
+    def _extend(self, exs: list[Exchange]) -> None:
+        tables = PROTOCOL_FIELDS
+        topic_of, group_of = headers.topic_of, headers.group_of
+        get_topic, get_group = getter("topic"), getter("group")
+        shapes: list[Any] = []
+        topics: list[Any] = []
+        groups: list[Any] = []
+        lat = self.numeric["latency"]
+        size = self.numeric["size"]
+        conn = self.numeric["conn"]
+        nan = _NAN
+        remoting: set[str] = set()  # protocols read with REMOTING_FIELDS
+        for ex in exs:
+            p = ex.protocol
+            rq = ex.request
+            rs = ex.response
+            rc = rq.command if rq is not None else None
+            sc = rs.command if rs is not None else None
+            shapes.append((p, ex.status, rc.code if rc is not None else None, sc.code if sc is not None else None))
+            if rq is not None and rs is not None:  # as Exchange.latency_ms and _size
+                lat.append((rs.ts - rq.ts) * 1000.0)
+                size.append(rq.size + rs.size)
+            else:
+                lat.append(nan)
+                size.append(rq.size if rq is not None else (rs.size if rs is not None else 0))
+            if p in remoting or tables.get(p) is REMOTING_FIELDS:
+                remoting.add(p)  # as _remoting_topic and _remoting_group
+                t = topic_of(rc) if rc is not None else None
+                if t is None and sc is not None:
+                    t = topic_of(sc)
+                topics.append(t)
+                groups.append(group_of(rc) if rc is not None else None)
+            else:
+                topics.append(get_topic(ex))
+                groups.append(get_group(ex))
+        conn.extend([ex.connection.id for ex in exs])
+        for p in {s[0] for s in shapes} - remoting:
+            t = tables.get(p)
+            if t is not None and not isinstance(t, _ClassifierFields):  # code may be anything there
+                self.usable["code"] = self.usable["response_code"] = False
+        for name, keys in (("shape", shapes), ("topic", topics), ("group", groups)):
+            try:
+                self.categorical[name].extend(keys, exs)
+            except TypeError:  # an unhashable value: its tests stay per exchange
+                for f, col in _COLUMN_OF.items():
+                    if col == name:
+                        self.usable[f] = False
+                self.categorical[name] = _Categorical()
+
+
+def _and(a: bytes, b: bytes, n: int) -> bytes:
+    return (int.from_bytes(a, "little") & int.from_bytes(b, "little")).to_bytes(n, "little")
+
+
+def _or(a: bytes, b: bytes, n: int) -> bytes:
+    return (int.from_bytes(a, "little") | int.from_bytes(b, "little")).to_bytes(n, "little")
+
+
+class ColumnarFilter:
+    """A :class:`Filter` over chunks of a :class:`Columns` store: ``mask(exchanges, lo, hi)``
+    is one byte per exchange of ``[lo, hi)``, 1 where the filter matches."""
+
+    def __init__(self, flt: Filter, columns: Columns) -> None:
+        self.filter = flt
+        self.columns = columns
+        self._tables: dict[int, bytearray] = {}  # id(leaf) -> id -> 0/1
+
+    def mask(self, exchanges: Sequence[Exchange], lo: int, hi: int) -> bytes:
+        """The 0/1 mask of ``exchanges[lo:hi]`` (the columns are extended as needed).  If a
+        per-exchange test raises, the chunk is redone by the plain filter (which then
+        raises or not exactly as it would have on its own)."""
+        self.columns.extend_to(exchanges, hi)
+        chunk = exchanges[lo:hi]
+        n = len(chunk)
+        try:
+            if self.columns.broken:
+                raise LookupError("no columns")
+            return self._eval(self.filter._tree, chunk, lo, n, None)
+        except Exception:
+            return bytes(map(bool, map(self.filter._pred, chunk)))
+
+    def _eval(self, node: _Node, chunk: list[Exchange], lo: int, n: int, care: bytes | None) -> bytes:
+        kind = node.kind
+        if kind == "leaf":
+            if _columnar_leaf(node) and self.columns.usable.get(node.field, True):
+                return self._leaf(node, lo, n)
+            return self._per_exchange(node.pred, chunk, n, care)
+        if kind == "not":
+            return self._eval(node.children[0], chunk, lo, n, care).translate(_NOT)
+        # columns first (cheap, and they narrow what the per-exchange tests must look at)
+        kids = sorted(node.children, key=_needs_fallback)
+        is_and = kind == "and"
+        acc: bytes | None = None
+        for c in kids:
+            if acc is not None and _needs_fallback(c):
+                # only where this node is still undecided (and where the caller cares)
+                sub = acc if is_and else acc.translate(_NOT)
+                if care is not None:
+                    sub = _and(sub, care, n)
+                m = self._eval(c, chunk, lo, n, sub)
+            else:
+                m = self._eval(c, chunk, lo, n, care)
+            acc = m if acc is None else (_and(acc, m, n) if is_and else _or(acc, m, n))
+        return acc  # type: ignore[return-value]
+
+    @staticmethod
+    def _per_exchange(pred: Predicate, chunk: list[Exchange], n: int, care: bytes | None) -> bytes:
+        if care is None:
+            return bytes(map(bool, map(pred, chunk)))
+        # correct where care is 1; 0 elsewhere (the caller ignores those positions)
+        out = bytearray(n)
+        for i in compress(range(n), care):
+            if pred(chunk[i]):
+                out[i] = 1
+        return bytes(out)
+
+    def _leaf(self, node: _Node, lo: int, n: int) -> bytes:
+        name = node.field
+        hi = lo + n
+        if name in _CATEGORICAL:
+            cat = self.columns.column(name)
+            reps = cat.reps
+            table = self._tables.get(id(node))
+            if table is None:
+                table = self._tables[id(node)] = bytearray()
+            if len(table) < len(reps):
+                pred = node.pred
+                table.extend(1 if pred(r) else 0 for r in reps[len(table):])
+            ids = cat.ids
+            if isinstance(ids, bytearray):
+                return ids[lo:hi].translate(bytes(table[:256]).ljust(256, b"\0"))
+            return bytes(map(table.__getitem__, ids[lo:hi]))
+        col = self.columns.numeric[name][lo:hi]
+        op, lit = node.op, node.value
+        nullable = name in _NUMERIC_NULLABLE
+        if op == "present":
+            return bytes(map(operator.eq, col, col)) if nullable else b"\x01" * n
+        if op == "in":
+            return bytes(map(lit.__contains__, col))
+        if op == "not in":
+            m = bytes(map(lit.__contains__, col)).translate(_NOT)
+            return _and(m, bytes(map(operator.eq, col, col)), n) if nullable else m
+        if op == "!=":
+            m = bytes(map(operator.ne, col, repeat(lit, n)))
+            return _and(m, bytes(map(operator.eq, col, col)), n) if nullable else m
+        return bytes(map(_NUMERIC_CMP[op], col, repeat(lit, n)))  # NaN compares false
+
+
+_NUMERIC_CMP = {"==": operator.eq, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
