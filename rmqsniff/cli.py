@@ -87,6 +87,19 @@ def _fixed_row(widths: Sequence[int], right: Iterable[int]) -> Callable[[Sequenc
     return render
 
 
+def _write_json(objs: Iterable[Any], fmt: str) -> None:
+    """Objects as JSON lines (``jsonl``) or one JSON array written as it goes (``json``)."""
+    out = sys.stdout
+    if fmt == "jsonl":
+        for d in objs:
+            out.write(orjson.dumps(d).decode() + "\n")
+        return
+    arr = _JsonArray(out)
+    for d in objs:
+        arr.add(d)
+    arr.close()
+
+
 class _JsonArray:
     """Write a JSON array one element at a time."""
 
@@ -169,17 +182,8 @@ def _limited(rows: Iterable[Any], count: int) -> Iterator[Any]:
 def _read_exchanges(exchanges: Iterable[Exchange], fmt: str, count: int, redact: bool) -> None:
     from .exporters.exchanges import COLUMNS, STATUS_STYLE, exchange_to_dict, result_of, row
 
-    out = sys.stdout
     if fmt in ("jsonl", "json"):
-        arr = _JsonArray(out) if fmt == "json" else None
-        for ex in _limited(exchanges, count):
-            d = exchange_to_dict(ex, redact=redact)
-            if arr is not None:
-                arr.add(d)
-            else:
-                out.write(orjson.dumps(d).decode() + "\n")
-        if arr is not None:
-            arr.close()
+        _write_json((exchange_to_dict(ex, redact=redact) for ex in _limited(exchanges, count)), fmt)
         return
     from rich.text import Text
 
@@ -195,17 +199,8 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
     from .views import MESSAGE_COLUMNS, full_body, message_row, message_to_dict, messages_of
 
     rows = (m for ex in exchanges for m in messages_of(ex))
-    out = sys.stdout
     if fmt in ("jsonl", "json"):
-        arr = _JsonArray(out) if fmt == "json" else None
-        for m in _limited(rows, count):
-            d = message_to_dict(m, body=body, redact=redact)
-            if arr is not None:
-                arr.add(d)
-            else:
-                out.write(orjson.dumps(d).decode() + "\n")
-        if arr is not None:
-            arr.close()
+        _write_json((message_to_dict(m, body=body, redact=redact) for m in _limited(rows, count)), fmt)
         return
     from rich.text import Text
 

@@ -184,6 +184,9 @@ def _as_int(v: Any, key: str, offset: int) -> int:
     raise FrameError(f"JSON header field {key} is not an integer", offset)
 
 
+_JSON_KEYS = ("code", "flag", "opaque", "version", "language", "remark", "extFields")
+
+
 def _lookup(d: dict, key: str, lowered: list) -> Any:
     """Case-insensitive fallback lookup (fastjson matches property names loosely)."""
     if not lowered:
@@ -221,28 +224,11 @@ def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
             else:
                 return RemotingCommand(code, flag, opaque, language, version,
                                        None if remark is _MISSING else remark, ext, None, JSON)
-    else:
+    else:  # other writers: fastjson's loose (case-insensitive) key matching
         lowered: list = []
-        if code is _MISSING:
-            code = _lookup(d, "code", lowered)
-        flag = get("flag", _MISSING)
-        if flag is _MISSING:
-            flag = _lookup(d, "flag", lowered)
-        opaque = get("opaque", _MISSING)
-        if opaque is _MISSING:
-            opaque = _lookup(d, "opaque", lowered)
-        version = get("version", _MISSING)
-        if version is _MISSING:
-            version = _lookup(d, "version", lowered)
-        language = get("language", _MISSING)
-        if language is _MISSING:
-            language = _lookup(d, "language", lowered)
-        remark = get("remark", _MISSING)
-        if remark is _MISSING:
-            remark = _lookup(d, "remark", lowered)
-        ext = get("extFields", _MISSING)
-        if ext is _MISSING:
-            ext = _lookup(d, "extFields", lowered)
+        code, flag, opaque, version, language, remark, ext = (
+            v if (v := get(k, _MISSING)) is not _MISSING else _lookup(d, k, lowered)
+            for k in _JSON_KEYS)
 
     if type(code) is not int:
         code = 0 if code is _MISSING else _as_int(code, "code", 8)
