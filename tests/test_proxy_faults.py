@@ -30,7 +30,7 @@ from dissectors.remoting import RemotingCommand, StreamDecoder, codes, decode_fr
 from dissectors.remoting.codec import Frame
 from tests.rocketmq.capture import Capture
 from tests.test_proxy import free_port
-from tests.test_proxy_legs import frames, kernel_drops, tcp_streams
+from tests.test_proxy_legs import _settle, frames, kernel_drops, tcp_streams
 
 pytestmark = pytest.mark.timeout(600)
 VER = codes.version_ordinal(5, 3, 3)
@@ -138,7 +138,11 @@ def check_upstream_leg(pcap: Path, port_map: dict[int, int], cap: Capture, clien
             legs.setdefault((st.server[1] in port_map, digest(st.c2s)), []).append(st)
     checked = 0
     for sent, got in clients.items():
-        (c,), (u,) = legs.get((True, digest(sent)), []), legs.get((False, digest(sent)), [])
+        cs, us = legs.get((True, digest(sent)), []), legs.get((False, digest(sent)), [])
+        assert len(cs) == 1 and len(us) == 1, (
+            f"a connection that sent {len(sent)} bytes: {len(cs)} client leg(s), {len(us)} upstream leg(s) "
+            f"with those bytes in the capture ({len(legs)} legs in all)")
+        (c,), (u,) = cs, us
         assert u.holes == 0 and c.holes == 0
         assert digest(got) == digest(u.s2c) == digest(c.s2c), \
             f"{c.label}: read {len(got)} bytes, upstream sent {len(u.s2c)}"
@@ -219,7 +223,7 @@ def test_resets_mid_frame_and_half_close_leave_survivors_intact(rocketmq_cluster
         after = settled(p, base)
     finally:
         assert p.stop() == 0, "\n".join(p.lines[-20:])
-        time.sleep(0.5)
+        _settle(pcap)  # the last packets reach tcpdump a moment after the proxy exits
         cap.stop()
     assert {k: after[k] for k in ("sessions", "tasks", "fds")} == {k: base[k] for k in ("sessions", "tasks", "fds")}
     assert after["rss_kb"] - base["rss_kb"] < 20_000
