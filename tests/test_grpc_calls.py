@@ -282,3 +282,17 @@ def test_tls_on_the_grpc_port_is_recognised_and_left_alone():
     assert h.why.startswith("TLS") and out == []
     assert stats.snapshot()["transport"]["flows_other"] == 1
     assert stats.snapshot()["transport"]["resync"] == 0 and stats.snapshot()["decoding_errors"] == {}
+
+
+def test_map_fields_come_out_in_key_order_whatever_order_they_were_sent():
+    """upb iterates protobuf maps in a per-process hash order: output must not depend on it."""
+    from dissectors.grpc.messages import CLASSES, parse, to_dict
+
+    keys = [f"k{i:03d}" for i in range(64)]
+    random.Random(7).shuffle(keys)
+    m = CLASSES["Message"]()
+    for k in keys:
+        m.user_properties[k] = k.upper()
+    d = to_dict(parse("Message", m.SerializeToString()))
+    assert list(d["user_properties"]) == sorted(keys)
+    assert d["user_properties"]["k005"] == "K005"

@@ -74,7 +74,8 @@ def to_dict(m: Message) -> dict[str, Any]:
         if fd.type == FieldDescriptor.TYPE_MESSAGE:
             if fd.message_type.GetOptions().map_entry:
                 vfd = fd.message_type.fields_by_name["value"]
-                out[fd.name] = {k: (_value(vfd, v)) for k, v in value.items()}
+                # upb iterates maps in hash order, which changes from run to run: sort for stable output
+                out[fd.name] = {k: _value(vfd, value[k]) for k in sorted(value)}
             elif fd.is_repeated:
                 out[fd.name] = [_value(fd, v) for v in value]
             else:
