@@ -157,6 +157,13 @@ class FlowTable:
                 dec = half.decoder
                 start = half.pos
                 half.pos = start + n
+                cmd = dec.feed_one(payload)
+                if cmd is not None:  # the usual segment: exactly one whole frame
+                    if flow.conn.role_source == "guess":
+                        self._events(flow, half, [Frame(cmd, start, n)], ts, start)
+                    else:
+                        flow.pairing.frame(Message(ts, cmd, half.from_client, start, n))
+                    return
                 prev = dec.buffered
                 events = dec.feed(payload)
                 if events:

@@ -88,10 +88,10 @@ class Pipeline:
         skipped = self.skipped
         nbytes = 0
         track = self.track_packets
-        base = self.packets
-        for no, (ts, linktype, frame) in enumerate(reader, base):
+        base = self.packets - 1  # the reader counts a record before yielding it
+        for ts, linktype, frame in reader:
             if track:
-                table.packet_no = no
+                table.packet_no = base + reader.packets
             seg = tcp_segment(frame, linktype)
             if type(seg) is str:
                 skipped[seg] = skipped.get(seg, 0) + 1

@@ -118,6 +118,7 @@ OTHER = "<other>"
 NONE = "<none>"
 _MAX_US = 3_600_000_000  # one hour: larger latencies are clamped
 _AGG_FLUSH = 16384  # distinct pending row keys before they are folded into the rows
+_AGG_VALS_FLUSH = 1 << 20  # distinct pending (row key, latency value) pairs before that
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +305,7 @@ class Stats:
             self._bd[name] for name in BREAKDOWNS)
         self._ns_servers: set[Any] = set()
         self._agg: dict[tuple, list] = {}  # row key -> accumulator, not yet in the rows
+        self._agg_vals = 0  # latency values held by the accumulators
         self._decode_reasons = Table(256)
 
     # ------------------------------------------------------------------ events
@@ -379,7 +381,7 @@ class Stats:
         if req is None:  # an orphan response: no request, nothing more to attribute
             c["orphan"] += 1
             return
-        us = idx = -1
+        us = -1
         if status == ANSWERED and resp is not None:
             c["answered"] += 1
             us = int((resp.ts - req.ts) * 1e6 + 0.5)
@@ -387,24 +389,6 @@ class Stats:
                 us = 0
             elif us > _MAX_US:
                 us = _MAX_US
-            # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
-            # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
-            # so at most ~47k distinct keys up to 1 h) and feed hdr when read
-            q = us.bit_length() - 11
-            qv = (us >> q) << q if q > 0 else us
-            pend = self._h_pend
-            pend[qv] = pend.get(qv, 0) + 1
-            self._h_n += 1
-            self._h_sum_us += us
-            if us > self._h_max_us:
-                self._h_max_us = us
-            if us < self._h_min_us:
-                self._h_min_us = us
-            if us < 32:  # inline bucket_of(us)
-                idx = us
-            else:
-                b = us.bit_length()
-                idx = (b << 4) | ((us >> (b - 5)) & 15)
         elif status in c:
             c[status] += 1
         if not cmd.is_oneway:
@@ -415,31 +399,49 @@ class Stats:
                 g[name] -= 1
         nbytes = req.size + (resp.size if resp is not None else 0)
         conn = ex.connection
-        # Rows are updated in bulk (see _flush_rows): exchanges with the same key only
-        # bump one small accumulator here, which keeps the per-exchange cost low.
+        # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
+        # with the same key only bump one small accumulator here.
         key = (ps, code, cl.topic_of(cmd), cl.group_of(cmd), conn.client[0], conn.server, err)
         agg = self._agg
         a = agg.get(key)
         if a is None:
-            a = agg[key] = [0, 0, 0, 0, 0, {}]  # n, bytes, answered, sum_us, max_us, buckets
+            a = agg[key] = [0, 0, 0, 0, 0, {}, _MAX_US]  # n, bytes, answered, sum_us, max_us, values, min_us
             if len(agg) >= _AGG_FLUSH:
                 self._flush_rows()
         a[0] += 1
         a[1] += nbytes
-        if idx >= 0:
+        if us >= 0:
             a[2] += 1
             a[3] += us
             if us > a[4]:
                 a[4] = us
-            bk = a[5]
-            bk[idx] = bk.get(idx, 0) + 1
+            if us < a[6]:
+                a[6] = us
+            # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
+            # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
+            # so at most ~47k distinct values up to 1 h) and feed hdr when read
+            q = us.bit_length() - 11
+            if q > 0:
+                us = (us >> q) << q
+            vals = a[5]
+            k = vals.get(us)
+            if k is None:
+                vals[us] = 1
+                self._agg_vals += 1
+                if self._agg_vals >= _AGG_VALS_FLUSH:
+                    self._flush_rows()
+            else:
+                vals[us] = k + 1
 
     def _flush_rows(self) -> None:
-        """Fold the accumulated exchanges into the code rows and the breakdowns."""
+        """Fold the accumulated exchanges into the code rows, the breakdowns and the
+        pending latency histogram."""
         agg = self._agg
         self._agg = {}
+        self._agg_vals = 0
         ns_servers = self._ns_servers
-        for (ps, code, topic, group, client, srv, err), (n, nbytes, n_lat, sum_us, max_us, bks) \
+        pend = self._h_pend
+        for (ps, code, topic, group, client, srv, err), (n, nbytes, n_lat, sum_us, max_us, vals, min_us) \
                 in agg.items():
             cl = ps.cl
             if srv in ns_servers or srv[1] in cl.nameserver_ports:
@@ -448,6 +450,18 @@ class Stats:
                 st = self._mark_nameserver(srv)
             else:
                 st = self._bd_broker
+            bks: dict[int, int] = {}
+            if n_lat:
+                self._h_n += n_lat
+                self._h_sum_us += sum_us
+                if max_us > self._h_max_us:
+                    self._h_max_us = max_us
+                if min_us < self._h_min_us:
+                    self._h_min_us = min_us
+                for v, k in vals.items():
+                    pend[v] = pend.get(v, 0) + k
+                    i = bucket_of(v)  # an hdr-equivalent value keeps its log bucket
+                    bks[i] = bks.get(i, 0) + k
             # the request itself was counted in the code row at request_started
             for t, k, first in ((ps.codes, code, 0), (self._bd_topic, topic or NONE, n),
                                 (self._bd_group, group or NONE, n),
@@ -523,6 +537,7 @@ class Stats:
     def latency_summary(self) -> dict[str, Any]:
         """The ``request_time_ms`` histogram: count, mean, sum, min, p50/p90/p99, max,
         Envoy's quantiles and cumulative counts at Envoy's default bucket bounds."""
+        self._flush_rows()
         self._flush_hist()
         h = self._hist
         n = self._h_n

@@ -28,6 +28,7 @@ _PREFIX = struct.Struct(">iI")          # length, mark (serialize << 24 | H)
 _BIN_FIXED = struct.Struct(">hBhiii")   # code, language, version, opaque, flag, R
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
 _BIN_FIXED_LEN = 21                     # 17 + the int32 E
 _MIN_HEADER = (2, _BIN_FIXED_LEN)       # smallest sane header per serialize type ("{}" / binary)
 _LANG_NAMES = LANGUAGES
@@ -278,10 +279,13 @@ def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
     ext = None
     if elen:
         ext = {}
-        blk = bytes(buf[p:p + elen])  # bytes slicing/decoding is ~2x cheaper than memoryview's
+        blk = bytes(buf[p:p + elen])
+        # one latin-1 decode of the block, then str slices (keys and values are almost
+        # always ASCII, for which latin-1 and UTF-8 agree); other text is decoded as UTF-8
+        txt = blk.decode("latin-1")
         base = p - hs + 8
         q = 0
-        unpack32 = _I32.unpack_from
+        unpack32 = _U32.unpack_from
         while q < elen:
             if q + 2 > elen:
                 raise FrameError("truncated extFields key length", base + q)
@@ -289,13 +293,18 @@ def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
             q += 2
             if klen >= 0x8000 or q + klen + 4 > elen:
                 raise FrameError("bad extFields key length", base + q - 2)
-            key = blk[q:q + klen].decode("utf-8", _REPLACE)
+            key = txt[q:q + klen]
+            if not key.isascii():
+                key = blk[q:q + klen].decode("utf-8", _REPLACE)
             q += klen
-            (vlen,) = unpack32(blk, q)
+            (vlen,) = unpack32(blk, q)  # unsigned: a negative length fails the bound below
             q += 4
-            if vlen < 0 or vlen > hlen or q + vlen > elen:
+            if q + vlen > elen:
                 raise FrameError("bad extFields value length", base + q - 4)
-            ext[key] = blk[q:q + vlen].decode("utf-8", _REPLACE) if vlen else ""
+            val = txt[q:q + vlen]
+            if not val.isascii():
+                val = blk[q:q + vlen].decode("utf-8", _REPLACE)
+            ext[key] = val
             q += vlen
     language = _LANG_NAMES[lang] if lang < _N_LANG else f"UNKNOWN({lang})"
     if not flag & FLAG_RESPONSE and code in TRUNCATED_REQUEST_CODES:
@@ -454,6 +463,26 @@ class StreamDecoder:
                 self._buf = bytearray(mv[p:])
         self._pos += p
         return events
+
+    def feed_one(self, data: bytes) -> RemotingCommand | None:
+        """Fast path of :meth:`feed` for ``data`` that is exactly one whole frame that
+        decodes, arriving with the decoder synchronised and nothing held back: consume it
+        and return its command (its offset is :attr:`offset` before the call). Otherwise
+        consume nothing and return None; the caller then uses :meth:`feed`."""
+        n = len(data)
+        if n < 8 or self._buf or self._resync or self._drop:
+            return None
+        length, mark = _PREFIX.unpack_from(data, 0)
+        hlen = mark & 0xFFFFFF
+        if length + 4 != n or n > self.max_frame or hlen > length - 4 or length < (25 if mark >> 24 else 6):
+            return None
+        try:
+            cmd = _decode(data, 0, n, mark >> 24, hlen)
+        except Exception:  # noqa: BLE001 - feed() reports it
+            return None
+        self._total += n
+        self._pos += n
+        return cmd
 
     def gap(self, nbytes: int) -> list[Event]:
         """The capture lost ``nbytes`` at the current position."""

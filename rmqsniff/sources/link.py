@@ -26,6 +26,9 @@ _u16 = struct.Struct("!H").unpack_from
 _u32le = struct.Struct("<I").unpack_from
 _u32be = struct.Struct("!I").unpack_from
 _tcp = struct.Struct("!HHIIBB").unpack_from  # sport dport seq ack off flags
+# Ethernet + IPv4 + TCP fixed headers in one call: ethertype, ver/ihl, total length,
+# fragment word, protocol, src, dst, sport, dport, seq, ack, data offset, flags
+_ETH_IP4_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBB").unpack_from
 
 # Segment tuple: (src_addr_bytes, sport, dst_addr_bytes, dport, seq, ack, flags, payload)
 Segment = tuple[bytes, int, bytes, int, int, int, int, bytes]
@@ -80,6 +83,16 @@ def ip_of(frame: bytes, linktype: int) -> tuple[int, int] | None:
 
 def tcp_segment(frame: bytes, linktype: int) -> Segment | str:
     """Decode a frame down to its TCP segment, or return a skip reason."""
+    # Fastest path: Ethernet + IPv4 without options or VLAN + TCP, one unpack.
+    if linktype == DLT_EN10MB and len(frame) >= 54:
+        et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = _ETH_IP4_TCP(frame, 0)
+        if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50:
+            end = 14 + total if total else len(frame)
+            if end > len(frame):
+                end = len(frame)
+            t = 34 + (doff >> 4) * 4
+            if t <= end:
+                return src, sport, dst, dport, seq, ack, flags, frame[t:end]
     # Fast path: Ethernet + IPv4 without VLAN, the common case.
     if linktype == DLT_EN10MB and len(frame) >= 34 and frame[12] == 8 and frame[13] == 0:
         ver, off = 4, 14
