@@ -666,3 +666,43 @@ def test_several_interfaces_in_one_capture(tmp_path):
     assert [i.name for i in r.interfaces] == ["lo", other[0]]
     assert _stats_of([tmp_path / "two.pcapng"], "--port", str(port)) == out
     assert envoy_values(out)["rocketmq.rmqsniff.send_message_v2"] == str(N_SENDS)
+
+
+@needs_capture
+def test_any_does_not_count_traffic_from_before_its_filter(tmp_path):
+    """On "any" the socket receives everything from socket() until the filter is attached (the
+    filter compiles in between): that traffic is neither ours nor our kernel drops."""
+    lst = listener()
+    port = lst.getsockname()[1]
+    cli = socket.create_connection(("127.0.0.1", port))
+    srv, _ = lst.accept()
+    stop = threading.Event()
+
+    def flood() -> None:  # loopback traffic on a port the filter leaves out
+        chunk = b"x" * 65536
+        while not stop.is_set():
+            cli.sendall(chunk)
+
+    def sink() -> None:
+        while not stop.is_set():
+            if not srv.recv(1 << 20):
+                return
+
+    threads = [threading.Thread(target=flood, daemon=True), threading.Thread(target=sink, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.2)
+        src = AfPacketSource("any", f"tcp port {port + 1}")
+        try:
+            time.sleep(0.3)
+            src.read()
+            c = src.poll_stats()
+        finally:
+            src.close()
+    finally:
+        stop.set()
+        cli.close()
+        srv.close()
+        lst.close()
+    assert (c.received, c.dropped) == (0, 0), c

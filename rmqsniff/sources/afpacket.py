@@ -181,9 +181,14 @@ class AfPacketSource:
         if lo is not None and (any_ or index == lo):
             program = drop_loopback_outgoing(program, lo)
         try:
-            attach_filter(sock, program)
             if any_:
-                self._drain()  # packets that arrived before the filter was attached
+                # "any" cannot wait for bind(): it receives everything from socket() on. Accept nothing,
+                # drop what came in unfiltered, and reset the kernel counters (reading them does) so
+                # that traffic never shows as ours or as our drops; then the real filter.
+                attach_filter(sock, [(0x06, 0, 0, 0)])
+                self._drain()
+                sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 12)
+            attach_filter(sock, program)
             if mode == "ring":
                 try:
                     self._ring(buffer_size)
