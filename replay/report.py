@@ -6,11 +6,10 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from dissectors.remoting.codes import classify, request_name, response_name
+from dissectors.remoting.codes import request_name
 from dissectors.remoting.command import RemotingCommand
-from dissectors.remoting.headers import topic_of
 from rmqsniff.model import ANSWERED, ONEWAY, UNANSWERED, Connection, Exchange, Message
-from rmqsniff.stats import Stats
+from rmqsniff.stats import CLASSIFIERS, REMOTING, Stats
 
 from .engine.diff import DiffRules, compare
 
@@ -57,10 +56,11 @@ class Report:
 
     # -- events ------------------------------------------------------------------------
     def request_sent(self, conn: Connection, cmd: RemotingCommand, size: int, ts: float,
-                     late_s: float) -> Exchange:
-        """``ts`` is monotonic; ``late_s`` how long after its due time it went out."""
+                     late_s: float, protocol: str = "remoting") -> Exchange:
+        """``ts`` is monotonic; ``late_s`` how long after its due time it went out;
+        ``cmd`` a RemotingCommand, or a GrpcMessage with ``protocol="grpc"``."""
         self._index += 1
-        ex = Exchange(self._index, conn, "remoting", ONEWAY if cmd.is_oneway else UNANSWERED,
+        ex = Exchange(self._index, conn, protocol, ONEWAY if cmd.is_oneway else UNANSWERED,
                       Message(self._wall(ts), cmd, True, size=size))
         self.stats.request_started(ex)
         self.sent += 1
@@ -82,7 +82,7 @@ class Report:
         ex.response = Message(self._wall(ts), resp, False, size=size)
         ex.status = ANSWERED
         self.stats.exchange_done(ex)
-        self._done(ex, resp.code, response_name(resp.code))
+        self._done(ex, resp.code, _cls(ex).response_name(resp.code))
         self._diff(ex, recorded, resp)
 
     def failed(self, ex: Exchange, why: str, recorded: RemotingCommand | None) -> None:
@@ -105,26 +105,33 @@ class Report:
         self.in_flight -= 1
         self.completed += 1
         cmd = ex.request.command
-        if rcode is None or classify(cmd.code, rcode) == "error":
+        k = _cls(ex)
+        if rcode is None or k.classify(cmd.code, rcode) == "error":
             self.errors += 1
-            self.err_by_code[request_name(cmd.code)][rname] += 1
-            self.err_by_topic[topic_of(cmd) or "<none>"][rname] += 1
+            self.err_by_code[k.request_name(cmd.code)][rname] += 1
+            self.err_by_topic[k.topic_of(cmd) or "<none>"][rname] += 1
 
     def _diff(self, ex: Exchange, recorded: RemotingCommand | None, resp: RemotingCommand | None) -> None:
         if recorded is None:
             return
         self.compared += 1
-        found = compare(recorded, resp, self.rules)
+        if ex.protocol == "grpc":
+            from .engine.grpcdiff import compare as compare_grpc
+
+            found = compare_grpc(recorded, resp, self.rules)
+        else:
+            found = compare(recorded, resp, self.rules)
         if not found:
             self.matched += 1
             return
         cmd = ex.request.command
+        k = _cls(ex)
         for kind, a, b in found:
             key = f"{kind}: {a} -> {b}" if kind in ("code", "no answer") else kind
             self.diff_counts[key] += 1
             ex_list = self.diff_examples[key]
             if len(ex_list) < MAX_EXAMPLES:
-                ex_list.append({"request": request_name(cmd.code), "topic": topic_of(cmd),
+                ex_list.append({"request": k.request_name(cmd.code), "topic": k.topic_of(cmd),
                                 "recorded": a, "replayed": b})
 
     # -- reading ------------------------------------------------------------------------
@@ -216,6 +223,11 @@ class Report:
                           f"unanswered {pc['unanswered']}, errors {pc['response_error']}")
         for n in d["notes"]:
             console.print(f"note: {n}")
+
+
+def _cls(ex: Exchange):
+    """The stats classifier of the exchange's protocol (names, classification, topic)."""
+    return CLASSIFIERS.get(ex.protocol, REMOTING)
 
 
 def _r(v: float | None, nd: int = 1) -> float | None:

@@ -25,7 +25,9 @@ class _Stop(Exception):
 
 @click.command("replay")
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--target", required=True, metavar="HOST:PORT", help=_TARGET_HELP)
+@click.option("--target", metavar="HOST:PORT", help=_TARGET_HELP)
+@click.option("--grpc-target", metavar="HOST:PORT",
+              help="Staging RocketMQ proxy's gRPC endpoint: captured gRPC client connections are replayed there.")
 @click.option("--allow-target", "allow", multiple=True, metavar="HOST[:PORT]",
               help="Addresses replay may connect to (required; repeat for each host or host:port).")
 @click.option("--i-know-this-is-production", "prod_ok", is_flag=True,
@@ -34,6 +36,8 @@ class _Stop(Exception):
 @click.option("--via-proxy/--direct", default=True, show_default=True,
               help="Pass replay traffic through the built-in proxy (its stats join the report).")
 @click.option("--consumers", is_flag=True, help="Replay consumer traffic too (pull, pop, ack, offsets).")
+@click.option("--consumers-only", is_flag=True,
+              help="Only the consumer side: routes, consumer heartbeats, pulls, pops, acks, offsets; no sends.")
 @click.option("-Y", "--filter", "expr", metavar="EXPR", help="Replay only these requests (filter language); replaces the default selection.")
 @click.option("--map-topic", multiple=True, metavar="PROD=STAGING", help="Rename a topic (retry/DLQ topics follow --map-group).")
 @click.option("--map-group", multiple=True, metavar="PROD=STAGING", help="Rename a producer/consumer group.")
@@ -61,15 +65,24 @@ class _Stop(Exception):
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Final report on stdout.")
 @click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when stderr is a terminal).")
 @click.option("--port", "ports", multiple=True, metavar="P[,P…]", help="Decode these TCP ports as RocketMQ servers.")
+@click.option("--share", metavar="I/N", help="Replay only share I (0-based) of N: disjoint (session, copy) units, paced on the whole run's schedule.")
+@click.option("--events", "events_file", metavar="FILE|-", help="With --share: one JSON line per finished request (for Locust and other drivers).")
+@click.option("--locust", is_flag=True, help="Distribute the replay over Locust workers: a local master and --workers workers, each replaying one share.")
+@click.option("--workers", type=click.IntRange(min=1, max=256), default=2, show_default=True, help="--locust: workers (= shares).")
+@click.option("--headless/--web-ui", default=True, show_default=True, help="--locust: no web UI (--web-ui: serve it and start at once).")
+@click.option("--locust-print", is_flag=True, help="Print the Locust master and worker commands (for several machines); run nothing.")
+@click.option("--locust-opt", multiple=True, metavar="ARG", help="--locust: pass this option to the Locust master, e.g. --locust-opt=--csv=run.")
 @click.pass_context
-def replay(ctx: click.Context, captures: tuple[str, ...], target: str, allow: tuple[str, ...], prod_ok: bool,
-           dry_run: bool, via_proxy: bool, consumers: bool, expr: str | None, map_topic: tuple[str, ...],
+def replay(ctx: click.Context, captures: tuple[str, ...], target: str | None, grpc_target: str | None, allow: tuple[str, ...], prod_ok: bool,
+           dry_run: bool, via_proxy: bool, consumers: bool, consumers_only: bool, expr: str | None, map_topic: tuple[str, ...],
            map_group: tuple[str, ...], map_property: tuple[str, ...], drop_property: tuple[str, ...],
            fresh_ids: bool, access_key: str | None, secret_key: str | None, speed: str, max_gap: str | None,
            rate: str | None, as_fast: bool, duration: str | None, loops: int, scale: int,
            max_requests: int | None, sample: str | None, sample_by: tuple[str, str] | None, timeout: float,
            diff_ignore: tuple[str, ...], diff_keep: tuple[str, ...], no_diff_noise: bool,
-           report_file: str | None, fmt: str, progress: bool | None, ports: tuple[str, ...]) -> None:
+           report_file: str | None, fmt: str, progress: bool | None, ports: tuple[str, ...], share: str | None,
+           events_file: str | None, locust: bool, workers: int, headless: bool, locust_print: bool,
+           locust_opt: tuple[str, ...]) -> None:
     """Re-send captured client sessions to a staging cluster, for load testing, and report what it did differently.
 
     Each captured client connection becomes a new connection to staging; per-session order is
@@ -111,7 +124,10 @@ def _run(a: dict) -> int:
     from .cli import _report as read_problems
 
     try:
-        tgt = endpoint(a["target"])
+        if not a["target"] and not a["grpc_target"]:
+            raise _bad("give --target NAMESRV (remoting) and/or --grpc-target HOST:PORT (gRPC)")
+        tgt = endpoint(a["target"]) if a["target"] else None
+        gtgt = endpoint(a["grpc_target"]) if a["grpc_target"] else None
         rules = Rules(topics=parse_pairs(a["map_topic"], "--map-topic"),
                       groups=parse_pairs(a["map_group"], "--map-group"),
                       set_properties=parse_pairs(a["map_property"], "--map-property"),
@@ -145,7 +161,8 @@ def _run(a: dict) -> int:
     rc = read_problems(p, quiet=False)
     if rc:
         return rc
-    plan = build_plan(exchanges, consumers=a["consumers"], flt=flt, sample=frac, sample_by=by)
+    plan = build_plan(exchanges, consumers=a["consumers"], flt=flt, sample=frac, sample_by=by,
+                      consumers_only=a["consumers_only"], grpc=gtgt is not None, remoting=tgt is not None)
     if plan.requests == 0:
         raise _bad("nothing to replay in the capture(s) with this selection"
                    + (f" (left out: {_counts(plan.skipped)})" if plan.skipped else ""))
@@ -159,16 +176,21 @@ def _run(a: dict) -> int:
                    diff=DiffRules(noise=not a["no_diff_noise"], ignore=frozenset(a["diff_ignore"]),
                                   keep=frozenset(a["diff_keep"]), names={**rules.topics, **rules.groups}),
                    copies=a["scale"], loops=a["loops"], duration=dur, max_requests=a["max_requests"],
-                   timeout=a["timeout"], via_proxy=a["via_proxy"])
+                   timeout=a["timeout"], via_proxy=a["via_proxy"], grpc_target=gtgt)
     if a["dry_run"]:
         _print_plan(plan, opts, Schedule(plan, pacing, opts.copies), guard)
         return 0
     try:
-        guard.check(tgt, "target name server")
+        if tgt is not None:
+            guard.check(tgt, "target name server")
+        if gtgt is not None:
+            guard.check(gtgt, "target gRPC endpoint")
     except SafetyError as e:
         raise _bad(str(e)) from None
 
-    engine = Replay(plan, opts)
+    if a["locust"] or a["locust_print"]:
+        return _locust(a)
+    engine = _share_engine(plan, opts, a) if a["share"] or a["events_file"] else Replay(plan, opts)
     show = a["progress"] if a["progress"] is not None else sys.stderr.isatty()
     report = _execute(engine, show)
     d = report.to_dict()
@@ -181,7 +203,69 @@ def _run(a: dict) -> int:
         from .cli import _console
 
         report.render(_console())
-    return 0 if report.sent else 1
+    return 0 if report.sent or not report.planned else 1  # an empty --share has nothing to send
+
+
+def _share_engine(plan, opts, a: dict):
+    from replay.locust.shares import ShareReplay, open_events, parse_share, share_count
+
+    if not a["share"]:
+        raise _bad("--events goes with --share (--share 0/1 is the whole run)")
+    try:
+        index, n = parse_share(a["share"])
+    except ValueError as e:
+        raise _bad(str(e)) from None
+    opts.max_requests = share_count(opts.max_requests, index, n)
+    return ShareReplay(plan, opts, index, n, open_events(a["events_file"]) if a["events_file"] else None)
+
+
+_NOT_FORWARDED = frozenset({"locust", "workers", "headless", "locust_print", "locust_opt", "share", "events_file",
+                            "report_file", "fmt", "progress", "dry_run"})
+
+
+def _forward_args(ctx: click.Context) -> list[str]:
+    """The replay arguments given on the command line, for each share (environment values stay there)."""
+    import os
+
+    from click.core import ParameterSource
+
+    out: list[str] = []
+    for p in ctx.command.params:
+        if p.name in _NOT_FORWARDED or ctx.get_parameter_source(p.name) != ParameterSource.COMMANDLINE:
+            continue
+        v = ctx.params[p.name]
+        if isinstance(p, click.Argument):
+            out += [os.path.abspath(x) if p.name == "captures" else str(x) for x in v]
+        elif getattr(p, "is_flag", False):
+            if v or p.secondary_opts:
+                out.append(max(p.opts, key=len) if v else p.secondary_opts[0])
+        else:
+            for item in (v if p.multiple else [v]):
+                out += [max(p.opts, key=len), *(str(x) for x in (item if p.nargs > 1 else [item]))]
+    return out
+
+
+def _locust(a: dict) -> int:
+    import os
+
+    from replay.locust.launch import Launch, commands_text, run, share_line
+
+    if a["share"] or a["events_file"]:
+        raise _bad("--locust cuts the run into shares itself: leave out --share and --events")
+    spec = Launch(_forward_args(a["ctx"]), workers=a["workers"], headless=a["headless"],
+                  summary=os.path.abspath(a["report_file"]) if a["report_file"] else "", extra=list(a["locust_opt"]))
+    if a["locust_print"]:
+        spec.port = 5557  # Locust's usual master port
+        click.echo(commands_text(spec), nl=False)
+        return 0
+    rc, summary = run(spec)
+    if not summary:
+        raise _bad(f"Locust ended (exit {rc}) before any share reported")
+    if a["fmt"] == "json":
+        click.echo(orjson.dumps(summary, option=orjson.OPT_NON_STR_KEYS).decode())
+    for d in summary["share"]:
+        _line(f"share {d['index']}/{d['of']}: {share_line(d)}")
+    return rc or (0 if summary["complete"] and not any(d.get("exit") for d in summary["share"]) else 1)
 
 
 def _execute(engine, show: bool):
@@ -237,18 +321,24 @@ def _print_plan(plan, opts, schedule, guard) -> None:
                + (f"; requested rate {rate:,.1f}/s" if rate else "")
                + (f"; stops after {opts.duration:g}s" if opts.duration else "")
                + (f"; at most {opts.max_requests} requests" if opts.max_requests else ""))
-    verdict = "allowed"
-    if guard is None:
-        verdict = "REFUSED: no --allow-target"
-    else:
-        try:
-            guard.check(opts.target, "target name server")
-        except SafetyError as e:
-            verdict = f"REFUSED: {e}"
-    click.echo(f"target name server {ep_text(opts.target)} ({verdict}); via {'proxy' if opts.via_proxy else 'direct'}")
+    for what, ep in (("target name server", opts.target), ("target gRPC endpoint", opts.grpc_target)):
+        if ep is None:
+            continue
+        verdict = "allowed"
+        if guard is None:
+            verdict = "REFUSED: no --allow-target"
+        else:
+            try:
+                guard.check(ep, what)
+            except SafetyError as e:
+                verdict = f"REFUSED: {e}"
+        click.echo(f"{what} {ep_text(ep)} ({verdict}); via {'proxy' if opts.via_proxy else 'direct'}")
     for s in plan.sessions:
         codes = Counter(request_name(st.code) for st in s.steps)
-        if s.kind == "namesrv":
+        if s.kind == "grpc":
+            codes = Counter(st.ex.request.command.method for st in s.steps)
+            where = f"gRPC endpoint {ep_text(opts.grpc_target)} (topics {', '.join(map(rw.topic, s.topics)) or '-'})"
+        elif s.kind == "namesrv":
             where = f"name server {ep_text(opts.target)}"
         else:
             topics = [rw.topic(t) for t in s.topics] or ["<any broker>"]

@@ -6,9 +6,12 @@
     routes.py   staging routes from the target name server
     safety.py   --allow-target, refusal of the capture's own servers
     client.py   asyncio remoting connection (opaques renumbered)
+    frames.py   pre-encoded request frames (only opaque and clock patched per send)
     via.py      the built-in proxy hook (--via-proxy)
     diff.py     replayed vs recorded answers
     state.py    consumer state: replayed receipt handles / offsets into later acks, pulls, commits
+    grpc*.py    gRPC sessions (--grpc-target): plan selection, rewriting, HTTP/2 client, session
+                runner, receipt-handle state, answer diff
     runner.py   Replay: runs it all, feeds replay.report.Report
 """
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""A minimal asyncio remoting client: one TCP connection, renumbered opaques, pending answers."""
+"""A minimal asyncio remoting client: one TCP connection, renumbered opaques, pending answers.
+
+Answers are dispatched from ``data_received`` to a per-request callback (no Task or Future
+per request on the fast path); timeouts are found by one sweep per connection, not a
+timer per request.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -11,10 +16,16 @@ from dissectors.remoting.command import FLAG_ONEWAY, FLAG_RESPONSE, RemotingComm
 from rmqsniff.model import Endpoint
 
 MAX_FRAME = 16 * 1024 * 1024
+SWEEP = 0.05  # seconds between timeout sweeps of a connection with requests pending
+TIMED_OUT = "timeout"
+
+Answer = Callable[[RemotingCommand | None, float, int, str | None], None]
+"""``(answer or None, monotonic ts, frame size, None or why there is no answer)``."""
 
 
 class Client(asyncio.Protocol):
-    """Send requests with fresh opaques; answers resolve futures with ``(command, monotonic ts, size)``.
+    """Send requests with fresh opaques; each answer goes to its request's :data:`Answer`
+    callback (``send`` wraps one in a future resolved with ``(command, monotonic ts, size)``).
 
     Requests the server sends (CHECK_TRANSACTION_STATE, NOTIFY_CONSUMER_IDS_CHANGED, ...)
     go to ``on_request``; one that expects an answer gets REQUEST_CODE_NOT_SUPPORTED.
@@ -23,7 +34,8 @@ class Client(asyncio.Protocol):
     def __init__(self, on_request: Callable[[RemotingCommand], None] | None = None) -> None:
         self.on_request = on_request
         self.transport: asyncio.Transport | None = None
-        self.pending: dict[int, asyncio.Future] = {}
+        self.pending: dict[int, tuple[float, Answer]] = {}  # opaque -> (deadline, callback)
+        self._sweeping: asyncio.TimerHandle | None = None
         self.buf = bytearray()
         self.next_opaque = 1
         self.closed: asyncio.Future | None = None
@@ -77,9 +89,9 @@ class Client(asyncio.Protocol):
             size = end - pos
             pos = end
             if cmd.flag & FLAG_RESPONSE:
-                fut = self.pending.pop(cmd.opaque, None)
-                if fut is not None and not fut.done():
-                    fut.set_result((cmd, now, size))
+                entry = self.pending.pop(cmd.opaque, None)
+                if entry is not None:
+                    _call(entry[1], cmd, now, size, None)
             else:
                 self._server_request(cmd)
         if pos:
@@ -98,29 +110,64 @@ class Client(asyncio.Protocol):
     def _fail(self, why: str) -> None:
         if self.error is None:
             self.error = why
-        for fut in self.pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError(self.error))
-        self.pending.clear()
+        pending, self.pending = self.pending, {}
+        now = time.monotonic()
+        for _deadline, cb in pending.values():
+            _call(cb, None, now, 0, self.error)
+        if self._sweeping is not None:
+            self._sweeping.cancel()
         if self.closed is not None and not self.closed.done():
             self.closed.set_result(None)
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
     # -- sending ---------------------------------------------------------------------------
+    def take_opaque(self) -> int:
+        """The opaque for the next request. Raises ConnectionError when the connection is gone."""
+        if self.error is not None or self.transport is None or self.transport.is_closing():
+            raise ConnectionError(self.error or "not connected")
+        o = self.next_opaque
+        self.next_opaque = (o + 1) & 0x7FFFFFFF or 1
+        return o
+
+    def write(self, frame: bytes, opaque: int, cb: Answer | None, timeout: float | None = None) -> None:
+        """Write an encoded request carrying ``opaque`` (from :meth:`take_opaque`); ``cb`` gets
+        its answer (None for oneway), or ``TIMED_OUT`` after ``timeout`` seconds."""
+        if cb is not None:
+            deadline = time.monotonic() + timeout if timeout is not None else float("inf")
+            self.pending[opaque] = (deadline, cb)
+            if timeout is not None and self._sweeping is None:
+                self._sweeping = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
+        self.transport.write(frame)
+
+    def _sweep(self) -> None:
+        self._sweeping = None
+        if not self.pending:
+            return
+        now = time.monotonic()
+        late = [o for o, (deadline, _cb) in self.pending.items() if deadline <= now]
+        for o in late:
+            _call(self.pending.pop(o)[1], None, now, 0, TIMED_OUT)
+        if any(d != float("inf") for d, _cb in self.pending.values()):
+            self._sweeping = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
+
     def send(self, cmd: RemotingCommand) -> tuple[asyncio.Future | None, int]:
         """Give ``cmd`` the next opaque and write it; returns (answer future or None for oneway,
         frame size). Raises ConnectionError when the connection is gone."""
-        if self.error is not None or self.transport is None or self.transport.is_closing():
-            raise ConnectionError(self.error or "not connected")
-        cmd.opaque = self.next_opaque
-        self.next_opaque = (self.next_opaque + 1) & 0x7FFFFFFF or 1
+        cmd.opaque = self.take_opaque()
         frame = encode(cmd)
-        fut = None
-        if not cmd.flag & FLAG_ONEWAY:
-            fut = asyncio.get_running_loop().create_future()
-            self.pending[cmd.opaque] = fut
-        self.transport.write(frame)
+        if cmd.flag & FLAG_ONEWAY:
+            self.write(frame, cmd.opaque, None)
+            return None, len(frame)
+        fut = asyncio.get_running_loop().create_future()
+
+        def resolve(resp: RemotingCommand | None, ts: float, size: int, why: str | None) -> None:
+            if not fut.done():
+                if why is None:
+                    fut.set_result((resp, ts, size))
+                else:
+                    fut.set_exception(asyncio.TimeoutError() if why == TIMED_OUT else ConnectionError(why))
+        self.write(frame, cmd.opaque, resolve)
         return fut, len(frame)
 
     async def writable(self) -> None:
@@ -134,5 +181,18 @@ class Client(asyncio.Protocol):
         return cmd_
 
     def close(self) -> None:
+        if self._sweeping is not None:
+            self._sweeping.cancel()
+            self._sweeping = None
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+
+def _call(cb: Answer, resp: RemotingCommand | None, ts: float, size: int, why: str | None) -> None:
+    """Run an answer callback; a failing one is reported like a failing loop callback, and the
+    connection goes on."""
+    try:
+        cb(resp, ts, size, why)
+    except Exception as e:  # noqa: BLE001 - one request's bookkeeping must not stop the others
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": f"replay answer callback failed: {e!r}", "exception": e})

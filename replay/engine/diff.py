@@ -28,11 +28,15 @@ class DiffRules:
     ignore: frozenset[str] = frozenset()
     keep: frozenset[str] = frozenset()
     names: dict[str, str] = field(default_factory=dict)  # captured name -> replayed name (map-topic/group)
+    _memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def is_noise(self, key: str) -> bool:
-        if key in self.keep:
-            return False
-        return key in self.ignore or (self.noise and bool(DEFAULT_NOISE.search(key)))
+        got = self._memo.get(key)
+        if got is None:
+            got = key not in self.keep and (key in self.ignore or (self.noise and bool(DEFAULT_NOISE.search(key))))
+            if len(self._memo) < 4096:  # header keys are few; a flood of odd ones is not remembered
+                self._memo[key] = got
+        return got
 
 
 def remark_class(remark: str | None, names: dict[str, str] | None = None) -> str:

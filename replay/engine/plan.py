@@ -23,6 +23,7 @@ from rmqsniff.stats import REMOTING
 
 NAMESRV = "namesrv"
 BROKER = "broker"
+GRPC = "grpc"  # a gRPC client connection (--grpc-target)
 
 PRODUCER_CODES: frozenset[int] = frozenset({
     c.GET_ROUTEINFO_BY_TOPIC, c.HEART_BEAT, c.UNREGISTER_CLIENT, c.SEND_MESSAGE, c.SEND_MESSAGE_V2,
@@ -75,6 +76,10 @@ class Session:
 
     @property
     def topics(self) -> list[str]:
+        if self.kind == GRPC:
+            from .grpcplan import session_topics
+
+            return session_topics(s.ex for s in self.steps)
         seen: dict[str, None] = {}
         for s in self.steps:
             t = topic_of(s.ex.request.command)
@@ -153,6 +158,10 @@ def heartbeat_sides(cmd) -> tuple[bool, bool]:
 def sample_value(by: str, ex: Exchange) -> str | None:
     """What ``--sample-by`` hashes for this request (None: not applicable, always kept)."""
     cmd = ex.request.command
+    if ex.protocol == "grpc":
+        from .grpcplan import sample_value as grpc_value
+
+        return grpc_value(by, ex)
     if by == "topic":
         return topic_of(cmd)
     if by == "client":
@@ -168,7 +177,8 @@ def sample_value(by: str, ex: Exchange) -> str | None:
     raise ValueError(f"--sample-by {by!r}: expected one of {', '.join(SAMPLE_BY)}")
 
 
-def _selector(consumers: bool, flt: Callable[[Exchange], bool] | None) -> Callable[[Exchange], str | None]:
+def _selector(consumers: bool, flt: Callable[[Exchange], bool] | None,
+              grpc: bool = False, remoting: bool = True) -> Callable[[Exchange], str | None]:
     """Returns None for a selected request, else the reason it is left out."""
     def why_not(ex: Exchange) -> str | None:
         req = ex.request
@@ -176,6 +186,14 @@ def _selector(consumers: bool, flt: Callable[[Exchange], bool] | None) -> Callab
             return "orphan response"
         if ex.server_initiated:
             return "server-initiated"
+        if ex.protocol == "grpc":
+            if not grpc:
+                return "grpc (use --grpc-target)"
+            from .grpcplan import why_not as grpc_why_not
+
+            return grpc_why_not(ex, consumers, None if flt is None else flt(ex))
+        if not remoting:
+            return "remoting (no --target)"
         if ex.protocol not in ("remoting", "rocketmq"):
             return f"{ex.protocol} (not replayable yet)"
         code = req.command.code
@@ -195,11 +213,42 @@ def _selector(consumers: bool, flt: Callable[[Exchange], bool] | None) -> Callab
     return why_not
 
 
+SEND_SIDE = c.SEND_REQUESTS | {c.END_TRANSACTION}
+GRPC_SEND_SIDE = frozenset({"SendMessage", "EndTransaction", "RecallMessage"})
+
+
+def _consumer_side(inner: Callable[[Exchange], str | None]) -> Callable[[Exchange], str | None]:
+    """``--consumers-only``: no sends and END_TRANSACTION, no heartbeat / unregister of a
+    producer alone; everything else as ``inner`` (route lookups, consumer heartbeats, pulls,
+    pops, acks, offsets) decides."""
+    def why_not(ex: Exchange) -> str | None:
+        req = ex.request
+        if req is not None and not ex.server_initiated:
+            cmd = req.command
+            if ex.protocol == "grpc":
+                if getattr(cmd, "method", None) in GRPC_SEND_SIDE:
+                    return "producer traffic (--consumers-only)"
+            elif cmd.code in SEND_SIDE:
+                return "producer traffic (--consumers-only)"
+            elif cmd.code == c.HEART_BEAT and not heartbeat_sides(cmd)[1]:
+                return "producer heartbeat (--consumers-only)"
+            elif cmd.code == c.UNREGISTER_CLIENT and not (cmd.ext or {}).get("consumerGroup"):
+                return "producer unregister (--consumers-only)"
+        return inner(ex)
+    return why_not
+
+
 def build_plan(exchanges: Iterable[Exchange], *, consumers: bool = False,
                flt: Callable[[Exchange], bool] | None = None, sample: float = 1.0,
-               sample_by: tuple[str, float] | None = None) -> Plan:
-    """Group the selected requests per client connection, in request order, with dependencies."""
-    why_not = _selector(consumers, flt)
+               sample_by: tuple[str, float] | None = None, grpc: bool = False,
+               consumers_only: bool = False, remoting: bool = True) -> Plan:
+    """Group the selected requests per client connection, in request order, with dependencies
+    (``grpc``: gRPC client connections too, as GRPC sessions; ``consumers_only``: the consumer
+    side only, see :func:`_consumer_side`)."""
+    consumers = consumers or consumers_only
+    why_not = _selector(consumers, flt, grpc, remoting)
+    if consumers_only:
+        why_not = _consumer_side(why_not)
     per_conn: dict[int, list[Exchange]] = defaultdict(list)
     conns: dict[int, Connection] = {}
     servers: set[Endpoint] = set()
@@ -231,6 +280,8 @@ def build_plan(exchanges: Iterable[Exchange], *, consumers: bool = False,
         lst.sort(key=lambda ex: (ex.request.ts, ex.request.stream_offset))
         conn = conns[cid]
         kind = NAMESRV if cid in ns_conns or conn.server[1] in REMOTING.nameserver_ports else BROKER
+        if lst[0].protocol == "grpc":
+            kind = GRPC
         sess = Session(cid, conn, kind)
         sess.steps = _steps(lst, t0, producer_only=not consumers and flt is None)
         sessions.append(sess)
@@ -250,5 +301,13 @@ def _steps(lst: list[Exchange], t0: float, producer_only: bool) -> list[Step]:
         steps.append(Step(i, ex, ts - t0, tuple(sorted(deps)),
                           producer_only=producer_only and ex.request.command.code == c.HEART_BEAT))
         if ex.status == ANSWERED and ex.response is not None:
-            heapq.heappush(answered, (ex.response.ts, i))
+            heapq.heappush(answered, (_answer_ts(ex), i))
     return steps
+
+
+def _answer_ts(ex: Exchange) -> float:
+    if ex.protocol == "grpc":
+        from .grpcplan import answer_ts
+
+        return answer_ts(ex)
+    return ex.response.ts

@@ -172,6 +172,8 @@ class Rewriter:
                 body = self._batch(body, now_ms, born_ms)
         if code == c.HEART_BEAT:
             body = self._heartbeat(body, producer_only)
+        elif code == c.BATCH_ACK_MESSAGE:
+            body = self._batch_ack(body, broker_name)
         if ext is not None and r.access_key and r.secret_key:
             ext["AccessKey"] = r.access_key
             ext["Signature"] = sign(ext, body, r.secret_key)
@@ -184,6 +186,21 @@ class Rewriter:
         for m in msgs:
             m.properties = self.properties(m.properties, now_ms, born_ms)
         return encode_batch(msgs)
+
+    def _batch_ack(self, body: bytes | None, broker_name: str | None) -> bytes | None:
+        """BATCH_ACK_MESSAGE body: group (``c``) and topic (``t``) of every ack, the broker name."""
+        d = _json(body)
+        if d is None:
+            return body
+        if broker_name and "brokerName" in d:
+            d["brokerName"] = broker_name
+        for a in d.get("acks") or []:
+            if isinstance(a, dict):
+                for short, long, rename in (("c", "consumerGroup", self.group), ("t", "topic", self.topic)):
+                    for k in (short, long):
+                        if isinstance(a.get(k), str):
+                            a[k] = rename(a[k])
+        return orjson.dumps(d)
 
     def _heartbeat(self, body: bytes | None, producer_only: bool) -> bytes | None:
         d = _json(body)

@@ -7,16 +7,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dissectors.remoting import codes as c
-from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.codec import encode
+from dissectors.remoting.command import FLAG_ONEWAY, RemotingCommand
 from dissectors.remoting.headers import topic_of
 from dissectors.remoting.message import decode_offset_msg_id
 from rmqsniff.model import Connection, Endpoint
 
 from ..report import CONNECTION_FAILED, TIMEOUT, Report
-from .client import Client
+from .client import TIMED_OUT, Answer, Client
 from .diff import DiffRules
+from .frames import FrameTemplate, build_template
 from .pacing import LATE_AFTER, MAX, Pacing, Schedule
-from .plan import BROKER, Plan, Session, Step
+from .plan import BROKER, GRPC, PRODUCER_CODES, Plan, Session, Step
 from .rewrite import Rewriter, Rules
 from .routes import Route, Routes
 from .safety import Guard, ep_text
@@ -26,7 +28,7 @@ from .via import Via, ViaProxy
 
 @dataclass(slots=True)
 class Options:
-    target: Endpoint  # staging name server
+    target: Endpoint | None  # staging name server (None: gRPC sessions only)
     guard: Guard
     pacing: Pacing = field(default_factory=Pacing)
     rules: Rules = field(default_factory=Rules)
@@ -38,6 +40,12 @@ class Options:
     timeout: float = 5.0
     connect_timeout: float = 3.0
     via_proxy: bool = True
+    grpc_target: Endpoint | None = None  # staging RocketMQ proxy's gRPC endpoint (--grpc-target)
+
+    @property
+    def target_text(self) -> str:
+        return ", ".join(f"{what} {ep_text(ep)}" if self.target and self.grpc_target else ep_text(ep)
+                         for what, ep in (("name server", self.target), ("gRPC", self.grpc_target)) if ep)
 
 
 @dataclass(slots=True)
@@ -59,7 +67,7 @@ class Replay:
         self.schedule = Schedule(plan, opts.pacing, opts.copies)
         self.report = report or Report(opts.diff, self.schedule.requested_rate(opts.loops),
                                        plan.requests * opts.copies * opts.loops, opts.pacing.mode,
-                                       ep_text(opts.target), "proxy" if opts.via_proxy else "direct")
+                                       opts.target_text, "proxy" if opts.via_proxy else "direct")
         self.via: Via = Via()
         self.routes: Routes | None = None
         self.targets: dict[int, Target | str] = {}  # session id -> target or why none
@@ -67,16 +75,29 @@ class Replay:
         self.stopping = False
         self._sent_total = 0
         self.states: dict[tuple[int, int], ConsumerState] = {}  # (copy, loop) -> consumer state
+        self._templates: dict[tuple, object] = {}  # (session, step) or (copy, session, step) -> frame template
+        self._deps_of: dict[int, frozenset[int]] = {}  # session id -> steps waited for
+        self.templated = 0  # requests sent from a pre-encoded frame
 
     # -- targets -----------------------------------------------------------------------
     async def resolve(self) -> dict[int, Target | str]:
         """Pick the staging endpoint of every session (routes asked of the target name server)."""
         opts = self.opts
-        opts.guard.check(opts.target, "target name server")
-        self.routes = Routes(opts.target, opts.guard, opts.connect_timeout)
-        ns_ep = await self.via.start(opts.target)
+        if opts.target is not None:
+            opts.guard.check(opts.target, "target name server")
+            self.routes = Routes(opts.target, opts.guard, opts.connect_timeout)
+        if opts.grpc_target is not None:
+            opts.guard.check(opts.grpc_target, "target gRPC endpoint")
+        ns_ep = await self.via.start(opts.target, opts.grpc_target)
+        grpc_ep = await self.via.grpc(opts.grpc_target) if opts.grpc_target is not None else None
         rw = Rewriter(opts.rules)
         for s in self.plan.sessions:
+            if s.kind == GRPC:
+                self.targets[s.id] = Target(grpc_ep, opts.grpc_target) if grpc_ep else "no --grpc-target"
+                continue
+            if opts.target is None:
+                self.targets[s.id] = "no --target (remoting session)"
+                continue
             if s.kind != BROKER:
                 self.targets[s.id] = Target(ns_ep, opts.target)
                 continue
@@ -162,6 +183,26 @@ class Replay:
             return "--count reached"
         return None
 
+    async def turn(self, si: int, s: Session, st: Step, n: int, copy: int, loop: int,
+                   waits: dict[int, asyncio.Future]) -> float | None:
+        """Wait for step ``n``'s dependencies and due time; its due time (monotonic), or None
+        when replay stopped (the rest of the session is counted as not sent)."""
+        for d in st.deps:
+            w = waits.get(d)
+            if w is not None and not w.done():
+                await _settled(w)
+        due = self.t0 + self.schedule.due(loop, copy, si, st.index)
+        why = self._stop_reason(due)
+        if why is None:
+            now = time.monotonic()
+            if due > now:
+                await asyncio.sleep(due - now)
+                why = self._stop_reason(due)
+        if why is not None:
+            self.report.skipped(why, len(s.steps) - n)
+            return None
+        return due
+
     async def _session(self, si: int, s: Session, copy: int, loop: int) -> bool:
         """One loop of one copy of a session; True when replay stopped (duration, count, signal)."""
         o, rep = self.opts, self.report
@@ -169,6 +210,10 @@ class Replay:
         if not isinstance(target, Target):
             rep.skipped(target or "no target", len(s.steps))
             return False
+        if s.kind == GRPC:
+            from .grpcsession import run_session
+
+            return await run_session(self, si, s, copy, loop, target)
         rw = Rewriter(o.rules, copy)
         txn: dict[str, tuple[str, str, str]] = {}  # captured transactionId -> replayed (msgId, queueOffset, txId)
         checks: dict[str, tuple[str, str]] = {}  # transactionId -> (commitLogOffset, tranStateTableOffset)
@@ -181,28 +226,22 @@ class Replay:
 
         client: Client | None = None
         conn: Connection | None = None
-        waits: dict[int, asyncio.Future] = {}
+        waits: dict[int, asyncio.Future] = {}  # step index -> done when answered (steps others wait for)
+        needed = self._needed(s)
         loop_ = asyncio.get_running_loop()
+        open_: list = [0, None]  # requests not answered yet, future for "all answered"
         skey = (copy, loop)
         state = self.states.setdefault(skey, ConsumerState())
         state.users += 1
+        rate_mode = o.pacing.mode != MAX
+        mono = time.monotonic
+        stopped = False
         try:
             for n, st in enumerate(s.steps):
-                deps = [waits[d] for d in st.deps if d in waits and not waits[d].done()]
-                if deps:
-                    await asyncio.wait(deps)
-                due = self.t0 + self.schedule.due(loop, copy, si, st.index)
-                why = self._stop_reason(due)
-                if why is not None:
-                    rep.skipped(why, len(s.steps) - n)
-                    return True
-                now = time.monotonic()
-                if due > now:
-                    await asyncio.sleep(due - now)
-                    why = self._stop_reason(due)
-                    if why is not None:
-                        rep.skipped(why, len(s.steps) - n)
-                        return True
+                due = await self.turn(si, s, st, n, copy, loop, waits)
+                if due is None:
+                    stopped = True
+                    break
                 if client is None:
                     try:
                         client = await Client.connect(target.endpoint, o.connect_timeout, on_request)
@@ -213,86 +252,144 @@ class Replay:
                     conn = Connection(s.id, client.local or ("127.0.0.1", 0), target.upstream,
                                       role_source="replay")
                 src = st.ex.request.command
-                if state.needs(src):  # its handle may come from an answer still on its way
-                    await state.settle(o.timeout)
-                cmd = self._rewrite(st, rw, target, txn, checks)
-                unmapped = state.apply(src, cmd)
-                if unmapped is not None:
-                    rep.unmapped[unmapped] += 1
-                    rep.skipped(unmapped)
-                    continue
+                tpl = self._template(copy, si, st, rw, target)
+                if tpl is None:
+                    if state.needs(src):  # its handle may come from an answer still on its way
+                        await state.settle(o.timeout)
+                    cmd = self._rewrite(st, rw, target, txn, checks)
+                    unmapped = state.apply(src, cmd)
+                    if unmapped is not None:
+                        rep.unmapped[unmapped] += 1
+                        rep.skipped(unmapped)
+                        continue
+                else:
+                    cmd = tpl.cmd
                 if not client._can_write.is_set():
                     await client.writable()
-                self._sent_total += 1
                 try:
-                    fut, size = client.send(cmd)
+                    opaque = client.take_opaque()
                 except ConnectionError as e:
                     rep.skipped(f"connection lost: {e}", len(s.steps) - n)
                     return False
-                sent_at = time.monotonic()
-                late = sent_at - due if sent_at - due > LATE_AFTER and o.pacing.mode != MAX else 0.0
-                ex = rep.request_sent(conn, cmd, size, sent_at, late)
-                if fut is not None:
+                if tpl is None:
+                    cmd.opaque = opaque
+                    frame = encode(cmd)
+                else:
+                    frame = tpl.render(opaque, int(time.time() * 1000))
+                    self.templated += 1
+                self._sent_total += 1
+                sent_at = mono()
+                late = sent_at - due if rate_mode and sent_at - due > LATE_AFTER else 0.0
+                ex = rep.request_sent(conn, cmd, len(frame), sent_at, late)
+                cb = None
+                if not cmd.flag & FLAG_ONEWAY:
                     learn = state if state.expect(st.code) else None
-                    waits[st.index] = self._watch(loop_, client, cmd.opaque, fut, ex, st, txn, cmd, learn)
-            if waits:
-                await asyncio.wait(list(waits.values()))
-            return False
+                    done = None
+                    if st.index in needed:
+                        done = waits[st.index] = loop_.create_future()
+                    open_[0] += 1
+                    cb = self._watch(ex, st, txn, cmd, learn, done, open_)
+                client.write(frame, opaque, cb, self._timeout(st))
+            if open_[0]:  # answers still on their way (each bounded by its timeout)
+                open_[1] = loop_.create_future()
+                await open_[1]
+            return stopped
         finally:
             if client is not None:
                 client.close()
             state.users -= 1
             if state.users <= 0:  # long --loop runs keep no state of finished loops
                 self.states.pop(skey, None)
+                rep.unmapped.update(state.dropped)
 
-    def _watch(self, loop: asyncio.AbstractEventLoop, client: Client, opaque: int, fut: asyncio.Future,
-               ex, st: Step, txn: dict, sent: RemotingCommand | None = None,
-               state: ConsumerState | None = None) -> asyncio.Future:
-        """Report the answer (or its absence) when it comes; returns a future done by then."""
-        done = loop.create_future()
+    def _needed(self, s: Session) -> frozenset[int]:
+        """Indices of the steps some later step of ``s`` waits for."""
+        got = self._deps_of.get(s.id)
+        if got is None:
+            got = self._deps_of[s.id] = frozenset(d for st in s.steps for d in st.deps)
+        return got
+
+    def _timeout(self, st: Step) -> float:
+        lat = st.ex.latency_ms
+        return self.opts.timeout + (lat / 1000.0 * 1.5 if lat else 0.0)
+
+    def _template(self, copy: int, si: int, st: Step, rw: Rewriter, target: Target) -> FrameTemplate | None:
+        """The pre-encoded frame of this step's request, built when the step is used a second time:
+        one for every copy when the copies' bytes differ only in opaque and clock, else one per
+        copy. Only stateless producer requests; bounded in number."""
+        if st.code not in TEMPLATED:
+            return None
+        key: tuple = (si, st.index)
+        t = self._templates.get(key, _UNSEEN)
+        if t is _PER_COPY:
+            key = (copy, si, st.index)
+            t = self._templates.get(key, _UNSEEN)
+        if t is _UNSEEN:  # first use: sent the plain way
+            if len(self._templates) < MAX_TEMPLATES:
+                self._templates[key] = _SEEN
+            return None
+        if t is _SEEN:
+            check = Rewriter(self.opts.rules, copy + 1) if len(key) == 2 else rw
+            t = build_template(lambda ms: self._rewrite(st, rw, target, {}, {}, ms), int(time.time() * 1000),
+                               lambda ms: self._rewrite(st, check, target, {}, {}, ms))
+            self._templates[key] = t if t is not None else (_PER_COPY if len(key) == 2 else None)
+        return t if isinstance(t, FrameTemplate) else None
+
+    def _watch(self, ex, st: Step, txn: dict, sent: RemotingCommand, state: ConsumerState | None,
+               done: asyncio.Future | None, open_: list) -> Answer:
+        """The callback reporting this request's answer (or its absence)."""
         rep = self.report
         recorded_ex = st.ex
         recorded = recorded_ex.response.command if recorded_ex.response is not None else None
-        lat = recorded_ex.latency_ms
-        timeout = self.opts.timeout + (lat / 1000.0 * 1.5 if lat else 0.0)
+        remember = st.code in c.SEND_REQUESTS and recorded is not None
 
-        def expire() -> None:
-            if not fut.done():
-                client.pending.pop(opaque, None)
-                fut.set_exception(asyncio.TimeoutError())
-
-        handle = loop.call_later(timeout, expire)
-
-        def finished(f: asyncio.Future) -> None:
-            handle.cancel()
-            exc = f.exception() if not f.cancelled() else asyncio.CancelledError()
-            if exc is None:
-                resp, ts, size = f.result()
+        def finished(resp: RemotingCommand | None, ts: float, size: int, why: str | None) -> None:
+            if resp is not None:
                 rep.answered(ex, resp, ts, size, recorded)
-                if st.code in c.SEND_REQUESTS and resp.code == c.SUCCESS and recorded is not None:
+                if remember and resp.code == c.SUCCESS:
                     _remember_txn(txn, recorded, resp)
             else:
-                resp = None
-                rep.failed(ex, TIMEOUT if isinstance(exc, asyncio.TimeoutError) else CONNECTION_FAILED, recorded)
+                rep.failed(ex, TIMEOUT if why == TIMED_OUT else CONNECTION_FAILED, recorded)
             if state is not None:
                 state.learn(recorded_ex.request.command, recorded, sent, resp)
-            if not done.done():
+            if done is not None and not done.done():
                 done.set_result(None)
+            open_[0] -= 1
+            if open_[0] == 0 and open_[1] is not None and not open_[1].done():
+                open_[1].set_result(None)
 
-        fut.add_done_callback(finished)
-        return done
+        return finished
 
-    def _rewrite(self, st: Step, rw: Rewriter, target: Target, txn: dict, checks: dict) -> RemotingCommand:
+    def _rewrite(self, st: Step, rw: Rewriter, target: Target, txn: dict, checks: dict,
+                 now_ms: int | None = None) -> RemotingCommand:
         src = st.ex.request.command
         qn = None
         if target.queue_nums:
             t = topic_of(src)
             qn = target.queue_nums.get(rw.topic(t)) if t else None
-        cmd = rw.request(src, int(time.time() * 1000), producer_only=st.producer_only, queue_nums=qn,
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cmd = rw.request(src, now_ms, producer_only=st.producer_only, queue_nums=qn,
                          broker_name=target.broker_name)
         if cmd.code == c.END_TRANSACTION and cmd.ext:
             _map_end_transaction(cmd, txn, checks, self.report)
         return cmd
+
+
+TEMPLATED = PRODUCER_CODES - {c.END_TRANSACTION}  # stateless requests: pre-encoded frames
+MAX_TEMPLATES = 100_000
+_SEEN, _UNSEEN, _PER_COPY = object(), object(), object()
+
+
+async def _settled(fut: asyncio.Future) -> None:
+    """Wait until ``fut`` is done, whatever its outcome (its failure is reported where it happens)."""
+    try:
+        await fut
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:  # noqa: BLE001 - see above
+        pass
 
 
 def _remember_txn(txn: dict, recorded: RemotingCommand, resp: RemotingCommand) -> None:

@@ -33,6 +33,13 @@ recorded and replayed new handles are paired too, so a later ack of that message
 A request whose recorded handle matched nothing is not sent (an ack of a message staging did
 not hand out can only fail); the report counts it under ``unmapped`` and ``not_sent``.
 
+**Batch ack.** BATCH_ACK_MESSAGE (5.x; in 5.3 only the proxy sends it, with
+``enableBatchAck``) carries no ``extraInfo`` but, per ack, the handle fields ``so`` (ckQueueOffset),
+``pt``, ``it``, ``rq``, ``r`` (topicType), ``q`` and a bit set of acked offsets ``so + i``. Each
+recorded offset is looked up as ``(pt, r, q, so + i)`` like a single ack; the mapped handles are
+regrouped into acks of their own ``so`` / ``pt`` / ``it`` / ``rq``. Offsets with no mapping are
+left out (counted in ``dropped``); a batch with none left is not sent.
+
 **Pull / offsets.** Per captured ``(topic, queueId)`` a recorded offset is paired with the
 replayed one from answers that return an offset: PULL_MESSAGE / LITE_PULL_MESSAGE
 ``nextBeginOffset``, QUERY_CONSUMER_OFFSET ``offset``, GET_MAX_OFFSET / GET_MIN_OFFSET
@@ -49,8 +56,11 @@ The state is dropped when the last session of its (copy, loop) ends.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+import base64
+from collections import Counter, defaultdict
 from dataclasses import dataclass
+
+import orjson
 
 from dissectors.remoting import codes as c
 from dissectors.remoting.command import RemotingCommand
@@ -62,7 +72,8 @@ OFFSET_ANSWERS = frozenset({c.PULL_MESSAGE, c.LITE_PULL_MESSAGE, c.QUERY_CONSUME
                             c.GET_MIN_OFFSET, c.SEARCH_OFFSET_BY_TIMESTAMP})
 OFFSET_REQUESTS = {c.PULL_MESSAGE: ("queueOffset", "commitOffset"), c.LITE_PULL_MESSAGE: ("queueOffset",),
                    c.UPDATE_CONSUMER_OFFSET: ("commitOffset",)}
-STATEFUL_REQUESTS = HANDLE_CODES | frozenset(OFFSET_REQUESTS)
+STATEFUL_REQUESTS = HANDLE_CODES | frozenset(OFFSET_REQUESTS) | {c.BATCH_ACK_MESSAGE}
+MAX_ACK_BITS = 1 << 16  # a bit set wider than this is not believed
 
 
 def topic_type(topic: str) -> str:
@@ -155,6 +166,7 @@ class ConsumerState:
         self.changed = asyncio.Event()
         self.popped: set[str] = set()  # every extraInfo a replayed POP / change-invisible handed out
         self.errors: list[str] = []  # answers that could not be learned from
+        self.dropped: Counter = Counter()  # why parts of requests were left out (batch acks)
         self.users = 0  # sessions of this (copy, loop) running (the runner drops the state at 0)
 
     # -- learning --------------------------------------------------------------------
@@ -220,6 +232,8 @@ class ConsumerState:
     # -- applying --------------------------------------------------------------------
     def needs(self, recorded_req: RemotingCommand) -> bool:
         """True if this request refers to a handle with no replayed value yet."""
+        if recorded_req.code == c.BATCH_ACK_MESSAGE:
+            return any(k not in self.handles for _a, k in batch_ack_keys(recorded_req.body))
         if recorded_req.code not in HANDLE_CODES:
             return False
         return handle_key((recorded_req.ext or {}).get("extraInfo", "")) not in self.handles
@@ -228,6 +242,8 @@ class ConsumerState:
         """Rewrite ``cmd`` (already renamed) in place; returns why it cannot be sent, or None."""
         code = recorded_req.code
         rext = recorded_req.ext or {}
+        if code == c.BATCH_ACK_MESSAGE:
+            return self._batch_ack(recorded_req, cmd)
         if cmd.ext is None:
             return None
         if code in HANDLE_CODES:
@@ -246,6 +262,86 @@ class ConsumerState:
                 if k in cmd.ext and rext.get(k) in m:
                     cmd.ext[k] = m[rext[k]]
         return None
+
+
+    def _batch_ack(self, recorded_req: RemotingCommand, cmd: RemotingCommand) -> str | None:
+        """BATCH_ACK_MESSAGE: the body's acks rebuilt from the replayed handles (module docstring)."""
+        renamed = _body(cmd.body)
+        if renamed is None:
+            return "BATCH_ACK_MESSAGE whose body is not a batch ack"
+        acks = renamed.get("acks") or []
+        groups: dict[tuple, dict] = {}
+        missing = 0
+        for n, key in batch_ack_keys(recorded_req.body):
+            h = self.handles.get(key)
+            if h is None or n >= len(acks) or not isinstance(acks[n], dict):
+                missing += 1
+                continue
+            f = h.extra_info.split()
+            a = acks[n]
+            grp, topic = a.get("c", a.get("consumerGroup")), a.get("t", a.get("topic"))
+            g = groups.setdefault((grp, topic, f[0], f[1], f[2], f[3], f[4], f[6]), {
+                "c": grp, "t": topic, "r": f[4], "so": int(f[0]), "q": int(f[6]),
+                "rq": int(f[3]), "pt": int(f[1]), "it": int(f[2]), "offsets": []})
+            g["offsets"].append(int(f[7]))
+        if missing:
+            self.dropped["BATCH_ACK_MESSAGE offset the replayed POP_MESSAGE did not return"] += missing
+        if not groups:
+            return "BATCH_ACK_MESSAGE of messages the replayed POP_MESSAGE did not return"
+        out = []
+        for g in groups.values():
+            g["b"] = encode_bitset(g["so"], g.pop("offsets"))
+            out.append(g)
+        renamed["acks"] = out
+        cmd.body = orjson.dumps(renamed)
+        return None
+
+
+def _body(body: bytes | None) -> dict | None:
+    try:
+        d = orjson.loads(body or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def decode_bitset(b64: str, start: int) -> list[int]:
+    """``java.util.BitSet.toByteArray`` (base64) -> acked offsets ``start + i``; [] if implausible."""
+    try:
+        n = int.from_bytes(base64.b64decode(b64), "little")
+    except (ValueError, TypeError):
+        return []
+    if n.bit_length() > MAX_ACK_BITS:
+        return []
+    return [start + i for i in range(n.bit_length()) if n >> i & 1]
+
+
+def encode_bitset(start: int, offsets: list[int]) -> str:
+    """The inverse of :func:`decode_bitset` (offsets below ``start`` are ignored)."""
+    n = 0
+    for o in offsets:
+        if o >= start:
+            n |= 1 << (o - start)
+    return base64.b64encode(n.to_bytes((n.bit_length() + 7) // 8, "little")).decode()
+
+
+def batch_ack_keys(body: bytes | None) -> list[tuple[int, tuple[str, str, str, str]]]:
+    """(ack index, handle key) of every offset a BATCH_ACK_MESSAGE body acks (short or long names)."""
+    d = _body(body) or {}
+    out = []
+    for n, a in enumerate(d.get("acks") or []):
+        if not isinstance(a, dict):
+            continue
+        get = lambda short, long: a.get(short, a.get(long))  # noqa: E731
+        try:
+            start = int(get("so", "startOffset"))
+        except (TypeError, ValueError):
+            continue
+        bits = get("b", "bitSet")
+        fields = tuple(str(get(s, lg)) for s, lg in (("pt", "popTime"), ("r", "retry"), ("q", "queueId")))
+        for off in decode_bitset(bits, start) if isinstance(bits, str) else []:
+            out.append((n, (*fields, str(off))))
+    return out
 
 
 def _queue(cmd: RemotingCommand) -> tuple[str, str] | None:

@@ -22,10 +22,14 @@ class Via:
 
     name = "direct"
 
-    async def start(self, namesrv: Endpoint) -> Endpoint:
+    async def start(self, namesrv: Endpoint | None, grpc: Endpoint | None = None) -> Endpoint | None:
         return namesrv
 
     async def broker(self, addr: Endpoint) -> Endpoint:
+        return addr
+
+    async def grpc(self, addr: Endpoint) -> Endpoint:
+        """Where to connect for the staging gRPC endpoint ``addr``."""
         return addr
 
     def stats(self) -> dict[str, Any] | None:
@@ -49,19 +53,25 @@ class ViaProxy(Via):
         self.stat_prefix = stat_prefix
         self.proxy = None
         self._near: Endpoint = ("127.0.0.1", 0)
+        self._grpc = None  # the proxy's --grpc listener
 
-    async def start(self, namesrv: Endpoint) -> Endpoint:
+    async def start(self, namesrv: Endpoint | None, grpc: Endpoint | None = None) -> Endpoint | None:
+        """A name-server listener (and a ``--grpc`` listener for the staging gRPC endpoint)."""
         NAMESRV, Mapping, Proxy, ProxyConfig = self._mk
-        from replay.proxy import ProxyError
+        from replay.proxy import GRPC, ProxyError
 
-        cfg = ProxyConfig(mappings=[Mapping(NAMESRV, ("127.0.0.1", 0), namesrv)],
-                          stat_prefix=self.stat_prefix, max_exchanges=1)
+        near = ("127.0.0.1", 0)
+        maps = [Mapping(k, near, up) for k, up in ((NAMESRV, namesrv), (GRPC, grpc)) if up is not None]
+        cfg = ProxyConfig(mappings=maps, stat_prefix=self.stat_prefix, max_exchanges=1)
         self.proxy = Proxy(cfg)
         try:
             await self.proxy.start()
         except ProxyError as e:
             raise ProxyUnavailable(str(e)) from None
+        self._grpc = self.proxy.listener(GRPC)
         lst = self.proxy.listener(NAMESRV)
+        if lst is None:
+            return None
         self._near = lst.listen
         return lst.listen
 
@@ -77,6 +87,12 @@ class ViaProxy(Via):
         if adv is None:
             raise ProxyUnavailable(f"the proxy could not open a listener for broker {ep_text(addr)}")
         return endpoint(adv)
+
+    async def grpc(self, addr: Endpoint) -> Endpoint:
+        lst = self._grpc
+        if lst is None or lst.upstream != addr:
+            raise ProxyUnavailable(f"the proxy has no gRPC listener for {ep_text(addr)}")
+        return lst.listen
 
     def stats(self) -> dict[str, Any] | None:
         return self.proxy.stats.snapshot(top=20) if self.proxy is not None else None
