@@ -15,9 +15,15 @@ Paths:
   name server and the broker. HAProxy cannot rewrite route answers, so the producer rewrites
   the broker address on its side (an RPC hook): the bytes on the wire are the same.
 
+* base (``--compare DIR``): the proxy of another checkout, e.g. ``git worktree add /tmp/base HEAD~1``.
+
 Prints msgs/s and p50/p99 send latency per path, then each path against direct: the throughput
-ratio and the added p50/p99. Goal for rmqsniff: >= 0.95 of direct, p50 added <= 0.2 ms.
-Only 127.0.0.1.
+ratio and the added p50/p99, and the middle's CPU during the throughput phase (the producer
+prints a line at its start and end): share of one core and CPU µs per message sent (one
+request and one response frame). On a small shared machine the producer, the broker and the
+middle compete for the same cores, so any CPU the middle uses costs throughput: µs/msg is the
+steadier guide, HAProxy the fair reference. Goal for rmqsniff: >= 0.95 of direct, p50 added
+<= 0.2 ms. Only 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -73,10 +79,11 @@ class RmqsniffProxy:
 
     name = "rmqsniff"
 
-    def __init__(self, namesrv: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    def __init__(self, namesrv: str, root: Path = ROOT, name: str = "rmqsniff") -> None:
+        self.name = name
+        env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen([sys.executable, "-m", "rmqsniff.cli_proxy", "--namesrv",
-                                      f"127.0.0.1:0={namesrv}"], cwd=ROOT, env=env,
+                                      f"127.0.0.1:0={namesrv}"], cwd=root, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -170,16 +177,35 @@ def _open(port: int) -> bool:
         return False
 
 
-def run_producer(cluster: Cluster, classes: Path, namesrv: str, broker_map: str, a, tag: str) -> dict:
+def run_producer(cluster: Cluster, classes: Path, namesrv: str, broker_map: str, a, tag: str,
+                 mid_pid: int | None) -> dict:
+    """The producer's result; with ``mid_pid``, also ``mid_cpu_s``: the CPU seconds the middle
+    process used during the throughput phase (the producer prints a line at its start and end)."""
     cmd = cluster.java_cmd(f"bench/{tag}", classes, "BenchProducer", namesrv, TOPIC, str(a.warmup),
                            str(a.latency_seconds), str(a.seconds), str(a.threads), str(a.size), broker_map)
     budget = a.warmup + a.latency_seconds + a.seconds + 120
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=budget, cwd=cluster.dir(f"bench/{tag}"))
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=cluster.dir(f"bench/{tag}"))
+    timer = threading.Timer(budget, proc.kill)
+    timer.start()
+    out: list[str] = []
+    marks: dict[str, float] = {}
+    try:
+        for line in proc.stdout:
+            out.append(line.rstrip("\n"))
+            if line.startswith("PHASE ") and mid_pid is not None:
+                marks[line.split()[1]] = cpu_seconds(mid_pid)
+        proc.wait()
+    finally:
+        timer.cancel()
+    lines = [ln for ln in out if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
+        tail = "\n".join(out[-30:])
         raise SystemExit(f"producer ({tag}) failed (exit {proc.returncode}):\n{tail}")
-    return json.loads(lines[-1])
+    r = json.loads(lines[-1])
+    if "throughput" in marks and "done" in marks:
+        r["mid_cpu_s"] = marks["done"] - marks["throughput"]
+    return r
 
 
 def median_of(results: list[dict], phase: str, key: str) -> float:
@@ -197,6 +223,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1024, help="message body bytes")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every path this often, interleaved; medians")
     ap.add_argument("--no-haproxy", action="store_true")
+    ap.add_argument("--compare", metavar="DIR", type=Path,
+                    help="also run the proxy of another checkout (e.g. a git worktree of the last commit): path 'base'")
     a = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="rmqsniff-bench-proxy-"))
@@ -217,7 +245,7 @@ def main() -> int:
     haproxy = None if a.no_haproxy else shutil.which("haproxy")
     if haproxy is None and not a.no_haproxy:
         print("haproxy not found (Debian: apt-get install -y haproxy): that path is left out")
-    paths = ["direct", "rmqsniff"] + (["haproxy"] if haproxy else [])
+    paths = ["direct", "rmqsniff"] + (["base"] if a.compare else []) + (["haproxy"] if haproxy else [])
     results: dict[str, list[dict]] = {p: [] for p in paths}
     cpu: dict[str, list[float]] = {p: [] for p in paths}
     try:
@@ -229,15 +257,15 @@ def main() -> int:
                 mid = None
                 if path == "rmqsniff":
                     mid = RmqsniffProxy(ns)
+                elif path == "base":
+                    mid = RmqsniffProxy(ns, a.compare.resolve(), "base")
                 elif path == "haproxy":
                     mid = HAProxy(haproxy, ns, br, work)
                 try:
-                    c0 = cpu_seconds(mid.pid) if mid else 0.0
-                    t0 = time.monotonic()
                     r = run_producer(runner, classes, mid.namesrv if mid else ns, mid.broker_map if mid else "",
-                                     a, f"{path}-{rnd}")
-                    if mid:
-                        cpu[path].append((cpu_seconds(mid.pid) - c0) / (time.monotonic() - t0))
+                                     a, f"{path}-{rnd}", mid.pid if mid else None)
+                    if "mid_cpu_s" in r:
+                        cpu[path].append(r["mid_cpu_s"])
                 finally:
                     if mid:
                         mid.stop()
@@ -252,7 +280,7 @@ def main() -> int:
 
     print()
     print(f"{'path':<9} {'msgs/s':>9} {'tput p50':>9} {'tput p99':>9} {'1-sender p50':>13} {'p99':>8} "
-          f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'CPU of mid':>10}")
+          f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'mid CPU':>8} {'us/msg':>7}")
     d_tp = median_of(results["direct"], "throughput", "msgs_per_s")
     d50 = median_of(results["direct"], "latency", "p50_us") / 1000
     d99 = median_of(results["direct"], "latency", "p99_us") / 1000
@@ -263,10 +291,16 @@ def main() -> int:
         p99 = median_of(results[path], "latency", "p99_us") / 1000
         t50 = median_of(results[path], "throughput", "p50_us") / 1000
         t99 = median_of(results[path], "throughput", "p99_us") / 1000
-        c = f"{statistics.median(cpu[path]):.0%}" if cpu[path] else "-"
+        # the middle's CPU during the throughput phase: share of one core, and per message sent
+        # (one request and one response frame each way)
+        shares = [c / r["throughput"]["seconds"] for c, r in zip(cpu[path], results[path])]
+        per_msg = [c * 1e6 / max(1, r["throughput"]["sent"]) for c, r in zip(cpu[path], results[path])]
+        c = f"{'-':>8} {'-':>7}"
+        if cpu[path]:
+            c = f"{statistics.median(shares):>8.0%} {statistics.median(per_msg):>7.1f}"
         summary[path] = (tp / d_tp, p50 - d50)
         print(f"{path:<9} {tp:>9,.0f} {t50:>7.3f}ms {t99:>7.3f}ms {p50:>11.3f}ms {p99:>6.3f}ms "
-              f"{tp / d_tp:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c:>10}")
+              f"{tp / d_tp:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c}")
     ratio, added = summary["rmqsniff"]
     print()
     print(f"rmqsniff vs direct: throughput {ratio:.3f} (goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), "

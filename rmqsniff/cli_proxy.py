@@ -13,6 +13,16 @@ def _line(msg: str) -> None:
     click.echo(f"rmqsniff proxy: {msg}", err=True)
 
 
+def _mark(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        v = -1
+    if not 0 <= v <= 0xFFFFFFFF:
+        raise click.BadParameter(f"{text!r}: expected a 32-bit number, e.g. 0x524d")
+    return v
+
+
 @click.command("proxy")
 @click.option("--namesrv", "namesrv", multiple=True, metavar="LISTEN=UPSTREAM",
               help="Name-server listener, e.g. 127.0.0.1:19876=127.0.0.1:9876. Route answers are rewritten.")
@@ -22,6 +32,8 @@ def _line(msg: str) -> None:
               help="gRPC (RocketMQ 5 proxy endpoint) listener, e.g. 127.0.0.1:18081=127.0.0.1:8081.")
 @click.option("--transparent", "transparent", multiple=True, metavar="[HOST:]PORT",
               help="Accept iptables REDIRECT/TPROXY'd connections here (see docs/proxy.md).")
+@click.option("--mark", default="0", metavar="N", callback=lambda c, p, v: _mark(v),
+              help="Set SO_MARK N on upstream connections so redirect rules can exempt them (needs CAP_NET_ADMIN).")
 @click.option("--advertise", metavar="HOST", help="Host put into rewritten route answers (default: the listen host).")
 @click.option("-w", "record", type=click.Path(dir_okay=False, writable=True), metavar="FILE.pcapng",
               help="Record both directions of every connection as a pcapng.")
@@ -35,7 +47,7 @@ def _line(msg: str) -> None:
 @click.option("--stats-on-exit", is_flag=True, help="Print the Envoy stats when stopping.")
 @click.pass_context
 def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...], grpc: tuple[str, ...],
-          transparent: tuple[str, ...], advertise: str | None, record: str | None, admin: str | None,
+          transparent: tuple[str, ...], mark: int, advertise: str | None, record: str | None, admin: str | None,
           stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool, duration: float,
           stats_on_exit: bool) -> None:
     """Transparent proxy between RocketMQ clients and a cluster: forwards every byte, counts every request.
@@ -53,7 +65,7 @@ def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...]
             advertise=advertise, record=record,
             admin=parse_endpoint(admin, what="--admin address") if admin else None,
             stat_prefix=stat_prefix, connect_timeout=connect_timeout, rewrite_routes=not no_rewrite,
-            redact=not no_redact,
+            redact=not no_redact, mark=mark,
         )
         cfg.validate()
     except ConfigError as e:

@@ -22,6 +22,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -315,6 +316,8 @@ def test_10k_short_connections_leak_nothing(rocketmq_cluster):
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
 
+        failed: Counter = Counter()  # how the connections that did not get their answer ended
+
         async def many(count: int, budget: float) -> tuple[int, int]:
             sem = asyncio.Semaphore(32)
             deadline = time.monotonic() + budget
@@ -326,6 +329,7 @@ def test_10k_short_connections_leak_nothing(rocketmq_cluster):
                     return await asyncio.wait_for(one(i), 20)
 
             res = await asyncio.gather(*(guarded(i) for i in range(count)), return_exceptions=True)
+            failed.update("wrong answer" if r is False else type(r).__name__ for r in res if r is not True)
             return sum(r is True for r in res), len(res)
 
         ok, total = asyncio.run(many(1000, 60))  # warm-up: stats keys, the exchange ring fill up
@@ -334,7 +338,9 @@ def test_10k_short_connections_leak_nothing(rocketmq_cluster):
         t0 = time.monotonic()
         ok, total = asyncio.run(many(10_000, 240))
         elapsed = time.monotonic() - t0
-        assert ok == total == 10_000, f"{ok} of 10000 in {elapsed:.0f}s"
+        assert ok == total == 10_000, (f"{ok} of 10000 in {elapsed:.0f}s: {dict(failed)}; proxy transport: "
+                                       f"{json.loads(p.get('/stats?format=json')[2])['transport']}; "
+                                       + "; ".join(ln for ln in p.lines if "upstream" in ln)[-2000:])
         after = settled(p, base)
         stats = json.loads(p.get("/stats?format=json")[2])
     finally:

@@ -193,8 +193,11 @@ def _route_body_only_differs(client_frame: bytes, upstream_frame: bytes, addr_ma
 
 # ------------------------------------------------------------------ the real run
 
-def _settle(pcap, quiet: float = 0.5, limit: float = 5.0) -> None:
-    """Wait until the capture file has stopped growing for ``quiet`` seconds (at most ``limit``)."""
+def _settle(pcap, quiet: float = 1.5, limit: float = 10.0) -> None:
+    """Wait until the capture file has stopped growing for ``quiet`` seconds (at most ``limit``).
+    ``quiet`` is longer than libpcap's read timeout (tcpdump: 1 s): with TPACKET_V3 the kernel
+    hands packets over in blocks, a partly filled one only when that timeout expires, so a
+    shorter pause in the file's growth does not mean the capture is complete."""
     deadline = time.monotonic() + limit
     last, since = -1, time.monotonic()
     while time.monotonic() < deadline:

@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parent.parent
 class ProxyProcess:
     """``rmqsniff proxy`` as a subprocess; listener addresses are read from its stderr."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, prefix: tuple[str, ...] = ()) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen([sys.executable, "-m", "rmqsniff.cli_proxy", *args], cwd=REPO, env=env,
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "rmqsniff.cli_proxy", *args], cwd=REPO, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.ready = threading.Event()
@@ -97,7 +97,7 @@ def _labels(entries: list[dict]) -> Counter:
 
 
 def _run_java(cluster, home: str, *args: str, jvm: tuple[str, ...] = (), grpc: bool = False,
-              timeout: float = 300) -> subprocess.CompletedProcess:
+              timeout: float = 300, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     if grpc:
         classes = build.build_grpc_programs()
         cmd = cluster.java_cmd(home, classes, "GrpcScenario", *args, lib=build.grpc_lib(),
@@ -107,7 +107,7 @@ def _run_java(cluster, home: str, *args: str, jvm: tuple[str, ...] = (), grpc: b
     d = cluster.dir(home)
     env = dict(os.environ, HOME=str(d))
     env.pop("NAMESRV_ADDR", None)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=d)
+    proc = subprocess.run([*prefix, *cmd], capture_output=True, text=True, timeout=timeout, env=env, cwd=d)
     assert proc.returncode == 0, "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     return proc
 

@@ -66,7 +66,11 @@ public class BenchProducer {
             run(p, topic, body, 1, 1.0);  // route lookup, first connection
             run(p, topic, body, threads, warm);
             Phase lat = run(p, topic, body, 1, latS);
+            System.out.println("PHASE throughput");  // the runner samples the proxy's CPU here ...
+            System.out.flush();
             Phase tput = run(p, topic, body, threads, tputS);
+            System.out.println("PHASE done");  // ... and here
+            System.out.flush();
             StringBuilder out = new StringBuilder("{");
             out.append("\"latency\":").append(json(lat)).append(",\"throughput\":").append(json(tput));
             out.append(",\"threads\":").append(threads).append(",\"size\":").append(size).append("}");

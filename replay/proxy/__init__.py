@@ -4,7 +4,7 @@ clients stay on the proxy, record the traffic for replay (``rmqsniff proxy``).
 
     config.py       LISTEN=UPSTREAM mappings, options
     server.py       Proxy: listeners (given and discovered per broker), sessions, stats
-    session.py      one connection: pumps with backpressure, upstream failure answers
+    session.py      one connection: two asyncio Protocols, backpressure, upstream failure answers
     remoting.py     remoting tap (sans-I/O): decode, route rewriting, SYSTEM_ERROR answers
     grpc.py         gRPC tap: calls into the same stats
     recorder.py     -w: pcapng with synthesised TCP/IP

@@ -69,6 +69,7 @@ class ProxyConfig:
     redact: bool = True
     max_frame: int = 16 * 1024 * 1024
     drain_timeout: float = 5.0  # after one side closed, how long the other may still talk
+    mark: int = 0  # SO_MARK on upstream connections (transparent mode: exempt them from the redirect)
 
     def validate(self) -> None:
         if not self.mappings:

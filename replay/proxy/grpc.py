@@ -98,6 +98,40 @@ class GrpcRouteAnswer:
         return b"".join(out)
 
 
+class FrameBoundary:
+    """Where a forwarded byte stream stands in its HTTP/2 framing, from the 9-byte frame
+    headers alone: :attr:`at_boundary` is True when every frame forwarded so far is
+    complete, i.e. a frame the proxy makes up may follow without corrupting the stream."""
+
+    __slots__ = ("need", "head")
+
+    def __init__(self) -> None:
+        self.need = 0  # bytes of the current frame still to come
+        self.head = b""  # a frame header cut short
+
+    def feed(self, data: bytes) -> None:
+        n = len(data)
+        pos = self.need
+        if self.head:
+            take = 9 - len(self.head)
+            h = self.head + data[:take]
+            if len(h) < 9:
+                self.head = h
+                return
+            self.head = b""
+            pos = take + int.from_bytes(h[:3], "big")
+        while pos + 9 <= n:
+            pos += 9 + int.from_bytes(data[pos:pos + 3], "big")
+        if pos >= n:
+            self.need = pos - n
+        else:
+            self.head, self.need = bytes(data[pos:]), 0
+
+    @property
+    def at_boundary(self) -> bool:
+        return not self.need and not self.head
+
+
 class _Held:
     __slots__ = ("data", "flow")
 
@@ -120,13 +154,28 @@ class GrpcTap:
         self._buf = bytearray()
         self._held: dict[int, _Held] = {}
         self._passthrough = False
+        self.sent = FrameBoundary()  # server bytes forwarded as they came (no rewriting)
 
     def from_client(self, data: bytes, ts: float) -> None:
         self.handler.data(True, data, ts)
 
+    def server_fast(self, data: bytes) -> bytes | None:
+        """Server bytes to forward at once (rewriting off), before :meth:`server_decoded`;
+        None: they must go through :meth:`from_server`."""
+        if self.rewrite and not self._passthrough:
+            return None
+        self.sent.feed(data)
+        return data
+
+    def server_decoded(self, data: bytes, ts: float) -> bytes:
+        self.server_spoke = True
+        self.handler.data(False, data, ts)
+        return b""
+
     def from_server(self, data: bytes, ts: float) -> list[bytes | GrpcRouteAnswer]:
         self.server_spoke = True
         if not self.rewrite or self._passthrough:
+            self.sent.feed(data)
             self.handler.data(False, data, ts)
             return [data]
         try:
@@ -211,9 +260,10 @@ class GrpcTap:
         return GrpcRouteAnswer(sid, "", bytes(h.data), h.flow, False, [])._frames(bytes(h.data))
 
     def failure(self, reason: str, ts: float) -> bytes:
-        """A GOAWAY for the client when the server's preface already reached it (so the
-        frame is well-formed there); open calls then fail as UNAVAILABLE in the client."""
-        if not self.server_spoke:
+        """A GOAWAY for the client when the server's preface already reached it and the
+        last frame forwarded is complete (so the GOAWAY is well-formed there); open calls
+        then fail as UNAVAILABLE in the client.  Otherwise nothing: the connection closes."""
+        if not self.server_spoke or self._passthrough or not self.sent.at_boundary:
             return b""
         f = goaway(max(self.handler.exchanges, default=0), reason)
         self.handler.data(False, f, ts)

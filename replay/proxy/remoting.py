@@ -151,11 +151,14 @@ class RemotingTap:
         if self._route_opaques or len(held) != self.s2c.dec.buffered:
             return None
         n0 = len(held)
-        held += data
-        pos, end, mf = 0, len(held), self.s2c.dec.max_frame
+        buf = data
+        if n0:
+            held += data
+            buf = held
+        pos, end, mf = 0, len(buf), self.s2c.dec.max_frame
         unpack = _PREFIX.unpack_from
         while end - pos >= 8:
-            length, mark = unpack(held, pos)
+            length, mark = unpack(buf, pos)
             if length < 4 or length > mf or (mark >> 24) > 1 or (mark & 0xFFFFFF) > length - 4:
                 del held[n0:]
                 return None
@@ -163,6 +166,10 @@ class RemotingTap:
             if nxt > end:
                 break
             pos = nxt
+        if not n0:  # the usual case: whole frames, nothing held before: no copy
+            if pos < end:
+                held += memoryview(data)[pos:]
+            return data if pos == end else data[:pos]
         out = bytes(held[:pos])
         del held[:pos]
         return out

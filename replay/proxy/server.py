@@ -17,8 +17,8 @@ from rmqsniff.stats import Stats
 from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, ConfigError, Endpoint, Mapping, ProxyConfig, \
     endpoint_text, parse_endpoint
 from .recorder import Recorder
-from .session import CHUNK, Session
-from .transparent import allow_tproxy, original_dst
+from .session import Session
+from .transparent import allow_tproxy
 
 RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
 BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
@@ -47,36 +47,34 @@ class Listener:
 
 
 class Recent:
-    """The latest exchanges (for ``/exchanges``), bounded in count and in body bytes."""
+    """The latest exchanges (for ``/exchanges``), bounded in count and in body bytes.
+    Called once per exchange on the data path, so it does as little as it can."""
 
     def __init__(self, maxlen: int) -> None:
-        self.items: deque[Exchange] = deque()
+        self.items: deque[tuple[Exchange, int]] = deque()  # (exchange, its body bytes)
         self.maxlen = max(1, maxlen)
         self.body_bytes = 0
 
-    @staticmethod
-    def _bodies(ex: Exchange) -> int:
+    def add(self, ex: Exchange) -> None:
         n = 0
         for m in (ex.request, ex.response):
-            body = getattr(m.command, "body", None) if m is not None else None
-            if body:
-                n += len(body)
-        return n
-
-    def add(self, ex: Exchange) -> None:
-        for m in (ex.request, ex.response):
-            cmd = m.command if m is not None else None
-            body = getattr(cmd, "body", None)
-            if body and len(body) > BIG_BODY:
-                cmd.body = None
-                ex.notes.append(f"body of {len(body)} bytes not kept by the proxy")
-        self.items.append(ex)
-        self.body_bytes += self._bodies(ex)
-        while len(self.items) > self.maxlen or (self.body_bytes > RECENT_BODY_BYTES and len(self.items) > 1):
-            self.body_bytes -= self._bodies(self.items.popleft())
+            if m is not None:
+                cmd = m.command
+                body = getattr(cmd, "body", None)
+                if body:
+                    if len(body) > BIG_BODY:
+                        cmd.body = None
+                        ex.notes.append(f"body of {len(body)} bytes not kept by the proxy")
+                    else:
+                        n += len(body)
+        items = self.items
+        items.append((ex, n))
+        self.body_bytes += n
+        while len(items) > self.maxlen or (self.body_bytes > RECENT_BODY_BYTES and len(items) > 1):
+            self.body_bytes -= items.popleft()[1]
 
     def select(self, flt: Callable[[Exchange], bool] | None, limit: int) -> list[Exchange]:
-        out = [ex for ex in self.items if flt is None or flt(ex)]
+        out = [ex for ex, _ in self.items if flt is None or flt(ex)]
         return out[-limit:] if limit > 0 else out
 
 
@@ -97,7 +95,7 @@ class Proxy:
         self.grpc_endpoints: dict[str, str] = {}  # the same for gRPC endpoints
         self._opening: dict[tuple[str, str], asyncio.Future] = {}
         self._own: set[Endpoint] = set()
-        self._sessions: set[asyncio.Task] = set()
+        self._sessions: set[Session] = set()
         self._next_conn = 0
         self._flusher: asyncio.Task | None = None
         self.admin = None
@@ -141,10 +139,11 @@ class Proxy:
                 lst.server.close()
         if self.admin is not None:
             await self.admin.stop()
-        for t in list(self._sessions):
-            t.cancel()
-        if self._sessions:
-            await asyncio.wait(list(self._sessions), timeout=5.0)
+        waiting = [s.done for s in self._sessions if s.done is not None]
+        for s in list(self._sessions):
+            s.abort()
+        if waiting:
+            await asyncio.wait(waiting, timeout=5.0)
         if self._flusher is not None:
             self._flusher.cancel()
         if self.recorder is not None:
@@ -168,10 +167,6 @@ class Proxy:
                       discovered: bool = False) -> Listener:
         host, port = listen
         lst = Listener(kind, listen, upstream, advertised, discovered=discovered)
-
-        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self._session(lst, reader, writer)
-
         sock = None
         try:
             fam = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -182,7 +177,7 @@ class Proxy:
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
-            lst.server = await asyncio.start_server(accept, sock=sock, limit=CHUNK)
+            lst.server = await asyncio.get_running_loop().create_server(lambda: Session(self, lst).cleg, sock=sock)
         except OSError as e:
             if sock is not None:
                 sock.close()
@@ -269,30 +264,6 @@ class Proxy:
     def _near(self) -> Endpoint:
         lst = self.listener(NAMESRV) or self.listeners[0]
         return lst.listen
-
-    # -- sessions --------------------------------------------------------------------------
-    async def _session(self, lst: Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._sessions.add(task)
-        try:
-            upstream = lst.upstream
-            if lst.kind == TRANSPARENT:
-                sock = writer.get_extra_info("socket")
-                upstream, how = original_dst(sock)
-                if how == "local" and (upstream in self._own or upstream[1] == lst.listen[1]):
-                    self.stats.tcp("transparent_not_redirected", 1)
-                    self.note_failure(f"transparent: connection from {writer.get_extra_info('peername')} "
-                                      "was not redirected (no original destination); closed")
-                    writer.close()
-                    return
-            self._next_conn += 1
-            self.stats.tcp("flows", 1)
-            s = Session(self, lst, reader, writer, upstream, self._next_conn - 1)
-            await s.run()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._sessions.discard(task)
 
     @property
     def active_sessions(self) -> int:

@@ -1,9 +1,11 @@
-"""One proxied connection: two pumps with backpressure, the protocol tap on the way,
-the recording, and a prompt, well-formed failure when the upstream is down or dies."""
+"""One proxied connection: two asyncio Protocols (client leg, upstream leg) that forward
+bytes from the transport's own callback and decode them afterwards, backpressure from
+each leg's write buffer to the other's reading, the recording, and a prompt, well-formed
+failure when the upstream is down or dies."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -13,14 +15,18 @@ from rmqsniff.stats import CLASSIFIERS
 from .config import GRPC, TRANSPARENT, Endpoint, endpoint_text
 from .grpc import GrpcTap
 from .remoting import RemotingTap
+from .transparent import original_dst
 
 if TYPE_CHECKING:
     from .server import Listener, Proxy
 
-CHUNK = 64 * 1024
+HIGH_WATER = 256 * 1024  # a leg's write buffer above this pauses reading the other leg
+LOW_WATER = 64 * 1024  # ... and below this resumes it
 EARLY_LIMIT = 1024 * 1024  # client bytes held while the upstream connection is being made
 FAIL_LINGER = 1.0  # after a failed connect, requests still arriving are answered for this long
+CLOSE_GRACE = 1.0  # a closing leg that cannot flush its write buffer in this time is aborted
 HTTP2_PREFACE = b"PRI * HTTP/2.0"
+SO_MARK = getattr(socket, "SO_MARK", 36)
 _PENDING_OF = {"send_message_v1": "send_message", "send_message_v2": "send_message",
                "pop_message": "pop_message", "get_topic_route": "get_topic_route"}
 _SEND_BATCH = 320
@@ -78,348 +84,393 @@ class _SessionSink:
         self.waiting.clear()
 
 
+class Leg(asyncio.Protocol):
+    """One socket of a session.  Its bytes go to the session's handler (bound directly as
+    ``data_received``); its write buffer crossing the water marks pauses/resumes reading
+    on the other leg, so the slower side sets the pace and memory stays bounded."""
+
+    def __init__(self, session: Session, client: bool) -> None:
+        self.session = session
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self.peer: Leg | None = None
+        self.holds: set[str] = set()  # why reading is paused: "peer", "rewrite", "early"
+        self.lost = False
+        self.eof = False
+        self.closer: asyncio.TimerHandle | None = None  # aborts a close that does not finish
+        self.data_received = session.client_data if client else session.server_data
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        if self.holds:
+            transport.pause_reading()
+        if self.client:
+            self.session.client_made(transport)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return self.session.leg_eof(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.closer is not None:
+            self.closer.cancel()
+            self.closer = None
+        self.session.leg_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.hold("peer")
+
+    def resume_writing(self) -> None:
+        if self.peer is not None:
+            self.peer.release("peer")
+
+    def hold(self, why: str) -> None:
+        """Stop reading this leg (for ``why``)."""
+        if not self.holds and self.transport is not None and not self.lost:
+            try:
+                self.transport.pause_reading()
+            except RuntimeError:  # closing
+                pass
+        self.holds.add(why)
+
+    def release(self, why: str) -> None:
+        """Read again once nothing else holds this leg."""
+        if why in self.holds:
+            self.holds.discard(why)
+            if not self.holds and self.transport is not None and not self.lost and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is not None and not self.lost and not t.is_closing():
+            t.write(data)
+
+    def close(self, grace: float = CLOSE_GRACE) -> None:
+        """Flush and close; abort if the peer does not take the bytes within ``grace``."""
+        t = self.transport
+        if t is None or self.lost:
+            return
+        if not t.is_closing():
+            t.close()
+        if self.closer is None:
+            self.closer = asyncio.get_running_loop().call_later(grace, self.abort)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.abort()
+
+
 class Session:
     """A client connection and its upstream connection."""
 
-    def __init__(self, proxy: Proxy, listener: Listener, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, upstream: Endpoint, conn_id: int) -> None:
+    def __init__(self, proxy: Proxy, listener: Listener) -> None:
         self.proxy = proxy
         self.listener = listener
-        self.creader, self.cwriter = reader, writer
-        self.ureader: asyncio.StreamReader | None = None
-        self.uwriter: asyncio.StreamWriter | None = None
-        self.upstream = upstream
-        peer = writer.get_extra_info("peername") or ("0.0.0.0", 0)
-        self.client: Endpoint = (peer[0], peer[1])
-        self.conn = Connection(conn_id, self.client, upstream, now(), "syn")
-        self.sink = _SessionSink(proxy.sink, proxy.stats)
+        self.cleg = Leg(self, True)
+        self.uleg: Leg | None = None
+        self.upstream: Endpoint | None = listener.upstream
+        self.client: Endpoint = ("0.0.0.0", 0)
+        self.conn: Connection | None = None
+        self.sink: _SessionSink | None = None
         self.tap = None
-        if listener.kind != TRANSPARENT:
-            self._make_tap(GRPC if listener.kind == GRPC else "remoting")
-        self.rec = proxy.recorder.open(self.client, upstream, self.conn.first_ts) if proxy.recorder else None
+        self.rec = None
         self.early: list[bytes] = []
         self.early_bytes = 0
-        self.settled = asyncio.Event()  # the upstream connection was made or failed
+        self.open = False  # the upstream connection is made and usable
         self.fail_reason: str | None = None
-        # fast path: once a pump switches to it, its reader's feed_data is replaced by a
-        # callback that forwards (and then decodes) in the transport's own callback, with no
-        # event-loop hop; the pump then only waits for the end (_ends[direction])
-        self._ends: dict[str, asyncio.Future] = {}
-        self._holds: dict[str, asyncio.Future] = {}  # a direction whose source reading is paused
-        self._closed = False
+        self.ending = False  # the session is closing its legs
+        self.done: asyncio.Future | None = None  # set when both legs are gone
+        self._connector: asyncio.Task | None = None
+        self._s2c_queue: list[bytes] | None = None  # upstream bytes that came during a rewrite
+        self._rewriter: asyncio.Task | None = None
+        self._upstream_end: str | None = None  # how the upstream ended, while a rewrite finishes
+        self._up_gone = False  # the upstream ended (counted once)
+        self._timer: asyncio.TimerHandle | None = None  # the session's deadline (linger, drain)
 
-    # -- helpers -------------------------------------------------------------------
+    # -- set-up ------------------------------------------------------------------------
+    def client_made(self, transport: asyncio.BaseTransport) -> None:
+        p = self.proxy
+        peer = transport.get_extra_info("peername") or ("0.0.0.0", 0)
+        self.client = (peer[0], peer[1])
+        if self.listener.kind == TRANSPARENT:
+            upstream, how = original_dst(transport.get_extra_info("socket"))
+            if how == "local" and (upstream in p._own or upstream[1] == self.listener.listen[1]):
+                p.stats.tcp("transparent_not_redirected", 1)
+                p.note_failure(f"transparent: connection from {peer} was not redirected "
+                               "(no original destination); closed")
+                self.ending = True
+                transport.close()
+                return
+            self.upstream = upstream
+        self.done = asyncio.get_running_loop().create_future()
+        p._sessions.add(self)
+        self.conn = Connection(p._next_conn, self.client, self.upstream, now(), "syn")
+        p._next_conn += 1
+        p.stats.tcp("flows", 1)
+        self.sink = _SessionSink(p.sink, p.stats)
+        if self.listener.kind != TRANSPARENT:
+            self._make_tap(GRPC if self.listener.kind == GRPC else "remoting")
+        self.rec = p.recorder.open(self.client, self.upstream, self.conn.first_ts) if p.recorder else None
+        self._connector = asyncio.ensure_future(self._connect())
+
     def _make_tap(self, protocol: str) -> None:
         p = self.proxy
         rewrite = p.config.rewrite_routes and self.listener.kind != TRANSPARENT
+        sink = self.sink if self.sink.counting else p.sink  # the gauges' wrapper only while connecting
         if protocol == GRPC:
-            self.tap = GrpcTap(self.conn, self.sink, p.stats, rewrite_routes=rewrite)
+            self.tap = GrpcTap(self.conn, sink, p.stats, rewrite_routes=rewrite)
         else:
-            self.tap = RemotingTap(self.conn, self.sink, p.stats, rewrite_routes=rewrite,
-                                   max_frame=p.config.max_frame)
+            self.tap = RemotingTap(self.conn, sink, p.stats, rewrite_routes=rewrite, max_frame=p.config.max_frame)
 
-    def _to_client(self, data: bytes, ts: float, record: bool) -> None:
-        if not data:
-            return
-        if record and self.rec is not None:
-            self.rec.data(False, data, ts)
-        if not self.cwriter.is_closing():
-            self.cwriter.write(data)
-
-    def _answer_failed(self, ts: float) -> None:
-        """SYSTEM_ERROR answers (or a GOAWAY) for what waits on the lost upstream."""
-        if self.tap is None:
-            return
-        out = self.tap.failure(self.fail_reason or "upstream unavailable", ts)
-        if out:
-            self.proxy.stats.tcp("proxy_error_answers", 1)
-            self._to_client(out, ts, record=True)
-
-    # -- the connection ------------------------------------------------------------------
-    async def run(self) -> None:
-        c2s = asyncio.ensure_future(self._c2s())
-        s2c: asyncio.Future | None = None
-        try:
-            if await self._connect():
-                s2c = asyncio.ensure_future(self._s2c())
-                await self._supervise(c2s, s2c)
-            else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(c2s), FAIL_LINGER)
-        finally:
-            for t in (c2s, s2c):
-                if t is not None and not t.done():
-                    t.cancel()
-            await self._finish()
-
-    async def _connect(self) -> bool:
-        p = self.proxy
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
         host, port = self.upstream
+        leg = Leg(self, False)
+        leg.peer, self.cleg.peer = self.cleg, leg
+        self.uleg = leg
+        mark = self.proxy.config.mark
+        if not mark:
+            await loop.create_connection(lambda: leg, host, port)
+            return
+        info = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
         try:
-            self.ureader, self.uwriter = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=CHUNK), p.config.connect_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)  # exempt from the redirect rules
+            sock.setblocking(False)
+            await loop.sock_connect(sock, info[4])
+            await loop.create_connection(lambda: leg, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _connect(self) -> None:
+        p = self.proxy
+        try:
+            await asyncio.wait_for(self._open(), p.config.connect_timeout)
+        except asyncio.CancelledError:  # the client went away (or the proxy stops)
+            if self.uleg is not None:
+                self.uleg.abort()
+            raise
         except (OSError, asyncio.TimeoutError) as e:
             why = "timed out" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
             self.fail_reason = f"rmqsniff proxy: cannot connect to upstream {endpoint_text(self.upstream)}: {why}"
             p.stats.tcp("upstream_connect_failure", 1)
             p.note_failure(self.fail_reason)
-            self._answer_failed(now())
+            self.uleg = None
+            self.cleg.peer = None
             self.sink.release()
-            self.settled.set()
-            return False
-        uw = self.uwriter
+            self.early.clear()
+            self.cleg.release("early")
+            self._answer_failed(now())
+            if self.cleg.eof:
+                self._end()
+            else:
+                self._deadline(FAIL_LINGER)
+            return
+        finally:
+            self._connector = None
+        if self.ending:  # the client went away meanwhile
+            self.uleg.close()
+            return
+        up = self.uleg
         for data in self.early:
-            uw.write(data)
+            up.write(data)
         self.early.clear()
         self.early_bytes = 0
+        self.open = True
         self.sink.release()
-        self.settled.set()
-        try:
-            await uw.drain()
-        except OSError:
-            pass  # seen again by the pumps
-        return True
+        if isinstance(self.tap, RemotingTap):  # from now on pairing reports to the proxy's sink directly
+            self.tap.pairing.sink = self.proxy.sink
+        self.cleg.release("early")
+        if self.cleg.eof:
+            self._half_close_upstream()
 
-    async def _c2s(self) -> str:
-        """Client -> upstream; returns ``"eof"``, ``"reset"`` or ``"upstream"`` (write failed)."""
-        reader = self.creader
-        while True:
-            if self.uwriter is not None and self.fail_reason is None and self._can_go_fast(reader):
-                how, what = await self._go_fast("c2s", reader, self._client_data)
-                if how == "eof":
-                    return "eof"
-                return "reset" if how == "exc" else what
-            try:
-                data = await reader.read(CHUNK)
-            except OSError:
-                return "reset"
-            if not data:
-                return "eof"
-            ts = now()
-            if self.tap is None:
-                self._make_tap(GRPC if data.startswith(HTTP2_PREFACE[:len(data)]) else "remoting")
-            uw = self.uwriter
-            if uw is not None and self.fail_reason is None:
-                # forward first: decoding and recording are then off the request's path (the
-                # answer cannot be handled before this returns: one thread)
-                try:
-                    uw.write(data)
-                except OSError:
-                    return "upstream"
-                self.tap.from_client(data, ts)
-                if self.rec is not None:
-                    self.rec.data(True, data, ts)
-                try:
-                    await uw.drain()
-                except OSError:
-                    return "upstream"
-                continue
-            self.tap.from_client(data, ts)
-            if self.rec is not None:
-                self.rec.data(True, data, ts)
-            if self.fail_reason is not None:
-                self._answer_failed(ts)
-                continue
-            self.early.append(data)  # the upstream connection is still being made
-            self.early_bytes += len(data)
-            if self.early_bytes >= EARLY_LIMIT:
-                await self.settled.wait()
-
-    async def _s2c(self) -> str | None:
-        """Upstream -> client; returns why the upstream ended, or None when the client went away."""
-        reader, cw = self.ureader, self.cwriter
-        up = endpoint_text(self.upstream)
-        while True:
-            if self._can_go_fast(reader):
-                how, what = await self._go_fast("s2c", reader, self._server_data)
-                if how == "stop":
-                    return what
-                if how == "eof":
-                    self.proxy.stats.tcp("upstream_closed", 1)
-                    return f"rmqsniff proxy: upstream {up} closed the connection"
-                self.proxy.stats.tcp("upstream_reset", 1)
-                return f"rmqsniff proxy: upstream {up} reset the connection ({getattr(what, 'strerror', None) or what})"
-            try:
-                data = await reader.read(CHUNK)
-            except OSError as e:
-                self.proxy.stats.tcp("upstream_reset", 1)
-                return f"rmqsniff proxy: upstream {up} reset the connection ({e.strerror or e})"
-            if not data:
-                self.proxy.stats.tcp("upstream_closed", 1)
-                return f"rmqsniff proxy: upstream {up} closed the connection"
-            ts = now()
-            if self.rec is not None:
-                self.rec.data(False, data, ts)
-            if self.tap is None:
-                self._make_tap("remoting")
-            for piece in self.tap.from_server(data, ts):
-                if not isinstance(piece, bytes):
-                    piece = await self.proxy.rewrite(piece, self.listener.listen)
-                cw.write(piece)
-            try:
-                await cw.drain()
-            except OSError:
-                return None
-
-    # -- the fast path ---------------------------------------------------------------------
-    @staticmethod
-    def _can_go_fast(reader: asyncio.StreamReader) -> bool:
-        """Nothing of this reader is waiting to be handled by its pump (order is kept)."""
-        return not getattr(reader, "_buffer", True) and not reader.at_eof() and reader.exception() is None \
-            and getattr(reader, "_transport", None) is not None
-
-    async def _go_fast(self, name: str, reader: asyncio.StreamReader, on_data) -> tuple[str, object]:
-        """Hand the reader's data to ``on_data`` from now on; returns how the direction ended:
-        ``("eof", None)``, ``("exc", exception)`` or ``("stop", result)`` (see :meth:`_stop`)."""
-        end = asyncio.get_running_loop().create_future()
-        self._ends[name] = end
-        feed_eof, set_exception = reader.feed_eof, reader.set_exception
-
-        def eof() -> None:
-            feed_eof()
-            if not end.done():
-                end.set_result(("eof", None))
-
-        def exc(e: BaseException) -> None:
-            set_exception(e)
-            if not end.done():
-                end.set_result(("exc", e))
-
-        reader.feed_data, reader.feed_eof, reader.set_exception = on_data, eof, exc
-        return await end
-
-    def _stop(self, name: str, result) -> None:
-        end = self._ends.get(name)
-        if end is not None and not end.done():
-            end.set_result(("stop", result))
-
-    def _hold(self, name: str, source: asyncio.StreamWriter, work) -> None:
-        """Stop reading ``source`` until ``work`` (a coroutine: drain the other side) is done."""
-        with contextlib.suppress(Exception):
-            source.transport.pause_reading()
-        self._holds[name] = asyncio.ensure_future(self._held(name, source, work))
-
-    async def _held(self, name: str, source: asyncio.StreamWriter, work) -> None:
-        try:
-            ok = await work
-        except (OSError, RuntimeError):
-            ok = False
-        finally:
-            self._holds.pop(name, None)
-        if not ok:
-            self._stop(name, "upstream" if name == "c2s" else None)
-        elif not self._closed:
-            with contextlib.suppress(Exception):
-                source.transport.resume_reading()
-
-    @staticmethod
-    async def _drained(writer: asyncio.StreamWriter) -> bool:
-        await writer.drain()
-        return True
-
-    def _client_data(self, data: bytes) -> None:
-        """Client bytes in the fast path (the transport's callback)."""
-        if self._closed or not data:
-            return
+    # -- bytes -----------------------------------------------------------------------------
+    def client_data(self, data: bytes) -> None:
+        """Client bytes (the transport's callback): forwarded first, then decoded, recorded."""
         ts = now()
         if self.tap is None:
             self._make_tap(GRPC if data.startswith(HTTP2_PREFACE[:len(data)]) else "remoting")
-        uw = self.uwriter
-        try:
-            uw.transport.write(data)
-        except (OSError, RuntimeError):
-            self._stop("c2s", "upstream")
+        if self.open:
+            try:
+                self.uleg.transport.write(data)
+            except (OSError, RuntimeError):  # closed under us: seen by the upstream leg
+                self.open = False
+            self.tap.from_client(data, ts)
+            if self.rec is not None:
+                self.rec.data(True, data, ts)
             return
         self.tap.from_client(data, ts)
         if self.rec is not None:
             self.rec.data(True, data, ts)
-        if "c2s" not in self._holds and (uw.transport.is_closing() or getattr(uw._protocol, "_paused", False)):
-            self._hold("c2s", self.cwriter, self._drained(uw))
+        if self.fail_reason is not None:
+            self._answer_failed(ts)
+        elif not self.ending and not self._up_gone:  # the upstream connection is still being made
+            self.early.append(data)
+            self.early_bytes += len(data)
+            if self.early_bytes >= EARLY_LIMIT:
+                self.cleg.hold("early")
 
-    def _server_data(self, data: bytes) -> None:
-        """Upstream bytes in the fast path: whole frames go on before they are decoded."""
-        if self._closed or not data:
+    def server_data(self, data: bytes) -> None:
+        """Upstream bytes: whole frames go on before they are decoded; a route answer is
+        held back, rewritten, then sent (reading the upstream pauses meanwhile)."""
+        if self._s2c_queue is not None:
+            self._s2c_queue.append(data)
             return
         ts = now()
         if self.rec is not None:
             self.rec.data(False, data, ts)
-        if self.tap is None:
+        tap = self.tap
+        if tap is None:
             self._make_tap("remoting")
-        tap, cw = self.tap, self.cwriter
-        ct = cw.transport
-        try:
-            fast = getattr(tap, "server_fast", None)
-            out = fast(data) if fast is not None else None
-            if out is not None:
-                if out:
-                    ct.write(out)
-                out = tap.server_decoded(data, ts)
-                if out:
-                    ct.write(out)
-            else:
-                pieces = tap.from_server(data, ts)
-                if not all(isinstance(p, bytes) for p in pieces):  # a route answer to rewrite
-                    self._hold("s2c", self.uwriter, self._rewrite_and_send(pieces))
-                    return
-                for p in pieces:
-                    ct.write(p)
-        except (OSError, RuntimeError):  # the client is gone
-            self._stop("s2c", None)
+            tap = self.tap
+        cleg = self.cleg
+        out = tap.server_fast(data)
+        if out is not None:
+            if out:
+                cleg.write(out)
+            out = tap.server_decoded(data, ts)
+            if out:
+                cleg.write(out)
             return
-        if "s2c" not in self._holds and (ct.is_closing() or getattr(cw._protocol, "_paused", False)):
-            self._hold("s2c", self.uwriter, self._drained(cw))
+        pieces = tap.from_server(data, ts)
+        for i, piece in enumerate(pieces):
+            if not isinstance(piece, bytes):  # a route answer to rewrite
+                self._s2c_queue = []
+                self.uleg.hold("rewrite")
+                self._rewriter = asyncio.ensure_future(self._rewrite(pieces[i:]))
+                return
+            cleg.write(piece)
 
-    async def _rewrite_and_send(self, pieces: list) -> bool:
-        cw = self.cwriter
-        for piece in pieces:
-            if not isinstance(piece, bytes):
-                piece = await self.proxy.rewrite(piece, self.listener.listen)
-            cw.write(piece)
-        await cw.drain()
+    async def _rewrite(self, pieces: list) -> None:
+        try:
+            for piece in pieces:
+                if not isinstance(piece, bytes):
+                    piece = await self.proxy.rewrite(piece, self.listener.listen)
+                self.cleg.write(piece)
+        finally:
+            self._rewriter = None
+            queue, self._s2c_queue = self._s2c_queue or [], None
+            if self.uleg is not None:
+                self.uleg.release("rewrite")
+        for i, data in enumerate(queue):
+            self.server_data(data)
+            if self._s2c_queue is not None:  # another rewrite began: the rest waits for it
+                self._s2c_queue[:0] = queue[i + 1:]
+                return
+        if self._upstream_end is not None:
+            self._upstream_ended(self._upstream_end)
+
+    def _answer_failed(self, ts: float) -> None:
+        """SYSTEM_ERROR answers (or a GOAWAY) for what waits on the lost upstream."""
+        if self.tap is None or self.cleg.lost:
+            return
+        out = self.tap.failure(self.fail_reason or "upstream unavailable", ts)
+        if out:
+            self.proxy.stats.tcp("proxy_error_answers", 1)
+            if self.rec is not None:
+                self.rec.data(False, out, ts)
+            self.cleg.write(out)
+
+    # -- ends ---------------------------------------------------------------------------------
+    def leg_eof(self, leg: Leg) -> bool:
+        if leg.client:
+            if self.open:
+                self._half_close_upstream()
+            elif self.fail_reason is not None:
+                self._end()
+            return True  # keep the client's receiving side open for the answers
+        if not self._up_gone:
+            self._up_gone, self.open = True, False
+            self.proxy.stats.tcp("upstream_closed", 1)
+            self._upstream_ended(f"rmqsniff proxy: upstream {endpoint_text(self.upstream)} closed the connection")
         return True
 
-    async def _supervise(self, c2s: asyncio.Future, s2c: asyncio.Future) -> None:
-        done, _ = await asyncio.wait({c2s, s2c}, return_when=asyncio.FIRST_COMPLETED)
-        if c2s in done and c2s.result() == "eof" and s2c not in done:
-            # the client is done sending: let the upstream finish answering, then close
-            with contextlib.suppress(OSError, RuntimeError):
-                if self.uwriter.can_write_eof():
-                    self.uwriter.write_eof()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(s2c), self.proxy.config.drain_timeout)
+    def _half_close_upstream(self) -> None:
+        """The client is done sending: let the upstream finish answering, then close."""
+        t = self.uleg.transport
+        if t is not None and not self.uleg.lost and t.can_write_eof():
+            try:
+                t.write_eof()
+            except (OSError, RuntimeError):
+                pass
+        self._deadline(self.proxy.config.drain_timeout)
+
+    def _deadline(self, seconds: float) -> None:
+        """End the session in ``seconds`` (unless it ends before)."""
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(seconds, self._end)
+
+    def leg_lost(self, leg: Leg, exc: Exception | None) -> None:
+        if leg.client:
+            self.ending = True
+            if self._connector is not None:
+                self._connector.cancel()
+            if self.uleg is not None:
+                self.uleg.close()
+        elif not self._up_gone and not self.ending:
+            self._up_gone, self.open = True, False
+            up = endpoint_text(self.upstream)
+            if exc is not None:
+                self.proxy.stats.tcp("upstream_reset", 1)
+                why = getattr(exc, "strerror", None) or exc
+                self._upstream_ended(f"rmqsniff proxy: upstream {up} reset the connection ({why})")
+            else:
+                self.proxy.stats.tcp("upstream_closed", 1)
+                self._upstream_ended(f"rmqsniff proxy: upstream {up} closed the connection")
+        if self.cleg.lost and (self.uleg is None or self.uleg.lost or self.uleg.transport is None):
+            self._finish()
+
+    def _upstream_ended(self, reason: str) -> None:
+        """The upstream is gone: answer what waits on it (unless the client already
+        finished sending, or is gone), then close the client."""
+        if self._s2c_queue is not None:  # a rewrite is still being sent: after it
+            self._upstream_end = reason
             return
-        reason = None
-        if c2s in done and c2s.result() == "upstream":
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(s2c), 1.0)
-            reason = f"rmqsniff proxy: upstream {endpoint_text(self.upstream)} stopped accepting data"
-        if s2c.done() and not s2c.cancelled():
-            reason = s2c.result()
-            if reason is None:  # the client went away while we wrote to it
-                return
-        if reason is not None and not (c2s.done() and c2s.result() == "reset"):
+        self._upstream_end = None
+        self.open = False
+        if not self.cleg.eof and not self.cleg.lost and not self.ending:
             self.fail_reason = reason
             self._answer_failed(now())
-            with contextlib.suppress(OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.cwriter.drain(), 1.0)
+        self._end()
 
-    async def _finish(self) -> None:
+    def _end(self) -> None:
+        """Close both legs (flushing what they hold, briefly)."""
+        self.ending = True
+        self.open = False
+        self.cleg.close()
+        if self.uleg is not None:
+            self.uleg.close()
+
+    def abort(self) -> None:
+        """Stop now (the proxy stops): pending requests end unanswered."""
+        self.ending = True
+        if self._connector is not None:
+            self._connector.cancel()
+        if self._rewriter is not None:
+            self._rewriter.cancel()
+        self.cleg.abort()
+        if self.uleg is not None:
+            self.uleg.abort()
+        if self.cleg.transport is None or self.cleg.lost:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.done is None or self.done.done():
+            return
         ts = now()
-        self._closed = True
-        for t in list(self._holds.values()):
-            t.cancel()
+        if self._rewriter is not None:
+            self._rewriter.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.sink.release()
         if self.tap is not None:
             self.tap.close()
         if self.rec is not None:
             self.rec.close(ts)
-        for w in (self.cwriter, self.uwriter):
-            if w is None:
-                continue
-            with contextlib.suppress(Exception):
-                w.close()
-        for w in (self.cwriter, self.uwriter):
-            if w is None:
-                continue
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(w.wait_closed(), 1.0)
+        self.proxy._sessions.discard(self)
+        self.done.set_result(None)
