@@ -15,6 +15,12 @@ One run, one cluster, one topic:
    mean message size, for ``--duration`` seconds; its steady-state "Send TPS".
 3. max: the same replay with ``--max`` and ``--scale`` = ``--concurrency`` (as many sync send
    chains as the Producer has threads); prints max replay rate, Producer TPS and their ratio.
+4. engine alone: the rates again against a local server that answers every send at once (in
+   its own process), so the engine's own accuracy and CPU show apart from the broker's.
+
+Per phase, the broker's CPU time per request too (when the benchmark started the cluster): on
+a machine where replay and broker share the cores, a rate the broker cannot carry is missed
+whatever the engine does.
 
 Only 127.0.0.1.
 """
@@ -37,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from replay.engine import MAX, RATE, Guard, Options, Pacing, Replay, Rules, build_plan  # noqa: E402
+from replay.engine import MAX, RATE, Guard, Options, Pacing, Replay, Rules, Target, build_plan  # noqa: E402
 from replay.engine.safety import endpoint  # noqa: E402
 from replay.proxy.server import new_event_loop  # noqa: E402
 from rmqsniff.filter import compile_filter  # noqa: E402
@@ -57,17 +63,76 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+BROKER_PID: int | None = None  # the broker's pid when this benchmark started the cluster
+
+
+def proc_cpu(pid: int | None) -> float | None:
+    """CPU seconds (user + system) of process ``pid`` so far, None when unknown."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+class InstantServer(asyncio.Protocol):
+    """Answers every request at once with a send result (the engine-alone phase)."""
+
+    def connection_made(self, transport) -> None:
+        self.t, self.buf = transport, bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        from dissectors.remoting.codec import decode_frame, encode
+        from dissectors.remoting.command import FLAG_RESPONSE, RemotingCommand
+
+        b = self.buf
+        b += data
+        pos, out = 0, []
+        while len(b) - pos >= 4:
+            n = int.from_bytes(b[pos:pos + 4], "big")
+            if len(b) - pos - 4 < n:
+                break
+            cmd = decode_frame(bytes(b[pos:pos + 4 + n]))
+            pos += 4 + n
+            if not cmd.flag & 2:  # oneway: no answer
+                out.append(encode(RemotingCommand(0, FLAG_RESPONSE, cmd.opaque, ext={
+                    "msgId": "7F00000100002A9F0000000000001000", "queueId": "0", "queueOffset": "1",
+                    "MSG_REGION": "DefaultRegion", "TRACE_ON": "true"})))
+        del b[:pos]
+        if out:
+            self.t.write(b"".join(out))
+
+
+def _instant_server(port) -> None:
+    async def main() -> None:
+        srv = await asyncio.get_running_loop().create_server(InstantServer, "127.0.0.1", 0)
+        port.value = srv.sockets[0].getsockname()[1]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
 def run_replay(plan, namesrv, mode: str, rate: float, duration: float, scale: int, via_proxy: bool,
-               prod_ok: bool) -> dict:
-    """One in-process replay; its report as a dict plus ``cpu_us_per_request``."""
+               prod_ok: bool, instant: tuple[str, int] | None = None) -> dict:
+    """One in-process replay (every session sent to ``instant`` when given); its report as a
+    dict plus ``cpu_us_per_request`` and ``broker_us_per_request``."""
     opts = Options(target=namesrv, guard=Guard(["127.0.0.1"], plan.servers, prod_ok),
                    pacing=Pacing(mode, rate=rate), rules=Rules(topics={"TopicTest": TOPIC}),
                    copies=scale, loops=1_000_000, duration=duration, timeout=3.0, via_proxy=via_proxy)
-    c0 = cpu_seconds()
+    engine = Replay(plan, opts)
+    if instant is not None:
+        async def resolve():
+            engine.targets = {s.id: Target(instant, instant, "local") for s in plan.sessions}
+            return engine.targets
+        engine.resolve = resolve
+    b0, c0 = proc_cpu(BROKER_PID), cpu_seconds()
     with asyncio.Runner(loop_factory=new_event_loop) as r:  # uvloop when installed
-        rep = r.run(Replay(plan, opts).run())
+        rep = r.run(engine.run())
     d = rep.to_dict()
+    b1 = proc_cpu(BROKER_PID)
     d["cpu_us_per_request"] = (cpu_seconds() - c0) / max(1, d["sent"]) * 1e6
+    d["broker_us_per_request"] = (b1 - b0) / max(1, d["sent"]) * 1e6 \
+        if b0 is not None and b1 is not None and instant is None else None
     return d
 
 
@@ -76,7 +141,8 @@ def _worker(args: tuple, barrier, results) -> None:
     plan = load_plan(filter_text)
     barrier.wait()
     d = run_replay(plan, namesrv, mode, rate, duration, scale, via_proxy, prod_ok)
-    results.put({k: d[k] for k in ("sent", "late", "errors", "rate", "latency_ms", "cpu_us_per_request")})
+    results.put({k: d[k] for k in ("sent", "late", "errors", "rate", "latency_ms", "cpu_us_per_request",
+                                   "broker_us_per_request")})
 
 
 def run_sharded(filter_text: str, plan, namesrv, mode: str, rate: float, duration: float, scale: int,
@@ -89,16 +155,19 @@ def run_sharded(filter_text: str, plan, namesrv, mode: str, rate: float, duratio
     barrier, results = ctx.Barrier(workers), ctx.Queue()
     share = (filter_text, namesrv, mode, rate / workers, duration, max(1, scale // workers), via_proxy, prod_ok)
     procs = [ctx.Process(target=_worker, args=(share, barrier, results)) for _ in range(workers)]
+    b0 = proc_cpu(BROKER_PID)
     for pr in procs:
         pr.start()
     got = [results.get(timeout=duration + 300) for _ in procs]
     for pr in procs:
         pr.join()
+    b1 = proc_cpu(BROKER_PID)
     sent = sum(d["sent"] for d in got)
     return {"sent": sent, "late": sum(d["late"] for d in got), "errors": sum(d["errors"] for d in got),
             "rate": {"achieved": sum(d["rate"]["achieved"] or 0.0 for d in got)},
             "latency_ms": {k: max(d["latency_ms"][k] for d in got) for k in ("p50", "p99")},
-            "cpu_us_per_request": sum(d["cpu_us_per_request"] * d["sent"] for d in got) / max(1, sent)}
+            "cpu_us_per_request": sum(d["cpu_us_per_request"] * d["sent"] for d in got) / max(1, sent),
+            "broker_us_per_request": (b1 - b0) / max(1, sent) * 1e6 if b0 is not None and b1 is not None else None}
 
 
 def load_plan(filter_text: str):
@@ -160,8 +229,10 @@ def mean_send_size(plan) -> int:
 def row(label: str, d: dict, requested: float | None) -> str:
     ach = d["rate"]["achieved"] or 0.0
     ratio = f"{ach / requested:>7.3f}" if requested else f"{'':>7}"
+    broker = d.get("broker_us_per_request")
     return (f"{label:>12} {ach:>11,.0f} {ratio} {d['sent']:>8} {d['late']:>7} {d['errors']:>7} "
-            f"{d['latency_ms']['p50']:>7.2f} {d['latency_ms']['p99']:>7.2f} {d['cpu_us_per_request']:>8.0f}")
+            f"{d['latency_ms']['p50']:>7.2f} {d['latency_ms']['p99']:>7.2f} {d['cpu_us_per_request']:>10.0f} "
+            f"{'-' if broker is None else f'{broker:.0f}':>13}")
 
 
 def main() -> int:
@@ -180,7 +251,11 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="replay processes, each with 1/N of the copies and of the rate (2 cores: 1-2)")
     ap.add_argument("--skip-producer", action="store_true", help="no rocketmq-example Producer phase")
+    ap.add_argument("--broker-pid", type=int, help="with --namesrv: the broker's pid (its CPU per request)")
+    ap.add_argument("--skip-engine-alone", action="store_true", help="no phase against an instant local server")
     a = ap.parse_args()
+    global BROKER_PID
+    BROKER_PID = a.broker_pid
     cluster = None
     if a.namesrv:
         namesrv = endpoint(a.namesrv)
@@ -192,6 +267,7 @@ def main() -> int:
 
         cluster = Cluster(Path(tempfile.mkdtemp(prefix="rmqsniff-bench-")), ports=Ports.from_env()).start()
         namesrv = endpoint(cluster.namesrv_addr)
+        BROKER_PID = cluster.pids.get("broker")
     work = Path(tempfile.mkdtemp(prefix="rmqsniff-bench-replay-"))
     try:
         if cluster is not None:
@@ -204,7 +280,7 @@ def main() -> int:
               f"in {len(plan.sessions)} session(s), {a.duration:g}s per phase, {via}, target {ns_text}")
         run_replay(plan, namesrv, MAX, 0.0, min(3.0, a.duration), a.scale, a.via_proxy, prod_ok)  # warm-up
         head = (f"{'achieved/s':>11} {'ratio':>7} {'sent':>8} {'late':>7} {'errors':>7} "
-                f"{'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>8}")
+                f"{'p50 ms':>7} {'p99 ms':>7} {'cpu us/req':>10} {'broker us/req':>13}")
         print(f"\nrate accuracy (scale {a.scale}, {a.workers} worker process(es); "
               "goal ratio 1 +- 0.02 where the broker keeps up)")
         print(f"{'requested/s':>12} {head}")
@@ -233,6 +309,25 @@ def main() -> int:
         if producer is not None:
             print(f"\nmax replay rate {mx:,.0f}/s, Producer {producer['tps']:,.0f} TPS: "
                   f"ratio {mx / producer['tps']:.2f}" if producer["tps"] else "Producer TPS 0")
+        if not a.skip_engine_alone:
+            ctx = multiprocessing.get_context("fork")
+            port = ctx.Value("i", 0)
+            srv = ctx.Process(target=_instant_server, args=(port,), daemon=True)
+            srv.start()
+            try:
+                while not port.value and srv.is_alive():
+                    time.sleep(0.05)
+                print(f"\nengine alone: the same rates against a local server answering at once "
+                      f"(its own process), scale {a.scale}, 1 process")
+                print(f"{'requested/s':>12} {head}")
+                for rate in (float(x) for x in a.rates.split(",")):
+                    d = run_replay(plan, namesrv, RATE, rate, a.duration, a.scale, False, prod_ok,
+                                   instant=("127.0.0.1", port.value))
+                    ach = d["rate"]["achieved"] or 0.0
+                    print(row(f"{rate:,.0f}", d, rate) + f"  {'ok' if abs(ach / rate - 1.0) <= 0.02 else 'MISSED'}")
+            finally:
+                srv.terminate()
+                srv.join()
     finally:
         if cluster is not None:
             cluster.stop()

@@ -52,6 +52,7 @@ class Report:
         self.first_send: float | None = None
         self.last_send: float | None = None
         self.finished: float | None = None
+        self.pace_start: float | None = None  # when the pacing clock started (request 0 due)
         self._index = 0
 
     # -- events ------------------------------------------------------------------------
@@ -134,16 +135,52 @@ class Report:
                 ex_list.append({"request": k.request_name(cmd.code), "topic": k.topic_of(cmd),
                                 "recorded": a, "replayed": b})
 
+    # -- shares ------------------------------------------------------------------------
+    def merge(self, other: Report) -> None:
+        """Add the report of another share of the same run (another process: the monotonic
+        clock is the machine's, so send times compare); planned counts and rates add up."""
+        self.stats.merge(other.stats)
+        for k in ("planned", "sent", "late", "in_flight", "completed", "errors", "compared", "matched"):
+            setattr(self, k, getattr(self, k) + getattr(other, k))
+        self.max_late_ms = max(self.max_late_ms, other.max_late_ms)
+        if other.requested_rate is not None:
+            self.requested_rate = (self.requested_rate or 0.0) + other.requested_rate
+        for mine, theirs in ((self.not_sent, other.not_sent), (self.server_requests, other.server_requests),
+                             (self.unmapped, other.unmapped), (self.diff_counts, other.diff_counts)):
+            mine.update(theirs)
+        for mine, theirs in ((self.err_by_code, other.err_by_code), (self.err_by_topic, other.err_by_topic)):
+            for k, cnt in theirs.items():
+                mine[k].update(cnt)
+        for k, examples in other.diff_examples.items():
+            mine_ex = self.diff_examples[k]
+            mine_ex.extend(examples[:MAX_EXAMPLES - len(mine_ex)])
+        self.notes.extend(other.notes)
+        if other.mono0 < self.mono0:
+            self.mono0, self.wall0 = other.mono0, other.wall0
+        self.first_send = _pick(min, self.first_send, other.first_send)
+        self.last_send = _pick(max, self.last_send, other.last_send)
+        self.pace_start = _pick(min, self.pace_start, other.pace_start)
+        self.finished = _pick(max, self.finished, other.finished)
+        if other.proxy:
+            if not self.proxy:
+                self.proxy = other.proxy
+            else:
+                c = self.proxy["counters"]
+                for k, v in other.proxy["counters"].items():
+                    c[k] = c.get(k, 0) + v
+
     # -- reading ------------------------------------------------------------------------
     def elapsed(self) -> float:
         end = self.finished if self.finished is not None else time.monotonic()
         return end - self.mono0
 
     def achieved_rate(self) -> float | None:
-        """Requests sent per second between the first and the last send."""
+        """Requests sent per second over the pacing window: from when the first request was
+        due (the first send when unknown) to the last send, so a slow start is not hidden."""
         if self.first_send is None or self.last_send is None or self.sent < 2:
             return None
-        span = self.last_send - self.first_send
+        start = self.first_send if self.pace_start is None else min(self.pace_start, self.first_send)
+        span = self.last_send - start
         return (self.sent - 1) / span if span > 0 else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -228,6 +265,10 @@ class Report:
 def _cls(ex: Exchange):
     """The stats classifier of the exchange's protocol (names, classification, topic)."""
     return CLASSIFIERS.get(ex.protocol, REMOTING)
+
+
+def _pick(f, a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else f(a, b)
 
 
 def _r(v: float | None, nd: int = 1) -> float | None:

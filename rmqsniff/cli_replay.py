@@ -68,7 +68,8 @@ class _Stop(Exception):
 @click.option("--share", metavar="I/N", help="Replay only share I (0-based) of N: disjoint (session, copy) units, paced on the whole run's schedule.")
 @click.option("--events", "events_file", metavar="FILE|-", help="With --share: one JSON line per finished request (for Locust and other drivers).")
 @click.option("--locust", is_flag=True, help="Distribute the replay over Locust workers: a local master and --workers workers, each replaying one share.")
-@click.option("--workers", type=click.IntRange(min=1, max=256), default=2, show_default=True, help="--locust: workers (= shares).")
+@click.option("--workers", type=click.IntRange(min=1, max=256),
+              help="Local replay processes, process i replaying share i/N, reports merged (with --locust: Locust workers, default 2).")
 @click.option("--headless/--web-ui", default=True, show_default=True, help="--locust: no web UI (--web-ui: serve it and start at once).")
 @click.option("--locust-print", is_flag=True, help="Print the Locust master and worker commands (for several machines); run nothing.")
 @click.option("--locust-opt", multiple=True, metavar="ARG", help="--locust: pass this option to the Locust master, e.g. --locust-opt=--csv=run.")
@@ -190,9 +191,16 @@ def _run(a: dict) -> int:
 
     if a["locust"] or a["locust_print"]:
         return _locust(a)
-    engine = _share_engine(plan, opts, a) if a["share"] or a["events_file"] else Replay(plan, opts)
     show = a["progress"] if a["progress"] is not None else sys.stderr.isatty()
-    report = _execute(engine, show)
+    if a["workers"] and a["workers"] > 1:
+        if a["share"] or a["events_file"]:
+            raise _bad("--workers cuts the run into shares itself: leave out --share and --events")
+        from replay.workers import run_workers
+
+        report = run_workers(plan, opts, a["workers"], lambda engine: _execute(engine, False))
+    else:
+        engine = _share_engine(plan, opts, a) if a["share"] or a["events_file"] else Replay(plan, opts)
+        report = _execute(engine, show)
     d = report.to_dict()
     if a["report_file"]:
         with open(a["report_file"], "wb") as f:
@@ -252,7 +260,7 @@ def _locust(a: dict) -> int:
 
     if a["share"] or a["events_file"]:
         raise _bad("--locust cuts the run into shares itself: leave out --share and --events")
-    spec = Launch(_forward_args(a["ctx"]), workers=a["workers"], headless=a["headless"],
+    spec = Launch(_forward_args(a["ctx"]), workers=a["workers"] or 2, headless=a["headless"],
                   summary=os.path.abspath(a["report_file"]) if a["report_file"] else "", extra=list(a["locust_opt"]))
     if a["locust_print"]:
         spec.port = 5557  # Locust's usual master port

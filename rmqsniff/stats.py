@@ -263,6 +263,12 @@ class Table:
         return row
 
 
+def _merge_table(dst: Table, src: Table) -> None:
+    for key, row in src.rows.items():
+        _merge_row(dst.rows.get(key) or dst.new(key, row[_REQ]), row)
+    dst.overflow += src.overflow
+
+
 class _ProtoState:
     __slots__ = ("cl", "codes", "responses")
 
@@ -499,6 +505,54 @@ class Stats:
             if old is not None:
                 _merge_row(ns.rows.get(srv) or ns.new(srv, old[_REQ]), old)
         return ns
+
+    # ------------------------------------------------------------------ transfer and merge
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (another process's share of a replay): the histogram encoded, the
+        protocol states by protocol name, nothing pending."""
+        self._flush_rows()
+        self._flush_hist()
+        d = dict(self.__dict__)
+        d["_hist"] = self._hist.encode()
+        d["_protos"] = {p: (ps.codes, ps.responses) for p, ps in self._protos.items()}
+        d["_bd_topic"] = d["_bd_group"] = d["_bd_client"] = d["_bd_broker"] = d["_bd_ns"] = None
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        protos = d.pop("_protos")
+        self.__dict__.update(d)
+        self._hist = HdrHistogram.decode(d["_hist"])
+        self._protos = {}
+        for p, (codes, responses) in protos.items():
+            ps = self._ps(p)
+            ps.codes, ps.responses = codes, responses
+        self._bd_topic, self._bd_group, self._bd_client, self._bd_broker, self._bd_ns = (
+            self._bd[name] for name in BREAKDOWNS)
+
+    def merge(self, other: Stats) -> None:
+        """Add ``other``'s counts to these (shares of one run): counters, gauges and their
+        maxima summed (an upper bound for concurrent shares), latency, rows and breakdowns."""
+        for st in (self, other):
+            st._flush_rows()
+            st._flush_hist()
+        for mine, theirs in ((self._c, other._c), (self._t, other._t), (self._g, other._g),
+                             (self._gmax, other._gmax)):
+            for k, v in theirs.items():
+                mine[k] = mine.get(k, 0) + v
+        self._hist.add(other._hist)
+        self._le_counts = [a + b for a, b in zip(self._le_counts, other._le_counts)]
+        self._h_n += other._h_n
+        self._h_sum_us += other._h_sum_us
+        self._h_min_us = min(self._h_min_us, other._h_min_us)
+        self._h_max_us = max(self._h_max_us, other._h_max_us)
+        for p, ps in other._protos.items():
+            mine_ps = self._ps(p)
+            _merge_table(mine_ps.codes, ps.codes)
+            _merge_table(mine_ps.responses, ps.responses)
+        for name, t in other._bd.items():
+            _merge_table(self._bd[name], t)
+        self._ns_servers |= other._ns_servers
+        _merge_table(self._decode_reasons, other._decode_reasons)
 
     def decoding_error(self, is_request: bool, reason: str, conn: Any = None) -> None:
         """A frame that could not be decoded."""

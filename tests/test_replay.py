@@ -1,9 +1,12 @@
 """Replay without a cluster: planning, rewriting, pacing, sampling, safety, diff rules, CLI refusals."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
@@ -210,6 +213,43 @@ def test_schedule_speed_max_gap_rate_and_max():
     assert rate.requested_rate(2) == 100.0 and rate.span(2) == pytest.approx(0.15)
     assert Schedule(plan, Pacing(MAX)).due(3, 1, 0, 2) == 0.0
     assert Schedule(plan, Pacing(MAX)).requested_rate(1) is None
+
+
+def test_ticker_runs_every_entry_in_due_order_never_early_and_batches_per_tick():
+    from replay.engine.pacing import Ticker
+
+    async def main() -> tuple[list, int]:
+        t0 = time.monotonic()
+        tk = Ticker(t0, tick=0.02)
+        ran: list[tuple[str, float, float]] = []
+        fires = 0
+        real_fire = tk._fire
+
+        def counted() -> None:
+            nonlocal fires
+            fires += 1
+            real_fire()
+        tk._fire = counted
+
+        def session(name: str, dues: list[float]) -> None:
+            rest = iter(dues[1:])
+
+            def fn(due: float) -> float | None:
+                ran.append((name, due, time.monotonic() - t0))
+                return next(rest, None)
+            tk.at(dues[0], fn)
+        session("a", [0.0, 0.001, 0.002, 0.05])
+        session("b", [0.0015, 0.0025])
+        session("c", [0.0])
+        await asyncio.sleep(0.15)
+        tk.close()
+        return ran, fires
+
+    ran, fires = asyncio.run(main())
+    assert Counter(n for n, _d, _at in ran) == {"a": 4, "b": 2, "c": 1}  # none dropped
+    assert all(at >= due for _n, due, at in ran)  # never early; late ones run late
+    assert [d for _n, d, _at in ran] == sorted(d for _n, d, _at in ran)  # in due order
+    assert fires <= 3  # the first five, due within one tick, went out together
 
 
 # ------------------------------------------------------------------ safety

@@ -68,9 +68,17 @@ class Client(asyncio.Protocol):
         self._can_write.set()
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
         now = time.monotonic()
+        buf = self.buf
+        if not buf and len(data) >= 8 and int.from_bytes(data[:4], "big") + 4 == len(data) <= MAX_FRAME + 4:
+            try:  # the usual case: exactly one answer, decoded without copying
+                cmd = decode_frame(data)
+            except FrameError as e:
+                self._fail(f"undecodable frame from the server: {e}")
+                return
+            self._dispatch(cmd, now, len(data))
+            return
+        buf += data
         pos = 0
         n = len(buf)
         while n - pos >= 4:
@@ -86,16 +94,18 @@ class Client(asyncio.Protocol):
             except FrameError as e:
                 self._fail(f"undecodable frame from the server: {e}")
                 return
-            size = end - pos
+            self._dispatch(cmd, now, end - pos)
             pos = end
-            if cmd.flag & FLAG_RESPONSE:
-                entry = self.pending.pop(cmd.opaque, None)
-                if entry is not None:
-                    _call(entry[1], cmd, now, size, None)
-            else:
-                self._server_request(cmd)
         if pos:
             del buf[:pos]
+
+    def _dispatch(self, cmd: RemotingCommand, now: float, size: int) -> None:
+        if cmd.flag & FLAG_RESPONSE:
+            entry = self.pending.pop(cmd.opaque, None)
+            if entry is not None:
+                _call(entry[1], cmd, now, size, None)
+        else:
+            self._server_request(cmd)
 
     def _server_request(self, cmd: RemotingCommand) -> None:
         if self.on_request is not None:

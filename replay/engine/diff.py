@@ -29,6 +29,28 @@ class DiffRules:
     keep: frozenset[str] = frozenset()
     names: dict[str, str] = field(default_factory=dict)  # captured name -> replayed name (map-topic/group)
     _memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
+    _remarks: dict[tuple[str | None, bool], str] = field(default_factory=dict, repr=False, compare=False)
+    _keys: dict[tuple, list[str]] = field(default_factory=dict, repr=False, compare=False)
+
+    def compared_keys(self, rext: dict[str, str], pext: dict[str, str]) -> list[str]:
+        """The header keys of either side that are not noise, sorted; remembered per key set."""
+        ck = (tuple(rext), tuple(pext))
+        got = self._keys.get(ck)
+        if got is None:
+            got = sorted(k for k in set(rext) | set(pext) if not self.is_noise(k))
+            if len(self._keys) < 4096:
+                self._keys[ck] = got
+        return got
+
+    def remark(self, remark: str | None, recorded: bool) -> str:
+        """:func:`remark_class` of a recorded (names mapped) or replayed remark, remembered."""
+        key = (remark, recorded)
+        got = self._remarks.get(key)
+        if got is None:
+            got = remark_class(remark, self.names if recorded else None)
+            if len(self._remarks) < 4096:  # remarks with ids are numerous: only the first are kept
+                self._remarks[key] = got
+        return got
 
     def is_noise(self, key: str) -> bool:
         got = self._memo.get(key)
@@ -66,13 +88,11 @@ def compare(recorded: RemotingCommand | None, replayed: RemotingCommand | None,
     if recorded.code != replayed.code:
         return [("code", response_name(recorded.code), response_name(replayed.code))]
     out: list[tuple[str, str, str]] = []
-    rc, pc = remark_class(recorded.remark, rules.names), remark_class(replayed.remark)
+    rc, pc = rules.remark(recorded.remark, True), rules.remark(replayed.remark, False)
     if rc != pc:
         out.append(("remark", rc or "-", pc or "-"))
     rext, pext = recorded.ext or {}, replayed.ext or {}
-    for k in sorted(set(rext) | set(pext)):
-        if rules.is_noise(k):
-            continue
+    for k in rules.compared_keys(rext, pext):
         a, b = rext.get(k), pext.get(k)
         if a is not None and b is not None and rules.names.get(a) == b:
             continue

@@ -7,11 +7,17 @@
   slow, the loop is busy) are sent late and counted, never dropped.
 * ``max``   - everything is due at once: as fast as dependencies and the target allow.
 
-Loops follow each other on the same clock.
+Loops follow each other on the same clock. With ``speed`` and ``rate`` the runner hands
+requests that need no waiting to one :class:`Ticker` (one timer for all sessions) instead
+of one sleep per request.
 """
 from __future__ import annotations
 
+import asyncio
+import heapq
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .plan import Plan
@@ -109,3 +115,56 @@ class Schedule:
         if self.pacing.mode == MAX or span <= 0:
             return None
         return loops * self.n * self.copies / span
+
+
+TICK = 0.001  # the ticker wakes at most once per this many seconds
+
+
+class Ticker:
+    """One timer for every session: a heap of ``(due, seq, fn)`` (due in seconds after ``t0``),
+    woken at most once per :data:`TICK`, running everything due in due order. ``fn(due)``
+    returns the next due time to be run again, or None."""
+
+    def __init__(self, t0: float, tick: float = TICK) -> None:
+        self.t0 = t0
+        self.tick = tick
+        self._heap: list[tuple[float, int, Callable[[float], float | None]]] = []
+        self._seq = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._armed = float("inf")  # absolute monotonic time the handle fires at
+        self._last = 0.0
+
+    def at(self, due: float, fn: Callable[[float], float | None]) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, fn))
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self._heap:
+            return
+        when = max(self.t0 + self._heap[0][0], self._last + self.tick)
+        if when >= self._armed:
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._armed = when
+        self._handle = asyncio.get_running_loop().call_later(max(0.0, when - time.monotonic()), self._fire)
+
+    def _fire(self) -> None:
+        self._handle, self._armed = None, float("inf")
+        now = time.monotonic()
+        self._last = now
+        heap, push, pop = self._heap, heapq.heappush, heapq.heappop
+        rel = now - self.t0
+        while heap and heap[0][0] <= rel:
+            due, _seq, fn = pop(heap)
+            nxt = fn(due)
+            if nxt is not None:
+                self._seq += 1
+                push(heap, (nxt, self._seq, fn))
+        self._arm()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._heap.clear()

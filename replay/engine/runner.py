@@ -17,7 +17,7 @@ from ..report import CONNECTION_FAILED, TIMEOUT, Report
 from .client import TIMED_OUT, Answer, Client
 from .diff import DiffRules
 from .frames import FrameTemplate, build_template
-from .pacing import LATE_AFTER, MAX, Pacing, Schedule
+from .pacing import LATE_AFTER, MAX, Pacing, Schedule, Ticker
 from .plan import BROKER, GRPC, PRODUCER_CODES, Plan, Session, Step
 from .rewrite import Rewriter, Rules
 from .routes import Route, Routes
@@ -78,6 +78,8 @@ class Replay:
         self._templates: dict[tuple, object] = {}  # (session, step) or (copy, session, step) -> frame template
         self._deps_of: dict[int, frozenset[int]] = {}  # session id -> steps waited for
         self.templated = 0  # requests sent from a pre-encoded frame
+        self.ticker: Ticker | None = None  # --speed / --rate: one timer for all sessions
+        self._paced_mode = opts.pacing.mode != MAX
 
     # -- targets -----------------------------------------------------------------------
     async def resolve(self) -> dict[int, Target | str]:
@@ -140,6 +142,9 @@ class Replay:
         try:
             await self.resolve()
             self.t0 = time.monotonic()
+            self.report.pace_start = self.t0
+            self._paced_mode = opts.pacing.mode != MAX
+            self.ticker = Ticker(self.t0) if self._paced_mode else None
             ticker = asyncio.ensure_future(self._tick(progress)) if progress else None
             tasks = [asyncio.ensure_future(self._session_copy(si, s, copy))
                      for copy in range(opts.copies) for si, s in enumerate(self.plan.sessions)]
@@ -150,6 +155,8 @@ class Replay:
                     t.cancel()
                 if ticker is not None:
                     ticker.cancel()
+                if self.ticker is not None:
+                    self.ticker.close()
             self.report.finished = time.monotonic()
             await asyncio.sleep(0.05)  # let the proxy see the last answers go by
             self.report.proxy = self.via.stats()
@@ -214,9 +221,8 @@ class Replay:
             from .grpcsession import run_session
 
             return await run_session(self, si, s, copy, loop, target)
-        rw = Rewriter(o.rules, copy)
-        txn: dict[str, tuple[str, str, str]] = {}  # captured transactionId -> replayed (msgId, queueOffset, txId)
-        checks: dict[str, tuple[str, str]] = {}  # transactionId -> (commitLogOffset, tranStateTableOffset)
+        r = _Run(si, s, copy, loop, target, Rewriter(o.rules, copy), self._needed(s))
+        checks = r.checks
 
         def on_request(cmd: RemotingCommand) -> None:
             rep.server_request(cmd)
@@ -224,83 +230,144 @@ class Replay:
                 e = cmd.ext
                 checks[e.get("transactionId", "")] = (e.get("commitLogOffset", ""), e.get("tranStateTableOffset", ""))
 
-        client: Client | None = None
-        conn: Connection | None = None
-        waits: dict[int, asyncio.Future] = {}  # step index -> done when answered (steps others wait for)
-        needed = self._needed(s)
-        loop_ = asyncio.get_running_loop()
-        open_: list = [0, None]  # requests not answered yet, future for "all answered"
         skey = (copy, loop)
-        state = self.states.setdefault(skey, ConsumerState())
+        state = r.state = self.states.setdefault(skey, ConsumerState())
         state.users += 1
-        rate_mode = o.pacing.mode != MAX
-        mono = time.monotonic
+        steps = s.steps
+        ticker = self.ticker
         stopped = False
         try:
-            for n, st in enumerate(s.steps):
-                due = await self.turn(si, s, st, n, copy, loop, waits)
+            while r.n < len(steps):
+                if ticker is not None and r.client is not None:
+                    await self._paced(r)  # sent by the ticker until a step must wait here (or the end)
+                    if r.lost:
+                        return False
+                    if r.n >= len(steps):
+                        break
+                n = r.n
+                st = steps[n]
+                due = await self.turn(si, s, st, n, copy, loop, r.waits)
                 if due is None:
                     stopped = True
                     break
-                if client is None:
+                if r.client is None:
                     try:
-                        client = await Client.connect(target.endpoint, o.connect_timeout, on_request)
+                        r.client = await Client.connect(target.endpoint, o.connect_timeout, on_request)
                     except (OSError, asyncio.TimeoutError) as e:
                         rep.skipped(f"cannot connect to {ep_text(target.upstream)}: {e or 'timeout'}",
-                                    len(s.steps) - n)
+                                    len(steps) - n)
                         return False
-                    conn = Connection(s.id, client.local or ("127.0.0.1", 0), target.upstream,
-                                      role_source="replay")
-                src = st.ex.request.command
-                tpl = self._template(copy, si, st, rw, target)
-                if tpl is None:
-                    if state.needs(src):  # its handle may come from an answer still on its way
-                        await state.settle(o.timeout)
-                    cmd = self._rewrite(st, rw, target, txn, checks)
-                    unmapped = state.apply(src, cmd)
-                    if unmapped is not None:
-                        rep.unmapped[unmapped] += 1
-                        rep.skipped(unmapped)
-                        continue
-                else:
-                    cmd = tpl.cmd
-                if not client._can_write.is_set():
-                    await client.writable()
-                try:
-                    opaque = client.take_opaque()
-                except ConnectionError as e:
-                    rep.skipped(f"connection lost: {e}", len(s.steps) - n)
+                    r.conn = Connection(s.id, r.client.local or ("127.0.0.1", 0), target.upstream,
+                                        role_source="replay")
+                tpl = self._template(copy, si, st, r.rw, target)
+                if tpl is None and state.needs(st.ex.request.command):
+                    await state.settle(o.timeout)  # its handle may come from an answer still on its way
+                if not r.client._can_write.is_set():
+                    await r.client.writable()
+                self._send(r, st, tpl, due)
+                if r.lost:
                     return False
-                if tpl is None:
-                    cmd.opaque = opaque
-                    frame = encode(cmd)
-                else:
-                    frame = tpl.render(opaque, int(time.time() * 1000))
-                    self.templated += 1
-                self._sent_total += 1
-                sent_at = mono()
-                late = sent_at - due if rate_mode and sent_at - due > LATE_AFTER else 0.0
-                ex = rep.request_sent(conn, cmd, len(frame), sent_at, late)
-                cb = None
-                if not cmd.flag & FLAG_ONEWAY:
-                    learn = state if state.expect(st.code) else None
-                    done = None
-                    if st.index in needed:
-                        done = waits[st.index] = loop_.create_future()
-                    open_[0] += 1
-                    cb = self._watch(ex, st, txn, cmd, learn, done, open_)
-                client.write(frame, opaque, cb, self._timeout(st))
-            if open_[0]:  # answers still on their way (each bounded by its timeout)
-                open_[1] = loop_.create_future()
-                await open_[1]
+            if r.open_[0]:  # answers still on their way (each bounded by its timeout)
+                r.open_[1] = asyncio.get_running_loop().create_future()
+                await r.open_[1]
             return stopped
         finally:
-            if client is not None:
-                client.close()
+            if r.client is not None:
+                r.client.close()
             state.users -= 1
             if state.users <= 0:  # long --loop runs keep no state of finished loops
                 self.states.pop(skey, None)
                 rep.unmapped.update(state.dropped)
+
+    def _prepare(self, r: _Run, st: Step) -> object:
+        """``st``'s frame template (or None: full rewrite) when it can be sent without waiting
+        (its dependencies answered); ``_BLOCKED`` when the socket buffer or a consumer handle
+        is awaited."""
+        if not r.client._can_write.is_set():
+            return _BLOCKED
+        tpl = self._template(r.copy, r.si, st, r.rw, r.target)
+        if tpl is None and r.state.needs(st.ex.request.command):
+            return _BLOCKED
+        return tpl
+
+    def _paced(self, r: _Run) -> asyncio.Future:
+        """Hand ``r`` to the ticker, which sends each step when it is due and its dependencies
+        are answered; the future is done when a step must wait in the coroutine (stop,
+        backpressure, consumer state) or the session is finished or lost."""
+        fut = r.fut = asyncio.get_running_loop().create_future()
+        sched, steps, ticker, waits, t0 = self.schedule, r.s.steps, self.ticker, r.waits, self.t0
+
+        def fire(due: float) -> float | None:
+            while not fut.done():  # not done: the session was not cancelled
+                st = steps[r.n]
+                for d in st.deps:
+                    w = waits.get(d)
+                    if w is not None and not w.done():  # resumed when answered
+                        w.add_done_callback(lambda _w: resume(due))
+                        return None
+                tpl = _BLOCKED if self._stop_reason(t0 + due) is not None else self._prepare(r, st)
+                if tpl is _BLOCKED:
+                    break
+                self._send(r, st, tpl, t0 + due)
+                if r.lost or r.n >= len(steps):
+                    break
+                due = sched.due(r.loop, r.copy, r.si, steps[r.n].index)
+                if t0 + due > time.monotonic():
+                    return due  # the ticker sends it when due; a late one goes on at once
+            if not fut.done():
+                fut.set_result(None)
+            return None
+
+        def resume(due: float) -> None:
+            nxt = fire(due)
+            if nxt is not None:
+                ticker.at(nxt, fire)
+
+        self.ticker.at(sched.due(r.loop, r.copy, r.si, steps[r.n].index), fire)
+        return fut
+
+    def _send(self, r: _Run, st: Step, tpl: FrameTemplate | None, due: float) -> None:
+        """Send step ``r.n`` now (its waits are over) and move to the next step; a lost
+        connection sets ``r.lost`` (the rest of the session counted as not sent)."""
+        rep, client = self.report, r.client
+        n = r.n
+        r.n = n + 1
+        state = r.state
+        if tpl is None:
+            src = st.ex.request.command
+            cmd = self._rewrite(st, r.rw, r.target, r.txn, r.checks)
+            unmapped = state.apply(src, cmd)
+            if unmapped is not None:
+                rep.unmapped[unmapped] += 1
+                rep.skipped(unmapped)
+                return
+        else:
+            cmd = tpl.cmd
+        try:
+            opaque = client.take_opaque()
+        except ConnectionError as e:
+            rep.skipped(f"connection lost: {e}", len(r.s.steps) - n)
+            r.lost = True
+            return
+        if tpl is None:
+            cmd.opaque = opaque
+            frame = encode(cmd)
+        else:
+            frame = tpl.render(opaque, int(time.time() * 1000))
+            self.templated += 1
+        self._sent_total += 1
+        sent_at = time.monotonic()
+        late = sent_at - due if self._paced_mode and sent_at - due > LATE_AFTER else 0.0
+        ex = rep.request_sent(r.conn, cmd, len(frame), sent_at, late)
+        cb = None
+        if not cmd.flag & FLAG_ONEWAY:
+            learn = state if state.expect(st.code) else None
+            done = None
+            if st.index in r.needed:
+                done = r.waits[st.index] = asyncio.get_running_loop().create_future()
+            r.open_[0] += 1
+            cb = self._watch(ex, st, r.txn, cmd, learn, done, r.open_)
+        client.write(frame, opaque, cb, self._timeout(st))
 
     def _needed(self, s: Session) -> frozenset[int]:
         """Indices of the steps some later step of ``s`` waits for."""
@@ -375,9 +442,30 @@ class Replay:
         return cmd
 
 
+class _Run:
+    """One loop of one copy of a remoting session while it runs."""
+
+    __slots__ = ("si", "s", "copy", "loop", "target", "rw", "needed", "n", "client", "conn", "state",
+                 "txn", "checks", "waits", "open_", "fut", "lost")
+
+    def __init__(self, si: int, s: Session, copy: int, loop: int, target: Target, rw: Rewriter,
+                 needed: frozenset[int]) -> None:
+        self.si, self.s, self.copy, self.loop, self.target, self.rw, self.needed = si, s, copy, loop, target, rw, needed
+        self.n = 0  # the next step
+        self.client: Client | None = None
+        self.conn: Connection | None = None
+        self.state: ConsumerState | None = None
+        self.txn: dict[str, tuple[str, str, str]] = {}  # captured transactionId -> replayed (msgId, queueOffset, txId)
+        self.checks: dict[str, tuple[str, str]] = {}  # transactionId -> (commitLogOffset, tranStateTableOffset)
+        self.waits: dict[int, asyncio.Future] = {}  # step index -> done when answered (steps others wait for)
+        self.open_: list = [0, None]  # requests not answered yet, future for "all answered"
+        self.fut: asyncio.Future | None = None  # while the ticker runs it
+        self.lost = False
+
+
 TEMPLATED = PRODUCER_CODES - {c.END_TRANSACTION}  # stateless requests: pre-encoded frames
 MAX_TEMPLATES = 100_000
-_SEEN, _UNSEEN, _PER_COPY = object(), object(), object()
+_SEEN, _UNSEEN, _PER_COPY, _BLOCKED = object(), object(), object(), object()
 
 
 async def _settled(fut: asyncio.Future) -> None:
