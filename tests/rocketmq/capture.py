@@ -15,7 +15,7 @@ class CaptureError(RuntimeError):
 
 
 class Capture:
-    """``tcpdump -i lo --immediate-mode -U -w FILE 'tcp port A or tcp port B ...'`` as a context manager."""
+    """``tcpdump -i lo -U -w FILE 'tcp port A or tcp port B ...'`` as a context manager."""
 
     def __init__(self, path: Path, ports: list[int], interface: str = "lo", snaplen: int = 0,
                  host: str | None = "127.0.0.1") -> None:
@@ -37,7 +37,7 @@ class Capture:
         if exe is None:
             raise CaptureError("tcpdump not found on PATH")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [exe, "-i", self.interface, "--immediate-mode", "-U", "-s", str(self.snaplen), "-w", str(self.path), self.filter]
+        cmd = [exe, "-i", self.interface, "-U", "-s", str(self.snaplen), "-w", str(self.path), self.filter]
         if os.geteuid() == 0:
             cmd[1:1] = ["-Z", "root"]  # keep root so the file stays writable wherever it is
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
