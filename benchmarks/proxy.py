@@ -112,13 +112,7 @@ class RmqsniffProxy:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        _stop(self.proc, 20)
 
 
 class HAProxy:
@@ -160,13 +154,18 @@ listen broker
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        _stop(self.proc, 10)
+
+
+def _stop(proc: subprocess.Popen, grace: float) -> None:
+    """Terminate ``proc``, kill it if it is still there after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
 
 
 def _open(port: int) -> bool:
