@@ -21,7 +21,7 @@ from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
 
 from .model import Connection, Message
 from .pairing import Pairing, PairingSink
-from .sources.link import TH_ACK, TH_FIN, TH_RST, TH_SYN, addr_text
+from .sources.link import _ETH_IP4_TCP, DLT_EN10MB, TH_ACK, TH_FIN, TH_RST, TH_SYN, addr_text, tcp_segment
 from .tcp import HalfStream
 
 NAMESRV_PORT = 9876
@@ -91,6 +91,7 @@ class FlowTable:
         self.other_flows: dict[str, int] = {}
         self.track_packets = track_packets
         self.packet_no = 0  # ordinal of the packet being fed (set by the source when tracking)
+        self.peeked = 0  # frames the stats-only fast path took (consume)
         self._tcp = stats.tcp
 
     # -- HalfStream owner protocol -------------------------------------------
@@ -216,6 +217,72 @@ class FlowTable:
             half.closed = True
             if flags & TH_RST or (flow.c2s.closed and flow.s2c.closed):
                 self._close(flow, "closed")
+
+    def consume(self, records: Iterable[tuple[float, int, bytes]], skipped: dict[str, int]) -> int:
+        """Stats-only runs: feed ``(ts, linktype, frame)`` records; return the TCP payload bytes.
+
+        The common case (an Ethernet/IPv4 segment carrying exactly one whole frame, in
+        order, on a known remoting flow) is peeked and paired without building a command,
+        a message or an exchange (``StreamDecoder.peek_one``, ``Pairing.lite``); every other
+        packet goes through :meth:`packet`. Only for runs whose exchanges nobody reads."""
+        by_key = self._by_key
+        flows = self._flows
+        packet = self.packet
+        acked = self._acked
+        unpack = _ETH_IP4_TCP
+        segment = tcp_segment
+        remoting = REMOTING
+        ethernet = DLT_EN10MB
+        nbytes = 0
+        peeked = 0
+        for ts, linktype, frame in records:
+            if linktype == ethernet and len(frame) >= 54:
+                et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = unpack(frame, 0)
+                if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50 \
+                        and not flags & 0x07:
+                    end = 14 + total if total else len(frame)
+                    if end > len(frame):
+                        end = len(frame)
+                    t = 34 + (doff >> 4) * 4
+                    if t <= end:
+                        entry = by_key.get((src, sport, dst, dport))
+                        n = end - t
+                        if not n:  # pure ACK: only news about lost bytes
+                            if entry is not None:
+                                flow, half = entry
+                                other = flow.s2c if half is flow.c2s else flow.c2s
+                                if other.ooo:
+                                    acked(other, ack, ts)
+                            continue
+                        if entry is not None:
+                            flow, half = entry
+                            if half.next_seq == seq and not half.ooo and flow.kind is remoting \
+                                    and half.track is None and half.decoder is not None \
+                                    and flow.conn.role_source != "guess":
+                                r = half.decoder.peek_one(frame, t, n)
+                                if r is not None:
+                                    nbytes += n
+                                    other = flow.s2c if half is flow.c2s else flow.c2s
+                                    if other.ooo:
+                                        acked(other, ack, ts)
+                                    half.next_seq = (seq + n) & 0xFFFFFFFF
+                                    if ts - flow.last_ts > 1.0:
+                                        flows.move_to_end(flow.conn.id)
+                                    flow.last_ts = ts
+                                    start = half.pos
+                                    half.pos = start + n
+                                    code, flag, opaque, ext = r
+                                    flow.pairing.lite(ts, code, flag, opaque, ext, n, start, half.from_client)
+                                    peeked += 1
+                                    continue
+            seg = segment(frame, linktype)
+            if type(seg) is str:
+                skipped[seg] = skipped.get(seg, 0) + 1
+                continue
+            nbytes += len(seg[7])
+            packet(ts, *seg)
+        self.peeked += peeked
+        return nbytes
 
     def _open(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: int) -> tuple[Flow, HalfStream] | None:
         if self.only_ports and sport not in self.forced_ports and dport not in self.forced_ports:

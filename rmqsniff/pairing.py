@@ -12,11 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.headers import group_in, topic_in
+
 from .model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message
 
 MAX_PENDING_PER_CONNECTION = 65536
 # requests a broker may legitimately hold open (long polling) until it has something to say
 LONG_POLL_CODES = frozenset({11, 361, 200050, 200052, 200054})  # pull, lite pull, pop, peek, notification
+
+
+# a pending request in stats-only runs: index, ts, code, flag, opaque, ext, size, stream offset, from_client
+Lite = tuple[int, float, int, int, int, "dict[str, str] | None", int, int, bool]
 
 
 class Pairing:
@@ -39,6 +46,8 @@ class Pairing:
         if cmd.flag & 1:  # response
             pend = self.pending_s if msg.from_client else self.pending_c
             ex = pend.pop(cmd.opaque, None)
+            if type(ex) is tuple:
+                ex = self._exchange(ex)
             if ex is None:
                 ex = Exchange(sink.next_index(), self.conn, self.protocol, ORPHAN, None, msg)
                 ex.notes.append("response without a request in the capture")
@@ -58,20 +67,77 @@ class Pairing:
         old = pend.pop(cmd.opaque, None)
         sink.started(ex)
         if old is not None:
-            old.notes.append(f"opaque {cmd.opaque} reused before an answer arrived")
-            sink.duplicate(old)
-            sink.done(old)
+            self._reused(old, cmd.opaque)
         pend[cmd.opaque] = ex
         if len(pend) > MAX_PENDING_PER_CONNECTION:
-            evicted = pend.pop(next(iter(pend)))
-            evicted.notes.append("evicted: too many requests pending on this connection")
-            sink.done(evicted)
+            self._evict(pend)
+
+    def _reused(self, old: Exchange | Lite, opaque: int) -> None:
+        """A pending request whose opaque was sent again: it ends unanswered, a duplicate."""
+        if type(old) is tuple:
+            old = self._exchange(old)
+        old.notes.append(f"opaque {opaque} reused before an answer arrived")
+        self.sink.duplicate(old)
+        self.sink.done(old)
+
+    def _evict(self, pend: dict) -> None:
+        evicted = pend.pop(next(iter(pend)))
+        if type(evicted) is tuple:
+            evicted = self._exchange(evicted)
+        evicted.notes.append("evicted: too many requests pending on this connection")
+        self.sink.done(evicted)
+
+    def _exchange(self, r: Lite) -> Exchange:
+        """The exchange of a pending stats-only request (its command has the peeked fields)."""
+        index, ts, code, flag, opaque, ext, size, offset, from_client = r
+        msg = Message(ts, RemotingCommand(code, flag, opaque, ext=ext), from_client, offset, size)
+        return Exchange(index, self.conn, self.protocol, UNANSWERED, msg)
+
+    def lite(self, ts: float, code: int, flag: int, opaque: int, ext: dict[str, str] | None, size: int,
+             offset: int, from_client: bool) -> None:
+        """:meth:`frame` for a peeked remoting frame in a stats-only run: the same rules,
+        with the stats fed raw fields and no exchange built."""
+        sink = self.sink
+        stats = sink.stats
+        conn = self.conn
+        if flag & 1:  # response
+            pend = self.pending_s if from_client else self.pending_c
+            r = pend.pop(opaque, None)
+            if r is None:
+                sink.next_index()
+                stats.finished(self.protocol, None, False, code, ORPHAN, 0.0, 0, None, None, None, None)
+                return
+            if type(r) is not tuple:  # its request was decoded by the general path
+                r.response = Message(ts, RemotingCommand(code, flag, opaque, ext=ext), from_client, offset, size)
+                r.status = ANSWERED
+                sink.done(r)
+                return
+            rcode, rflag, rext = r[2], r[3], r[5]
+            stats.finished(self.protocol, rcode, False, code, ANSWERED, ts - r[1], r[6] + size,
+                           topic_in(rcode, rflag, rext), group_in(rcode, rflag, rext), conn.client[0], conn.server)
+            return
+        index = sink.next_index()
+        if flag & 2:  # one-way request
+            stats.started(self.protocol, code, True)
+            stats.finished(self.protocol, code, True, None, ONEWAY, 0.0, size,
+                           topic_in(code, flag, ext), group_in(code, flag, ext), conn.client[0], conn.server)
+            return
+        pend = self.pending_c if from_client else self.pending_s
+        old = pend.pop(opaque, None)
+        stats.started(self.protocol, code, False)
+        if old is not None:
+            self._reused(old, opaque)
+        pend[opaque] = (index, ts, code, flag, opaque, ext, size, offset, from_client)
+        if len(pend) > MAX_PENDING_PER_CONNECTION:
+            self._evict(pend)
 
     def close(self) -> None:
         """End of the connection or the capture: whatever is pending is unanswered."""
         for pend in (self.pending_c, self.pending_s):
             while pend:
                 ex = pend.pop(next(iter(pend)))
+                if type(ex) is tuple:
+                    ex = self._exchange(ex)
                 if ex.request is not None and getattr(ex.request.command, "code", None) in LONG_POLL_CODES:
                     ex.notes.append("long poll still held by the server when the stream ended")
                 else:

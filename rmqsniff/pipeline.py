@@ -54,7 +54,7 @@ class Pipeline:
                                max_frame=max_frame, errors=self.errors, track_packets=track_packets)
         self.track_packets = track_packets
 
-    def run(self, paths: Sequence[str]) -> Iterator[Exchange]:
+    def run(self, paths: Sequence[str], *, stats_only: bool = False) -> Iterator[Exchange]:
         """Yield exchanges from the captures, read one after another as one stream."""
         out = self._out
         for path in paths:
@@ -65,7 +65,10 @@ class Pipeline:
                 continue
             self.files_read += 1
             try:
-                yield from self._packets(reader, out)
+                if stats_only:
+                    self.stats.tcp("bytes", self.table.consume(reader, self.skipped))
+                else:
+                    yield from self._packets(reader, out)
             finally:
                 self.errors.extend(reader.errors)
                 self.packets += reader.packets
@@ -77,9 +80,11 @@ class Pipeline:
             out.clear()
 
     def consume(self, paths: Sequence[str]) -> None:
-        """Run for the stats only: exchanges are counted, then dropped (the fast path)."""
+        """Run for the stats only: exchanges are counted, then dropped. Unless packets are
+        tracked or output is ordered, the common frames take the stats-only fast path
+        (:meth:`FlowTable.consume`), which builds no exchanges at all."""
         self.sink.emit = _discard
-        for _ in self.run(paths):
+        for _ in self.run(paths, stats_only=not self.track_packets and not self.sink.ordered):
             pass
 
     def _packets(self, reader, out: list[Exchange]) -> Iterator[Exchange]:

@@ -270,12 +270,21 @@ def _merge_table(dst: Table, src: Table) -> None:
 
 
 class _ProtoState:
-    __slots__ = ("cl", "codes", "responses")
+    __slots__ = ("cl", "codes", "responses", "klass", "envoy_counter", "active_gauge")
 
     def __init__(self, cl: Classifier, cap: int) -> None:
         self.cl = cl
         self.codes = Table(cap)  # request code -> row (requests counted at request_started)
         self.responses = Table(cap)  # response code -> [count]
+        self.klass: dict[tuple, str] = {}  # (request code, response code) -> cl.classify(...)
+        self.envoy_counter = cl.envoy_counter
+        self.active_gauge = cl.active_gauge
+
+    def classify(self, code: int | None, rcode: int) -> str:
+        k = self.klass[(code, rcode)] = self.cl.classify(code, rcode)
+        if len(self.klass) > 65536:
+            self.klass.clear()
+        return k
 
 
 def _ep(ep: Any) -> str:
@@ -330,26 +339,31 @@ class Stats:
 
     def request_started(self, ex: Exchange) -> None:
         """A request was seen (oneway ones too); its answer is not known yet."""
+        cmd = ex.request.command
+        self.started(ex.protocol, cmd.code, cmd.is_oneway)
+
+    def started(self, protocol: str, code: int, oneway: bool) -> None:
+        """:meth:`request_started` from raw fields (the stats-only fast path)."""
         c = self._c
         c["request"] += 1
         c["request_decoding_success"] += 1
-        ps = self._protos.get(ex.protocol) or self._ps(ex.protocol)
-        cl = ps.cl
-        cmd = ex.request.command
-        code = cmd.code
-        codes = ps.codes
-        row = codes.rows.get(code) or codes.new(code)
+        ps = self._protos.get(protocol) or self._ps(protocol)
+        rows = ps.codes.rows
+        row = rows.get(code)
+        if row is None:
+            row = ps.codes.new(code)
         row[0] += 1
-        name = cl.envoy_counter.get(code)
+        name = ps.envoy_counter.get(code)
         if name is not None:
             c[name] += 1
-        if not cmd.is_oneway:
-            g, m = self._g, self._gmax
+        if not oneway:
+            g = self._g
             v = g["request_active"] + 1
             g["request_active"] = v
+            m = self._gmax
             if v > m["request_active"]:
                 m["request_active"] = v
-            name = cl.active_gauge.get(code)
+            name = ps.active_gauge.get(code)
             if name is not None:
                 v = g[name] + 1
                 g[name] = v
@@ -358,56 +372,69 @@ class Stats:
 
     def exchange_done(self, ex: Exchange) -> None:
         """Final event of an exchange: answered, unanswered, oneway or orphan."""
-        c = self._c
-        ps = self._protos.get(ex.protocol) or self._ps(ex.protocol)
-        cl = ps.cl
         req, resp, status = ex.request, ex.response, ex.status
+        rcode = resp.command.code if resp is not None else None
+        if req is None:
+            self.finished(ex.protocol, None, False, rcode, status, 0, 0, None, None, None, None)
+            return
+        cmd = req.command
+        cl = (self._protos.get(ex.protocol) or self._ps(ex.protocol)).cl
+        conn = ex.connection
+        self.finished(ex.protocol, cmd.code, cmd.is_oneway, rcode, status,
+                      resp.ts - req.ts if resp is not None else 0.0,
+                      req.size + (resp.size if resp is not None else 0),
+                      cl.topic_of(cmd), cl.group_of(cmd), conn.client[0], conn.server)
+
+    def finished(self, protocol: str, code: int | None, oneway: bool, rcode: int | None, status: str,
+                 latency: float, nbytes: int, topic: str | None, group: str | None,
+                 client_host: str | None, server: Any) -> None:
+        """:meth:`exchange_done` from raw fields (the stats-only fast path): ``code`` is
+        None for an orphan, ``rcode`` None without a response, ``latency`` in seconds."""
+        c = self._c
+        ps = self._protos.get(protocol) or self._ps(protocol)
         err = 0
-        code = None
-        if req is not None:
-            cmd = req.command
-            code = cmd.code
-        if resp is not None:
-            rcode = resp.command.code
+        if rcode is not None:
             c["response"] += 1
             c["response_decoding_success"] += 1
-            klass = cl.classify(code, rcode)
-            if klass == "error":
+            klass = ps.klass.get((code, rcode)) or ps.classify(code, rcode)
+            if klass == "success":
+                c["response_success"] += 1
+            elif klass == "error":
                 err = 1
                 c["response_error"] += 1
-                if code in cl.maintenance:
+                if code in ps.cl.maintenance:
                     c["maintenance_failure"] += 1
             else:
                 c["response_success"] += 1
                 if klass == "no_message":
                     c["response_no_message"] += 1
             rt = ps.responses
-            rrow = rt.rows.get(rcode) or rt.new(rcode)
+            rrow = rt.rows.get(rcode)
+            if rrow is None:
+                rrow = rt.new(rcode)
             rrow[0] += 1
-        if req is None:  # an orphan response: no request, nothing more to attribute
+        if code is None:  # an orphan response: no request, nothing more to attribute
             c["orphan"] += 1
             return
         us = -1
-        if status == ANSWERED and resp is not None:
+        if status == ANSWERED and rcode is not None:
             c["answered"] += 1
-            us = int((resp.ts - req.ts) * 1e6 + 0.5)
+            us = int(latency * 1e6 + 0.5)
             if us < 0:
                 us = 0
             elif us > _MAX_US:
                 us = _MAX_US
         elif status in c:
             c[status] += 1
-        if not cmd.is_oneway:
+        if not oneway:
             g = self._g
             g["request_active"] -= 1
-            name = cl.active_gauge.get(code)
+            name = ps.active_gauge.get(code)
             if name is not None:
                 g[name] -= 1
-        nbytes = req.size + (resp.size if resp is not None else 0)
-        conn = ex.connection
         # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
         # with the same key only bump one small accumulator here.
-        key = (ps, code, cl.topic_of(cmd), cl.group_of(cmd), conn.client[0], conn.server, err)
+        key = (ps, code, topic, group, client_host, server, err)
         agg = self._agg
         a = agg.get(key)
         if a is None:

@@ -18,7 +18,7 @@ from .command import FLAG_RESPONSE, JSON, ROCKETMQ, RemotingCommand
 
 __all__ = [
     "JSON", "ROCKETMQ", "DEFAULT_MAX_FRAME", "FrameError", "Frame", "DecodeError", "Resync",
-    "Event", "encode", "decode_frame", "StreamDecoder",
+    "Event", "encode", "decode_frame", "StreamDecoder", "Peeked",
 ]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
@@ -262,6 +262,39 @@ def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
     return RemotingCommand(code, flag, opaque, language, version, remark, ext, None, JSON)
 
 
+def _binary_ext(buf: Any, p: int, elen: int, base: int) -> dict[str, str]:
+    """The extFields map of a binary header: ``elen`` bytes at ``buf[p:]``; ``base`` is
+    their frame offset (for errors)."""
+    ext: dict[str, str] = {}
+    blk = bytes(buf[p:p + elen])
+    # one latin-1 decode of the block, then str slices (keys and values are almost
+    # always ASCII, for which latin-1 and UTF-8 agree); other text is decoded as UTF-8
+    txt = blk.decode("latin-1")
+    q = 0
+    unpack32 = _U32.unpack_from
+    while q < elen:
+        if q + 2 > elen:
+            raise FrameError("truncated extFields key length", base + q)
+        klen = (blk[q] << 8) | blk[q + 1]
+        q += 2
+        if klen >= 0x8000 or q + klen + 4 > elen:
+            raise FrameError("bad extFields key length", base + q - 2)
+        key = txt[q:q + klen]
+        if not key.isascii():
+            key = blk[q:q + klen].decode("utf-8", _REPLACE)
+        q += klen
+        (vlen,) = unpack32(blk, q)  # unsigned: a negative length fails the bound below
+        q += 4
+        if q + vlen > elen:
+            raise FrameError("bad extFields value length", base + q - 4)
+        val = txt[q:q + vlen]
+        if not val.isascii():
+            val = blk[q:q + vlen].decode("utf-8", _REPLACE)
+        ext[key] = val
+        q += vlen
+    return ext
+
+
 def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
     if hlen < _BIN_FIXED_LEN:
         raise FrameError("binary header shorter than 21 bytes", 8)
@@ -276,42 +309,34 @@ def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
     p += 4
     if elen < 0 or elen > hlen or p + elen > he:
         raise FrameError("bad extFields length", p - 4 - hs + 8)
-    ext = None
-    if elen:
-        ext = {}
-        blk = bytes(buf[p:p + elen])
-        # one latin-1 decode of the block, then str slices (keys and values are almost
-        # always ASCII, for which latin-1 and UTF-8 agree); other text is decoded as UTF-8
-        txt = blk.decode("latin-1")
-        base = p - hs + 8
-        q = 0
-        unpack32 = _U32.unpack_from
-        while q < elen:
-            if q + 2 > elen:
-                raise FrameError("truncated extFields key length", base + q)
-            klen = (blk[q] << 8) | blk[q + 1]
-            q += 2
-            if klen >= 0x8000 or q + klen + 4 > elen:
-                raise FrameError("bad extFields key length", base + q - 2)
-            key = txt[q:q + klen]
-            if not key.isascii():
-                key = blk[q:q + klen].decode("utf-8", _REPLACE)
-            q += klen
-            (vlen,) = unpack32(blk, q)  # unsigned: a negative length fails the bound below
-            q += 4
-            if q + vlen > elen:
-                raise FrameError("bad extFields value length", base + q - 4)
-            val = txt[q:q + vlen]
-            if not val.isascii():
-                val = blk[q:q + vlen].decode("utf-8", _REPLACE)
-            ext[key] = val
-            q += vlen
+    ext = _binary_ext(buf, p, elen, p - hs + 8) if elen else None
     language = _LANG_NAMES[lang] if lang < _N_LANG else f"UNKNOWN({lang})"
     if not flag & FLAG_RESPONSE and code in TRUNCATED_REQUEST_CODES:
         return RemotingCommand(TRUNCATED_REQUEST_CODES[code], flag, opaque, language, version, remark, ext,
                                None, ROCKETMQ, code, True)
     # positional: keyword construction of this 13-field dataclass costs ~3x more
     return RemotingCommand(code, flag, opaque, language, version, remark, ext, None, ROCKETMQ)
+
+
+Peeked = tuple[int, int, int, "dict[str, str] | None"]
+"""(code, flag, opaque, ext) of a frame, without building a command (ext: requests only)."""
+
+
+def _check_binary_ext(buf: bytes, p: int, elen: int) -> bool:
+    """Whether the ``elen`` extFields bytes at ``buf[p:]`` are well formed (lengths only)."""
+    end = p + elen
+    unpack32 = _U32.unpack_from
+    while p < end:
+        if p + 2 > end:
+            return False
+        klen = (buf[p] << 8) | buf[p + 1]
+        p += 2 + klen
+        if klen >= 0x8000 or p + 4 > end:
+            return False
+        p += 4 + unpack32(buf, p)[0]
+        if p > end:
+            return False
+    return True
 
 
 def _decode(buf: memoryview, start: int, total: int, stype: int, hlen: int) -> RemotingCommand:
@@ -483,6 +508,83 @@ class StreamDecoder:
         self._total += n
         self._pos += n
         return cmd
+
+    def peek_one(self, data: bytes, t: int, n: int) -> Peeked | None:
+        """Stats-only fast path: :meth:`feed_one` for the ``n`` bytes at ``data[t:]`` without
+        building the command. When they are one whole frame whose header is in the common
+        exact form that :meth:`feed_one` would turn into a command as is (JSON: integer
+        code/flag/opaque/version, text language, remark and extFields absent or text;
+        ROCKETMQ: sane
+        lengths, no truncated 5.x code), consume them and return (code, flag, opaque, ext);
+        ext only for requests (None for responses: pairing and stats never read it, but it
+        is still checked). Otherwise consume nothing and return None: the caller then
+        feeds the bytes, which converts, restores or reports whatever is unusual."""
+        if n < 8 or self._buf or self._resync or self._drop:
+            return None
+        length, mark = _PREFIX.unpack_from(data, t)
+        hlen = mark & 0xFFFFFF
+        if length + 4 != n or n > self.max_frame or hlen > length - 4:
+            return None
+        hs = t + 8
+        if not mark >> 24:  # JSON
+            if length < 6:
+                return None
+            try:
+                d = orjson.loads(data[hs:hs + hlen])
+            except ValueError:
+                return None
+            if type(d) is not dict:
+                return None
+            get = d.get
+            code = get("code")
+            flag = get("flag")
+            opaque = get("opaque")
+            ext = get("extFields")
+            remark = get("remark")
+            if type(code) is not int or type(flag) is not int or type(opaque) is not int \
+                    or type(get("version")) is not int or type(get("language")) is not str \
+                    or (ext is not None and type(ext) is not dict) \
+                    or (remark is not None and type(remark) is not str):
+                return None
+            if flag & FLAG_RESPONSE:
+                ext = None  # non-text values would only be converted
+            elif ext:
+                for v in ext.values():
+                    if type(v) is not str:
+                        return None
+            else:
+                ext = None
+        elif mark >> 24 == ROCKETMQ:
+            if hlen < _BIN_FIXED_LEN or length < 25:
+                return None
+            code, _lang, _version, opaque, flag, rlen = _BIN_FIXED.unpack_from(data, hs)
+            he = hs + hlen
+            p = hs + 17
+            if rlen < 0 or rlen > hlen or p + rlen + 4 > he:
+                return None
+            p += rlen
+            (elen,) = _I32.unpack_from(data, p)
+            p += 4
+            if elen < 0 or elen > hlen or p + elen > he:
+                return None
+            if flag & FLAG_RESPONSE:
+                ext = None
+                if elen and not _check_binary_ext(data, p, elen):
+                    return None
+            elif code in TRUNCATED_REQUEST_CODES:
+                return None
+            elif elen:
+                try:
+                    ext = _binary_ext(data, p, elen, 0)
+                except FrameError:
+                    return None
+            else:
+                ext = None
+        else:
+            return None
+        self._total += n
+        self._pos += n
+        return code, flag, opaque, ext
 
     def gap(self, nbytes: int) -> list[Event]:
         """The capture lost ``nbytes`` at the current position."""

@@ -61,10 +61,14 @@ _GROUP_KEYS = ("consumerGroup", "producerGroup", "group")
 
 def topic_of(cmd: RemotingCommand) -> str | None:
     """The topic the command names (V2 ``b`` or ``topic``), else None."""
-    ext = cmd.ext
+    return topic_in(cmd.code, cmd.flag, cmd.ext)
+
+
+def topic_in(code: int, flag: int, ext: dict[str, str] | None) -> str | None:
+    """:func:`topic_of` from a command's raw fields."""
     if not ext:
         return None
-    if cmd.code in _V2_CODES and not cmd.flag & FLAG_RESPONSE:
+    if code in _V2_CODES and not flag & FLAG_RESPONSE:
         t = ext.get("b")
         if t is not None:
             return t
@@ -74,10 +78,14 @@ def topic_of(cmd: RemotingCommand) -> str | None:
 def group_of(cmd: RemotingCommand) -> str | None:
     """The producer or consumer group the command carries (V2 ``a``, ``consumerGroup``,
     ``producerGroup``, ``group``), else None."""
-    ext = cmd.ext
+    return group_in(cmd.code, cmd.flag, cmd.ext)
+
+
+def group_in(code: int, flag: int, ext: dict[str, str] | None) -> str | None:
+    """:func:`group_of` from a command's raw fields."""
     if not ext:
         return None
-    if cmd.code in _V2_CODES and not cmd.flag & FLAG_RESPONSE:
+    if code in _V2_CODES and not flag & FLAG_RESPONSE:
         g = ext.get("a")
         if g is not None:
             return g

@@ -18,7 +18,11 @@ length matches) and reading resumes; the bytes skipped are counted in
 """
 from __future__ import annotations
 
+import io
+import mmap
+import os
 import re
+import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -111,7 +115,7 @@ class CaptureReader:
         # a record longer than the snap length (or 256 KiB, for writers that lie about it) is corruption
         limit = min(max(fh.snaplen, MIN_RECORD_LIMIT), MAX_RECORD)
         rec = struct.Struct(endian + "IIII").unpack_from
-        win = _Window(self.f.read, 24)
+        win = _Window(self.f.read, 24, fileobj=self.f)
         pos = 24
         last_sec: int | None = None
         while True:
@@ -154,7 +158,7 @@ class CaptureReader:
 
     # -- pcapng ---------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[tuple[float, int, bytes]]:
-        win = _Window(self.f.read, 0, self._head)
+        win = _Window(self.f.read, 0, self._head, fileobj=self.f)
         pos = 0
         endian = "<"
         hdr = struct.Struct("<II").unpack_from
@@ -271,15 +275,22 @@ class CaptureReader:
 
 
 class _Window:
-    """Buffered reads with absolute file offsets: ``buf[0]`` is the byte at ``base``."""
+    """Buffered reads with absolute file offsets: ``buf[0]`` is the byte at ``base``.
 
-    __slots__ = ("read", "buf", "base", "eof")
+    A regular file is memory-mapped instead (``buf`` is the whole file, ``base`` 0):
+    no read copies, and records are sliced straight out of the page cache."""
 
-    def __init__(self, read, base: int, initial: bytes = b"") -> None:
+    __slots__ = ("read", "buf", "base", "eof", "mapped")
+
+    def __init__(self, read, base: int, initial: bytes = b"", fileobj: BinaryIO | None = None) -> None:
         self.read = read
-        self.buf = initial
+        self.buf: bytes | mmap.mmap = initial
         self.base = base
         self.eof = False
+        self.mapped = False
+        m = _map(fileobj) if fileobj is not None else None
+        if m is not None:
+            self.buf, self.base, self.eof, self.mapped = m, 0, True, True
 
     @property
     def end(self) -> int:
@@ -291,7 +302,7 @@ class _Window:
         if pos + n <= self.base + len(self.buf):
             return True
         keep = pos if keep is None else keep
-        if keep > self.base:
+        if keep > self.base and not self.mapped:
             self.buf = self.buf[keep - self.base:]
             self.base = keep
         while self.base + len(self.buf) < pos + n and not self.eof:
@@ -301,6 +312,17 @@ class _Window:
                 break
             self.buf += chunk
         return pos + n <= self.base + len(self.buf)
+
+
+def _map(fileobj: BinaryIO) -> mmap.mmap | None:
+    """A read-only map of a non-empty regular file, else None (pipes, sockets, BytesIO)."""
+    try:
+        fd = fileobj.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or os.fstat(fd).st_size == 0:
+            return None
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return None
 
 
 def _sec_pattern(last_sec: int, endian: str) -> tuple[re.Pattern[bytes], int]:
