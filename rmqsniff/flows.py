@@ -19,8 +19,10 @@ from collections.abc import Iterable
 
 from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
 
-from .model import Connection, Message
-from .pairing import Pairing, PairingSink
+from dissectors.remoting.headers import group_in, topic_in
+
+from .model import ANSWERED, Connection, Message
+from .pairing import MAX_PENDING_PER_CONNECTION, Pairing, PairingSink
 from .sources.link import _ETH_IP4_TCP, DLT_EN10MB, TH_ACK, TH_FIN, TH_RST, TH_SYN, addr_text, tcp_segment
 from .tcp import HalfStream
 
@@ -51,6 +53,7 @@ class Flow:
         self.c2s = HalfStream(True, table)
         self.s2c = HalfStream(False, table)
         self.c2s.flow = self.s2c.flow = self
+        self.c2s.peer, self.s2c.peer = self.s2c, self.c2s
         self.pairing = Pairing(conn, table.sink)
         self.kind = kind
         self.why = ""
@@ -222,9 +225,12 @@ class FlowTable:
         """Stats-only runs: feed ``(ts, linktype, frame)`` records; return the TCP payload bytes.
 
         The common case (an Ethernet/IPv4 segment carrying exactly one whole frame, in
-        order, on a known remoting flow) is peeked and paired without building a command,
-        a message or an exchange (``StreamDecoder.peek_one``, ``Pairing.lite``); every other
-        packet goes through :meth:`packet`. Only for runs whose exchanges nobody reads."""
+        order, on a known remoting flow) is peeked (``StreamDecoder.peek_one``) and paired
+        here without building a command, a message or an exchange: a request that needs
+        no special rule is kept pending as a tuple, its answer closes it, and both become
+        stats events applied in batches. Everything else goes to :meth:`packet` or
+        :meth:`Pairing.lite`, after the batch so far is applied, so the stats see every
+        event in capture order. Only for runs whose exchanges nobody reads."""
         by_key = self._by_key
         flows = self._flows
         packet = self.packet
@@ -233,6 +239,9 @@ class FlowTable:
         segment = tcp_segment
         remoting = REMOTING
         ethernet = DLT_EN10MB
+        apply = self.stats.apply
+        events: list = []
+        push = events.append
         nbytes = 0
         peeked = 0
         for ts, linktype, frame in records:
@@ -240,30 +249,39 @@ class FlowTable:
                 et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = unpack(frame, 0)
                 if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50 \
                         and not flags & 0x07:
-                    end = 14 + total if total else len(frame)
-                    if end > len(frame):
-                        end = len(frame)
+                    end = len(frame)
+                    if total and 14 + total < end:
+                        end = 14 + total
                     t = 34 + (doff >> 4) * 4
                     if t <= end:
                         entry = by_key.get((src, sport, dst, dport))
                         n = end - t
                         if not n:  # pure ACK: only news about lost bytes
                             if entry is not None:
-                                flow, half = entry
-                                other = flow.s2c if half is flow.c2s else flow.c2s
+                                other = entry[1].peer
                                 if other.ooo:
+                                    if events:
+                                        apply(remoting, events)
+                                        events.clear()
                                     acked(other, ack, ts)
                             continue
                         if entry is not None:
                             flow, half = entry
-                            if half.next_seq == seq and not half.ooo and flow.kind is remoting \
-                                    and half.track is None and half.decoder is not None \
-                                    and flow.conn.role_source != "guess":
-                                r = half.decoder.peek_one(frame, t, n)
+                            dec = half.lane
+                            if dec is None and flow.kind is remoting and half.track is None \
+                                    and half.decoder is not None and flow.conn.role_source != "guess":
+                                # once a remoting flow with known roles, always one
+                                dec = half.lane = half.decoder
+                            if dec is not None and half.next_seq == seq and not half.ooo:
+                                r = dec.peek_one(frame, t, n)
                                 if r is not None:
                                     nbytes += n
-                                    other = flow.s2c if half is flow.c2s else flow.c2s
+                                    peeked += 1
+                                    other = half.peer
                                     if other.ooo:
+                                        if events:
+                                            apply(remoting, events)
+                                            events.clear()
                                         acked(other, ack, ts)
                                     half.next_seq = (seq + n) & 0xFFFFFFFF
                                     if ts - flow.last_ts > 1.0:
@@ -272,15 +290,44 @@ class FlowTable:
                                     start = half.pos
                                     half.pos = start + n
                                     code, flag, opaque, ext = r
-                                    flow.pairing.lite(ts, code, flag, opaque, ext, n, start, half.from_client)
-                                    peeked += 1
+                                    pairing = flow.pairing
+                                    from_client = half.from_client
+                                    if flag & 1:  # the answer to a pending peeked request
+                                        pend = pairing.pending_s if from_client else pairing.pending_c
+                                        q = pend.get(opaque)
+                                        if type(q) is tuple:
+                                            del pend[opaque]
+                                            conn = flow.conn
+                                            rcode, rflag, rext = q[1], q[2], q[4]
+                                            push((rcode, False, code, ANSWERED, ts - q[0], q[5] + n,
+                                                  topic_in(rcode, rflag, rext), group_in(rcode, rflag, rext),
+                                                  conn.client[0], conn.server))
+                                            if len(events) >= 4096:
+                                                apply(remoting, events)
+                                                events.clear()
+                                            continue
+                                    elif not flag & 2:  # a request with a fresh opaque
+                                        pend = pairing.pending_c if from_client else pairing.pending_s
+                                        if opaque not in pend and len(pend) < MAX_PENDING_PER_CONNECTION:
+                                            pend[opaque] = (ts, code, flag, opaque, ext, n, start, from_client)
+                                            push(code)
+                                            continue
+                                    if events:  # orphans, one-way, duplicates, general-path requests
+                                        apply(remoting, events)
+                                        events.clear()
+                                    pairing.lite(ts, code, flag, opaque, ext, n, start, from_client)
                                     continue
+            if events:
+                apply(remoting, events)
+                events.clear()
             seg = segment(frame, linktype)
             if type(seg) is str:
                 skipped[seg] = skipped.get(seg, 0) + 1
                 continue
             nbytes += len(seg[7])
             packet(ts, *seg)
+        if events:
+            apply(remoting, events)
         self.peeked += peeked
         return nbytes
 

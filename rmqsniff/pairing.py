@@ -22,8 +22,8 @@ MAX_PENDING_PER_CONNECTION = 65536
 LONG_POLL_CODES = frozenset({11, 361, 200050, 200052, 200054})  # pull, lite pull, pop, peek, notification
 
 
-# a pending request in stats-only runs: index, ts, code, flag, opaque, ext, size, stream offset, from_client
-Lite = tuple[int, float, int, int, int, "dict[str, str] | None", int, int, bool]
+# a pending request in stats-only runs: ts, code, flag, opaque, ext, size, stream offset, from_client
+Lite = tuple[float, int, int, int, "dict[str, str] | None", int, int, bool]
 
 
 class Pairing:
@@ -89,14 +89,15 @@ class Pairing:
 
     def _exchange(self, r: Lite) -> Exchange:
         """The exchange of a pending stats-only request (its command has the peeked fields)."""
-        index, ts, code, flag, opaque, ext, size, offset, from_client = r
+        ts, code, flag, opaque, ext, size, offset, from_client = r
         msg = Message(ts, RemotingCommand(code, flag, opaque, ext=ext), from_client, offset, size)
-        return Exchange(index, self.conn, self.protocol, UNANSWERED, msg)
+        return Exchange(self.sink.next_index(), self.conn, self.protocol, UNANSWERED, msg)
 
     def lite(self, ts: float, code: int, flag: int, opaque: int, ext: dict[str, str] | None, size: int,
              offset: int, from_client: bool) -> None:
         """:meth:`frame` for a peeked remoting frame in a stats-only run: the same rules,
-        with the stats fed raw fields and no exchange built."""
+        with the stats fed raw fields and no exchange built (exchange indices are only
+        given to the exchanges that get built)."""
         sink = self.sink
         stats = sink.stats
         conn = self.conn
@@ -104,7 +105,6 @@ class Pairing:
             pend = self.pending_s if from_client else self.pending_c
             r = pend.pop(opaque, None)
             if r is None:
-                sink.next_index()
                 stats.finished(self.protocol, None, False, code, ORPHAN, 0.0, 0, None, None, None, None)
                 return
             if type(r) is not tuple:  # its request was decoded by the general path
@@ -112,11 +112,10 @@ class Pairing:
                 r.status = ANSWERED
                 sink.done(r)
                 return
-            rcode, rflag, rext = r[2], r[3], r[5]
-            stats.finished(self.protocol, rcode, False, code, ANSWERED, ts - r[1], r[6] + size,
+            rcode, rflag, rext = r[1], r[2], r[4]
+            stats.finished(self.protocol, rcode, False, code, ANSWERED, ts - r[0], r[5] + size,
                            topic_in(rcode, rflag, rext), group_in(rcode, rflag, rext), conn.client[0], conn.server)
             return
-        index = sink.next_index()
         if flag & 2:  # one-way request
             stats.started(self.protocol, code, True)
             stats.finished(self.protocol, code, True, None, ONEWAY, 0.0, size,
@@ -127,7 +126,7 @@ class Pairing:
         stats.started(self.protocol, code, False)
         if old is not None:
             self._reused(old, opaque)
-        pend[opaque] = (index, ts, code, flag, opaque, ext, size, offset, from_client)
+        pend[opaque] = (ts, code, flag, opaque, ext, size, offset, from_client)
         if len(pend) > MAX_PENDING_PER_CONNECTION:
             self._evict(pend)
 

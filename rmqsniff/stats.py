@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -343,32 +344,8 @@ class Stats:
         self.started(ex.protocol, cmd.code, cmd.is_oneway)
 
     def started(self, protocol: str, code: int, oneway: bool) -> None:
-        """:meth:`request_started` from raw fields (the stats-only fast path)."""
-        c = self._c
-        c["request"] += 1
-        c["request_decoding_success"] += 1
-        ps = self._protos.get(protocol) or self._ps(protocol)
-        rows = ps.codes.rows
-        row = rows.get(code)
-        if row is None:
-            row = ps.codes.new(code)
-        row[0] += 1
-        name = ps.envoy_counter.get(code)
-        if name is not None:
-            c[name] += 1
-        if not oneway:
-            g = self._g
-            v = g["request_active"] + 1
-            g["request_active"] = v
-            m = self._gmax
-            if v > m["request_active"]:
-                m["request_active"] = v
-            name = ps.active_gauge.get(code)
-            if name is not None:
-                v = g[name] + 1
-                g[name] = v
-                if v > m[name]:
-                    m[name] = v
+        """:meth:`request_started` from raw fields."""
+        self.apply(protocol, ((code,),) if oneway else (code,))
 
     def exchange_done(self, ex: Exchange) -> None:
         """Final event of an exchange: answered, unanswered, oneway or orphan."""
@@ -388,83 +365,119 @@ class Stats:
     def finished(self, protocol: str, code: int | None, oneway: bool, rcode: int | None, status: str,
                  latency: float, nbytes: int, topic: str | None, group: str | None,
                  client_host: str | None, server: Any) -> None:
-        """:meth:`exchange_done` from raw fields (the stats-only fast path): ``code`` is
-        None for an orphan, ``rcode`` None without a response, ``latency`` in seconds."""
-        c = self._c
+        """:meth:`exchange_done` from raw fields: ``code`` is None for an orphan, ``rcode``
+        None without a response, ``latency`` in seconds."""
+        self.apply(protocol, ((code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server),))
+
+    def apply(self, protocol: str, events: Iterable[Any]) -> None:
+        """Stats events of one protocol, in order: the one implementation behind
+        :meth:`started` and :meth:`finished`, fed in batches by the stats-only fast path.
+
+        An ``int`` is a request started (not one-way); a 1-tuple ``(code,)`` a one-way
+        request started; a 10-tuple ``(code, oneway, rcode, status, latency, nbytes, topic,
+        group, client_host, server)`` an exchange finished (see :meth:`finished`)."""
+        c, g, m = self._c, self._g, self._gmax
         ps = self._protos.get(protocol) or self._ps(protocol)
-        err = 0
-        if rcode is not None:
-            c["response"] += 1
-            c["response_decoding_success"] += 1
-            klass = ps.klass.get((code, rcode)) or ps.classify(code, rcode)
-            if klass == "success":
-                c["response_success"] += 1
-            elif klass == "error":
-                err = 1
-                c["response_error"] += 1
-                if code in ps.cl.maintenance:
-                    c["maintenance_failure"] += 1
-            else:
-                c["response_success"] += 1
-                if klass == "no_message":
-                    c["response_no_message"] += 1
-            rt = ps.responses
-            rrow = rt.rows.get(rcode)
-            if rrow is None:
-                rrow = rt.new(rcode)
-            rrow[0] += 1
-        if code is None:  # an orphan response: no request, nothing more to attribute
-            c["orphan"] += 1
-            return
-        us = -1
-        if status == ANSWERED and rcode is not None:
-            c["answered"] += 1
-            us = int(latency * 1e6 + 0.5)
-            if us < 0:
-                us = 0
-            elif us > _MAX_US:
-                us = _MAX_US
-        elif status in c:
-            c[status] += 1
-        if not oneway:
-            g = self._g
-            g["request_active"] -= 1
-            name = ps.active_gauge.get(code)
-            if name is not None:
-                g[name] -= 1
-        # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
-        # with the same key only bump one small accumulator here.
-        key = (ps, code, topic, group, client_host, server, err)
-        agg = self._agg
-        a = agg.get(key)
-        if a is None:
-            a = agg[key] = [0, 0, 0, 0, 0, {}, _MAX_US]  # n, bytes, answered, sum_us, max_us, values, min_us
-            if len(agg) >= _AGG_FLUSH:
-                self._flush_rows()
-        a[0] += 1
-        a[1] += nbytes
-        if us >= 0:
-            a[2] += 1
-            a[3] += us
-            if us > a[4]:
-                a[4] = us
-            if us < a[6]:
-                a[6] = us
-            # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
-            # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
-            # so at most ~47k distinct values up to 1 h) and feed hdr when read
-            q = us.bit_length() - 11
-            if q > 0:
-                us = (us >> q) << q
-            vals = a[5]
-            k = vals.get(us)
-            if k is None:
-                vals[us] = 1
-                self._agg_vals += 1
-                if self._agg_vals >= _AGG_VALS_FLUSH:
+        codes, envoy, active, klassd = ps.codes, ps.envoy_counter, ps.active_gauge, ps.klass
+        responses = ps.responses
+        for e in events:
+            if type(e) is int or len(e) == 1:  # a request started
+                if type(e) is int:
+                    code, oneway = e, False
+                else:
+                    code, oneway = e[0], True
+                c["request"] += 1
+                c["request_decoding_success"] += 1
+                row = codes.rows.get(code)
+                if row is None:
+                    row = codes.new(code)
+                row[0] += 1
+                name = envoy.get(code)
+                if name is not None:
+                    c[name] += 1
+                if not oneway:
+                    v = g["request_active"] + 1
+                    g["request_active"] = v
+                    if v > m["request_active"]:
+                        m["request_active"] = v
+                    name = active.get(code)
+                    if name is not None:
+                        v = g[name] + 1
+                        g[name] = v
+                        if v > m[name]:
+                            m[name] = v
+                continue
+            code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server = e
+            err = 0
+            if rcode is not None:
+                c["response"] += 1
+                c["response_decoding_success"] += 1
+                klass = klassd.get((code, rcode)) or ps.classify(code, rcode)
+                if klass == "success":
+                    c["response_success"] += 1
+                elif klass == "error":
+                    err = 1
+                    c["response_error"] += 1
+                    if code in ps.cl.maintenance:
+                        c["maintenance_failure"] += 1
+                else:
+                    c["response_success"] += 1
+                    if klass == "no_message":
+                        c["response_no_message"] += 1
+                rrow = responses.rows.get(rcode)
+                if rrow is None:
+                    rrow = responses.new(rcode)
+                rrow[0] += 1
+            if code is None:  # an orphan response: no request, nothing more to attribute
+                c["orphan"] += 1
+                continue
+            us = -1
+            if status == ANSWERED and rcode is not None:
+                c["answered"] += 1
+                us = int(latency * 1e6 + 0.5)
+                if us < 0:
+                    us = 0
+                elif us > _MAX_US:
+                    us = _MAX_US
+            elif status in c:
+                c[status] += 1
+            if not oneway:
+                g["request_active"] -= 1
+                name = active.get(code)
+                if name is not None:
+                    g[name] -= 1
+            # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
+            # with the same key only bump one small accumulator here.
+            key = (ps, code, topic, group, client_host, server, err)
+            a = self._agg.get(key)
+            if a is None:
+                if len(self._agg) >= _AGG_FLUSH:
                     self._flush_rows()
-            else:
-                vals[us] = k + 1
+                a = self._agg[key] = [0, 0, 0, 0, 0, {}, _MAX_US]  # n, bytes, answered, sum_us, max_us, values, min_us
+            a[0] += 1
+            a[1] += nbytes
+            if us >= 0:
+                a[2] += 1
+                a[3] += us
+                if us > a[4]:
+                    a[4] = us
+                if us < a[6]:
+                    a[6] = us
+                # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
+                # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
+                # so at most ~47k distinct values up to 1 h) and feed hdr when read
+                q = us.bit_length() - 11
+                if q > 0:
+                    us = (us >> q) << q
+                vals = a[5]
+                k = vals.get(us)
+                if k is None:
+                    vals[us] = 1
+                    self._agg_vals += 1
+                    if self._agg_vals >= _AGG_VALS_FLUSH:
+                        self._flush_rows()
+                else:
+                    vals[us] = k + 1
 
     def _flush_rows(self) -> None:
         """Fold the accumulated exchanges into the code rows, the breakdowns and the

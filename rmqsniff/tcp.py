@@ -28,7 +28,7 @@ class HalfStream:
 
     __slots__ = (
         "decoder", "next_seq", "ooo", "ooo_bytes", "pos", "partial_ts", "from_client",
-        "owner", "closed", "syn_seen", "flow", "ooo_since", "track",
+        "owner", "closed", "syn_seen", "flow", "ooo_since", "track", "peer", "lane",
     )
 
     def __init__(self, from_client: bool, owner: Any) -> None:
@@ -45,6 +45,8 @@ class HalfStream:
         self.syn_seen = False
         self.flow: Any = None  # the owner's per-connection object
         self.track: deque[tuple[int, int, int]] | None = None  # (start, end, packet no) when tracking
+        self.peer: HalfStream | None = None  # the other direction (set by the owner)
+        self.lane: Any = None  # the decoder, once the owner's stats-only fast path may use it
 
     def syn(self, seq: int) -> None:
         self.syn_seen = True

@@ -512,9 +512,8 @@ class StreamDecoder:
     def peek_one(self, data: bytes, t: int, n: int) -> Peeked | None:
         """Stats-only fast path: :meth:`feed_one` for the ``n`` bytes at ``data[t:]`` without
         building the command. When they are one whole frame whose header is in the common
-        exact form that :meth:`feed_one` would turn into a command as is (JSON: integer
-        code/flag/opaque/version, text language, remark and extFields absent or text;
-        ROCKETMQ: sane
+        form :meth:`feed_one` decodes without error or conversion of these fields (JSON:
+        integer code/flag/opaque/version, extFields absent or of text; ROCKETMQ: sane
         lengths, no truncated 5.x code), consume them and return (code, flag, opaque, ext);
         ext only for requests (None for responses: pairing and stats never read it, but it
         is still checked). Otherwise consume nothing and return None: the caller then
@@ -540,11 +539,9 @@ class StreamDecoder:
             flag = get("flag")
             opaque = get("opaque")
             ext = get("extFields")
-            remark = get("remark")
+            # (language and remark are not looked at: decode turns any value into text)
             if type(code) is not int or type(flag) is not int or type(opaque) is not int \
-                    or type(get("version")) is not int or type(get("language")) is not str \
-                    or (ext is not None and type(ext) is not dict) \
-                    or (remark is not None and type(remark) is not str):
+                    or type(get("version")) is not int or (ext is not None and type(ext) is not dict):
                 return None
             if flag & FLAG_RESPONSE:
                 ext = None  # non-text values would only be converted
