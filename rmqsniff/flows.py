@@ -309,7 +309,7 @@ class FlowTable:
                                     elif not flag & 2:  # a request with a fresh opaque
                                         pend = pairing.pending_c if from_client else pairing.pending_s
                                         if opaque not in pend and len(pend) < MAX_PENDING_PER_CONNECTION:
-                                            pend[opaque] = (ts, code, flag, opaque, ext, n, start, from_client)
+                                            pend[opaque] = (ts, code, flag, opaque, ext, n, start, from_client, None)
                                             push(code)
                                             continue
                                     if events:  # orphans, one-way, duplicates, general-path requests

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dissectors.remoting.codec import FrameError, decode_frame
 from dissectors.remoting.command import RemotingCommand
 from dissectors.remoting.headers import group_in, topic_in
 
@@ -22,8 +23,20 @@ MAX_PENDING_PER_CONNECTION = 65536
 LONG_POLL_CODES = frozenset({11, 361, 200050, 200052, 200054})  # pull, lite pull, pop, peek, notification
 
 
-# a pending request in stats-only runs: ts, code, flag, opaque, ext, size, stream offset, from_client
-Lite = tuple[float, int, int, int, "dict[str, str] | None", int, int, bool]
+# a pending peeked request: ts, code, flag, opaque, ext, size, stream offset, from_client, and the
+# frame's bytes when the caller keeps them (the proxy: for failure answers and /exchanges), else None
+Lite = tuple[float, int, int, int, "dict[str, str] | None", int, int, bool, "bytes | None"]
+
+
+def command_of(r: Lite) -> RemotingCommand:
+    """The command of a peeked frame: decoded from its kept bytes, else its peeked fields."""
+    raw = r[8]
+    if raw is not None:
+        try:
+            return decode_frame(raw)
+        except FrameError:
+            pass
+    return RemotingCommand(r[1], r[2], r[3], ext=r[4])
 
 
 class Pairing:
@@ -88,13 +101,13 @@ class Pairing:
         self.sink.done(evicted)
 
     def _exchange(self, r: Lite) -> Exchange:
-        """The exchange of a pending stats-only request (its command has the peeked fields)."""
-        ts, code, flag, opaque, ext, size, offset, from_client = r
-        msg = Message(ts, RemotingCommand(code, flag, opaque, ext=ext), from_client, offset, size)
-        return Exchange(self.sink.next_index(), self.conn, self.protocol, UNANSWERED, msg)
+        """The exchange of a pending peeked request: its command decoded from the kept
+        frame, else made of the peeked fields (stats-only runs, where nobody reads it)."""
+        return Exchange(self.sink.next_index(), self.conn, self.protocol, UNANSWERED,
+                        Message(r[0], command_of(r), r[7], r[6], r[5]))
 
     def lite(self, ts: float, code: int, flag: int, opaque: int, ext: dict[str, str] | None, size: int,
-             offset: int, from_client: bool) -> None:
+             offset: int, from_client: bool, raw: bytes | None = None) -> None:
         """:meth:`frame` for a peeked remoting frame in a stats-only run: the same rules,
         with the stats fed raw fields and no exchange built (exchange indices are only
         given to the exchanges that get built)."""
@@ -106,27 +119,34 @@ class Pairing:
             r = pend.pop(opaque, None)
             if r is None:
                 stats.finished(self.protocol, None, False, code, ORPHAN, 0.0, 0, None, None, None, None)
+                if sink.keep is not None:
+                    sink.keep(conn, None, (ts, code, flag, opaque, ext, size, offset, from_client, raw))
                 return
             if type(r) is not tuple:  # its request was decoded by the general path
-                r.response = Message(ts, RemotingCommand(code, flag, opaque, ext=ext), from_client, offset, size)
+                resp = (ts, code, flag, opaque, ext, size, offset, from_client, raw)
+                r.response = Message(ts, command_of(resp), from_client, offset, size)
                 r.status = ANSWERED
                 sink.done(r)
                 return
             rcode, rflag, rext = r[1], r[2], r[4]
             stats.finished(self.protocol, rcode, False, code, ANSWERED, ts - r[0], r[5] + size,
                            topic_in(rcode, rflag, rext), group_in(rcode, rflag, rext), conn.client[0], conn.server)
+            if sink.keep is not None:
+                sink.keep(conn, r, (ts, code, flag, opaque, ext, size, offset, from_client, raw))
             return
         if flag & 2:  # one-way request
             stats.started(self.protocol, code, True)
             stats.finished(self.protocol, code, True, None, ONEWAY, 0.0, size,
                            topic_in(code, flag, ext), group_in(code, flag, ext), conn.client[0], conn.server)
+            if sink.keep is not None:
+                sink.keep(conn, (ts, code, flag, opaque, ext, size, offset, from_client, raw), None)
             return
         pend = self.pending_c if from_client else self.pending_s
         old = pend.pop(opaque, None)
         stats.started(self.protocol, code, False)
         if old is not None:
             self._reused(old, opaque)
-        pend[opaque] = (ts, code, flag, opaque, ext, size, offset, from_client)
+        pend[opaque] = (ts, code, flag, opaque, ext, size, offset, from_client, raw)
         if len(pend) > MAX_PENDING_PER_CONNECTION:
             self._evict(pend)
 
@@ -147,9 +167,13 @@ class Pairing:
 class PairingSink:
     """Where pairing reports: index allocation, stats hooks and exchange output."""
 
-    def __init__(self, stats, emit: Callable[[Exchange], None], ordered: bool = True, window: int = 10_000) -> None:
+    def __init__(self, stats, emit: Callable[[Exchange], None], ordered: bool = True, window: int = 10_000,
+                 keep: Callable[[Connection, Lite | None, Lite | None], None] | None = None) -> None:
         self.stats = stats
         self.emit = emit
+        # where Pairing.lite hands the exchanges it completes without building them
+        # (request, response: peeked frames); None: nobody wants them (stats-only runs)
+        self.keep = keep
         self.ordered = ordered
         self.window = window
         self._index = 0

@@ -14,7 +14,7 @@ from dissectors.remoting import codes, encode, fastjson
 from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
 from dissectors.remoting.command import FLAG_RESPONSE, RemotingCommand
 from rmqsniff.model import Connection, Message
-from rmqsniff.pairing import Pairing
+from rmqsniff.pairing import Pairing, command_of
 
 ROUTE_CODES = frozenset({codes.GET_ROUTEINFO_BY_TOPIC, codes.GET_BROKER_CLUSTER_INFO})
 _PREFIX = struct.Struct(">iI")
@@ -100,6 +100,9 @@ class RemotingTap:
         self._held = bytearray()  # server bytes not yet released (rewrite mode)
         self._passthrough = False  # rewrite mode gave up (the stream is not remoting)
         self._route_opaques: set[int] = set()  # route requests (rewrite mode) not answered yet
+        # whole frames are peeked and paired with Pairing.lite (no command, message or
+        # exchange built) once the session reports to the proxy's sink directly
+        self.lite = False
 
     # -- bytes in ------------------------------------------------------------------
     def from_client(self, data: bytes, ts: float) -> None:
@@ -193,7 +196,44 @@ class RemotingTap:
             return out
         return b""
 
+    def _peek(self, half: _Half, data: bytes, ts: float) -> int:
+        """The data path's fast way: the whole frames at the start of ``data`` that the
+        decoder can peek (``StreamDecoder.peek_one``) are paired with ``Pairing.lite``, which
+        feeds the stats and hands completed exchanges (frames kept as bytes) to the sink.
+        Returns how many bytes were dealt with; the rest goes through the full decode."""
+        dec = half.dec
+        n = len(data)
+        pos = 0
+        unpack = _PREFIX.unpack_from
+        lite = self.pairing.lite
+        from_client = half.from_client
+        rewrite = self.rewrite
+        while n - pos >= 8:
+            size = unpack(data, pos)[0] + 4
+            if size < 8 or size > n - pos:
+                break
+            offset = dec.offset
+            r = dec.peek_one(data, pos, size)
+            if r is None:
+                break
+            code, flag, opaque, ext = r
+            if rewrite:
+                if flag & FLAG_RESPONSE:
+                    if not from_client:
+                        self._route_opaques.discard(opaque)
+                elif from_client and code in ROUTE_CODES:
+                    self._route_opaques.add(opaque)
+            lite(ts, code, flag, opaque, ext, size, offset, from_client, data if size == n else data[pos:pos + size])
+            pos += size
+        return pos
+
     def _feed(self, half: _Half, data: bytes, ts: float, want_frames: bool = False) -> list:
+        if self.lite and not want_frames:
+            pos = self._peek(half, data, ts)
+            if pos == len(data):
+                return []
+            if pos:
+                data = data[pos:]
         dec = half.dec
         start = dec.offset
         events = dec.feed(data)
@@ -212,7 +252,8 @@ class RemotingTap:
                         self._route_opaques.add(cmd.opaque)
                 if want_frames:
                     req = self.pairing.pending_c.get(cmd.opaque) if is_resp else None
-                    frames.append((ev, req.request.command.code if req is not None else None))
+                    frames.append((ev, None if req is None else
+                                   req[1] if type(req) is tuple else req.request.command.code))
                 msg = Message(ts if (is_resp or ev.offset >= start) else half.partial_ts,
                               cmd, from_client, ev.offset, ev.length)
                 self.pairing.frame(msg)
@@ -237,7 +278,7 @@ class RemotingTap:
         self._held.clear()
         out = []
         for ex in list(self.pairing.pending_c.values()):
-            cmd = error_answer(ex.request.command, reason)
+            cmd = error_answer(command_of(ex) if type(ex) is tuple else ex.request.command, reason)
             try:
                 frame = encode(cmd)
             except ValueError:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import time
 from collections import deque
@@ -10,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rmqsniff.model import Exchange
-from rmqsniff.pairing import PairingSink
+from rmqsniff.model import ANSWERED, ONEWAY, ORPHAN, Connection, Exchange, Message
+from rmqsniff.pairing import Lite, PairingSink, command_of
 from rmqsniff.stats import Stats
 
 from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, ConfigError, Endpoint, Mapping, ProxyConfig, \
@@ -48,12 +49,16 @@ class Listener:
 
 class Recent:
     """The latest exchanges (for ``/exchanges``), bounded in count and in body bytes.
-    Called once per exchange on the data path, so it does as little as it can."""
+    Called once per exchange on the data path, so it does as little as it can: the
+    exchanges the tap completes without building them (:meth:`add_raw`) are kept as
+    their frames' bytes and decoded only when someone asks."""
 
     def __init__(self, maxlen: int) -> None:
-        self.items: deque[tuple[Exchange, int]] = deque()  # (exchange, its body bytes)
+        # (exchange, its body bytes), or ((connection, index, request, response), frame bytes)
+        self.items: deque[tuple[Any, int]] = deque()
         self.maxlen = max(1, maxlen)
         self.body_bytes = 0
+        self.next_index: Callable[[], int] = itertools.count().__next__  # the pairing sink's, once made
 
     def add(self, ex: Exchange) -> None:
         n = 0
@@ -67,15 +72,43 @@ class Recent:
                         ex.notes.append(f"body of {len(body)} bytes not kept by the proxy")
                     else:
                         n += len(body)
+        self._push(ex, n)
+
+    def add_raw(self, conn: Connection, request: Lite | None, response: Lite | None) -> None:
+        """An exchange of peeked frames (``Pairing.lite``): kept as is, decoded when selected."""
+        n = (request[5] if request is not None else 0) + (response[5] if response is not None else 0)
+        self._push((conn, self.next_index(), request, response), n)
+
+    def _push(self, item: Any, n: int) -> None:
         items = self.items
-        items.append((ex, n))
+        items.append((item, n))
         self.body_bytes += n
         while len(items) > self.maxlen or (self.body_bytes > RECENT_BODY_BYTES and len(items) > 1):
             self.body_bytes -= items.popleft()[1]
 
     def select(self, flt: Callable[[Exchange], bool] | None, limit: int) -> list[Exchange]:
-        out = [ex for ex, _ in self.items if flt is None or flt(ex)]
+        out = [ex for ex in map(_exchange, [it for it, _ in self.items]) if flt is None or flt(ex)]
         return out[-limit:] if limit > 0 else out
+
+
+def _exchange(item: Any) -> Exchange:
+    """A kept item as an exchange (raw ones decoded now; bodies over BIG_BODY dropped)."""
+    if type(item) is not tuple:
+        return item
+    conn, index, req, resp = item
+    notes: list[str] = []
+
+    def message(r: Lite | None) -> Message | None:
+        if r is None:
+            return None
+        cmd = command_of(r)
+        if cmd.body and len(cmd.body) > BIG_BODY:
+            notes.append(f"body of {len(cmd.body)} bytes not kept by the proxy")
+            cmd.body = None
+        return Message(r[0], cmd, r[7], r[6], r[5])
+
+    status = ANSWERED if req is not None and resp is not None else (ONEWAY if resp is None else ORPHAN)
+    return Exchange(index, conn, "remoting", status, message(req), message(resp), notes)
 
 
 class Proxy:
@@ -88,7 +121,8 @@ class Proxy:
         self.notify = notify or (lambda line: None)
         self.stats = stats if stats is not None else Stats(prefix=config.stat_prefix)
         self.recent = Recent(config.max_exchanges)
-        self.sink = PairingSink(self.stats, self.recent.add, ordered=False)
+        self.sink = PairingSink(self.stats, self.recent.add, ordered=False, keep=self.recent.add_raw)
+        self.recent.next_index = self.sink.next_index
         self.recorder: Recorder | None = None
         self.listeners: list[Listener] = []
         self.brokers: dict[str, str] = {}  # upstream "host:port" -> advertised "host:port"

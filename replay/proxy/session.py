@@ -224,6 +224,7 @@ class Session:
             self.tap = GrpcTap(self.conn, sink, p.stats, rewrite_routes=rewrite)
         else:
             self.tap = RemotingTap(self.conn, sink, p.stats, rewrite_routes=rewrite, max_frame=p.config.max_frame)
+            self.tap.lite = sink is p.sink
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -284,6 +285,7 @@ class Session:
         self.sink.release()
         if isinstance(self.tap, RemotingTap):  # from now on pairing reports to the proxy's sink directly
             self.tap.pairing.sink = self.proxy.sink
+            self.tap.lite = True
         self.cleg.release("early")
         if self.cleg.eof:
             self._half_close_upstream()
