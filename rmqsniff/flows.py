@@ -14,18 +14,22 @@ anything else) are counted and set aside rather than reported as errors.
 """
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict, deque
 from collections.abc import Iterable
+from typing import Any
 
 from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
 
-from dissectors.remoting.headers import group_in, topic_in
+from dissectors.remoting.headers import topic_group_in
 
 from .model import ANSWERED, Connection, Message
 from .pairing import MAX_PENDING_PER_CONNECTION, Pairing, PairingSink
-from .sources.link import _ETH_IP4_TCP, DLT_EN10MB, TH_ACK, TH_FIN, TH_RST, TH_SYN, addr_text, tcp_segment
+from .sources.link import DLT_EN10MB, ETH_IP4_TCP_ACK, ETH_IP4_TCP_NOACK, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
+    addr_text, tcp_segment
 from .tcp import HalfStream
 
+_U32 = struct.Struct("!I").unpack_from
 NAMESRV_PORT = 9876
 DEFAULT_SERVER_PORTS = frozenset({9876, 10911, 10909, 8080})
 GRPC_PORTS = frozenset({8081})
@@ -221,8 +225,10 @@ class FlowTable:
             if flags & TH_RST or (flow.c2s.closed and flow.s2c.closed):
                 self._close(flow, "closed")
 
-    def consume(self, records: Iterable[tuple[float, int, bytes]], skipped: dict[str, int]) -> int:
-        """Stats-only runs: feed ``(ts, linktype, frame)`` records; return the TCP payload bytes.
+    def consume(self, batches: Iterable[tuple[Any, list[tuple[float, int, int, int]]]],
+                skipped: dict[str, int]) -> int:
+        """Stats-only runs: feed records in batches (``CaptureReader.batches``: a buffer and
+        ``(ts, linktype, start, end)`` of each frame in it); return the TCP payload bytes.
 
         The common case (an Ethernet/IPv4 segment carrying exactly one whole frame, in
         order, on a known remoting flow) is peeked (``StreamDecoder.peek_one``) and paired
@@ -235,97 +241,100 @@ class FlowTable:
         flows = self._flows
         packet = self.packet
         acked = self._acked
-        unpack = _ETH_IP4_TCP
+        unpack = ETH_IP4_TCP_NOACK
         segment = tcp_segment
         remoting = REMOTING
         ethernet = DLT_EN10MB
         apply = self.stats.apply
+        topic_group = topic_group_in
         events: list = []
         push = events.append
         nbytes = 0
         peeked = 0
-        for ts, linktype, frame in records:
-            if linktype == ethernet and len(frame) >= 54:
-                et, vihl, total, frag, proto, src, dst, sport, dport, seq, ack, doff, flags = unpack(frame, 0)
-                if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50 \
-                        and not flags & 0x07:
-                    end = len(frame)
-                    if total and 14 + total < end:
-                        end = 14 + total
-                    t = 34 + (doff >> 4) * 4
-                    if t <= end:
-                        entry = by_key.get((src, sport, dst, dport))
-                        n = end - t
-                        if not n:  # pure ACK: only news about lost bytes
-                            if entry is not None:
-                                other = entry[1].peer
-                                if other.ooo:
-                                    if events:
-                                        apply(remoting, events)
-                                        events.clear()
-                                    acked(other, ack, ts)
-                            continue
-                        if entry is not None:
-                            flow, half = entry
-                            dec = half.lane
-                            if dec is None and flow.kind is remoting and half.track is None \
-                                    and half.decoder is not None and flow.conn.role_source != "guess":
-                                # once a remoting flow with known roles, always one
-                                dec = half.lane = half.decoder
-                            if dec is not None and half.next_seq == seq and not half.ooo:
-                                r = dec.peek_one(frame, t, n)
-                                if r is not None:
-                                    nbytes += n
-                                    peeked += 1
-                                    other = half.peer
+        for buf, recs in batches:
+            for ts, linktype, s, e in recs:
+                if linktype == ethernet and e - s >= 54:
+                    et, vihl, total, frag, proto, src, dst, sport, dport, seq, doff, flags = unpack(buf, s)
+                    if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50 \
+                            and not flags & 0x07:
+                        end = e
+                        if total and s + 14 + total < end:
+                            end = s + 14 + total
+                        t = s + 34 + (doff >> 4) * 4
+                        if t <= end:
+                            entry = by_key.get((src, sport, dst, dport))
+                            n = end - t
+                            if not n:  # pure ACK: only news about lost bytes
+                                if entry is not None:
+                                    other = entry[1].peer
                                     if other.ooo:
                                         if events:
                                             apply(remoting, events)
                                             events.clear()
-                                        acked(other, ack, ts)
-                                    half.next_seq = (seq + n) & 0xFFFFFFFF
-                                    if ts - flow.last_ts > 1.0:
-                                        flows.move_to_end(flow.conn.id)
-                                    flow.last_ts = ts
-                                    start = half.pos
-                                    half.pos = start + n
-                                    code, flag, opaque, ext = r
-                                    pairing = flow.pairing
-                                    from_client = half.from_client
-                                    if flag & 1:  # the answer to a pending peeked request
-                                        pend = pairing.pending_s if from_client else pairing.pending_c
-                                        q = pend.get(opaque)
-                                        if type(q) is tuple:
-                                            del pend[opaque]
-                                            conn = flow.conn
-                                            rcode, rflag, rext = q[1], q[2], q[4]
-                                            push((rcode, False, code, ANSWERED, ts - q[0], q[5] + n,
-                                                  topic_in(rcode, rflag, rext), group_in(rcode, rflag, rext),
-                                                  conn.client[0], conn.server))
-                                            if len(events) >= 4096:
+                                        acked(other, _U32(buf, s + ETH_IP4_TCP_ACK)[0], ts)
+                                continue
+                            if entry is not None:
+                                flow, half = entry
+                                dec = half.lane
+                                if dec is None and flow.kind is remoting and half.track is None \
+                                        and half.decoder is not None and flow.conn.role_source != "guess":
+                                    # once a remoting flow with known roles, always one
+                                    dec = half.lane = half.decoder
+                                if dec is not None and half.next_seq == seq and not half.ooo:
+                                    r = dec.peek_one(buf, t, n)
+                                    if r is not None:
+                                        nbytes += n
+                                        peeked += 1
+                                        other = half.peer
+                                        if other.ooo:
+                                            if events:
                                                 apply(remoting, events)
                                                 events.clear()
-                                            continue
-                                    elif not flag & 2:  # a request with a fresh opaque
-                                        pend = pairing.pending_c if from_client else pairing.pending_s
-                                        if opaque not in pend and len(pend) < MAX_PENDING_PER_CONNECTION:
-                                            pend[opaque] = (ts, code, flag, opaque, ext, n, start, from_client, None)
-                                            push(code)
-                                            continue
-                                    if events:  # orphans, one-way, duplicates, general-path requests
-                                        apply(remoting, events)
-                                        events.clear()
-                                    pairing.lite(ts, code, flag, opaque, ext, n, start, from_client)
-                                    continue
-            if events:
-                apply(remoting, events)
-                events.clear()
-            seg = segment(frame, linktype)
-            if type(seg) is str:
-                skipped[seg] = skipped.get(seg, 0) + 1
-                continue
-            nbytes += len(seg[7])
-            packet(ts, *seg)
+                                            acked(other, _U32(buf, s + ETH_IP4_TCP_ACK)[0], ts)
+                                        half.next_seq = (seq + n) & 0xFFFFFFFF
+                                        if ts - flow.last_ts > 1.0:
+                                            flows.move_to_end(flow.conn.id)
+                                        flow.last_ts = ts
+                                        start = half.pos
+                                        half.pos = start + n
+                                        code, flag, opaque, ext = r
+                                        pairing = flow.pairing
+                                        from_client = half.from_client
+                                        if flag & 1:  # the answer to a pending peeked request
+                                            pend = pairing.pending_s if from_client else pairing.pending_c
+                                            q = pend.get(opaque)
+                                            if type(q) is tuple:
+                                                del pend[opaque]
+                                                conn = flow.conn
+                                                rcode = q[1]
+                                                topic, group = topic_group(rcode, q[2], q[4])
+                                                push((rcode, False, code, ANSWERED, ts - q[0], q[5] + n,
+                                                      topic, group, conn.client[0], conn.server))
+                                                if len(events) >= 4096:
+                                                    apply(remoting, events)
+                                                    events.clear()
+                                                continue
+                                        elif not flag & 2:  # a request with a fresh opaque
+                                            pend = pairing.pending_c if from_client else pairing.pending_s
+                                            if opaque not in pend and len(pend) < MAX_PENDING_PER_CONNECTION:
+                                                pend[opaque] = (ts, code, flag, opaque, ext, n, start, from_client,
+                                                                None)
+                                                push(code)
+                                                continue
+                                        if events:  # orphans, one-way, duplicates, general-path requests
+                                            apply(remoting, events)
+                                            events.clear()
+                                        pairing.lite(ts, code, flag, opaque, ext, n, start, from_client)
+                                        continue
+                if events:
+                    apply(remoting, events)
+                    events.clear()
+                seg = segment(buf[s:e], linktype)
+                if type(seg) is str:
+                    skipped[seg] = skipped.get(seg, 0) + 1
+                    continue
+                nbytes += len(seg[7])
+                packet(ts, *seg)
         if events:
             apply(remoting, events)
         self.peeked += peeked

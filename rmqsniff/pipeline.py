@@ -66,7 +66,7 @@ class Pipeline:
             self.files_read += 1
             try:
                 if stats_only:
-                    self.stats.tcp("bytes", self.table.consume(reader, self.skipped))
+                    self.stats.tcp("bytes", self.table.consume(reader.batches(), self.skipped))
                 else:
                     yield from self._packets(reader, out)
             finally:

@@ -596,3 +596,29 @@ def test_gaps_and_garbage_never_crash_and_account_every_byte(pieces, ops, start_
     events += dec.feed(stream[pos:]) + dec.close()
     assert dec.buffered == 0
     assert_partition(events, dec.offset)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pairs=st.lists(st.tuples(st.binary(max_size=6), st.binary(max_size=8)), max_size=5),
+       damage=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=2))
+def test_the_peek_reads_binary_extfields_as_the_decoder_does(pairs, damage):
+    """``_peek_binary_ext`` gives the decoder's map or None, never another map, and takes
+    every well-formed ASCII block."""
+    import struct as _struct
+
+    from dissectors.remoting.codec import _binary_ext, _peek_binary_ext
+
+    blk = bytearray(b"".join(_struct.pack(">H", len(k)) + k + _struct.pack(">I", len(v)) + v for k, v in pairs))
+    for at, byte in damage:
+        if blk:
+            blk[at % len(blk)] = byte
+    blk = bytes(blk)
+    try:
+        full = _binary_ext(blk, 0, len(blk), 0)
+    except FrameError:
+        full = None
+    fast = _peek_binary_ext(blk, 0, len(blk))
+    if fast is not None:
+        assert fast == full
+    elif full is not None:
+        assert not blk.isascii()

@@ -175,3 +175,18 @@ def test_headers_work_on_decoded_binary_frames():
     cmd = RemotingCommand(code=310, ext=V2, serialize=ROCKETMQ, body=b"x")
     got = decode_frame(encode(cmd))
     assert headers.topic_of(got) == "TopicTest" and headers.queue_id_of(got) == 2
+
+
+def test_topic_group_in_agrees_with_topic_in_and_group_in():
+    import itertools
+
+    from dissectors.remoting.headers import group_in, topic_group_in, topic_in
+
+    keys = ["a", "b", "topic", "consumerGroup", "producerGroup", "group", "other"]
+    for code in (10, 310, 320, 11, 0):
+        for flag in (0, 1):
+            assert topic_group_in(code, flag, None) == (None, None)
+            for r in range(1, len(keys) + 1):
+                for combo in itertools.combinations(keys, r):
+                    ext = {k: k + "-v" for k in combo}
+                    assert topic_group_in(code, flag, ext) == (topic_in(code, flag, ext), group_in(code, flag, ext))

@@ -270,6 +270,7 @@ def _binary_ext(buf: Any, p: int, elen: int, base: int) -> dict[str, str]:
     # one latin-1 decode of the block, then str slices (keys and values are almost
     # always ASCII, for which latin-1 and UTF-8 agree); other text is decoded as UTF-8
     txt = blk.decode("latin-1")
+    ascii_only = blk.isascii()  # then no key or value needs a second look
     q = 0
     unpack32 = _U32.unpack_from
     while q < elen:
@@ -280,7 +281,7 @@ def _binary_ext(buf: Any, p: int, elen: int, base: int) -> dict[str, str]:
         if klen >= 0x8000 or q + klen + 4 > elen:
             raise FrameError("bad extFields key length", base + q - 2)
         key = txt[q:q + klen]
-        if not key.isascii():
+        if not ascii_only and not key.isascii():
             key = blk[q:q + klen].decode("utf-8", _REPLACE)
         q += klen
         (vlen,) = unpack32(blk, q)  # unsigned: a negative length fails the bound below
@@ -288,7 +289,7 @@ def _binary_ext(buf: Any, p: int, elen: int, base: int) -> dict[str, str]:
         if q + vlen > elen:
             raise FrameError("bad extFields value length", base + q - 4)
         val = txt[q:q + vlen]
-        if not val.isascii():
+        if not ascii_only and not val.isascii():
             val = blk[q:q + vlen].decode("utf-8", _REPLACE)
         ext[key] = val
         q += vlen
@@ -320,6 +321,34 @@ def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
 
 Peeked = tuple[int, int, int, "dict[str, str] | None"]
 """(code, flag, opaque, ext) of a frame, without building a command (ext: requests only)."""
+
+
+_prefix = _PREFIX.unpack_from
+_loads = orjson.loads
+_u32 = _U32.unpack_from
+
+
+def _peek_binary_ext(buf: Any, p: int, elen: int) -> dict[str, str] | None:
+    """:func:`_binary_ext` for the peek: the same map when the block is ASCII and well
+    formed, else None (the caller then takes the full decode, which says what is wrong)."""
+    blk = bytes(buf[p:p + elen])
+    if not blk.isascii():
+        return None
+    txt = blk.decode("latin-1")
+    ext: dict[str, str] = {}
+    q = 0
+    try:
+        while q < elen:
+            hi = blk[q]
+            if hi & 0x80:  # a key length Java reads as negative
+                return None
+            k = q + 2
+            v = k + ((hi << 8) | blk[q + 1])
+            q = v + 4 + _u32(blk, v)[0]
+            ext[txt[k:v]] = txt[v + 4:q]
+    except (IndexError, struct.error):  # a length running past the block
+        return None
+    return ext if q == elen else None
 
 
 def _check_binary_ext(buf: bytes, p: int, elen: int) -> bool:
@@ -520,7 +549,7 @@ class StreamDecoder:
         feeds the bytes, which converts, restores or reports whatever is unusual."""
         if n < 8 or self._buf or self._resync or self._drop:
             return None
-        length, mark = _PREFIX.unpack_from(data, t)
+        length, mark = _prefix(data, t)
         hlen = mark & 0xFFFFFF
         if length + 4 != n or n > self.max_frame or hlen > length - 4:
             return None
@@ -529,28 +558,27 @@ class StreamDecoder:
             if length < 6:
                 return None
             try:
-                d = orjson.loads(data[hs:hs + hlen])
-            except ValueError:
+                d = _loads(data[hs:hs + hlen])
+                code = d["code"]
+                flag = d["flag"]
+                opaque = d["opaque"]
+                version = d["version"]
+            except (ValueError, KeyError, TypeError):  # not JSON, not an object, a key missing
                 return None
-            if type(d) is not dict:
-                return None
-            get = d.get
-            code = get("code")
-            flag = get("flag")
-            opaque = get("opaque")
-            ext = get("extFields")
             # (language and remark are not looked at: decode turns any value into text)
             if type(code) is not int or type(flag) is not int or type(opaque) is not int \
-                    or type(get("version")) is not int or (ext is not None and type(ext) is not dict):
+                    or type(version) is not int:
                 return None
-            if flag & FLAG_RESPONSE:
-                ext = None  # non-text values would only be converted
-            elif ext:
-                for v in ext.values():
-                    if type(v) is not str:
-                        return None
-            else:
-                ext = None
+            ext = d.get("extFields")
+            if ext is not None:
+                if type(ext) is not dict:
+                    return None
+                if flag & FLAG_RESPONSE:
+                    ext = None  # non-text values would only be converted
+                else:
+                    for v in ext.values():
+                        if type(v) is not str:
+                            return None
         elif mark >> 24 == ROCKETMQ:
             if hlen < _BIN_FIXED_LEN or length < 25:
                 return None
@@ -571,9 +599,8 @@ class StreamDecoder:
             elif code in TRUNCATED_REQUEST_CODES:
                 return None
             elif elen:
-                try:
-                    ext = _binary_ext(data, p, elen, 0)
-                except FrameError:
+                ext = _peek_binary_ext(data, p, elen)
+                if ext is None:
                     return None
             else:
                 ext = None

@@ -96,6 +96,26 @@ def group_in(code: int, flag: int, ext: dict[str, str] | None) -> str | None:
     return None
 
 
+def topic_group_in(code: int, flag: int, ext: dict[str, str] | None) -> tuple[str | None, str | None]:
+    """(:func:`topic_in`, :func:`group_in`) in one call."""
+    if not ext:
+        return None, None
+    if code in _V2_CODES and not flag & FLAG_RESPONSE:
+        t = ext.get("b")
+        g = ext.get("a")
+        if t is None:
+            t = ext.get("topic")
+        if g is not None:
+            return t, g
+    else:
+        t = ext.get("topic")
+    for k in _GROUP_KEYS:
+        g = ext.get(k)
+        if g is not None:
+            return t, g
+    return t, None
+
+
 def queue_id_of(cmd: RemotingCommand) -> int | None:
     """The queue id (V2 ``e`` or ``queueId``) as int; None when absent or not a number."""
     ext = cmd.ext

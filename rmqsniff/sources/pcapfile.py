@@ -26,13 +26,14 @@ import stat
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import dpkt
 from dpkt import pcap as dpcap
 from dpkt import pcapng as dpcapng
 
 CHUNK = 1 << 20
+BATCH = 1024  # records per batch (CaptureReader.batches)
 MAX_RECORD = 256 * 1024 * 1024  # a record larger than this is corruption, not data
 MIN_RECORD_LIMIT = 256 * 1024  # records up to this size are believed whatever the snap length says
 MAX_BLOCK = 16 * 1024 * 1024  # a pcapng block larger than this is corruption
@@ -100,8 +101,27 @@ class CaptureReader:
             return self._iter_pcap()
         return self._iter_pcapng()
 
+    def batches(self) -> Iterator[tuple[Any, list[tuple[float, int, int, int]]]]:
+        """The records in batches: ``(buf, [(ts, linktype, start, end), ...])``, each frame
+        being ``buf[start:end]`` (valid until the next batch). Classic pcap is walked
+        without slicing a frame or resuming a generator per record (the stats-only fast
+        path reads this way); pcapng comes one record per batch."""
+        if self.format == "pcap":
+            for buf, recs in self._pcap_batches():
+                self.packets += len(recs)
+                yield buf, recs
+            return
+        for ts, linktype, frame in self._iter_pcapng():
+            yield frame, [(ts, linktype, 0, len(frame))]
+
     # -- classic pcap -------------------------------------------------------
     def _iter_pcap(self) -> Iterator[tuple[float, int, bytes]]:
+        for buf, recs in self._pcap_batches():
+            for ts, linktype, start, end in recs:
+                self.packets += 1
+                yield ts, linktype, buf[start:end]
+
+    def _pcap_batches(self) -> Iterator[tuple[Any, list[tuple[float, int, int, int]]]]:
         head = self._head
         magic_le = struct.unpack("<I", head[:4])[0]
         if magic_le in PCAP_MAGICS:
@@ -125,6 +145,8 @@ class CaptureReader:
             off, end = pos - base, len(buf)
             bad = False
             caplen = 0
+            recs: list[tuple[float, int, int, int]] = []
+            add = recs.append
             while off + 16 <= end:  # the hot loop: every record of the file
                 sec, frac, caplen, _wirelen = rec(buf, off)
                 if caplen > limit:
@@ -133,10 +155,15 @@ class CaptureReader:
                 nxt = off + 16 + caplen
                 if nxt > end:
                     break
-                self.packets += 1
-                yield sec + frac * scale, linktype, buf[off + 16:nxt]
+                add((sec + frac * scale, linktype, off + 16, nxt))
                 last_sec = sec
                 off = nxt
+                if len(recs) >= BATCH:
+                    yield buf, recs
+                    recs = []
+                    add = recs.append
+            if recs:
+                yield buf, recs
             pos = base + off
             if bad:
                 q = _pcap_resync(win, pos, rec, limit, 1e9 if scale < 1e-6 else 1e6, last_sec, endian)
