@@ -18,7 +18,8 @@ Paths:
 * base (``--compare DIR``): the proxy of another checkout, e.g. ``git worktree add /tmp/base HEAD~1``.
 
 Prints msgs/s and p50/p99 send latency per path, then each path against direct: the throughput
-ratio and the added p50/p99, and the middle's CPU during the throughput phase (the producer
+ratio (median over rounds of the ratio within each round; each round starts with another path)
+and the added p50/p99, and the middle's CPU during the throughput phase (the producer
 prints a line at its start and end): share of one core and CPU µs per message sent (one
 request and one response frame). On a small shared machine the producer, the broker and the
 middle compete for the same cores, so any CPU the middle uses costs throughput: µs/msg is the
@@ -252,7 +253,8 @@ def main() -> int:
         print(f"producer: {a.threads} senders, {a.size}-byte bodies, sync sends; warm-up {a.warmup:g}s, "
               f"latency {a.latency_seconds:g}s (1 sender), throughput {a.seconds:g}s; {a.rounds} round(s)")
         for rnd in range(a.rounds):
-            for path in paths:
+            k = rnd % len(paths)  # a different path goes first each round: drift does not favour one
+            for path in paths[k:] + paths[:k]:
                 mid = None
                 if path == "rmqsniff":
                     mid = RmqsniffProxy(ns)
@@ -297,9 +299,16 @@ def main() -> int:
         c = f"{'-':>8} {'-':>7}"
         if cpu[path]:
             c = f"{statistics.median(shares):>8.0%} {statistics.median(per_msg):>7.1f}"
-        summary[path] = (tp / d_tp, p50 - d50)
+        # the ratio: median over rounds of this path's throughput over direct's in the same round
+        # (the machine drifts between rounds more than the paths differ within one)
+        ratios = [r["throughput"]["msgs_per_s"] / max(1.0, d["throughput"]["msgs_per_s"])
+                  for r, d in zip(results[path], results["direct"])]
+        ratio = statistics.median(ratios)
+        summary[path] = (ratio, p50 - d50)
         print(f"{path:<9} {tp:>9,.0f} {t50:>7.3f}ms {t99:>7.3f}ms {p50:>11.3f}ms {p99:>6.3f}ms "
-              f"{tp / d_tp:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c}")
+              f"{ratio:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c}")
+        if len(ratios) > 1 and path != "direct":
+            print(f"{'':<9} per round: " + " ".join(f"{x:.3f}" for x in ratios))
     ratio, added = summary["rmqsniff"]
     print()
     print(f"rmqsniff vs direct: throughput {ratio:.3f} (goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), "

@@ -380,14 +380,90 @@ class Stats:
         ps = self._protos.get(protocol) or self._ps(protocol)
         codes, envoy, active, klassd = ps.codes, ps.envoy_counter, ps.active_gauge, ps.klass
         responses = ps.responses
-        for e in events:
-            if type(e) is int or len(e) == 1:  # a request started
-                if type(e) is int:
+        # the busiest counters and request_active are kept in locals and written back once
+        n_req = n_resp = n_ok = n_ans = 0
+        in_flight = g["request_active"]
+        in_flight_max = m["request_active"]
+        try:
+            for e in events:
+                if type(e) is int:  # a request started
                     code, oneway = e, False
-                else:
+                elif len(e) == 1:  # a one-way request started
                     code, oneway = e[0], True
-                c["request"] += 1
-                c["request_decoding_success"] += 1
+                else:
+                    code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server = e
+                    err = 0
+                    if rcode is not None:
+                        n_resp += 1
+                        klass = klassd.get((code, rcode)) or ps.classify(code, rcode)
+                        if klass == "success":
+                            n_ok += 1
+                        elif klass == "error":
+                            err = 1
+                            c["response_error"] += 1
+                            if code in ps.cl.maintenance:
+                                c["maintenance_failure"] += 1
+                        else:
+                            n_ok += 1
+                            if klass == "no_message":
+                                c["response_no_message"] += 1
+                        rrow = responses.rows.get(rcode)
+                        if rrow is None:
+                            rrow = responses.new(rcode)
+                        rrow[0] += 1
+                    if code is None:  # an orphan response: no request, nothing more to attribute
+                        c["orphan"] += 1
+                        continue
+                    us = -1
+                    if status == ANSWERED and rcode is not None:
+                        n_ans += 1
+                        us = int(latency * 1e6 + 0.5)
+                        if us < 0:
+                            us = 0
+                        elif us > _MAX_US:
+                            us = _MAX_US
+                    elif status in c:
+                        c[status] += 1
+                    if not oneway:
+                        in_flight -= 1
+                        name = active.get(code)
+                        if name is not None:
+                            g[name] -= 1
+                    # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
+                    # with the same key only bump one small accumulator here.
+                    key = (ps, code, topic, group, client_host, server, err)
+                    a = self._agg.get(key)
+                    if a is None:
+                        if len(self._agg) >= _AGG_FLUSH:
+                            self._flush_rows()
+                        a = self._agg[key] = [0, 0, 0, 0, 0, {}, _MAX_US]  # n, bytes, answered, sum_us, max_us,
+                        # values, min_us
+                    a[0] += 1
+                    a[1] += nbytes
+                    if us >= 0:
+                        a[2] += 1
+                        a[3] += us
+                        if us > a[4]:
+                            a[4] = us
+                        if us < a[6]:
+                            a[6] = us
+                        # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
+                        # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
+                        # so at most ~47k distinct values up to 1 h) and feed hdr when read
+                        q = us.bit_length() - 11
+                        if q > 0:
+                            us = (us >> q) << q
+                        vals = a[5]
+                        k = vals.get(us)
+                        if k is None:
+                            vals[us] = 1
+                            self._agg_vals += 1
+                            if self._agg_vals >= _AGG_VALS_FLUSH:
+                                self._flush_rows()
+                        else:
+                            vals[us] = k + 1
+                    continue
+                n_req += 1
                 row = codes.rows.get(code)
                 if row is None:
                     row = codes.new(code)
@@ -396,88 +472,26 @@ class Stats:
                 if name is not None:
                     c[name] += 1
                 if not oneway:
-                    v = g["request_active"] + 1
-                    g["request_active"] = v
-                    if v > m["request_active"]:
-                        m["request_active"] = v
+                    in_flight += 1
+                    if in_flight > in_flight_max:
+                        in_flight_max = in_flight
                     name = active.get(code)
                     if name is not None:
                         v = g[name] + 1
                         g[name] = v
                         if v > m[name]:
                             m[name] = v
-                continue
-            code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server = e
-            err = 0
-            if rcode is not None:
-                c["response"] += 1
-                c["response_decoding_success"] += 1
-                klass = klassd.get((code, rcode)) or ps.classify(code, rcode)
-                if klass == "success":
-                    c["response_success"] += 1
-                elif klass == "error":
-                    err = 1
-                    c["response_error"] += 1
-                    if code in ps.cl.maintenance:
-                        c["maintenance_failure"] += 1
-                else:
-                    c["response_success"] += 1
-                    if klass == "no_message":
-                        c["response_no_message"] += 1
-                rrow = responses.rows.get(rcode)
-                if rrow is None:
-                    rrow = responses.new(rcode)
-                rrow[0] += 1
-            if code is None:  # an orphan response: no request, nothing more to attribute
-                c["orphan"] += 1
-                continue
-            us = -1
-            if status == ANSWERED and rcode is not None:
-                c["answered"] += 1
-                us = int(latency * 1e6 + 0.5)
-                if us < 0:
-                    us = 0
-                elif us > _MAX_US:
-                    us = _MAX_US
-            elif status in c:
-                c[status] += 1
-            if not oneway:
-                g["request_active"] -= 1
-                name = active.get(code)
-                if name is not None:
-                    g[name] -= 1
-            # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
-            # with the same key only bump one small accumulator here.
-            key = (ps, code, topic, group, client_host, server, err)
-            a = self._agg.get(key)
-            if a is None:
-                if len(self._agg) >= _AGG_FLUSH:
-                    self._flush_rows()
-                a = self._agg[key] = [0, 0, 0, 0, 0, {}, _MAX_US]  # n, bytes, answered, sum_us, max_us, values, min_us
-            a[0] += 1
-            a[1] += nbytes
-            if us >= 0:
-                a[2] += 1
-                a[3] += us
-                if us > a[4]:
-                    a[4] = us
-                if us < a[6]:
-                    a[6] = us
-                # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
-                # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
-                # so at most ~47k distinct values up to 1 h) and feed hdr when read
-                q = us.bit_length() - 11
-                if q > 0:
-                    us = (us >> q) << q
-                vals = a[5]
-                k = vals.get(us)
-                if k is None:
-                    vals[us] = 1
-                    self._agg_vals += 1
-                    if self._agg_vals >= _AGG_VALS_FLUSH:
-                        self._flush_rows()
-                else:
-                    vals[us] = k + 1
+        finally:
+            if n_req:
+                c["request"] += n_req
+                c["request_decoding_success"] += n_req
+            if n_resp:
+                c["response"] += n_resp
+                c["response_decoding_success"] += n_resp
+                c["response_success"] += n_ok
+                c["answered"] += n_ans
+            g["request_active"] = in_flight
+            m["request_active"] = in_flight_max
 
     def _flush_rows(self) -> None:
         """Fold the accumulated exchanges into the code rows, the breakdowns and the
