@@ -34,6 +34,7 @@ from dpkt import pcapng as dpcapng
 
 CHUNK = 1 << 20
 BATCH = 1024  # records per batch (CaptureReader.batches)
+RELEASE = 8 << 20  # bytes of a mapped file read between giving their pages back
 MAX_RECORD = 256 * 1024 * 1024  # a record larger than this is corruption, not data
 MIN_RECORD_LIMIT = 256 * 1024  # records up to this size are believed whatever the snap length says
 MAX_BLOCK = 16 * 1024 * 1024  # a pcapng block larger than this is corruption
@@ -162,6 +163,7 @@ class CaptureReader:
                     yield buf, recs
                     recs = []
                     add = recs.append
+                    win.release(base + off)
             if recs:
                 yield buf, recs
             pos = base + off
@@ -185,7 +187,7 @@ class CaptureReader:
 
     # -- pcapng ---------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[tuple[float, int, bytes]]:
-        win = _Window(self.f.read, 0, self._head, fileobj=self.f)
+        win = _Window(self.f.read, 0, self._head)
         pos = 0
         endian = "<"
         hdr = struct.Struct("<II").unpack_from
@@ -307,7 +309,7 @@ class _Window:
     A regular file is memory-mapped instead (``buf`` is the whole file, ``base`` 0):
     no read copies, and records are sliced straight out of the page cache."""
 
-    __slots__ = ("read", "buf", "base", "eof", "mapped")
+    __slots__ = ("read", "buf", "base", "eof", "mapped", "released")
 
     def __init__(self, read, base: int, initial: bytes = b"", fileobj: BinaryIO | None = None) -> None:
         self.read = read
@@ -315,9 +317,19 @@ class _Window:
         self.base = base
         self.eof = False
         self.mapped = False
+        self.released = 0  # mapped: pages before this offset were given back
         m = _map(fileobj) if fileobj is not None else None
         if m is not None:
             self.buf, self.base, self.eof, self.mapped = m, 0, True, True
+
+    def release(self, pos: int) -> None:
+        """Mapped: the bytes before ``pos`` are done with; every RELEASE bytes their pages
+        are dropped from the mapping (they stay in the page cache), so resident memory
+        does not grow with the file."""
+        if self.mapped and pos - self.released >= RELEASE:
+            end = pos - pos % mmap.PAGESIZE
+            self.buf.madvise(mmap.MADV_DONTNEED, self.released, end - self.released)
+            self.released = end
 
     @property
     def end(self) -> int:
