@@ -31,6 +31,14 @@ from .tcp import HalfStream
 
 _U32 = struct.Struct("!I").unpack_from
 NAMESRV_PORT = 9876
+_PORTS = struct.Struct("!HH").pack
+
+
+def _raw_key(key: tuple) -> bytes:
+    """(src, sport, dst, dport) as the IPv4 header's addresses followed by the TCP ports."""
+    return key[0] + key[2] + _PORTS(key[1], key[3])
+
+
 DEFAULT_SERVER_PORTS = frozenset({9876, 10911, 10909, 8080})
 GRPC_PORTS = frozenset({8081})
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -93,12 +101,16 @@ class FlowTable:
         self.errors = errors if errors is not None else []
         # (src, sport, dst, dport) -> (flow, half)
         self._by_key: dict[tuple, tuple[Flow, HalfStream]] = {}
+        # the same entries for IPv4 flows by the 12 raw bytes src, dst, sport, dport of the
+        # IP and TCP headers (one slice of the frame: the stats-only fast path's lookup)
+        self._by_raw: dict[bytes, tuple[Flow, HalfStream]] = {}
         self._flows: OrderedDict[int, Flow] = OrderedDict()  # by id, least recently active first
         self._next_id = 0
         self.other_flows: dict[str, int] = {}
         self.track_packets = track_packets
         self.packet_no = 0  # ordinal of the packet being fed (set by the source when tracking)
         self.peeked = 0  # frames the stats-only fast path took (consume)
+        self.ooo_seen = False  # a half-stream has held a segment out of order (set by tcp.HalfStream)
         self._tcp = stats.tcp
 
     # -- HalfStream owner protocol -------------------------------------------
@@ -237,7 +249,7 @@ class FlowTable:
         stats events applied in batches. Everything else goes to :meth:`packet` or
         :meth:`Pairing.lite`, after the batch so far is applied, so the stats see every
         event in capture order. Only for runs whose exchanges nobody reads."""
-        by_key = self._by_key
+        by_raw = self._by_raw
         flows = self._flows
         packet = self.packet
         acked = self._acked
@@ -254,7 +266,7 @@ class FlowTable:
         for buf, recs in batches:
             for ts, linktype, s, e in recs:
                 if linktype == ethernet and e - s >= 54:
-                    et, vihl, total, frag, proto, src, dst, sport, dport, seq, doff, flags = unpack(buf, s)
+                    et, vihl, total, frag, proto, seq, doff, flags = unpack(buf, s)
                     if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50 \
                             and not flags & 0x07:
                         end = e
@@ -262,10 +274,12 @@ class FlowTable:
                             end = s + 14 + total
                         t = s + 34 + (doff >> 4) * 4
                         if t <= end:
-                            entry = by_key.get((src, sport, dst, dport))
                             n = end - t
-                            if not n:  # pure ACK: only news about lost bytes
-                                if entry is not None:
+                            if not n:  # pure ACK: only news about lost bytes, if anything was ever held
+                                if self.ooo_seen:
+                                    entry = by_raw.get(buf[s + 26:s + 38])
+                                    if entry is None:
+                                        continue
                                     other = entry[1].peer
                                     if other.ooo:
                                         if events:
@@ -273,6 +287,7 @@ class FlowTable:
                                             events.clear()
                                         acked(other, _U32(buf, s + ETH_IP4_TCP_ACK)[0], ts)
                                 continue
+                            entry = by_raw.get(buf[s + 26:s + 38])
                             if entry is not None:
                                 flow, half = entry
                                 dec = half.lane
@@ -376,6 +391,9 @@ class FlowTable:
             conn.control_packets = []
         self._by_key[key_c] = (flow, flow.c2s)
         self._by_key[key_s] = (flow, flow.s2c)
+        if len(src) == 4:
+            self._by_raw[_raw_key(key_c)] = self._by_key[key_c]
+            self._by_raw[_raw_key(key_s)] = self._by_key[key_s]
         self._flows[conn.id] = flow
         self.stats.tcp("flows", 1)
         if kind is GRPC:
@@ -502,8 +520,13 @@ class FlowTable:
             flow.handler.close()
             flow.handler = None
         flow.pairing.close()
-        self._by_key.pop(flow.key, None)
-        self._by_key.pop((flow.key[2], flow.key[3], flow.key[0], flow.key[1]), None)
+        k = flow.key
+        r = (k[2], k[3], k[0], k[1])
+        self._by_key.pop(k, None)
+        self._by_key.pop(r, None)
+        if len(k[0]) == 4:
+            self._by_raw.pop(_raw_key(k), None)
+            self._by_raw.pop(_raw_key(r), None)
         self._flows.pop(flow.conn.id, None)
 
     def expire(self, now: float, idle: float) -> int:

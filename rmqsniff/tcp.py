@@ -23,7 +23,8 @@ class HalfStream:
 
     ``owner`` receives in-order bytes with ``owner.deliver(half, data, ts)`` and
     lost spans with ``owner.lost(half, nbytes)``; ``owner.count(kind, n)`` counts
-    transport events (retransmission, out_of_order, gap, gap_bytes).
+    transport events (retransmission, out_of_order, gap, gap_bytes); ``owner.ooo_seen``
+    is set once any segment has been held out of order.
     """
 
     __slots__ = (
@@ -86,6 +87,7 @@ class HalfStream:
             self.owner.count("out_of_order", 1)
         if not self.ooo:
             self.ooo_since = ts
+            self.owner.ooo_seen = True
         self.ooo[seq] = (payload, ts)
         self.ooo_bytes += len(payload)
         if self.ooo_bytes > MAX_OOO_BYTES or len(self.ooo) > MAX_OOO_SEGMENTS:

@@ -29,8 +29,9 @@ _tcp = struct.Struct("!HHIIBB").unpack_from  # sport dport seq ack off flags
 # Ethernet + IPv4 + TCP fixed headers in one call: ethertype, ver/ihl, total length,
 # fragment word, protocol, src, dst, sport, dport, seq, ack, data offset, flags
 _ETH_IP4_TCP = struct.Struct("!12xHBxH2xHxB2x4s4sHHIIBB").unpack_from
-# the same without the acknowledgment number (read it at ETH_IP4_TCP_ACK when needed)
-ETH_IP4_TCP_NOACK = struct.Struct("!12xHBxH2xHxB2x4s4sHHI4xBB").unpack_from
+# the same without the addresses, ports and acknowledgment number: ethertype, ver/ihl, total
+# length, fragment word, protocol, seq, data offset, flags (the ack is at ETH_IP4_TCP_ACK)
+ETH_IP4_TCP_NOACK = struct.Struct("!12xHBxH2xHxB2x8x4xI4xBB").unpack_from  # addresses and ports: bytes 26-38
 ETH_IP4_TCP_ACK = 42  # offset of the TCP acknowledgment number behind Ethernet + a 20-byte IPv4 header
 
 # Segment tuple: (src_addr_bytes, sport, dst_addr_bytes, dport, seq, ack, flags, payload)
