@@ -1,6 +1,8 @@
 import java.security.MessageDigest;
 import java.util.Collection;
+import java.util.HashSet;
 import java.util.List;
+import java.util.Set;
 import org.apache.rocketmq.client.consumer.DefaultLitePullConsumer;
 import org.apache.rocketmq.common.message.MessageExt;
 import org.apache.rocketmq.common.message.MessageQueue;
@@ -11,6 +13,8 @@ import org.apache.rocketmq.common.message.MessageQueue;
  *
  * Usage: ReplayConsumer NAMESRV TOPIC GROUP EXPECTED TIMEOUT_MS
  * Stops after EXPECTED messages or TIMEOUT_MS; used by tests/test_replay_rocketmq.py.
+ * A stored message is printed once even when the consumer delivers it again: seekToBegin
+ * can race with a pull already in flight, which hands the same queue offsets over twice.
  */
 class ReplayConsumer {
     public static void main(String[] a) throws Exception {
@@ -25,10 +29,12 @@ class ReplayConsumer {
         Collection<MessageQueue> mqs = c.fetchMessageQueues(topic);
         c.assign(mqs);
         for (MessageQueue mq : mqs) c.seekToBegin(mq);
+        Set<String> seen = new HashSet<>();
         int n = 0;
         while (n < expected && System.currentTimeMillis() < deadline) {
             List<MessageExt> got = c.poll(1000);
             for (MessageExt m : got) {
+                if (!seen.add(m.getBrokerName() + "/" + m.getQueueId() + "/" + m.getQueueOffset())) continue;
                 n++;
                 System.out.println("{\"msgId\":" + q(m.getMsgId()) + ",\"tags\":" + q(m.getTags())
                     + ",\"keys\":" + q(m.getKeys()) + ",\"queueId\":" + m.getQueueId()
