@@ -237,10 +237,10 @@ class FlowTable:
             if flags & TH_RST or (flow.c2s.closed and flow.s2c.closed):
                 self._close(flow, "closed")
 
-    def consume(self, batches: Iterable[tuple[Any, list[tuple[float, int, int, int]]]],
+    def consume(self, batches: Iterable[tuple[Any, int, list[tuple[float, int, int]]]],
                 skipped: dict[str, int]) -> int:
-        """Stats-only runs: feed records in batches (``CaptureReader.batches``: a buffer and
-        ``(ts, linktype, start, end)`` of each frame in it); return the TCP payload bytes.
+        """Stats-only runs: feed records in batches (``CaptureReader.batches``: a buffer, the
+        link type and ``(ts, start, end)`` of each frame in it); return the TCP payload bytes.
 
         The common case (an Ethernet/IPv4 segment carrying exactly one whole frame, in
         order, on a known remoting flow) is peeked (``StreamDecoder.peek_one``) and paired
@@ -263,9 +263,10 @@ class FlowTable:
         push = events.append
         nbytes = 0
         peeked = 0
-        for buf, recs in batches:
-            for ts, linktype, s, e in recs:
-                if linktype == ethernet and e - s >= 54:
+        for buf, linktype, recs in batches:
+            lane = linktype == ethernet
+            for ts, s, e in recs:
+                if lane and e - s >= 54:
                     et, vihl, total, frag, proto, seq, doff, flags = unpack(buf, s)
                     if et == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and doff >= 0x50 \
                             and not flags & 0x07:

@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -119,7 +120,7 @@ OTHER = "<other>"
 NONE = "<none>"
 _MAX_US = 3_600_000_000  # one hour: larger latencies are clamped
 _AGG_FLUSH = 16384  # distinct pending row keys before they are folded into the rows
-_AGG_VALS_FLUSH = 1 << 20  # distinct pending (row key, latency value) pairs before that
+_AGG_VALS_FLUSH = 1 << 16  # pending latencies (all keys) before that
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +322,7 @@ class Stats:
             self._bd[name] for name in BREAKDOWNS)
         self._ns_servers: set[Any] = set()
         self._agg: dict[tuple, list] = {}  # row key -> accumulator, not yet in the rows
-        self._agg_vals = 0  # latency values held by the accumulators
+        self._agg_vals = 0  # latencies held by the accumulators
         self._decode_reasons = Table(256)
 
     # ------------------------------------------------------------------ events
@@ -380,8 +381,9 @@ class Stats:
         ps = self._protos.get(protocol) or self._ps(protocol)
         codes, envoy, active, klassd = ps.codes, ps.envoy_counter, ps.active_gauge, ps.klass
         responses = ps.responses
+        agg = self._agg
         # the busiest counters and request_active are kept in locals and written back once
-        n_req = n_resp = n_ok = n_ans = 0
+        n_req = n_resp = n_ok = n_ans = held = 0
         in_flight = g["request_active"]
         in_flight_max = m["request_active"]
         try:
@@ -414,54 +416,30 @@ class Stats:
                     if code is None:  # an orphan response: no request, nothing more to attribute
                         c["orphan"] += 1
                         continue
-                    us = -1
-                    if status == ANSWERED and rcode is not None:
-                        n_ans += 1
-                        us = int(latency * 1e6 + 0.5)
-                        if us < 0:
-                            us = 0
-                        elif us > _MAX_US:
-                            us = _MAX_US
-                    elif status in c:
-                        c[status] += 1
                     if not oneway:
                         in_flight -= 1
                         name = active.get(code)
                         if name is not None:
                             g[name] -= 1
-                    # Rows and the latency histogram are updated in bulk (see _flush_rows): exchanges
-                    # with the same key only bump one small accumulator here.
+                    # Rows and the latency histogram are updated in bulk (see _flush_rows): here an
+                    # exchange only bumps the small accumulator of its row key and lists its latency.
                     key = (ps, code, topic, group, client_host, server, err)
-                    a = self._agg.get(key)
+                    a = agg.get(key)
                     if a is None:
-                        if len(self._agg) >= _AGG_FLUSH:
+                        if len(agg) >= _AGG_FLUSH or self._agg_vals + held >= _AGG_VALS_FLUSH:
+                            self._agg_vals += held
+                            held = 0
                             self._flush_rows()
-                        a = self._agg[key] = [0, 0, 0, 0, 0, {}, _MAX_US]  # n, bytes, answered, sum_us, max_us,
-                        # values, min_us
+                            agg = self._agg
+                        a = agg[key] = [0, 0, []]  # exchanges, bytes, latencies (us)
                     a[0] += 1
                     a[1] += nbytes
-                    if us >= 0:
-                        a[2] += 1
-                        a[3] += us
-                        if us > a[4]:
-                            a[4] = us
-                        if us < a[6]:
-                            a[6] = us
-                        # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
-                        # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
-                        # so at most ~47k distinct values up to 1 h) and feed hdr when read
-                        q = us.bit_length() - 11
-                        if q > 0:
-                            us = (us >> q) << q
-                        vals = a[5]
-                        k = vals.get(us)
-                        if k is None:
-                            vals[us] = 1
-                            self._agg_vals += 1
-                            if self._agg_vals >= _AGG_VALS_FLUSH:
-                                self._flush_rows()
-                        else:
-                            vals[us] = k + 1
+                    if status == ANSWERED and rcode is not None:
+                        n_ans += 1
+                        a[2].append(int(latency * 1e6 + 0.5))
+                        held += 1
+                    elif status in c:
+                        c[status] += 1
                     continue
                 n_req += 1
                 row = codes.rows.get(code)
@@ -492,6 +470,10 @@ class Stats:
                 c["answered"] += n_ans
             g["request_active"] = in_flight
             m["request_active"] = in_flight_max
+            if held:
+                self._agg_vals += held
+                if self._agg_vals >= _AGG_VALS_FLUSH:
+                    self._flush_rows()
 
     def _flush_rows(self) -> None:
         """Fold the accumulated exchanges into the code rows, the breakdowns and the
@@ -501,8 +483,7 @@ class Stats:
         self._agg_vals = 0
         ns_servers = self._ns_servers
         pend = self._h_pend
-        for (ps, code, topic, group, client, srv, err), (n, nbytes, n_lat, sum_us, max_us, vals, min_us) \
-                in agg.items():
+        for (ps, code, topic, group, client, srv, err), (n, nbytes, lats) in agg.items():
             cl = ps.cl
             if srv in ns_servers or srv[1] in cl.nameserver_ports:
                 st = self._bd_ns
@@ -511,14 +492,26 @@ class Stats:
             else:
                 st = self._bd_broker
             bks: dict[int, int] = {}
+            n_lat = len(lats)
             if n_lat:
+                min_us, max_us = min(lats), max(lats)
+                if min_us < 0 or max_us > _MAX_US:  # clock steps: clamp into the histogram's range
+                    lats = [0 if v < 0 else _MAX_US if v > _MAX_US else v for v in lats]
+                    min_us, max_us = min(lats), max(lats)
+                sum_us = sum(lats)
                 self._h_n += n_lat
                 self._h_sum_us += sum_us
                 if max_us > self._h_max_us:
                     self._h_max_us = max_us
                 if min_us < self._h_min_us:
                     self._h_min_us = min_us
-                for v, k in vals.items():
+                # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
+                # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
+                # so at most ~47k distinct values up to 1 h) and feed hdr when read
+                for v, k in Counter(lats).items():
+                    q = v.bit_length() - 11
+                    if q > 0:
+                        v = (v >> q) << q
                     pend[v] = pend.get(v, 0) + k
                     i = bucket_of(v)  # an hdr-equivalent value keeps its log bucket
                     bks[i] = bks.get(i, 0) + k

@@ -348,3 +348,43 @@ def test_json_round_trip(scenario):
     assert orjson.loads(render_json(s)) == orjson.loads(orjson.dumps(s.snapshot()))
     loaded = orjson.loads(render_json(s))
     assert render_envoy(loaded) == render_envoy(s)
+
+
+def _mixed_traffic(s: Stats) -> None:
+    d = Driver(s)
+    rnd = random.Random(11)
+    for _ in range(400):
+        conn = rnd.choice((C1, C2, NS))
+        code, ext = rnd.choice(((310, SEND_EXT), (11, PULL_EXT), (34, None), (105, {"topic": "TopicA"})))
+        d.call(conn, code, rnd.choice((0, 0, 0, 1, 19)), round(rnd.lognormvariate(1.0, 1.5), 3), ext)
+
+
+def test_bulk_row_updates_do_not_depend_on_when_they_are_folded(monkeypatch):
+    """Exchanges are accumulated per row key and folded into rows and histograms in bulk:
+    folding after every few exchanges gives the same numbers as folding once."""
+    import rmqsniff.stats as stats_mod
+
+    once = Stats()
+    _mixed_traffic(once)
+    monkeypatch.setattr(stats_mod, "_AGG_FLUSH", 2)
+    monkeypatch.setattr(stats_mod, "_AGG_VALS_FLUSH", 3)
+    often = Stats()
+    _mixed_traffic(often)
+    assert often.snapshot() == once.snapshot()
+    assert often.snapshot()["histograms"]["request_time_ms"]["count"] == 400
+
+
+def test_latencies_outside_the_histogram_range_are_clamped():
+    """A response stamped before its request (a clock step) counts as 0 ms; one after more
+    than an hour as one hour, the histogram's top."""
+    s = Stats()
+    d = Driver(s)
+    d.call(C1, 310, 0, -5.0, SEND_EXT)
+    d.call(C1, 310, 0, 2 * 3600 * 1000.0, SEND_EXT)
+    d.call(C1, 310, 0, 3.0, SEND_EXT)
+    snap = s.snapshot()
+    h = snap["histograms"]["request_time_ms"]
+    assert h["count"] == 3
+    assert h["max"] == pytest.approx(3600 * 1000.0, rel=1e-3)
+    assert h["mean"] == pytest.approx((0 + 3600 * 1000.0 + 3.0) / 3, rel=1e-3)
+    assert snap["codes"]["310"]["max"] == pytest.approx(3600 * 1000.0, rel=1e-3)

@@ -169,7 +169,7 @@ def _general(records) -> Stats:
 def _lane(records) -> tuple[Stats, FlowTable]:
     stats = Stats()
     table = FlowTable(stats, PairingSink(stats, lambda ex: None, ordered=False))
-    table.consume(((frame, [(ts, lt, 0, len(frame))]) for ts, lt, frame in records), {})
+    table.consume(((frame, lt, [(ts, 0, len(frame))]) for ts, lt, frame in records), {})
     table.finish()
     return stats, table
 

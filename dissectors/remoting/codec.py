@@ -326,6 +326,7 @@ Peeked = tuple[int, int, int, "dict[str, str] | None"]
 _prefix = _PREFIX.unpack_from
 _loads = orjson.loads
 _u32 = _U32.unpack_from
+_join = "".join
 
 
 def _peek_binary_ext(buf: Any, p: int, elen: int) -> dict[str, str] | None:
@@ -576,9 +577,10 @@ class StreamDecoder:
                 if flag & FLAG_RESPONSE:
                     ext = None  # non-text values would only be converted
                 else:
-                    for v in ext.values():
-                        if type(v) is not str:
-                            return None
+                    try:
+                        _join(ext.values())  # all text? (one C call, not a loop over the values)
+                    except TypeError:
+                        return None
         elif mark >> 24 == ROCKETMQ:
             if hlen < _BIN_FIXED_LEN or length < 25:
                 return None

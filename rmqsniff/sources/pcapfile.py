@@ -102,27 +102,27 @@ class CaptureReader:
             return self._iter_pcap()
         return self._iter_pcapng()
 
-    def batches(self) -> Iterator[tuple[Any, list[tuple[float, int, int, int]]]]:
-        """The records in batches: ``(buf, [(ts, linktype, start, end), ...])``, each frame
+    def batches(self) -> Iterator[tuple[Any, int, list[tuple[float, int, int]]]]:
+        """The records in batches: ``(buf, linktype, [(ts, start, end), ...])``, each frame
         being ``buf[start:end]`` (valid until the next batch). Classic pcap is walked
         without slicing a frame or resuming a generator per record (the stats-only fast
         path reads this way); pcapng comes one record per batch."""
         if self.format == "pcap":
-            for buf, recs in self._pcap_batches():
+            for buf, linktype, recs in self._pcap_batches():
                 self.packets += len(recs)
-                yield buf, recs
+                yield buf, linktype, recs
             return
         for ts, linktype, frame in self._iter_pcapng():
-            yield frame, [(ts, linktype, 0, len(frame))]
+            yield frame, linktype, [(ts, 0, len(frame))]
 
     # -- classic pcap -------------------------------------------------------
     def _iter_pcap(self) -> Iterator[tuple[float, int, bytes]]:
-        for buf, recs in self._pcap_batches():
-            for ts, linktype, start, end in recs:
+        for buf, linktype, recs in self._pcap_batches():
+            for ts, start, end in recs:
                 self.packets += 1
                 yield ts, linktype, buf[start:end]
 
-    def _pcap_batches(self) -> Iterator[tuple[Any, list[tuple[float, int, int, int]]]]:
+    def _pcap_batches(self) -> Iterator[tuple[Any, int, list[tuple[float, int, int]]]]:
         head = self._head
         magic_le = struct.unpack("<I", head[:4])[0]
         if magic_le in PCAP_MAGICS:
@@ -138,7 +138,7 @@ class CaptureReader:
         rec = struct.Struct(endian + "IIII").unpack_from
         win = _Window(self.f.read, 24, fileobj=self.f)
         pos = 24
-        last_sec: int | None = None
+        last_sec: int | None = None  # of the last good record: where a resync looks for the next
         while True:
             if not win.ensure(pos, 16):
                 break
@@ -146,7 +146,7 @@ class CaptureReader:
             off, end = pos - base, len(buf)
             bad = False
             caplen = 0
-            recs: list[tuple[float, int, int, int]] = []
+            recs: list[tuple[float, int, int]] = []
             add = recs.append
             while off + 16 <= end:  # the hot loop: every record of the file
                 sec, frac, caplen, _wirelen = rec(buf, off)
@@ -156,16 +156,17 @@ class CaptureReader:
                 nxt = off + 16 + caplen
                 if nxt > end:
                     break
-                add((sec + frac * scale, linktype, off + 16, nxt))
-                last_sec = sec
+                add((sec + frac * scale, off + 16, nxt))
                 off = nxt
                 if len(recs) >= BATCH:
-                    yield buf, recs
+                    last_sec = rec(buf, recs[-1][1] - 16)[0]
+                    yield buf, linktype, recs
                     recs = []
                     add = recs.append
                     win.release(base + off)
             if recs:
-                yield buf, recs
+                last_sec = rec(buf, recs[-1][1] - 16)[0]
+                yield buf, linktype, recs
             pos = base + off
             if bad:
                 q = _pcap_resync(win, pos, rec, limit, 1e9 if scale < 1e-6 else 1e6, last_sec, endian)
