@@ -622,3 +622,63 @@ def test_the_peek_reads_binary_extfields_as_the_decoder_does(pairs, damage):
         assert fast == full
     elif full is not None:
         assert not blk.isascii()
+
+
+# JSON header pieces for the peek: values the decoder keeps, converts, restores or rejects
+_J_INTS = ["0", "1", "-1", "310", "-0", "2147483647", "2147483648", "-2147483648", "-2147483649",
+           "9223372036854775807", "9223372036854775808", "18446744073709551616", "-9223372036854775809"]
+_J_OTHER = ["1.0", "1e2", "1.5e999", "true", "false", "null", '"7"', '"JAVA"', '""', '"\\u00e9\\u4e2d"',
+            '"\\ud800"', '"\\ud83d\\ude00"', '"a\\"b"', '[1,2]', '{}', 'NaN']
+_J_TEXT = ['"T"', '"TopicTest"', '"\\u0074opic"', '"\xc3\xa9"', '"\xff"', '"\xed\xa0\x80"', '"a\tb"', '1', 'null',
+           'true', '{"x":"y"}']
+_J_KEYS = ["code", "flag", "opaque", "version", "language", "remark", "extFields", "serializeTypeCurrentRPC",
+           "Code", "co\\u0064e", "OPAQUE", "x"]
+
+
+@st.composite
+def _json_headers(draw) -> bytes:
+    def value(usual: list[str]) -> str:  # mostly what clients send, sometimes anything
+        return draw(st.sampled_from(usual if draw(st.integers(0, 3)) else _J_INTS + _J_OTHER))
+
+    fields = {"code": value(["310", "11", "0"]), "flag": value(["0", "1", "2"]), "opaque": value(["7", "-1"]),
+              "version": value(["479"]), "language": value(['"JAVA"'])}
+    if draw(st.booleans()):
+        pairs = draw(st.lists(st.tuples(st.sampled_from(["a", "b", "topic", "consumerGroup", "to\\u0070ic", "\xc3\xa9",
+                                                            "\xff"]),
+                                        st.sampled_from(_J_TEXT[:2] if draw(st.booleans()) else _J_TEXT)),
+                              max_size=4))
+        fields["extFields"] = "{" + ",".join(f'"{k}":{v}' for k, v in pairs) + "}"
+    items = list(fields.items())
+    for _ in range(draw(st.integers(0, 3))):  # odd keys and values, duplicates among them
+        items.insert(draw(st.integers(0, len(items))),
+                     (draw(st.sampled_from(_J_KEYS)), draw(st.sampled_from(_J_INTS + _J_OTHER))))
+    if items and draw(st.booleans()):
+        del items[draw(st.integers(0, len(items) - 1))]
+    doc = ("{" + ",".join(f'"{k}":{v}' for k, v in items) + "}").encode("latin-1")
+    for at, byte in draw(st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=2)):
+        doc = doc[:at % len(doc)] + bytes([byte]) + doc[at % len(doc) + 1:]
+    return doc
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(header=_json_headers())
+def test_the_peek_reads_json_headers_as_the_decoder_does(header):
+    """``peek_one`` on a JSON frame gives what the decoder decodes without error (code, flag,
+    opaque; a request's extFields), or None: never other values, never a frame the decoder
+    rejects. The decoder parses with orjson, falling back to a lenient parser; the peek with
+    msgspec into typed fields."""
+    frame = struct.pack(">iI", 4 + len(header), len(header)) + header
+    peeked = StreamDecoder().peek_one(frame, 0, len(frame))
+    if peeked is None:
+        return
+    events = StreamDecoder().feed(frame)
+    assert [type(e) for e in events] == [Frame], events
+    cmd = events[0].command
+    assert peeked == (cmd.code, cmd.flag, cmd.opaque, None if cmd.flag & 1 else cmd.ext)
+
+
+def test_the_peek_takes_the_common_json_headers():
+    """... and it does take the headers real clients send."""
+    for flag, ext in ((0, {"b": "TopicTest", "a": "PG"}), (1, {"msgId": "X", "queueId": "1"}), (0, None)):
+        frame = encode(RemotingCommand(310, flag, 7, ext=ext, serialize=JSON))
+        assert StreamDecoder().peek_one(frame, 0, len(frame)) == (310, flag, 7, None if flag & 1 else ext)

@@ -8,8 +8,9 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Annotated, Any, Optional, Union
 
+import msgspec
 import orjson
 
 from . import fastjson
@@ -323,10 +324,26 @@ Peeked = tuple[int, int, int, "dict[str, str] | None"]
 """(code, flag, opaque, ext) of a frame, without building a command (ext: requests only)."""
 
 
+_Int32 = Annotated[int, msgspec.Meta(ge=-(1 << 31), le=(1 << 31) - 1)]
+
+
+class _JsonHead(msgspec.Struct):
+    """The fields of a JSON header the peek needs, in the types :func:`_decode_json` keeps as
+    they are (Java ints; extFields absent, null or an object of text). Decoding into it
+    validates the whole document, skips the other fields without building them, and is
+    about twice as fast as a full ``orjson.loads``."""
+    code: _Int32
+    flag: _Int32
+    opaque: _Int32
+    version: _Int32
+    extFields: Optional[dict[str, str]] = None
+
+
+_json_head = msgspec.json.Decoder(_JsonHead).decode
+# what a header the peek leaves to the full decoder raises (UnicodeDecodeError is a ValueError)
+_NOT_PEEKED = (msgspec.DecodeError, ValueError)
 _prefix = _PREFIX.unpack_from
-_loads = orjson.loads
 _u32 = _U32.unpack_from
-_join = "".join
 
 
 def _peek_binary_ext(buf: Any, p: int, elen: int) -> dict[str, str] | None:
@@ -543,7 +560,7 @@ class StreamDecoder:
         """Stats-only fast path: :meth:`feed_one` for the ``n`` bytes at ``data[t:]`` without
         building the command. When they are one whole frame whose header is in the common
         form :meth:`feed_one` decodes without error or conversion of these fields (JSON:
-        integer code/flag/opaque/version, extFields absent or of text; ROCKETMQ: sane
+        code/flag/opaque/version Java ints, extFields absent or of text; ROCKETMQ: sane
         lengths, no truncated 5.x code), consume them and return (code, flag, opaque, ext);
         ext only for requests (None for responses: pairing and stats never read it, but it
         is still checked). Otherwise consume nothing and return None: the caller then
@@ -556,31 +573,17 @@ class StreamDecoder:
             return None
         hs = t + 8
         if not mark >> 24:  # JSON
-            if length < 6:
-                return None
             try:
-                d = _loads(data[hs:hs + hlen])
-                code = d["code"]
-                flag = d["flag"]
-                opaque = d["opaque"]
-                version = d["version"]
-            except (ValueError, KeyError, TypeError):  # not JSON, not an object, a key missing
+                h = _json_head(data[hs:hs + hlen])
+            except _NOT_PEEKED:  # not JSON, a key missing, another type, text that is not UTF-8...
                 return None
-            # (language and remark are not looked at: decode turns any value into text)
-            if type(code) is not int or type(flag) is not int or type(opaque) is not int \
-                    or type(version) is not int:
-                return None
-            ext = d.get("extFields")
-            if ext is not None:
-                if type(ext) is not dict:
-                    return None
-                if flag & FLAG_RESPONSE:
-                    ext = None  # non-text values would only be converted
-                else:
-                    try:
-                        _join(ext.values())  # all text? (one C call, not a loop over the values)
-                    except TypeError:
-                        return None
+            # (language and remark are not looked at: decode turns any value into text; a
+            # value msgspec skips but orjson rejects, such as bytes that are not UTF-8, is read
+            # by the decoder's lenient fallback, with the same code, flag, opaque and ext)
+            code = h.code
+            flag = h.flag
+            opaque = h.opaque
+            ext = None if flag & FLAG_RESPONSE else h.extFields
         elif mark >> 24 == ROCKETMQ:
             if hlen < _BIN_FIXED_LEN or length < 25:
                 return None
