@@ -603,10 +603,11 @@ def test_gaps_and_garbage_never_crash_and_account_every_byte(pieces, ops, start_
        damage=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=2))
 def test_the_peek_reads_binary_extfields_as_the_decoder_does(pairs, damage):
     """``_peek_binary_ext`` gives the decoder's map or None, never another map, and takes
-    every well-formed ASCII block."""
+    every well-formed ASCII block; ``_check_binary_ext`` (responses) accepts exactly the
+    blocks the decoder reads without error."""
     import struct as _struct
 
-    from dissectors.remoting.codec import _binary_ext, _peek_binary_ext
+    from dissectors.remoting.codec import _binary_ext, _check_binary_ext, _peek_binary_ext
 
     blk = bytearray(b"".join(_struct.pack(">H", len(k)) + k + _struct.pack(">I", len(v)) + v for k, v in pairs))
     for at, byte in damage:
@@ -622,6 +623,8 @@ def test_the_peek_reads_binary_extfields_as_the_decoder_does(pairs, damage):
         assert fast == full
     elif full is not None:
         assert not blk.isascii()
+    framed = b"\x00\x07" + blk + b"\x00\x00\x00\x05"  # inside a frame, with bytes on both sides
+    assert _check_binary_ext(framed, 2, len(blk)) == (full is not None)
 
 
 # JSON header pieces for the peek: values the decoder keeps, converts, restores or rejects
@@ -682,3 +685,17 @@ def test_the_peek_takes_the_common_json_headers():
     for flag, ext in ((0, {"b": "TopicTest", "a": "PG"}), (1, {"msgId": "X", "queueId": "1"}), (0, None)):
         frame = encode(RemotingCommand(310, flag, 7, ext=ext, serialize=JSON))
         assert StreamDecoder().peek_one(frame, 0, len(frame)) == (310, flag, 7, None if flag & 1 else ext)
+
+
+def test_a_key_length_java_reads_as_negative_is_refused_by_every_reader():
+    """A 32 KiB key: its 16-bit length is negative to Java, so the decoder reports it and
+    neither peek reader takes it, although the block's lengths add up."""
+    from dissectors.remoting.codec import _binary_ext, _check_binary_ext, _peek_binary_ext
+
+    blk = struct.pack(">H", 0x8000) + b"k" * 0x8000 + struct.pack(">I", 1) + b"v"
+    with pytest.raises(FrameError):
+        _binary_ext(blk, 0, len(blk), 0)
+    assert not _check_binary_ext(blk, 0, len(blk))
+    assert _peek_binary_ext(blk, 0, len(blk)) is None
+    ok = struct.pack(">H", 0x7F7F) + b"k" * 0x7F7F + struct.pack(">I", 1) + b"v"  # (ASCII length bytes)
+    assert _check_binary_ext(ok, 0, len(ok)) and _peek_binary_ext(ok, 0, len(ok)) == {"k" * 0x7F7F: "v"}

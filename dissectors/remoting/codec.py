@@ -344,6 +344,7 @@ _json_head = msgspec.json.Decoder(_JsonHead).decode
 _NOT_PEEKED = (msgspec.DecodeError, ValueError)
 _prefix = _PREFIX.unpack_from
 _u32 = _U32.unpack_from
+_u16 = struct.Struct(">H").unpack_from
 
 
 def _peek_binary_ext(buf: Any, p: int, elen: int) -> dict[str, str] | None:
@@ -356,34 +357,29 @@ def _peek_binary_ext(buf: Any, p: int, elen: int) -> dict[str, str] | None:
     ext: dict[str, str] = {}
     q = 0
     try:
-        while q < elen:
-            hi = blk[q]
-            if hi & 0x80:  # a key length Java reads as negative
-                return None
+        while q < elen:  # (ASCII: no length byte >= 0x80, so no key length Java reads as negative)
             k = q + 2
-            v = k + ((hi << 8) | blk[q + 1])
+            v = k + _u16(blk, q)[0]
             q = v + 4 + _u32(blk, v)[0]
             ext[txt[k:v]] = txt[v + 4:q]
-    except (IndexError, struct.error):  # a length running past the block
+    except struct.error:  # a length running past the block
         return None
     return ext if q == elen else None
 
 
 def _check_binary_ext(buf: bytes, p: int, elen: int) -> bool:
     """Whether the ``elen`` extFields bytes at ``buf[p:]`` are well formed (lengths only)."""
-    end = p + elen
-    unpack32 = _U32.unpack_from
-    while p < end:
-        if p + 2 > end:
-            return False
-        klen = (buf[p] << 8) | buf[p + 1]
-        p += 2 + klen
-        if klen >= 0x8000 or p + 4 > end:
-            return False
-        p += 4 + unpack32(buf, p)[0]
-        if p > end:
-            return False
-    return True
+    blk = buf[p:p + elen]
+    q = 0
+    try:
+        while q < elen:
+            klen = _u16(blk, q)[0]
+            if klen >= 0x8000:  # a key length Java reads as negative
+                return False
+            q += 6 + klen + _u32(blk, q + 2 + klen)[0]
+    except struct.error:  # a length running past the block
+        return False
+    return q == elen
 
 
 def _decode(buf: memoryview, start: int, total: int, stype: int, hlen: int) -> RemotingCommand:
