@@ -652,3 +652,38 @@ def test_every_cut_point(which: int) -> None:
         assert len(got) == sum(1 for e in packet_ends if e <= cut), cut
         assert bool(r.errors) == (cut not in ends), cut
         assert len(r.errors) <= 1
+
+
+@pytest.mark.parametrize("batch", [1, 40, 333, 4096])
+@pytest.mark.parametrize("damage", ["none", "corrupt", "cut"])
+def test_record_batches_do_not_depend_on_their_size(tmp_path, monkeypatch, batch: int, damage: str) -> None:
+    """The stats-only reader walks classic pcap in batches of records: any batch size gives
+    the records (and the errors) of reading one record at a time."""
+    import rmqsniff.sources.pcapfile as pcapfile
+
+    data, starts = two_sessions_pcap()
+    data = data[:24] + data[24:] * 40  # many batches even at 4 KiB
+    if damage == "corrupt":
+        data = bytearray(data)
+        struct.pack_into("<I", data, starts[9] + 8 + 17 * (len(data) - 24) // 40, 0xFFFFFFF0)
+        data = bytes(data)
+    elif damage == "cut":
+        data = data[:-30]
+    path = write(tmp_path, "b.pcap", data)
+
+    def one_by_one() -> tuple[list, list[str]]:
+        with open(path, "rb") as f:
+            r = CaptureReader(f, "b.pcap")
+            return [(ts, lt, bytes(frame)) for ts, lt, frame in r], r.errors
+
+    def in_batches() -> tuple[list, list[str]]:
+        with open(path, "rb") as f:
+            r = CaptureReader(f, "b.pcap")
+            got = [(ts, lt, bytes(buf[s:e])) for buf, lt, recs in r.batches() for ts, s, e in recs]
+            assert r.packets == len(got)
+            return got, r.errors
+
+    expected = one_by_one()
+    monkeypatch.setattr(pcapfile, "BATCH_BYTES", batch)
+    assert in_batches() == expected
+    assert len(expected[0]) > 500 and bool(expected[1]) == (damage != "none")

@@ -33,7 +33,7 @@ from dpkt import pcap as dpcap
 from dpkt import pcapng as dpcapng
 
 CHUNK = 1 << 20
-BATCH = 1024  # records per batch (CaptureReader.batches)
+BATCH_BYTES = 64 << 10  # file bytes per batch of records (CaptureReader.batches)
 RELEASE = 8 << 20  # bytes of a mapped file read between giving their pages back
 MAX_RECORD = 256 * 1024 * 1024  # a record larger than this is corruption, not data
 MIN_RECORD_LIMIT = 256 * 1024  # records up to this size are believed whatever the snap length says
@@ -136,6 +136,7 @@ class CaptureReader:
         # a record longer than the snap length (or 256 KiB, for writers that lie about it) is corruption
         limit = min(max(fh.snaplen, MIN_RECORD_LIMIT), MAX_RECORD)
         rec = struct.Struct(endian + "IIII").unpack_from
+        head = struct.Struct(endian + "III").unpack_from  # the hot loop's: no wire length
         win = _Window(self.f.read, 24, fileobj=self.f)
         pos = 24
         last_sec: int | None = None  # of the last good record: where a resync looks for the next
@@ -144,29 +145,28 @@ class CaptureReader:
                 break
             buf, base = win.buf, win.base
             off, end = pos - base, len(buf)
-            bad = False
+            bad = short = False
             caplen = 0
-            recs: list[tuple[float, int, int]] = []
-            add = recs.append
-            while off + 16 <= end:  # the hot loop: every record of the file
-                sec, frac, caplen, _wirelen = rec(buf, off)
-                if caplen > limit:
-                    bad = True
-                    break
-                nxt = off + 16 + caplen
-                if nxt > end:
-                    break
-                add((sec + frac * scale, off + 16, nxt))
-                off = nxt
-                if len(recs) >= BATCH:
-                    last_sec = rec(buf, recs[-1][1] - 16)[0]
+            while not (bad or short) and off + 16 <= end:
+                stop = min(end - 16, off + BATCH_BYTES)  # a batch: the records starting up to here
+                recs: list[tuple[float, int, int]] = []
+                add = recs.append
+                while off <= stop:  # the hot loop: every record of the file
+                    sec, frac, caplen = head(buf, off)
+                    if caplen > limit:
+                        bad = True
+                        break
+                    start = off + 16
+                    nxt = start + caplen
+                    if nxt > end:
+                        short = True
+                        break
+                    add((sec + frac * scale, start, nxt))
+                    off = nxt
+                if recs:
+                    last_sec = head(buf, recs[-1][1] - 16)[0]
                     yield buf, linktype, recs
-                    recs = []
-                    add = recs.append
                     win.release(base + off)
-            if recs:
-                last_sec = rec(buf, recs[-1][1] - 16)[0]
-                yield buf, linktype, recs
             pos = base + off
             if bad:
                 q = _pcap_resync(win, pos, rec, limit, 1e9 if scale < 1e-6 else 1e6, last_sec, endian)
@@ -178,7 +178,7 @@ class CaptureReader:
                 self.corrupt_bytes += q - pos
                 pos = q
                 continue
-            if not win.ensure(pos, 16 + caplen if off + 16 <= end else 16):
+            if not win.ensure(pos, 16 + caplen if short else 16):
                 break
         if win.end > pos:
             self.errors.append(
