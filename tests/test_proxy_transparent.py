@@ -91,30 +91,34 @@ def test_java_client_redirected_by_iptables_to_the_transparent_proxy(rocketmq_cl
             # the client is given the real name server: only the kernel sends it to the proxy
             _run_java(cluster, "clients/proxy_transparent", "produce-consume", cluster.namesrv_addr,
                       "TopicProxy", str(truth_path), prefix=AS_GROUP)
-        truth = json.loads(truth_path.read_text())
-        assert truth["counts"] == direct["counts"]
-        assert _labels(truth["sent"]) == _labels(direct["sent"])
-
-        routes = _wait_idle(p)
-        assert routes["sessions"] == 0
-        assert routes["brokers"] == {}  # nothing rewritten in transparent mode
-        s = json.loads(p.get("/stats?format=json")[2])
-        t = s["transport"]
-        assert t.get("transparent_not_redirected", 0) == 0 and t.get("upstream_connect_failure", 0) == 0
-        assert t["flows"] >= 2  # at least the name server and the broker connections
-        envoy = dict(ln.split(": ", 1) for ln in p.get("/stats")[2].splitlines())
-        d = dict(ln.split(": ", 1) for ln in render_envoy(analyze([str(direct_pcap)]).stats).splitlines())
-        for k in ("send_message_v1", "send_message_v2", "request_code.SEND_BATCH_MESSAGE.requests"):
-            assert envoy.get(f"rocketmq.tp.{k}", "0") == d.get(f"rocketmq.rmqsniff.{k}", "0"), k
-        assert int(envoy["rocketmq.tp.request_code.GET_ROUTEINFO_BY_TOPIC.requests"]) > 0
-        assert int(envoy["rocketmq.tp.request_code.PULL_MESSAGE.requests"]) > 0
-        # each connection went where the client sent it (SO_ORIGINAL_DST), not to the proxy itself
-        got = json.loads(p.get("/exchanges?limit=1000&filter=" + urllib.parse.quote("code == SEND_MESSAGE_V2"))[2])
-        assert got["count"] > 0
-        assert {e["connection"]["server"] for e in got["exchanges"]} == {cluster.broker_addr}
-        got = json.loads(p.get("/exchanges?limit=1000&filter="
-                               + urllib.parse.quote("code == GET_ROUTEINFO_BY_TOPIC"))[2])
-        assert got["count"] > 0 and {e["connection"]["server"] for e in got["exchanges"]} == {cluster.namesrv_addr}
+        check_transparent_run(p, cluster, json.loads(truth_path.read_text()), direct, direct_pcap)
     finally:
         code = p.stop()
     assert code == 0, "\n".join(p.lines[-20:])
+
+
+def check_transparent_run(p: ProxyProcess, cluster, truth: dict, direct: dict, direct_pcap) -> list[dict]:
+    """What every transparent-mode test checks once its client is done: the client's results
+    equal the direct run's; nothing was rewritten, refused or failed; the sends were counted as
+    in the direct capture; each connection went where the client sent it, not to the proxy.
+    Returns the exchanges seen (sends and route lookups)."""
+    assert truth["counts"] == direct["counts"]
+    assert _labels(truth["sent"]) == _labels(direct["sent"])
+    routes = _wait_idle(p)
+    assert routes["sessions"] == 0
+    assert routes["brokers"] == {}  # nothing rewritten in transparent mode
+    t = json.loads(p.get("/stats?format=json")[2])["transport"]
+    assert t.get("transparent_not_redirected", 0) == 0 and t.get("upstream_connect_failure", 0) == 0
+    assert t["flows"] >= 2  # at least the name server and the broker connections
+    envoy = dict(ln.split(": ", 1) for ln in p.get("/stats")[2].splitlines())
+    d = dict(ln.split(": ", 1) for ln in render_envoy(analyze([str(direct_pcap)]).stats).splitlines())
+    for k in ("send_message_v1", "send_message_v2", "request_code.SEND_BATCH_MESSAGE.requests"):
+        assert envoy.get(f"rocketmq.tp.{k}", "0") == d.get(f"rocketmq.rmqsniff.{k}", "0"), k
+    assert int(envoy["rocketmq.tp.request_code.PULL_MESSAGE.requests"]) > 0
+    seen = []
+    for code, server in (("SEND_MESSAGE_V2", cluster.broker_addr), ("GET_ROUTEINFO_BY_TOPIC", cluster.namesrv_addr)):
+        got = json.loads(p.get("/exchanges?limit=1000&filter=" + urllib.parse.quote(f"code == {code}"))[2])
+        assert got["count"] > 0, code
+        assert {e["connection"]["server"] for e in got["exchanges"]} == {server}, code
+        seen += got["exchanges"]
+    return seen

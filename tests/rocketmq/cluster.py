@@ -130,6 +130,7 @@ class Cluster:
 
     base_dir: Path
     ports: Ports = field(default_factory=Ports.from_env)
+    host: str = HOST  # the address every component binds and advertises
     lib: Path | None = None
     pids: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
@@ -143,19 +144,19 @@ class Cluster:
     # ---- addresses -------------------------------------------------------------------
     @property
     def namesrv_addr(self) -> str:
-        return f"{HOST}:{self.ports.namesrv}"
+        return f"{self.host}:{self.ports.namesrv}"
 
     @property
     def broker_addr(self) -> str:
-        return f"{HOST}:{self.ports.broker}"
+        return f"{self.host}:{self.ports.broker}"
 
     @property
     def proxy_addr(self) -> str:
-        return f"{HOST}:{self.ports.proxy}"
+        return f"{self.host}:{self.ports.proxy}"
 
     @property
     def grpc_addr(self) -> str:
-        return f"{HOST}:{self.ports.grpc}"
+        return f"{self.host}:{self.ports.grpc}"
 
     def dir(self, component: str) -> Path:
         return self.base_dir / component
@@ -172,7 +173,7 @@ class Cluster:
             self.dir(c).mkdir(parents=True, exist_ok=True)
         (self.base_dir / "namesrv.conf").write_text(
             f"listenPort={self.ports.namesrv}\n"
-            f"bindAddress={HOST}\n"
+            f"bindAddress={self.host}\n"
             f"kvConfigPath={self.dir('namesrv') / 'namesrv' / 'kvConfig.json'}\n"
         )
         store = self.dir("broker") / "store"
@@ -183,9 +184,9 @@ class Cluster:
             "brokerRole=ASYNC_MASTER",
             "flushDiskType=ASYNC_FLUSH",
             f"namesrvAddr={self.namesrv_addr}",
-            f"brokerIP1={HOST}",
+            f"brokerIP1={self.host}",
             f"listenPort={self.ports.broker}",
-            f"bindAddress={HOST}",
+            f"bindAddress={self.host}",
             f"storePathRootDir={store}",
             f"storePathCommitLog={store / 'commitlog'}",
             "mappedFileSizeCommitLog=104857600",
@@ -211,8 +212,8 @@ class Cluster:
             "proxyMode": "cluster",
             "grpcServerPort": self.ports.grpc,
             "remotingListenPort": self.ports.proxy,
-            "localServeAddr": HOST,
-            "remotingAccessAddr": HOST,
+            "localServeAddr": self.host,
+            "remotingAccessAddr": self.host,
             "enablePrintJstack": False,
         }
         (home / "rmq-proxy.json").write_text(json.dumps(proxy_cfg, indent=2) + "\n")
@@ -240,7 +241,7 @@ class Cluster:
     # ---- lifecycle ---------------------------------------------------------------------
     def preflight(self) -> None:
         """Fail early on the known pitfalls: busy ports, unresolvable hostname, full disk."""
-        busy = {n: p for n, p in self.ports.all_listening().items() if not port_free(p)}
+        busy = {n: p for n, p in self.ports.all_listening().items() if not port_free(p, self.host)}
         if busy:
             raise ClusterError(f"ports already in use: {busy} (another cluster running? "
                                "set RMQSNIFF_*_PORT or run `python -m tests.rocketmq down`)")
@@ -277,7 +278,7 @@ class Cluster:
 
     def _wait_port(self, component: str, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not port_open(port):
+        while not port_open(port, self.host):
             if not self._alive(component):
                 raise self._fail(component, f"exited before opening port {port}")
             if time.monotonic() > deadline:
