@@ -31,70 +31,104 @@ GID = 52877  # the group the client and the proxy run in; only its connections a
 AS_GROUP = ("setpriv", f"--regid={GID}", "--clear-groups", "--")
 
 
-def iptables_problem() -> str | None:
-    """Why iptables REDIRECT cannot be used here, or None."""
+def iptables_problem(tool: str = "iptables") -> str | None:
+    """Why ``tool`` (iptables or ip6tables) REDIRECT cannot be used here, or None."""
     if not sys.platform.startswith("linux"):
-        return "iptables is Linux only"
-    if shutil.which("iptables") is None:
-        return "`iptables` not installed (Debian: apt-get install -y iptables)"
+        return f"{tool} is Linux only"
+    if shutil.which(tool) is None:
+        return f"`{tool}` not installed (Debian: apt-get install -y iptables)"
     if os.geteuid() != 0:
         return "needs root (CAP_NET_ADMIN) to change the nat table"
     if shutil.which("setpriv") is None:
         return "`setpriv` not installed (Debian: util-linux)"
-    r = subprocess.run(["iptables", "-t", "nat", "-S", "OUTPUT"], capture_output=True, text=True)
+    r = subprocess.run([tool, "-t", "nat", "-S", "OUTPUT"], capture_output=True, text=True)
     if r.returncode != 0:
-        return f"`iptables -t nat -S OUTPUT` failed: {(r.stderr or r.stdout).strip()}"
+        return f"`{tool} -t nat -S OUTPUT` failed: {(r.stderr or r.stdout).strip()}"
     return None
 
 
-def ipt(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(["iptables", "-t", "nat", *args], capture_output=True, text=True)
+def ipt(*args: str, check: bool = True, tool: str = "iptables") -> subprocess.CompletedProcess:
+    r = subprocess.run([tool, "-t", "nat", *args], capture_output=True, text=True)
     if check and r.returncode != 0:
-        raise AssertionError(f"iptables -t nat {' '.join(args)}: {r.stderr.strip()}")
+        raise AssertionError(f"{tool} -t nat {' '.join(args)}: {r.stderr.strip()}")
     return r
 
 
 @contextlib.contextmanager
-def redirect(ports: list[int], to_port: int, mark: int, gid: int):
-    """Local connections of group ``gid`` to 127.0.0.1:ports -> 127.0.0.1:to_port, except those
-    marked ``mark``.  The commands are the ones docs/proxy.md gives, in a chain of this test's own."""
+def redirect(ports: list[int], to_port: int, mark: int, gid: int, dst: str = "127.0.0.1"):
+    """Local connections of group ``gid`` to ``dst``:ports -> the same address's ``to_port``,
+    except those marked ``mark`` (ip6tables for an IPv6 ``dst``).  The commands are the ones
+    docs/proxy.md gives, in a chain of this test's own."""
+    tool = "ip6tables" if ":" in dst else "iptables"
     chain = f"RMQSNIFF_T{os.getpid()}"
-    ipt("-N", chain)
+    ipt("-N", chain, tool=tool)
     try:
-        ipt("-A", chain, "-m", "mark", "--mark", str(mark), "-j", "RETURN")
-        ipt("-A", chain, "-p", "tcp", "-d", "127.0.0.1", "-m", "multiport", "--dports", ",".join(map(str, ports)),
-            "-m", "owner", "--gid-owner", str(gid), "-j", "REDIRECT", "--to-ports", str(to_port))
-        ipt("-A", "OUTPUT", "-j", chain)
+        ipt("-A", chain, "-m", "mark", "--mark", str(mark), "-j", "RETURN", tool=tool)
+        ipt("-A", chain, "-p", "tcp", "-d", dst, "-m", "multiport", "--dports", ",".join(map(str, ports)),
+            "-m", "owner", "--gid-owner", str(gid), "-j", "REDIRECT", "--to-ports", str(to_port), tool=tool)
+        ipt("-A", "OUTPUT", "-j", chain, tool=tool)
         yield chain
     finally:
-        ipt("-D", "OUTPUT", "-j", chain, check=False)
-        ipt("-F", chain, check=False)
-        ipt("-X", chain, check=False)
-        assert chain not in ipt("-S", check=False).stdout, "iptables rules left behind"
+        ipt("-D", "OUTPUT", "-j", chain, check=False, tool=tool)
+        ipt("-F", chain, check=False, tool=tool)
+        ipt("-X", chain, check=False, tool=tool)
+        assert chain not in ipt("-S", check=False, tool=tool).stdout, f"{tool} rules left behind"
 
 
 def test_java_client_redirected_by_iptables_to_the_transparent_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):
     problem = iptables_problem()
     if problem:
         pytest.skip(f"iptables REDIRECT unusable here: {problem}")
-    cluster = rocketmq_cluster
+    _redirected_run(rocketmq_cluster, rocketmq_capture, tmp_path, "127.0.0.1", "clients/proxy_transparent")
+
+
+def _redirected_run(cluster, rocketmq_capture, tmp_path, host: str, home: str) -> list[dict]:
+    """``rmqsniff proxy --transparent`` on ``host``, an OUTPUT REDIRECT of the cluster's ports
+    on ``host`` to it, and a real Java client given the real name server (only the kernel sends
+    it to the proxy), producing and consuming; then :func:`check_transparent_run`."""
     direct_pcap, direct = rocketmq_capture("remoting_json")
     ns_port = int(cluster.namesrv_addr.rsplit(":", 1)[1])
     br_port = int(cluster.broker_addr.rsplit(":", 1)[1])
-    p = ProxyProcess("--transparent", "127.0.0.1:0", "--mark", hex(MARK), "--admin", "127.0.0.1:0",
-                     "--stat-prefix", "tp", prefix=AS_GROUP)
+    p = ProxyProcess("--transparent", f"[{host}]:0" if ":" in host else f"{host}:0", "--mark", hex(MARK),
+                     "--admin", "127.0.0.1:0", "--stat-prefix", "tp", prefix=AS_GROUP)
     try:
         listen = next(m[1] for ln in p.lines if (m := re.match(r"transparent (\S+) -> ", ln)))
-        port = int(listen.rsplit(":", 1)[1])
         truth_path = tmp_path / "truth.json"
-        with redirect([ns_port, br_port, br_port - 2], port, MARK, GID):
-            # the client is given the real name server: only the kernel sends it to the proxy
-            _run_java(cluster, "clients/proxy_transparent", "produce-consume", cluster.namesrv_addr,
-                      "TopicProxy", str(truth_path), prefix=AS_GROUP)
-        check_transparent_run(p, cluster, json.loads(truth_path.read_text()), direct, direct_pcap)
+        with redirect([ns_port, br_port, br_port - 2], int(listen.rsplit(":", 1)[1]), MARK, GID, dst=host):
+            _run_java(cluster, home, "produce-consume", cluster.namesrv_addr, "TopicProxy", str(truth_path),
+                      prefix=AS_GROUP)
+        seen = check_transparent_run(p, cluster, json.loads(truth_path.read_text()), direct, direct_pcap)
     finally:
         code = p.stop()
     assert code == 0, "\n".join(p.lines[-20:])
+    return seen
+
+
+@pytest.fixture(scope="module")
+def ipv6_cluster(tmp_path_factory):
+    """A second real cluster, listening and advertising on ::1 only."""
+    problem = iptables_problem("ip6tables")
+    if problem:
+        pytest.skip(f"ip6tables REDIRECT unusable here: {problem}")
+    from tests.rocketmq import build
+    from tests.rocketmq.cluster import Cluster, Ports
+
+    build.build_remoting_programs()
+    main = Ports.from_env()  # other ports than the session cluster's, although the address differs
+    cluster = Cluster(tmp_path_factory.mktemp("rocketmq-ipv6"), host="::1",
+                      ports=Ports(main.namesrv + 6, main.broker + 20, main.proxy + 6, main.grpc + 6))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_ipv6_java_client_redirected_by_ip6tables_to_the_transparent_proxy(ipv6_cluster, rocketmq_capture, tmp_path):
+    """The same over IPv6: a cluster on ::1, an ip6tables OUTPUT REDIRECT, the original
+    destinations read with IP6T_SO_ORIGINAL_DST."""
+    seen = _redirected_run(ipv6_cluster, rocketmq_capture, tmp_path, "::1", "clients/proxy_transparent_v6")
+    assert {e["connection"]["client"].rsplit(":", 1)[0] for e in seen} == {"[::1]"}
 
 
 def check_transparent_run(p: ProxyProcess, cluster, truth: dict, direct: dict, direct_pcap) -> list[dict]:
@@ -119,6 +153,8 @@ def check_transparent_run(p: ProxyProcess, cluster, truth: dict, direct: dict, d
     for code, server in (("SEND_MESSAGE_V2", cluster.broker_addr), ("GET_ROUTEINFO_BY_TOPIC", cluster.namesrv_addr)):
         got = json.loads(p.get("/exchanges?limit=1000&filter=" + urllib.parse.quote(f"code == {code}"))[2])
         assert got["count"] > 0, code
-        assert {e["connection"]["server"] for e in got["exchanges"]} == {server}, code
+        host, port = server.rsplit(":", 1)
+        shown = f"[{host}]:{port}" if ":" in host else server  # IPv6 in brackets
+        assert {e["connection"]["server"] for e in got["exchanges"]} == {shown}, code
         seen += got["exchanges"]
     return seen

@@ -99,7 +99,7 @@ class Ports:
 
 
 def port_free(port: int, host: str = HOST) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
@@ -226,7 +226,8 @@ class Cluster:
 
     def _cmd(self, component: str) -> list[str]:
         d = self.dir(component)
-        cmd = ["java", *HEAPS[component], *JVM_COMMON, f"-Duser.home={d}",
+        jvm = [o for o in JVM_COMMON if ":" not in self.host or not o.startswith("-Djava.net.preferIPv4Stack")]
+        cmd = ["java", *HEAPS[component], *jvm, f"-Duser.home={d}",
                f"-Drmq.logback.configurationFile=rmq.{component}.logback.xml",
                "-cp", f"{self.lib}/*", MAIN_CLASS[component]]
         if component == "namesrv":
