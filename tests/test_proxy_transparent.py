@@ -104,6 +104,42 @@ def _redirected_run(cluster, rocketmq_capture, tmp_path, host: str, home: str) -
     return seen
 
 
+def test_java_grpc_client_redirected_by_iptables_to_the_transparent_proxy(rocketmq_cluster, rocketmq_capture,
+                                                                          tmp_path):
+    """A real 5.x gRPC client given the cluster's real gRPC endpoint: the REDIRECT sends its
+    connection to the transparent listener, which recognises HTTP/2 by its first bytes and
+    decodes the calls."""
+    problem = iptables_problem()
+    if problem:
+        pytest.skip(f"iptables REDIRECT unusable here: {problem}")
+    cluster = rocketmq_cluster
+    _, direct = rocketmq_capture("grpc_java")
+    p = ProxyProcess("--transparent", "127.0.0.1:0", "--mark", hex(MARK), "--admin", "127.0.0.1:0",
+                     "--stat-prefix", "tp", prefix=AS_GROUP)
+    try:
+        listen = next(m[1] for ln in p.lines if (m := re.match(r"transparent (\S+) -> ", ln)))
+        truth_path = tmp_path / "truth.json"
+        with redirect([int(cluster.grpc_addr.rsplit(":", 1)[1])], int(listen.rsplit(":", 1)[1]), MARK, GID):
+            _run_java(cluster, "clients/proxy_transparent_grpc", cluster.grpc_addr, str(truth_path), grpc=True,
+                      prefix=AS_GROUP)
+        truth = json.loads(truth_path.read_text())
+        assert truth["counts"] == direct["counts"]
+        assert sorted(truth["received"]) == sorted(direct["received"])
+        assert _wait_idle(p)["sessions"] == 0
+        s = json.loads(p.get("/stats?format=json")[2])
+        assert s["transport"].get("transparent_not_redirected", 0) == 0
+        assert s["transport"].get("upstream_connect_failure", 0) == 0
+        names = {r["name"] for r in s["codes"].values() if r["protocol"] == "grpc"}
+        assert {"QueryRoute", "SendMessage", "ReceiveMessage", "AckMessage"} <= names
+        assert s["counters"]["send_message_v2"] >= len(direct["sent"])
+        got = json.loads(p.get("/exchanges?limit=1000&filter=" + urllib.parse.quote('protocol == "grpc"'))[2])
+        assert got["count"] > 0
+        assert {e["connection"]["server"] for e in got["exchanges"]} == {cluster.grpc_addr}
+    finally:
+        code = p.stop()
+    assert code == 0, "\n".join(p.lines[-20:])
+
+
 @pytest.fixture(scope="module")
 def ipv6_cluster(tmp_path_factory):
     """A second real cluster, listening and advertising on ::1 only."""
