@@ -17,7 +17,31 @@ import org.apache.rocketmq.common.message.MessageQueue;
  * can race with a pull already in flight, which hands the same queue offsets over twice.
  */
 class ReplayConsumer {
-    public static void main(String[] a) throws Exception {
+    public static void main(String[] a) {
+        try {
+            run(a);
+        } catch (Throwable t) {  // never leave the JVM hanging on the client's own threads
+            t.printStackTrace();
+            System.exit(1);
+        }
+    }
+
+    /** seekToBegin asks the broker for the queue's minimum offset; a connection lost meanwhile
+     *  (seen on a loaded 2-core CI machine) is worth a retry, not a failed test. */
+    static void seekToBegin(DefaultLitePullConsumer c, MessageQueue mq) throws Exception {
+        for (int attempt = 1; ; attempt++) {
+            try {
+                c.seekToBegin(mq);
+                return;
+            } catch (org.apache.rocketmq.client.exception.MQClientException e) {
+                if (attempt == 5) throw e;
+                System.err.println("seekToBegin " + mq + " failed (attempt " + attempt + "): " + e);
+                Thread.sleep(500);
+            }
+        }
+    }
+
+    static void run(String[] a) throws Exception {
         String ns = a[0], topic = a[1], group = a[2];
         int expected = Integer.parseInt(a[3]);
         long deadline = System.currentTimeMillis() + Long.parseLong(a[4]);
@@ -28,7 +52,7 @@ class ReplayConsumer {
         c.start();
         Collection<MessageQueue> mqs = c.fetchMessageQueues(topic);
         c.assign(mqs);
-        for (MessageQueue mq : mqs) c.seekToBegin(mq);
+        for (MessageQueue mq : mqs) seekToBegin(c, mq);
         Set<String> seen = new HashSet<>();
         int n = 0;
         while (n < expected && System.currentTimeMillis() < deadline) {
