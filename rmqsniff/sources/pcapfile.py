@@ -136,7 +136,7 @@ class CaptureReader:
         # a record longer than the snap length (or 256 KiB, for writers that lie about it) is corruption
         limit = min(max(fh.snaplen, MIN_RECORD_LIMIT), MAX_RECORD)
         rec = struct.Struct(endian + "IIII").unpack_from
-        head = struct.Struct(endian + "III").unpack_from  # the hot loop's: no wire length
+        rec3 = struct.Struct(endian + "III").unpack_from  # the hot loop's: no wire length
         win = _Window(self.f.read, 24, fileobj=self.f)
         pos = 24
         last_sec: int | None = None  # of the last good record: where a resync looks for the next
@@ -152,7 +152,7 @@ class CaptureReader:
                 recs: list[tuple[float, int, int]] = []
                 add = recs.append
                 while off <= stop:  # the hot loop: every record of the file
-                    sec, frac, caplen = head(buf, off)
+                    sec, frac, caplen = rec3(buf, off)
                     if caplen > limit:
                         bad = True
                         break
@@ -164,7 +164,7 @@ class CaptureReader:
                     add((sec + frac * scale, start, nxt))
                     off = nxt
                 if recs:
-                    last_sec = head(buf, recs[-1][1] - 16)[0]
+                    last_sec = rec3(buf, recs[-1][1] - 16)[0]
                     yield buf, linktype, recs
                     win.release(base + off)
             pos = base + off
