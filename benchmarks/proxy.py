@@ -3,10 +3,11 @@
     python benchmarks/proxy.py                       # starts a RocketMQ 5.3 cluster (tests/rocketmq)
     python benchmarks/proxy.py --namesrv 127.0.0.1:9876 --broker 127.0.0.1:10911   # reuse a running one
 
-One run, same cluster, same producer (``benchmarks/java/BenchProducer.java``: sync sends of
-``--size`` bytes), one JVM per path and round: a warm-up, a latency phase (one sender: the
-unloaded send latency) and a throughput phase (``--threads`` senders), each bounded in time.
-Paths:
+One run, same cluster, one producer JVM (``benchmarks/java/BenchProducer.java``: sync sends of
+``--size`` bytes) with a client per path. The paths take turns of ``--slice`` seconds (the order
+rotates every cycle) through a warm-up, a latency phase (one sender: the unloaded send latency)
+and a throughput phase (``--threads`` senders), so the machine's drift (other tenants, the
+broker's page cache and GC, JIT) falls on every path alike. Paths:
 
 * direct: the client is given the name server;
 * rmqsniff: the client is given ``rmqsniff proxy``'s name-server listener; route rewriting
@@ -14,17 +15,19 @@ Paths:
 * haproxy: ``haproxy`` (Debian: ``apt-get install -y haproxy``) in TCP mode in front of the
   name server and the broker. HAProxy cannot rewrite route answers, so the producer rewrites
   the broker address on its side (an RPC hook): the bytes on the wire are the same.
-
 * base (``--compare DIR``): the proxy of another checkout, e.g. ``git worktree add /tmp/base HEAD~1``.
 
 Prints msgs/s and p50/p99 send latency per path, then each path against direct: the throughput
-ratio (median over rounds of the ratio within each round; each round starts with another path)
-and the added p50/p99, and the middle's CPU during the throughput phase (the producer
-prints a line at its start and end): share of one core and CPU µs per message sent (one
-request and one response frame). On a small shared machine the producer, the broker and the
-middle compete for the same cores, so any CPU the middle uses costs throughput: µs/msg is the
-steadier guide, HAProxy the fair reference. Goal for rmqsniff: >= 0.95 of direct, p50 added
-<= 0.2 ms. Only 127.0.0.1.
+ratio (messages over direct's in the same time; the spread of the per-turn ratios below it),
+the added p50/p99, and the middle's CPU during its turns of the throughput phase (the producer
+prints a line at the phase's start and end; a middle is idle while the others have their turns):
+share of one core and CPU µs per message sent (one request and one response frame).
+
+By default everything shares every CPU: on a small machine the producer, the broker and the
+middle then compete, so any CPU the middle uses costs throughput (µs/msg is the steadier guide,
+HAProxy the fair reference). ``--isolate`` gives the middles the CPUs but the first one, as when
+the proxy has a host of its own. Goal for rmqsniff: >= 0.95 of direct, p50 added <= 0.2 ms.
+Only 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -80,12 +83,13 @@ class RmqsniffProxy:
 
     name = "rmqsniff"
 
-    def __init__(self, namesrv: str, root: Path = ROOT, name: str = "rmqsniff") -> None:
+    def __init__(self, namesrv: str, root: Path = ROOT, name: str = "rmqsniff", cpus: set[int] | None = None) -> None:
         self.name = name
         env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen([sys.executable, "-m", "rmqsniff.cli_proxy", "--namesrv",
                                       f"127.0.0.1:0={namesrv}"], cwd=root, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=pinner(cpus))
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
         deadline = time.monotonic() + 30
@@ -121,7 +125,7 @@ class HAProxy:
 
     name = "haproxy"
 
-    def __init__(self, exe: str, namesrv: str, broker: str, work: Path) -> None:
+    def __init__(self, exe: str, namesrv: str, broker: str, work: Path, cpus: set[int] | None = None) -> None:
         ns_port, br_port = free_port(), free_port()
         cfg = work / "haproxy.cfg"
         cfg.write_text(f"""global
@@ -139,7 +143,7 @@ listen broker
     server b {broker}
 """)
         self.proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True, preexec_fn=pinner(cpus))
         deadline = time.monotonic() + 15
         while not all(_open(p) for p in (ns_port, br_port)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -156,6 +160,13 @@ listen broker
 
     def stop(self) -> None:
         _stop(self.proc, 10)
+
+
+def pinner(cpus: set[int] | None):
+    """A ``preexec_fn`` that keeps the child (and every thread it starts) on ``cpus``."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def _stop(proc: subprocess.Popen, grace: float) -> None:
@@ -177,24 +188,27 @@ def _open(port: int) -> bool:
         return False
 
 
-def run_producer(cluster: Cluster, classes: Path, namesrv: str, broker_map: str, a, tag: str,
-                 mid_pid: int | None) -> dict:
-    """The producer's result; with ``mid_pid``, also ``mid_cpu_s``: the CPU seconds the middle
-    process used during the throughput phase (the producer prints a line at its start and end)."""
-    cmd = cluster.java_cmd(f"bench/{tag}", classes, "BenchProducer", namesrv, TOPIC, str(a.warmup),
-                           str(a.latency_seconds), str(a.seconds), str(a.threads), str(a.size), broker_map)
-    budget = a.warmup + a.latency_seconds + a.seconds + 120
+def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag: str,
+                 mids: dict[str, int]) -> dict:
+    """One producer JVM over every path in turns (``paths``: name -> NAMESRV[@FROM=TO,...]).
+    Its result per path, with ``mid_cpu_s`` for the paths in ``mids`` (name -> pid): the CPU
+    seconds that middle used during the throughput phase (the producer prints a line at its start
+    and end; a middle is idle while the other paths have their turns)."""
+    cmd = cluster.java_cmd(f"bench/{tag}", classes, "BenchProducer", TOPIC, str(a.warmup), str(a.latency_seconds),
+                           str(a.seconds), str(a.slice), str(a.threads), str(a.size),
+                           *(f"{name}={spec}" for name, spec in paths.items()))
+    budget = (a.warmup + a.latency_seconds + a.seconds) * len(paths) + 120
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=cluster.dir(f"bench/{tag}"))
     timer = threading.Timer(budget, proc.kill)
     timer.start()
     out: list[str] = []
-    marks: dict[str, float] = {}
+    marks: dict[str, dict[str, float]] = {}
     try:
         for line in proc.stdout:
             out.append(line.rstrip("\n"))
-            if line.startswith("PHASE ") and mid_pid is not None:
-                marks[line.split()[1]] = cpu_seconds(mid_pid)
+            if line.startswith("PHASE "):
+                marks[line.split()[1]] = {name: cpu_seconds(pid) for name, pid in mids.items()}
         proc.wait()
     finally:
         timer.cancel()
@@ -202,30 +216,38 @@ def run_producer(cluster: Cluster, classes: Path, namesrv: str, broker_map: str,
     if proc.returncode != 0 or not lines:
         tail = "\n".join(out[-30:])
         raise SystemExit(f"producer ({tag}) failed (exit {proc.returncode}):\n{tail}")
-    r = json.loads(lines[-1])
+    r = json.loads(lines[-1])["paths"]
     if "throughput" in marks and "done" in marks:
-        r["mid_cpu_s"] = marks["done"] - marks["throughput"]
+        for name in mids:
+            r[name]["mid_cpu_s"] = marks["done"][name] - marks["throughput"][name]
     return r
-
-
-def median_of(results: list[dict], phase: str, key: str) -> float:
-    return statistics.median(r[phase][key] for r in results)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--namesrv", help="a running name server on 127.0.0.1 (default: start a cluster)")
     ap.add_argument("--broker", help="its broker (needed with --namesrv, for HAProxy)")
-    ap.add_argument("--seconds", type=float, default=10.0, help="throughput phase per path")
-    ap.add_argument("--latency-seconds", type=float, default=5.0, help="latency phase (one sender) per path")
-    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=30.0, help="throughput phase per path")
+    ap.add_argument("--latency-seconds", type=float, default=6.0, help="latency phase (one sender) per path")
+    ap.add_argument("--warmup", type=float, default=3.0, help="per path")
+    ap.add_argument("--slice", type=float, default=1.0, help="seconds per turn: the paths take turns this long")
     ap.add_argument("--threads", type=int, default=8, help="senders in the throughput phase")
     ap.add_argument("--size", type=int, default=1024, help="message body bytes")
-    ap.add_argument("--rounds", type=int, default=1, help="repeat every path this often, interleaved; medians")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole run (a new producer JVM and middles)")
     ap.add_argument("--no-haproxy", action="store_true")
     ap.add_argument("--compare", metavar="DIR", type=Path,
                     help="also run the proxy of another checkout (e.g. a git worktree of the last commit): path 'base'")
+    ap.add_argument("--isolate", action="store_true",
+                    help="the cluster and the producer on the first CPU, the middles on the others "
+                         "(as when the proxy has a host of its own); default: all share every CPU")
     a = ap.parse_args()
+    mid_cpus = None
+    if a.isolate:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            ap.error("--isolate needs two CPUs")
+        os.sched_setaffinity(0, {cpus[0]})  # inherited by the cluster and the producer
+        mid_cpus = set(cpus[1:])
 
     work = Path(tempfile.mkdtemp(prefix="rmqsniff-bench-proxy-"))
     classes = build._javac(sorted((ROOT / "benchmarks" / "java").glob("*.java")), build.build_server(),
@@ -247,68 +269,75 @@ def main() -> int:
         print("haproxy not found (Debian: apt-get install -y haproxy): that path is left out")
     paths = ["direct", "rmqsniff"] + (["base"] if a.compare else []) + (["haproxy"] if haproxy else [])
     results: dict[str, list[dict]] = {p: [] for p in paths}
-    cpu: dict[str, list[float]] = {p: [] for p in paths}
     try:
         runner.admin(f"topic={TOPIC}")
-        print(f"producer: {a.threads} senders, {a.size}-byte bodies, sync sends; warm-up {a.warmup:g}s, "
-              f"latency {a.latency_seconds:g}s (1 sender), throughput {a.seconds:g}s; {a.rounds} round(s)")
+        print(f"producer: {a.threads} senders, {a.size}-byte bodies, sync sends; per path: warm-up {a.warmup:g}s, "
+              f"latency {a.latency_seconds:g}s (1 sender), throughput {a.seconds:g}s; the paths take turns "
+              f"every {a.slice:g}s; {a.rounds} round(s){'; middles on their own CPU' if a.isolate else ''}")
         for rnd in range(a.rounds):
-            k = rnd % len(paths)  # a different path goes first each round: drift does not favour one
-            for path in paths[k:] + paths[:k]:
-                mid = None
-                if path == "rmqsniff":
-                    mid = RmqsniffProxy(ns)
-                elif path == "base":
-                    mid = RmqsniffProxy(ns, a.compare.resolve(), "base")
-                elif path == "haproxy":
-                    mid = HAProxy(haproxy, ns, br, work)
-                try:
-                    r = run_producer(runner, classes, mid.namesrv if mid else ns, mid.broker_map if mid else "",
-                                     a, f"{path}-{rnd}", mid.pid if mid else None)
-                    if "mid_cpu_s" in r:
-                        cpu[path].append(r["mid_cpu_s"])
-                finally:
-                    if mid:
-                        mid.stop()
-                results[path].append(r)
-                lat, tp = r["latency"], r["throughput"]
+            mids = {}
+            try:
+                mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus)
+                if a.compare:
+                    mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus)
+                if haproxy:
+                    mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
+                specs = {"direct": ns}
+                for name, mid in mids.items():
+                    specs[name] = mid.namesrv + (f"@{mid.broker_map}" if mid.broker_map else "")
+                k = rnd % len(paths)  # each round another path leads the turns
+                specs = {p: specs[p] for p in paths[k:] + paths[:k]}
+                r = run_producer(runner, classes, specs, a, f"round-{rnd}", {n: m.pid for n, m in mids.items()})
+            finally:
+                for mid in mids.values():
+                    mid.stop()
+            for path in paths:
+                results[path].append(r[path])
+                lat, tp = r[path]["latency"], r[path]["throughput"]
                 print(f"  round {rnd + 1} {path:<9} {tp['msgs_per_s']:>9,.0f} msgs/s  p50 {lat['p50_us'] / 1000:.3f} ms"
                       f"  p99 {lat['p99_us'] / 1000:.3f} ms  errors {lat['errors'] + tp['errors']}", flush=True)
     finally:
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
+    return report(paths, results)
+
+
+def report(paths: list[str], results: dict[str, list[dict]]) -> int:
+    def total(path: str, phase: str, key: str) -> float:
+        return sum(r[phase][key] for r in results[path])
+
+    def median(path: str, phase: str, key: str) -> float:
+        return statistics.median(r[phase][key] for r in results[path])
 
     print()
     print(f"{'path':<9} {'msgs/s':>9} {'tput p50':>9} {'tput p99':>9} {'1-sender p50':>13} {'p99':>8} "
           f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'mid CPU':>8} {'us/msg':>7}")
-    d_tp = median_of(results["direct"], "throughput", "msgs_per_s")
-    d50 = median_of(results["direct"], "latency", "p50_us") / 1000
-    d99 = median_of(results["direct"], "latency", "p99_us") / 1000
+    d_rate = total("direct", "throughput", "sent") / total("direct", "throughput", "seconds")
+    d50, d99 = median("direct", "latency", "p50_us") / 1000, median("direct", "latency", "p99_us") / 1000
+    d_slices = [n for r in results["direct"] for n in r["slices"]]
     summary = {}
     for path in paths:
-        tp = median_of(results[path], "throughput", "msgs_per_s")
-        p50 = median_of(results[path], "latency", "p50_us") / 1000
-        p99 = median_of(results[path], "latency", "p99_us") / 1000
-        t50 = median_of(results[path], "throughput", "p50_us") / 1000
-        t99 = median_of(results[path], "throughput", "p99_us") / 1000
-        # the middle's CPU during the throughput phase: share of one core, and per message sent
-        # (one request and one response frame each way)
-        shares = [c / r["throughput"]["seconds"] for c, r in zip(cpu[path], results[path])]
-        per_msg = [c * 1e6 / max(1, r["throughput"]["sent"]) for c, r in zip(cpu[path], results[path])]
+        rate = total(path, "throughput", "sent") / total(path, "throughput", "seconds")
+        p50, p99 = median(path, "latency", "p50_us") / 1000, median(path, "latency", "p99_us") / 1000
+        t50, t99 = median(path, "throughput", "p50_us") / 1000, median(path, "throughput", "p99_us") / 1000
         c = f"{'-':>8} {'-':>7}"
-        if cpu[path]:
-            c = f"{statistics.median(shares):>8.0%} {statistics.median(per_msg):>7.1f}"
-        # the ratio: median over rounds of this path's throughput over direct's in the same round
-        # (the machine drifts between rounds more than the paths differ within one)
-        ratios = [r["throughput"]["msgs_per_s"] / max(1.0, d["throughput"]["msgs_per_s"])
-                  for r, d in zip(results[path], results["direct"])]
-        ratio = statistics.median(ratios)
+        if all("mid_cpu_s" in r for r in results[path]):
+            # the middle's CPU during its turns of the throughput phase: share of one core, and
+            # per message sent (one request and one response frame each way)
+            cpu_s = sum(r["mid_cpu_s"] for r in results[path])
+            c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent')):>7.1f}"
+        # the ratio: this path's messages over direct's in the same time, their turns interleaved
+        ratio = rate / max(1e-9, d_rate)
         summary[path] = (ratio, p50 - d50)
-        print(f"{path:<9} {tp:>9,.0f} {t50:>7.3f}ms {t99:>7.3f}ms {p50:>11.3f}ms {p99:>6.3f}ms "
+        print(f"{path:<9} {rate:>9,.0f} {t50:>7.3f}ms {t99:>7.3f}ms {p50:>11.3f}ms {p99:>6.3f}ms "
               f"{ratio:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c}")
-        if len(ratios) > 1 and path != "direct":
-            print(f"{'':<9} per round: " + " ".join(f"{x:.3f}" for x in ratios))
+        if path != "direct":
+            # the spread: this path's turns against direct's turns of the same cycle
+            per = sorted(n / max(1, d) for n, d in zip((n for r in results[path] for n in r["slices"]), d_slices))
+            if len(per) >= 4:
+                q = statistics.quantiles(per, n=4)
+                print(f"{'':<9} per turn ({len(per)}): median {q[1]:.3f}, quartiles {q[0]:.3f}-{q[2]:.3f}")
     ratio, added = summary["rmqsniff"]
     print()
     print(f"rmqsniff vs direct: throughput {ratio:.3f} (goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), "

@@ -15,11 +15,17 @@ import org.apache.rocketmq.remoting.protocol.RemotingCommand;
 import org.apache.rocketmq.remoting.protocol.RequestCode;
 
 /**
- * The producer of benchmarks/proxy.py: sync sends of SIZE-byte messages, in three timed phases
- * (warm-up, one sender for the unloaded latency, THREADS senders for throughput), then one JSON
- * line on stdout. Every phase stops by itself when its time is up.
+ * The producer of benchmarks/proxy.py: sync sends of SIZE-byte messages over several paths to the
+ * same cluster (direct, through a proxy, ...), one client instance per path, in one JVM.
  *
- *   BenchProducer NAMESRV TOPIC WARMUP_S LATENCY_S THROUGHPUT_S THREADS SIZE [FROM=TO,...]
+ *   BenchProducer TOPIC WARMUP_S LATENCY_S THROUGHPUT_S SLICE_S THREADS SIZE PATH=NAMESRV[@FROM=TO,...] ...
+ *
+ * The paths take turns in slices of SLICE_S seconds (the order rotates every cycle), so slow
+ * drift of the machine (other tenants, the broker's page cache and GC, JIT) falls on every path
+ * alike: a warm-up, a latency phase (one sender: the unloaded latency) and a throughput phase
+ * (THREADS senders), each phase giving every path its share of the time. Prints
+ * "PHASE throughput" and "PHASE done" around the throughput phase, then one JSON line: per path
+ * the totals of both phases and the messages sent in each throughput slice.
  *
  * FROM=TO pairs rewrite broker addresses in route answers on the client side (an RPC hook), so
  * that a plain TCP proxy (HAProxy) that cannot rewrite routes still carries the broker traffic.
@@ -28,17 +34,26 @@ public class BenchProducer {
     static final class Phase {
         final List<long[]> lat = new ArrayList<>();
         final AtomicLong errors = new AtomicLong();
+        final List<Long> slices = new ArrayList<>();
         long sent;
         double seconds;
+
+        void add(Phase s) {
+            lat.addAll(s.lat);
+            errors.addAndGet(s.errors.get());
+            slices.add(s.sent);
+            sent += s.sent;
+            seconds += s.seconds;
+        }
     }
 
-    public static void main(String[] a) throws Exception {
-        String ns = a[0], topic = a[1];
-        double warm = Double.parseDouble(a[2]), latS = Double.parseDouble(a[3]), tputS = Double.parseDouble(a[4]);
-        int threads = Integer.parseInt(a[5]), size = Integer.parseInt(a[6]);
+    static DefaultMQProducer producer(String name, String spec) throws Exception {
+        String ns = spec;
         Map<String, String> map = new LinkedHashMap<>();
-        if (a.length > 7 && !a[7].isEmpty()) {
-            for (String kv : a[7].split(",")) map.put(kv.split("=")[0], kv.split("=")[1]);
+        int at = spec.indexOf('@');
+        if (at >= 0) {
+            ns = spec.substring(0, at);
+            for (String kv : spec.substring(at + 1).split(",")) map.put(kv.split("=")[0], kv.split("=")[1]);
         }
         RPCHook hook = map.isEmpty() ? null : new RPCHook() {
             public void doBeforeRequest(String addr, RemotingCommand req) { }
@@ -56,28 +71,66 @@ public class BenchProducer {
         };
         DefaultMQProducer p = hook == null ? new DefaultMQProducer("PG_bench") : new DefaultMQProducer("PG_bench", hook);
         p.setNamesrvAddr(ns);
-        p.setInstanceName("bench-" + ProcessHandle.current().pid());
+        p.setInstanceName("bench-" + name + "-" + ProcessHandle.current().pid());
         p.setSendMsgTimeout(10000);
         p.setRetryTimesWhenSendFailed(0);
         p.start();
+        return p;
+    }
+
+    public static void main(String[] a) throws Exception {
+        String topic = a[0];
+        double warm = Double.parseDouble(a[1]), latS = Double.parseDouble(a[2]), tputS = Double.parseDouble(a[3]);
+        double slice = Double.parseDouble(a[4]);
+        int threads = Integer.parseInt(a[5]), size = Integer.parseInt(a[6]);
+        List<String> names = new ArrayList<>();
+        List<DefaultMQProducer> ps = new ArrayList<>();
         byte[] body = new byte[size];
         Arrays.fill(body, (byte) 'x');
         try {
-            run(p, topic, body, 1, 1.0);  // route lookup, first connection
-            run(p, topic, body, threads, warm);
-            Phase lat = run(p, topic, body, 1, latS);
-            System.out.println("PHASE throughput");  // the runner samples the proxy's CPU here ...
+            for (int i = 7; i < a.length; i++) {
+                int eq = a[i].indexOf('=');
+                names.add(a[i].substring(0, eq));
+                ps.add(producer(a[i].substring(0, eq), a[i].substring(eq + 1)));
+            }
+            for (DefaultMQProducer p : ps) run(p, topic, body, 1, 1.0);  // route lookup, first connection
+            int n = ps.size();
+            turns(ps, topic, body, threads, warm, slice);
+            Phase[] lat = turns(ps, topic, body, 1, latS, slice);
+            System.out.println("PHASE throughput");  // the runner samples the middles' CPU here ...
             System.out.flush();
-            Phase tput = run(p, topic, body, threads, tputS);
+            Phase[] tput = turns(ps, topic, body, threads, tputS, slice);
             System.out.println("PHASE done");  // ... and here
             System.out.flush();
-            StringBuilder out = new StringBuilder("{");
-            out.append("\"latency\":").append(json(lat)).append(",\"throughput\":").append(json(tput));
-            out.append(",\"threads\":").append(threads).append(",\"size\":").append(size).append("}");
-            System.out.println(out);
+            StringBuilder out = new StringBuilder("{\"threads\":").append(threads).append(",\"size\":").append(size)
+                    .append(",\"slice\":").append(slice).append(",\"paths\":{");
+            for (int i = 0; i < n; i++) {
+                if (i > 0) out.append(',');
+                out.append('"').append(names.get(i)).append("\":{\"latency\":").append(json(lat[i]))
+                        .append(",\"throughput\":").append(json(tput[i])).append(",\"slices\":").append(tput[i].slices)
+                        .append('}');
+            }
+            System.out.println(out.append("}}"));
         } finally {
-            p.shutdown();
+            for (DefaultMQProducer p : ps) p.shutdown();
         }
+    }
+
+    /** Every producer in turn for SLICE seconds at a time until each has had SECONDS; the order
+     *  rotates by one every cycle. */
+    static Phase[] turns(List<DefaultMQProducer> ps, String topic, byte[] body, int threads, double seconds,
+                         double slice) throws Exception {
+        int n = ps.size();
+        Phase[] out = new Phase[n];
+        for (int i = 0; i < n; i++) out[i] = new Phase();
+        int cycles = Math.max(1, (int) Math.round(seconds / slice));
+        for (int c = 0; c < cycles; c++) {
+            for (int j = 0; j < n; j++) {
+                int i = (c + j) % n;
+                out[i].add(run(ps.get(i), topic, body, threads, seconds / cycles));
+            }
+        }
+        return out;
     }
 
     static Phase run(DefaultMQProducer p, String topic, byte[] body, int threads, double seconds) throws Exception {
@@ -90,7 +143,7 @@ public class BenchProducer {
         for (int i = 0; i < threads; i++) {
             final int k = i;
             ts[i] = new Thread(() -> {
-                long[] l = new long[1 << 16];
+                long[] l = new long[1 << 12];
                 int n = 0;
                 while (System.nanoTime() < end) {
                     long s = System.nanoTime();
