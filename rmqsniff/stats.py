@@ -324,6 +324,8 @@ class Stats:
         self._agg: dict[tuple, list] = {}  # row key -> accumulator, not yet in the rows
         self._agg_vals = 0  # latencies held by the accumulators
         self._decode_reasons = Table(256)
+        # called before every read: sources whose decoding lags (the proxy's batches) catch up
+        self.feeders: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ events
     def _ps(self, protocol: str) -> _ProtoState:
@@ -556,10 +558,12 @@ class Stats:
     # ------------------------------------------------------------------ transfer and merge
     def __getstate__(self) -> dict[str, Any]:
         """Picklable (another process's share of a replay): the histogram encoded, the
-        protocol states by protocol name, nothing pending."""
+        protocol states by protocol name, nothing pending (no feeders either)."""
+        self._catch_up()
         self._flush_rows()
         self._flush_hist()
         d = dict(self.__dict__)
+        d["feeders"] = []
         d["_hist"] = self._hist.encode()
         d["_protos"] = {p: (ps.codes, ps.responses) for p, ps in self._protos.items()}
         d["_bd_topic"] = d["_bd_group"] = d["_bd_client"] = d["_bd_broker"] = d["_bd_ns"] = None
@@ -580,6 +584,7 @@ class Stats:
         """Add ``other``'s counts to these (shares of one run): counters, gauges and their
         maxima summed (an upper bound for concurrent shares), latency, rows and breakdowns."""
         for st in (self, other):
+            st._catch_up()
             st._flush_rows()
             st._flush_hist()
         for mine, theirs in ((self._c, other._c), (self._t, other._t), (self._g, other._g),
@@ -629,15 +634,22 @@ class Stats:
         self._gauge("total_pending", delta)
 
     # ------------------------------------------------------------------ reading
+    def _catch_up(self) -> None:
+        for feed in self.feeders:
+            feed()
+
     def counter(self, name: str) -> int:
+        self._catch_up()
         return self._c[name]
 
     def gauge(self, name: str) -> int:
+        self._catch_up()
         return self._g[name]
 
     def latency_summary(self) -> dict[str, Any]:
         """The ``request_time_ms`` histogram: count, mean, sum, min, p50/p90/p99, max,
         Envoy's quantiles and cumulative counts at Envoy's default bucket bounds."""
+        self._catch_up()
         self._flush_rows()
         self._flush_hist()
         h = self._hist
@@ -688,6 +700,7 @@ class Stats:
 
     def breakdown(self, name: str, top: int | None = None) -> dict[str, Any]:
         """One breakdown: rows (busiest first, at most ``top``), cap and overflow."""
+        self._catch_up()
         self._flush_rows()
         t = self._bd[name]
         items = sorted(list(t.rows.items()), key=lambda kv: -kv[1][_REQ])
@@ -698,6 +711,7 @@ class Stats:
 
     def snapshot(self, top: int | None = None) -> dict[str, Any]:
         """Everything as plain JSON-able data (see the module docstring for meanings)."""
+        self._catch_up()
         self._flush_rows()
         c = dict(self._c)
         codes: dict[str, Any] = {}

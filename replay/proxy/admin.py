@@ -69,6 +69,7 @@ class AdminServer:
 
     def respond(self, head: bytes) -> tuple[int, str, bytes]:
         """(status, content type, body) for one request head."""
+        self.proxy.drain()  # everything forwarded so far is in the answer
         line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split()
         if len(parts) != 3:

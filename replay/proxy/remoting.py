@@ -1,9 +1,15 @@
 """Remoting on a proxied connection, sans-I/O: decode both directions into the one
 model (pairing -> stats), find the route answers to rewrite, answer for a failed upstream.
 
-Bytes are forwarded as they come, except server -> client on a name-server link with
-rewriting on: there whole frames are released so that GET_ROUTEINFO_BY_TOPIC and
-GET_BROKER_CLUSTER_INFO answers can be rewritten (:class:`RouteAnswer`).
+Client bytes are forwarded as they come. Server bytes too with ``framed`` off; with it on
+(route rewriting on, not transparent) they are released in whole frames, so that a failure
+answer never lands inside a frame, and on a name-server link (``rewrite_routes``)
+GET_ROUTEINFO_BY_TOPIC and GET_BROKER_CLUSTER_INFO answers are held and rewritten
+(:class:`RouteAnswer`).
+
+With ``deferred`` (see :meth:`RemotingTap.server_fast`), decoding may lag the forwarding:
+the caller feeds the bytes later, in order, through :meth:`from_client` and
+:meth:`server_later`, and catches up before any other call.
 """
 from __future__ import annotations
 
@@ -90,14 +96,16 @@ class RemotingTap:
     protocol = "remoting"
 
     def __init__(self, conn: Connection, sink, stats, *, rewrite_routes: bool = False,
-                 max_frame: int = 16 * 1024 * 1024) -> None:
+                 framed: bool | None = None, max_frame: int = 16 * 1024 * 1024) -> None:
         self.conn = conn
         self.stats = stats
         self.pairing = Pairing(conn, sink)
         self.c2s = _Half(True, max_frame)
         self.s2c = _Half(False, max_frame)
         self.rewrite = rewrite_routes
-        self._held = bytearray()  # server bytes not yet released (rewrite mode)
+        self.framed = rewrite_routes if framed is None else (framed or rewrite_routes)
+        self.deferred = False  # decoding lags forwarding (never with rewrite_routes)
+        self._held = bytearray()  # server bytes not yet released (framed mode): a frame's start
         self._passthrough = False  # rewrite mode gave up (the stream is not remoting)
         self._route_opaques: set[int] = set()  # route requests (rewrite mode) not answered yet
         # whole frames are peeked and paired with Pairing.lite (no command, message or
@@ -111,7 +119,7 @@ class RemotingTap:
 
     def from_server(self, data: bytes, ts: float) -> list[bytes | RouteAnswer]:
         """Server bytes; returns what to send to the client, in order."""
-        if not self.rewrite or self._passthrough:
+        if not self.framed or self._passthrough:
             self._feed(self.s2c, data, ts)
             return [data]
         held = self._held
@@ -120,7 +128,7 @@ class RemotingTap:
         out: list[bytes | RouteAnswer] = []
         pos = 0  # released up to held[pos]
         for fr, req_code in self._feed(self.s2c, data, ts, want_frames=True):
-            if req_code in ROUTE_CODES and fr.command.code == 0 and fr.command.body:
+            if self.rewrite and req_code in ROUTE_CODES and fr.command.code == 0 and fr.command.body:
                 addrs = broker_addrs(fr.command.body)
                 if addrs:
                     start = fr.offset - base
@@ -142,27 +150,30 @@ class RemotingTap:
         return out
 
     def server_fast(self, data: bytes) -> bytes | None:
-        """Server bytes releasable at once, before they are decoded: with rewriting off,
+        """Server bytes releasable at once, before they are decoded: with ``framed`` off,
         all of them; with it on and no route request waiting for its answer, the whole
         frames (found from the length prefixes alone; a partial frame is held, as by
-        :meth:`from_server`).  The caller sends them, then calls :meth:`server_decoded`.
+        :meth:`from_server`).  The caller sends them, then calls :meth:`server_decoded`
+        (or, deferred, :meth:`server_later`).
         None: this data must go through :meth:`from_server` (route answer possible, or a
-        prefix the fast path does not vouch for)."""
-        if not self.rewrite or self._passthrough:
+        prefix the fast path does not vouch for); a deferring caller catches up first."""
+        if not self.framed or self._passthrough:
             return data
         held = self._held
-        if self._route_opaques or len(held) != self.s2c.dec.buffered:
+        if self._route_opaques or (not self.deferred and len(held) != self.s2c.dec.buffered):
             return None
         n0 = len(held)
         buf = data
         if n0:
             held += data
             buf = held
-        pos, end, mf = 0, len(buf), self.s2c.dec.max_frame
+        pos, end, max_len = 0, len(buf), self.s2c.dec.max_frame - 4
         unpack = _PREFIX.unpack_from
         while end - pos >= 8:
             length, mark = unpack(buf, pos)
-            if length < 4 or length > mf or (mark >> 24) > 1 or (mark & 0xFFFFFF) > length - 4:
+            # the decoder's own framing test: what passes here, it frames the same way
+            if length > max_len or length < 6 or (mark >> 24) > 1 or (mark & 0xFFFFFF) > length - 4 \
+                    or (mark >> 24 and length < 25):
                 del held[n0:]
                 return None
             nxt = pos + 4 + length
@@ -181,7 +192,7 @@ class RemotingTap:
         """Decode server bytes that :meth:`server_fast` dealt with; returns held bytes the
         decoder now lets go too (normally none)."""
         self._feed(self.s2c, data, ts)
-        if not self.rewrite or self._passthrough:
+        if not self.framed or self._passthrough:
             return b""
         dec, held = self.s2c.dec, self._held
         if dec.in_resync:  # not remoting after all: forward everything from now on
@@ -193,6 +204,19 @@ class RemotingTap:
         if extra > 0:
             out = bytes(held[:extra])
             del held[:extra]
+            return out
+        return b""
+
+    def server_later(self, data: bytes, ts: float) -> bytes:
+        """Deferred decoding of server bytes that :meth:`server_fast` released (possibly
+        long before: ``_held`` may hold a later frame's start by now, so it is not compared
+        with the decoder, whose framing is the fast path's unless it lost sync).  Returns
+        held bytes to send now: all of them once the stream turns out not to be remoting."""
+        self._feed(self.s2c, data, ts)
+        if self.framed and not self._passthrough and self.s2c.dec.in_resync:
+            self._passthrough = True
+            out = bytes(self._held)
+            self._held.clear()
             return out
         return b""
 
@@ -273,7 +297,7 @@ class RemotingTap:
         counted like real answers.  Returns the bytes to send to the client: none when part
         of a server frame already went to the client (an answer would land inside that frame;
         the requests then end unanswered when the connection closes)."""
-        if self.s2c.dec.buffered and (not self.rewrite or self._passthrough):
+        if self.s2c.dec.buffered and (not self.framed or self._passthrough):
             return b""
         self._held.clear()
         out = []

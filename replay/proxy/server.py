@@ -24,6 +24,9 @@ from .transparent import allow_tproxy
 RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
 BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
+DRAIN_DELAY = 0.005  # forwarded bytes wait at most this long to be decoded ...
+DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
+DEFER_LIMIT = 4 * 1024 * 1024  # ... or at once when this much waits
 
 
 class ProxyError(RuntimeError):
@@ -135,6 +138,11 @@ class Proxy:
         self.admin = None
         self.failures: deque[str] = deque(maxlen=50)
         self.started = 0.0
+        # decoding deferred by the sessions, in arrival order: (feed, bytes, timestamp)
+        self._later: deque[tuple[Callable[[bytes, float], Any], bytes, float]] = deque()
+        self.deferred_bytes = 0
+        self._drainer: asyncio.Handle | None = None
+        self.stats.feeders.append(self.drain)  # whoever reads the stats sees everything forwarded
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -180,6 +188,9 @@ class Proxy:
             await asyncio.wait(waiting, timeout=5.0)
         if self._flusher is not None:
             self._flusher.cancel()
+        self.drain()
+        with contextlib.suppress(ValueError):
+            self.stats.feeders.remove(self.drain)
         if self.recorder is not None:
             self.recorder.close()
 
@@ -195,6 +206,38 @@ class Proxy:
         """Remember (for /routes) and report a problem that did not stop the proxy."""
         self.failures.append(line)
         self.notify(line)
+
+    # -- deferred decoding ------------------------------------------------------------------
+    def defer(self, feed: Callable[[bytes, float], Any], data: bytes, ts: float) -> None:
+        """Decode forwarded ``data`` (stamped ``ts`` on arrival) a little later, with what
+        else arrives meanwhile: batches cost less CPU per frame than one decode per read,
+        and the sockets are looked at between slices of a batch, so forwarding waits for at
+        most a slice.  Readers of the stats and of recent exchanges catch up first."""
+        self._later.append((feed, data, ts))
+        self.deferred_bytes += len(data)
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().call_later(DRAIN_DELAY, self._drain_slice)
+        elif self.deferred_bytes > DEFER_LIMIT:
+            self.drain()
+
+    def _drain_slice(self) -> None:
+        later = self._later
+        for _ in range(min(len(later), DRAIN_SLICE)):
+            feed, data, ts = later.popleft()
+            self.deferred_bytes -= len(data)
+            feed(data, ts)
+        self._drainer = asyncio.get_running_loop().call_soon(self._drain_slice) if later else None
+
+    def drain(self) -> None:
+        """Decode everything deferred, now."""
+        later = self._later
+        while later:
+            feed, data, ts = later.popleft()
+            self.deferred_bytes -= len(data)
+            feed(data, ts)
+        if self._drainer is not None:
+            self._drainer.cancel()
+            self._drainer = None
 
     # -- listeners -----------------------------------------------------------------------
     async def _listen(self, kind: str, listen: Endpoint, upstream: Endpoint | None, advertised: str | None,

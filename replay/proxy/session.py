@@ -1,5 +1,6 @@
 """One proxied connection: two asyncio Protocols (client leg, upstream leg) that forward
-bytes from the transport's own callback and decode them afterwards, backpressure from
+bytes from the transport's own callback and decode them afterwards (on broker links, in
+batches: :meth:`Proxy.defer <replay.proxy.server.Proxy.defer>`), backpressure from
 each leg's write buffer to the other's reading, the recording, and a prompt, well-formed
 failure when the upstream is down or dies."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from rmqsniff.model import Connection, Exchange
 from rmqsniff.stats import CLASSIFIERS
 
-from .config import GRPC, TRANSPARENT, Endpoint, endpoint_text
+from .config import GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
 from .grpc import GrpcTap
 from .remoting import RemotingTap
 from .transparent import original_dst
@@ -189,6 +190,8 @@ class Session:
         self._upstream_end: str | None = None  # how the upstream ended, while a rewrite finishes
         self._up_gone = False  # the upstream ended (counted once)
         self._timer: asyncio.TimerHandle | None = None  # the session's deadline (linger, drain)
+        self._later_c = None  # with decoding deferred: the tap's client-bytes feed ...
+        self._later_s = None  # ... and the server-bytes one
 
     # -- set-up ------------------------------------------------------------------------
     def client_made(self, transport: asyncio.BaseTransport) -> None:
@@ -223,8 +226,20 @@ class Session:
         if protocol == GRPC:
             self.tap = GrpcTap(self.conn, sink, p.stats, rewrite_routes=rewrite)
         else:
-            self.tap = RemotingTap(self.conn, sink, p.stats, rewrite_routes=rewrite, max_frame=p.config.max_frame)
+            # route answers come from name servers: only there are they looked for and held
+            self.tap = RemotingTap(self.conn, sink, p.stats, framed=rewrite,
+                                   rewrite_routes=rewrite and self.listener.kind == NAMESRV,
+                                   max_frame=p.config.max_frame)
             self.tap.lite = sink is p.sink
+            if self.tap.lite:
+                self._defer_decoding()
+
+    def _defer_decoding(self) -> None:
+        """Without route answers to hold, decoding may lag the forwarding, in batches."""
+        tap = self.tap
+        if not tap.rewrite:
+            tap.deferred = True
+            self._later_c, self._later_s = tap.from_client, self._server_later
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -283,9 +298,11 @@ class Session:
         self.early_bytes = 0
         self.open = True
         self.sink.release()
-        if isinstance(self.tap, RemotingTap):  # from now on pairing reports to the proxy's sink directly
-            self.tap.pairing.sink = self.proxy.sink
-            self.tap.lite = True
+        tap = self.tap
+        if isinstance(tap, RemotingTap):  # from now on pairing reports to the proxy's sink directly
+            tap.pairing.sink = self.proxy.sink
+            tap.lite = True
+            self._defer_decoding()
         self.cleg.release("early")
         if self.cleg.eof:
             self._half_close_upstream()
@@ -301,10 +318,14 @@ class Session:
                 self.uleg.transport.write(data)
             except (OSError, RuntimeError):  # closed under us: seen by the upstream leg
                 self.open = False
-            self.tap.from_client(data, ts)
+            if self._later_c is not None:
+                self.proxy.defer(self._later_c, data, ts)
+            else:
+                self.tap.from_client(data, ts)
             if self.rec is not None:
                 self.rec.data(True, data, ts)
             return
+        self._catch_up()
         self.tap.from_client(data, ts)
         if self.rec is not None:
             self.rec.data(True, data, ts)
@@ -334,10 +355,14 @@ class Session:
         if out is not None:
             if out:
                 cleg.write(out)
+            if self._later_s is not None:
+                self.proxy.defer(self._later_s, data, ts)
+                return
             out = tap.server_decoded(data, ts)
             if out:
                 cleg.write(out)
             return
+        self._catch_up()
         pieces = tap.from_server(data, ts)
         for i, piece in enumerate(pieces):
             if not isinstance(piece, bytes):  # a route answer to rewrite
@@ -346,6 +371,18 @@ class Session:
                 self._rewriter = asyncio.ensure_future(self._rewrite(pieces[i:]))
                 return
             cleg.write(piece)
+
+    def _server_later(self, data: bytes, ts: float) -> None:
+        """Deferred decoding of upstream bytes already sent on."""
+        out = self.tap.server_later(data, ts)
+        if out:
+            self.cleg.write(out)
+
+    def _catch_up(self) -> None:
+        """Before the tap is used directly: decode what this session deferred (the proxy's
+        queue is in arrival order, so all of it)."""
+        if self._later_c is not None and self.proxy.deferred_bytes:
+            self.proxy.drain()
 
     async def _rewrite(self, pieces: list) -> None:
         try:
@@ -370,6 +407,7 @@ class Session:
         """SYSTEM_ERROR answers (or a GOAWAY) for what waits on the lost upstream."""
         if self.tap is None or self.cleg.lost:
             return
+        self._catch_up()
         out = self.tap.failure(self.fail_reason or "upstream unavailable", ts)
         if out:
             self.proxy.stats.tcp("proxy_error_answers", 1)
@@ -471,6 +509,7 @@ class Session:
             self._timer = None
         self.sink.release()
         if self.tap is not None:
+            self._catch_up()
             self.tap.close()
         if self.rec is not None:
             self.rec.close(ts)
