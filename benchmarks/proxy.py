@@ -23,11 +23,12 @@ the added p50/p99, and the middle's CPU during its turns of the throughput phase
 prints a line at the phase's start and end; a middle is idle while the others have their turns):
 share of one core and CPU µs per message sent (one request and one response frame).
 
-By default everything shares every CPU: on a small machine the producer, the broker and the
-middle then compete, so any CPU the middle uses costs throughput (µs/msg is the steadier guide,
-HAProxy the fair reference). ``--isolate`` gives the middles the CPUs but the first one, as when
-the proxy has a host of its own. Goal for rmqsniff: >= 0.95 of direct, p50 added <= 0.2 ms.
-Only 127.0.0.1.
+Two CPU arrangements, one after the other on the same cluster (``--cpus`` picks one):
+``shared``, everything on every CPU: on a small machine the producer, the broker and the middle
+then compete, so any CPU the middle uses costs throughput (µs/msg is the steadier guide, HAProxy
+the fair reference); ``isolated``, the cluster and the producer on the first CPU and the middles
+on the others, as when the proxy has a host of its own (a cluster given with ``--namesrv`` is
+not pinned). Goal for rmqsniff: >= 0.95 of direct, p50 added <= 0.2 ms. Only 127.0.0.1.
 """
 from __future__ import annotations
 
@@ -189,7 +190,7 @@ def _open(port: int) -> bool:
 
 
 def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag: str,
-                 mids: dict[str, int]) -> dict:
+                 mids: dict[str, int], cpus: set[int]) -> dict:
     """One producer JVM over every path in turns (``paths``: name -> NAMESRV[@FROM=TO,...]).
     Its result per path, with ``mid_cpu_s`` for the paths in ``mids`` (name -> pid): the CPU
     seconds that middle used during the throughput phase (the producer prints a line at its start
@@ -199,7 +200,7 @@ def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag:
                            *(f"{name}={spec}" for name, spec in paths.items()))
     budget = (a.warmup + a.latency_seconds + a.seconds) * len(paths) + 120
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=cluster.dir(f"bench/{tag}"))
+                            cwd=cluster.dir(f"bench/{tag}"), preexec_fn=pinner(cpus))
     timer = threading.Timer(budget, proc.kill)
     timer.start()
     out: list[str] = []
@@ -237,17 +238,17 @@ def main() -> int:
     ap.add_argument("--no-haproxy", action="store_true")
     ap.add_argument("--compare", metavar="DIR", type=Path,
                     help="also run the proxy of another checkout (e.g. a git worktree of the last commit): path 'base'")
-    ap.add_argument("--isolate", action="store_true",
-                    help="the cluster and the producer on the first CPU, the middles on the others "
-                         "(as when the proxy has a host of its own); default: all share every CPU")
+    ap.add_argument("--cpus", choices=("shared", "isolated", "both"), default="both",
+                    help="shared: everything on every CPU; isolated: the cluster and the producer on the "
+                         "first CPU, the middles on the others (as when the proxy has a host of its own); "
+                         "both (default): one after the other, same cluster")
     a = ap.parse_args()
-    mid_cpus = None
-    if a.isolate:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) < 2:
-            ap.error("--isolate needs two CPUs")
-        os.sched_setaffinity(0, {cpus[0]})  # inherited by the cluster and the producer
-        mid_cpus = set(cpus[1:])
+    all_cpus = set(os.sched_getaffinity(0))
+    modes = ["shared", "isolated"] if a.cpus == "both" else [a.cpus]
+    if "isolated" in modes and len(all_cpus) < 2:
+        if a.cpus == "isolated":
+            ap.error("isolated needs two CPUs")
+        modes = ["shared"]
 
     work = Path(tempfile.mkdtemp(prefix="rmqsniff-bench-proxy-"))
     classes = build._javac(sorted((ROOT / "benchmarks" / "java").glob("*.java")), build.build_server(),
@@ -268,42 +269,70 @@ def main() -> int:
     if haproxy is None and not a.no_haproxy:
         print("haproxy not found (Debian: apt-get install -y haproxy): that path is left out")
     paths = ["direct", "rmqsniff"] + (["base"] if a.compare else []) + (["haproxy"] if haproxy else [])
-    results: dict[str, list[dict]] = {p: [] for p in paths}
+    results: dict[str, dict[str, list[dict]]] = {m: {p: [] for p in paths} for m in modes}
     try:
         runner.admin(f"topic={TOPIC}")
         print(f"producer: {a.threads} senders, {a.size}-byte bodies, sync sends; per path: warm-up {a.warmup:g}s, "
               f"latency {a.latency_seconds:g}s (1 sender), throughput {a.seconds:g}s; the paths take turns "
-              f"every {a.slice:g}s; {a.rounds} round(s){'; middles on their own CPU' if a.isolate else ''}")
-        for rnd in range(a.rounds):
-            mids = {}
-            try:
-                mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus)
-                if a.compare:
-                    mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus)
-                if haproxy:
-                    mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
-                specs = {"direct": ns}
-                for name, mid in mids.items():
-                    specs[name] = mid.namesrv + (f"@{mid.broker_map}" if mid.broker_map else "")
-                k = rnd % len(paths)  # each round another path leads the turns
-                specs = {p: specs[p] for p in paths[k:] + paths[:k]}
-                r = run_producer(runner, classes, specs, a, f"round-{rnd}", {n: m.pid for n, m in mids.items()})
-            finally:
-                for mid in mids.values():
-                    mid.stop()
-            for path in paths:
-                results[path].append(r[path])
-                lat, tp = r[path]["latency"], r[path]["throughput"]
-                print(f"  round {rnd + 1} {path:<9} {tp['msgs_per_s']:>9,.0f} msgs/s  p50 {lat['p50_us'] / 1000:.3f} ms"
-                      f"  p99 {lat['p99_us'] / 1000:.3f} ms  errors {lat['errors'] + tp['errors']}", flush=True)
+              f"every {a.slice:g}s; {a.rounds} round(s) per CPU arrangement")
+        for mode in modes:
+            load_cpus, mid_cpus = all_cpus, None
+            if mode == "isolated":
+                load_cpus, mid_cpus = {min(all_cpus)}, all_cpus - {min(all_cpus)}
+            if cluster is not None:
+                for pid in cluster.pids.values():
+                    pin_process(pid, load_cpus)
+            print(f"CPUs {mode}: " + (f"cluster and producer on {sorted(load_cpus)}, middles on {sorted(mid_cpus)}"
+                                      if mid_cpus else f"everything on {sorted(all_cpus)}"))
+            for rnd in range(a.rounds):
+                mids = {}
+                try:
+                    mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus)
+                    if a.compare:
+                        mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus)
+                    if haproxy:
+                        mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
+                    specs = {"direct": ns}
+                    for name, mid in mids.items():
+                        specs[name] = mid.namesrv + (f"@{mid.broker_map}" if mid.broker_map else "")
+                    k = rnd % len(paths)  # each round another path leads the turns
+                    specs = {p: specs[p] for p in paths[k:] + paths[:k]}
+                    r = run_producer(runner, classes, specs, a, f"{mode}-{rnd}", {n: m.pid for n, m in mids.items()},
+                                     load_cpus)
+                finally:
+                    for mid in mids.values():
+                        mid.stop()
+                for path in paths:
+                    results[mode][path].append(r[path])
+                    lat, tp = r[path]["latency"], r[path]["throughput"]
+                    print(f"  round {rnd + 1} {path:<9} {tp['msgs_per_s']:>9,.0f} msgs/s  p50 {lat['p50_us'] / 1000:.3f} ms"
+                          f"  p99 {lat['p99_us'] / 1000:.3f} ms  errors {lat['errors'] + tp['errors']}", flush=True)
     finally:
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    return report(paths, results)
+    verdicts = [report(mode, paths, results[mode]) for mode in modes]
+    print()
+    for line in verdicts:
+        print(line)
+    return 0
 
 
-def report(paths: list[str], results: dict[str, list[dict]]) -> int:
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (threads it starts later inherit it) on ``cpus``."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:  # the thread ended meanwhile
+            pass
+
+
+def report(mode: str, paths: list[str], results: dict[str, list[dict]]) -> str:
+    """Print the table for one CPU arrangement; returns its verdict line."""
     def total(path: str, phase: str, key: str) -> float:
         return sum(r[phase][key] for r in results[path])
 
@@ -311,6 +340,7 @@ def report(paths: list[str], results: dict[str, list[dict]]) -> int:
         return statistics.median(r[phase][key] for r in results[path])
 
     print()
+    print(f"CPUs {mode}:")
     print(f"{'path':<9} {'msgs/s':>9} {'tput p50':>9} {'tput p99':>9} {'1-sender p50':>13} {'p99':>8} "
           f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'mid CPU':>8} {'us/msg':>7}")
     d_rate = total("direct", "throughput", "sent") / total("direct", "throughput", "seconds")
@@ -339,14 +369,13 @@ def report(paths: list[str], results: dict[str, list[dict]]) -> int:
                 q = statistics.quantiles(per, n=4)
                 print(f"{'':<9} per turn ({len(per)}): median {q[1]:.3f}, quartiles {q[0]:.3f}-{q[2]:.3f}")
     ratio, added = summary["rmqsniff"]
-    print()
-    print(f"rmqsniff vs direct: throughput {ratio:.3f} (goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), "
-          f"p50 added {added:+.3f} ms (goal <= {GOAL_P50_ADDED_MS}: "
-          f"{'met' if added <= GOAL_P50_ADDED_MS else 'NOT met'})")
+    line = (f"CPUs {mode + ':':<9} rmqsniff vs direct: throughput {ratio:.3f} "
+            f"(goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), p50 added {added:+.3f} ms "
+            f"(goal <= {GOAL_P50_ADDED_MS}: {'met' if added <= GOAL_P50_ADDED_MS else 'NOT met'})")
     if "haproxy" in summary:
         hr, ha = summary["haproxy"]
-        print(f"rmqsniff vs haproxy: throughput {ratio / hr:.3f}, p50 {added - ha:+.3f} ms")
-    return 0
+        line += f"; HAProxy {hr:.3f}, rmqsniff/HAProxy {ratio / hr:.3f}"
+    return line
 
 
 if __name__ == "__main__":
