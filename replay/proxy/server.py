@@ -25,7 +25,7 @@ RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
 BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
 DRAIN_DELAY = 0.005  # forwarded bytes wait at most this long to be decoded ...
-DRAIN_SLICE = 8  # ... in slices of this many reads, the sockets looked at in between ...
+DRAIN_SLICE = 8  # ... in slices of this many reads (or half a longer queue), the sockets looked at in between ...
 DEFER_LIMIT = 4 * 1024 * 1024  # ... or at once when this much waits
 
 
@@ -222,7 +222,9 @@ class Proxy:
 
     def _drain_slice(self) -> None:
         later = self._later
-        for _ in range(min(len(later), DRAIN_SLICE)):
+        # half the queue when it is long: a backlog shrinks geometrically and cannot outgrow
+        # the reads that come in between two slices
+        for _ in range(min(len(later), max(DRAIN_SLICE, len(later) >> 1))):
             feed, data, ts = later.popleft()
             self.deferred_bytes -= len(data)
             feed(data, ts)
