@@ -224,7 +224,9 @@ class Proxy:
         later = self._later
         # half the queue when it is long: a backlog shrinks geometrically and cannot outgrow
         # the reads that come in between two slices
-        for _ in range(min(len(later), max(DRAIN_SLICE, len(later) >> 1))):
+        n = max(DRAIN_SLICE, len(later) >> 1)
+        while n and later:
+            n -= 1
             feed, data, ts = later.popleft()
             self.deferred_bytes -= len(data)
             feed(data, ts)
