@@ -78,6 +78,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Callable
 
 from hdrh.histogram import HdrHistogram
@@ -121,6 +122,7 @@ NONE = "<none>"
 _MAX_US = 3_600_000_000  # one hour: larger latencies are clamped
 _AGG_FLUSH = 16384  # distinct pending row keys before they are folded into the rows
 _AGG_VALS_FLUSH = 1 << 16  # pending latencies (all keys) before that
+_EV_BATCH = 256  # started / finished events collected before they are applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +328,7 @@ class Stats:
         self._decode_reasons = Table(256)
         # called before every read: sources whose decoding lags (the proxy's batches) catch up
         self.feeders: list[Callable[[], None]] = []
+        self._ev: list = []  # [protocol, event, ...]: started / finished, applied in batches
 
     # ------------------------------------------------------------------ events
     def _ps(self, protocol: str) -> _ProtoState:
@@ -348,7 +351,16 @@ class Stats:
 
     def started(self, protocol: str, code: int, oneway: bool) -> None:
         """:meth:`request_started` from raw fields."""
-        self.apply(protocol, ((code,),) if oneway else (code,))
+        ev = self._ev
+        if not ev:
+            ev.append(protocol)
+        elif ev[0] != protocol:
+            self._apply_events()
+            ev = self._ev
+            ev.append(protocol)
+        ev.append((code,) if oneway else code)
+        if len(ev) > _EV_BATCH:
+            self._apply_events()
 
     def exchange_done(self, ex: Exchange) -> None:
         """Final event of an exchange: answered, unanswered, oneway or orphan."""
@@ -370,7 +382,23 @@ class Stats:
                  client_host: str | None, server: Any) -> None:
         """:meth:`exchange_done` from raw fields: ``code`` is None for an orphan, ``rcode``
         None without a response, ``latency`` in seconds."""
-        self.apply(protocol, ((code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server),))
+        ev = self._ev
+        if not ev:
+            ev.append(protocol)
+        elif ev[0] != protocol:
+            self._apply_events()
+            ev = self._ev
+            ev.append(protocol)
+        ev.append((code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server))
+        if len(ev) > _EV_BATCH:
+            self._apply_events()
+
+    def _apply_events(self) -> None:
+        """Apply what :meth:`started` and :meth:`finished` collected (one protocol's events)."""
+        ev = self._ev
+        if ev:
+            self._ev = []
+            self.apply(ev[0], islice(ev, 1, None))
 
     def apply(self, protocol: str, events: Iterable[Any]) -> None:
         """Stats events of one protocol, in order: the one implementation behind
@@ -379,6 +407,8 @@ class Stats:
         An ``int`` is a request started (not one-way); a 1-tuple ``(code,)`` a one-way
         request started; a 10-tuple ``(code, oneway, rcode, status, latency, nbytes, topic,
         group, client_host, server)`` an exchange finished (see :meth:`finished`)."""
+        if self._ev:  # what started / finished collected comes first
+            self._apply_events()
         c, g, m = self._c, self._g, self._gmax
         ps = self._protos.get(protocol) or self._ps(protocol)
         codes, envoy, active, klassd = ps.codes, ps.envoy_counter, ps.active_gauge, ps.klass
@@ -637,6 +667,7 @@ class Stats:
     def _catch_up(self) -> None:
         for feed in self.feeders:
             feed()
+        self._apply_events()
 
     def counter(self, name: str) -> int:
         self._catch_up()

@@ -388,3 +388,44 @@ def test_latencies_outside_the_histogram_range_are_clamped():
     assert h["max"] == pytest.approx(3600 * 1000.0, rel=1e-3)
     assert h["mean"] == pytest.approx((0 + 3600 * 1000.0 + 3.0) / 3, rel=1e-3)
     assert snap["codes"]["310"]["max"] == pytest.approx(3600 * 1000.0, rel=1e-3)
+
+
+def test_collected_events_count_as_if_each_were_applied_at_once():
+    """started / finished are applied in batches: interleaved with direct ``apply`` calls,
+    other protocols, other kinds of counts and reads at any point, every counter, gauge
+    maximum, row and histogram must come out as when each event is applied on its own."""
+    rng = random.Random(7)
+    batched, each = Stats(), Stats()
+    open_: dict[str, list[int]] = {"remoting": [], "grpc": []}
+    for i in range(5000):
+        proto = rng.choice(("remoting", "remoting", "grpc"))
+        roll = rng.random()
+        if roll < (0.6 if i // 500 % 2 else 0.3) or not open_[proto]:  # in-flight rises, then falls
+            code = rng.choice((10, 310, 200050))
+            oneway = rng.random() < 0.05
+            batched.started(proto, code, oneway)
+            each.apply(proto, ((code,),) if oneway else (code,))
+            if oneway:
+                ev = (code, True, None, ONEWAY, 0.0, 100, "T", None, "10.0.0.1", ("10.0.0.2", 10911))
+            else:
+                open_[proto].append(code)
+                continue
+        elif roll < 0.92:
+            code = open_[proto].pop(rng.randrange(len(open_[proto])))
+            ev = (code, False, rng.choice((0, 1, 17)), ANSWERED, rng.random() / 50, 300,
+                  rng.choice(("T", "U")), "G", "10.0.0.1", ("10.0.0.2", 10911))
+        else:  # a direct batch (the capture path's), another kind of count, or a read
+            if roll < 0.95:
+                batched.apply(proto, [200050])
+                each.apply(proto, [200050])
+                open_[proto].append(200050)
+            elif roll < 0.97:
+                batched.tcp("flows", 1)
+                each.tcp("flows", 1)
+            else:  # (maxima too: events applied out of order would show in them)
+                assert batched.snapshot()["gauges"] == each.snapshot()["gauges"]
+            continue
+        batched.finished(proto, *ev)
+        each.apply(proto, (ev,))
+    assert batched.snapshot() == each.snapshot()
+    assert batched.latency_summary() == each.latency_summary()
