@@ -351,16 +351,7 @@ class Stats:
 
     def started(self, protocol: str, code: int, oneway: bool) -> None:
         """:meth:`request_started` from raw fields."""
-        ev = self._ev
-        if not ev:
-            ev.append(protocol)
-        elif ev[0] != protocol:
-            self._apply_events()
-            ev = self._ev
-            ev.append(protocol)
-        ev.append((code,) if oneway else code)
-        if len(ev) > _EV_BATCH:
-            self._apply_events()
+        self._collect(protocol, (code,) if oneway else code)
 
     def exchange_done(self, ex: Exchange) -> None:
         """Final event of an exchange: answered, unanswered, oneway or orphan."""
@@ -382,6 +373,10 @@ class Stats:
                  client_host: str | None, server: Any) -> None:
         """:meth:`exchange_done` from raw fields: ``code`` is None for an orphan, ``rcode``
         None without a response, ``latency`` in seconds."""
+        self._collect(protocol, (code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server))
+
+    def _collect(self, protocol: str, event: Any) -> None:
+        """Hold ``event`` for :meth:`apply`, in a batch of one protocol's events."""
         ev = self._ev
         if not ev:
             ev.append(protocol)
@@ -389,7 +384,7 @@ class Stats:
             self._apply_events()
             ev = self._ev
             ev.append(protocol)
-        ev.append((code, oneway, rcode, status, latency, nbytes, topic, group, client_host, server))
+        ev.append(event)
         if len(ev) > _EV_BATCH:
             self._apply_events()
 
