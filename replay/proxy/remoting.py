@@ -96,14 +96,14 @@ class RemotingTap:
     protocol = "remoting"
 
     def __init__(self, conn: Connection, sink, stats, *, rewrite_routes: bool = False,
-                 framed: bool | None = None, max_frame: int = 16 * 1024 * 1024) -> None:
+                 framed: bool = False, max_frame: int = 16 * 1024 * 1024) -> None:
         self.conn = conn
         self.stats = stats
         self.pairing = Pairing(conn, sink)
         self.c2s = _Half(True, max_frame)
         self.s2c = _Half(False, max_frame)
         self.rewrite = rewrite_routes
-        self.framed = rewrite_routes if framed is None else (framed or rewrite_routes)
+        self.framed = framed or rewrite_routes  # a rewriting link is always framed
         self.deferred = False  # decoding lags forwarding (never with rewrite_routes)
         self._held = bytearray()  # server bytes not yet released (framed mode): a frame's start
         self._passthrough = False  # rewrite mode gave up (the stream is not remoting)

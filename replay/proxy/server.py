@@ -221,27 +221,27 @@ class Proxy:
             self.drain()
 
     def _drain_slice(self) -> None:
-        later = self._later
         # half the queue when it is long: a backlog shrinks geometrically and cannot outgrow
         # the reads that come in between two slices
-        n = max(DRAIN_SLICE, len(later) >> 1)
-        while n and later:
-            n -= 1
-            feed, data, ts = later.popleft()
-            self.deferred_bytes -= len(data)
-            feed(data, ts)
-        self._drainer = asyncio.get_running_loop().call_soon(self._drain_slice) if later else None
+        self._decode(max(DRAIN_SLICE, len(self._later) >> 1))
+        self._drainer = asyncio.get_running_loop().call_soon(self._drain_slice) if self._later else None
 
     def drain(self) -> None:
         """Decode everything deferred, now."""
-        later = self._later
-        while later:
-            feed, data, ts = later.popleft()
-            self.deferred_bytes -= len(data)
-            feed(data, ts)
+        self._decode(None)
         if self._drainer is not None:
             self._drainer.cancel()
             self._drainer = None
+
+    def _decode(self, n: int | None) -> None:
+        """Decode the first ``n`` deferred reads (None: until none is left)."""
+        later = self._later
+        while later and (n is None or n > 0):
+            if n is not None:
+                n -= 1
+            feed, data, ts = later.popleft()
+            self.deferred_bytes -= len(data)
+            feed(data, ts)
 
     # -- listeners -----------------------------------------------------------------------
     async def _listen(self, kind: str, listen: Endpoint, upstream: Endpoint | None, advertised: str | None,
