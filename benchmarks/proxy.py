@@ -21,7 +21,11 @@ Prints msgs/s and p50/p99 send latency per path, then each path against direct: 
 ratio (messages over direct's in the same time; the spread of the per-turn ratios below it),
 the added p50/p99, and the middle's CPU during its turns of the throughput phase (the producer
 prints a line at the phase's start and end; a middle is idle while the others have their turns):
-share of one core and CPU µs per message sent (one request and one response frame).
+share of one core and CPU µs per message sent (one request and one response frame). Below
+that, the whole machine's CPU in each path's turns (the producer reads /proc/stat around every
+turn): how busy the CPUs were and the CPU spent per message; with the CPUs shared, the CPU
+budget that follows from it: if direct needs C0 µs of CPU per message and a middle adds M, about
+C0 / (C0 + M) of direct's rate is left, so the 0.95 goal needs M <= C0 / 19.
 
 Two CPU arrangements, one after the other on the same cluster (``--cpus`` picks one):
 ``shared``, everything on every CPU: on a small machine the producer, the broker and the middle
@@ -311,7 +315,7 @@ def main() -> int:
         if cluster is not None:
             cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
-    verdicts = [report(mode, paths, results[mode]) for mode in modes]
+    verdicts = [report(mode, paths, results[mode], sorted(all_cpus)) for mode in modes]
     print()
     for line in verdicts:
         print(line)
@@ -331,7 +335,45 @@ def pin_process(pid: int, cpus: set[int]) -> None:
             pass
 
 
-def report(mode: str, paths: list[str], results: dict[str, list[dict]]) -> str:
+def machine_cpu(results: list[dict], cpus: list[int]) -> tuple[float, float, float]:
+    """The machine's CPU during a path's turns of the throughput phase (``cpu_ticks`` from the
+    producer, per CPU: busy, idle, stolen), over ``cpus``: (busy seconds, busy share, stolen share)."""
+    busy = idle = stolen = 0
+    for r in results:
+        t = r["throughput"].get("cpu_ticks") or []
+        for c in cpus:
+            if 3 * c + 2 < len(t):
+                busy, idle, stolen = busy + t[3 * c], idle + t[3 * c + 1], stolen + t[3 * c + 2]
+    whole = max(1, busy + idle + stolen)
+    return busy / os.sysconf("SC_CLK_TCK"), busy / whole, stolen / whole
+
+
+def budget(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: list[int],
+           mid_us: dict[str, float], ratios: dict[str, float]) -> None:
+    """Print what the machine's CPUs did in each path's turns and, with the CPUs shared, what that
+    leaves a middle: the load needs C0 us of the machine's CPU per message (direct's turns) and
+    a middle adds its M, so with the CPUs about as busy as direct keeps them, about C0 / (C0 + M)
+    of direct's rate remains (printed beside the measured ratio, a check of this account)."""
+    load = cpus if mode == "shared" else cpus[:1]
+    rest = [c for c in cpus if c not in load]
+    sent = {p: sum(r["throughput"]["sent"] for r in results[p]) for p in paths}
+    for path in paths:
+        busy_s, _, stolen = machine_cpu(results[path], cpus)
+        where = f"CPUs {load} {machine_cpu(results[path], load)[1]:.0%} busy" + (
+            f", CPUs {rest} {machine_cpu(results[path], rest)[1]:.0%}" if rest else "")
+        print(f"{'':<9} machine in {path}'s turns: {where} (stolen {stolen:.0%}), "
+              f"{busy_s * 1e6 / max(1, sent[path]):.0f} us of CPU per message")
+    busy_s, _, _ = machine_cpu(results["direct"], cpus)
+    c0 = busy_s * 1e6 / max(1, sent["direct"])
+    if mode != "shared" or not mid_us or c0 <= 0:
+        return
+    expected = ", ".join(f"{p} (M {m:.1f}) {c0 / (c0 + m):.3f}, measured {ratios[p]:.3f}" for p, m in mid_us.items())
+    print(f"{'':<9} CPU budget: direct needs C0 = {c0:.0f} us of CPU per message, so a middle costing M us/msg "
+          f"should keep about C0/(C0+M) of direct: {expected}; {GOAL_RATIO} needs "
+          f"M <= {c0 * (1 - GOAL_RATIO) / GOAL_RATIO:.1f} us/msg")
+
+
+def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: list[int]) -> str:
     """Print the table for one CPU arrangement; returns its verdict line."""
     def total(path: str, phase: str, key: str) -> float:
         return sum(r[phase][key] for r in results[path])
@@ -347,6 +389,7 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]]) -> str:
     d50, d99 = median("direct", "latency", "p50_us") / 1000, median("direct", "latency", "p99_us") / 1000
     d_slices = [n for r in results["direct"] for n in r["slices"]]
     summary = {}
+    mid_us: dict[str, float] = {}
     for path in paths:
         rate = total(path, "throughput", "sent") / total(path, "throughput", "seconds")
         p50, p99 = median(path, "latency", "p50_us") / 1000, median(path, "latency", "p99_us") / 1000
@@ -356,6 +399,7 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]]) -> str:
             # the middle's CPU during its turns of the throughput phase: share of one core, and
             # per message sent (one request and one response frame each way)
             cpu_s = sum(r["mid_cpu_s"] for r in results[path])
+            mid_us[path] = cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent'))
             c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent')):>7.1f}"
         # the ratio: this path's messages over direct's in the same time, their turns interleaved
         ratio = rate / max(1e-9, d_rate)
@@ -368,6 +412,7 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]]) -> str:
             if len(per) >= 4:
                 q = statistics.quantiles(per, n=4)
                 print(f"{'':<9} per turn ({len(per)}): median {q[1]:.3f}, quartiles {q[0]:.3f}-{q[2]:.3f}")
+    budget(mode, paths, results, cpus, mid_us, {p: r for p, (r, _) in summary.items()})
     ratio, added = summary["rmqsniff"]
     line = (f"CPUs {mode + ':':<9} rmqsniff vs direct: throughput {ratio:.3f} "
             f"(goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), p50 added {added:+.3f} ms "

@@ -25,7 +25,9 @@ import org.apache.rocketmq.remoting.protocol.RequestCode;
  * alike: a warm-up, a latency phase (one sender: the unloaded latency) and a throughput phase
  * (THREADS senders), each phase giving every path its share of the time. Prints
  * "PHASE throughput" and "PHASE done" around the throughput phase, then one JSON line: per path
- * the totals of both phases and the messages sent in each throughput slice.
+ * the totals of both phases, the messages sent in each throughput slice, and the machine's CPU
+ * time during the path's turns of each phase (per CPU, from /proc/stat, in clock ticks: busy,
+ * idle, stolen), which tells whether direct keeps the CPUs busy and what a message costs.
  *
  * FROM=TO pairs rewrite broker addresses in route answers on the client side (an RPC hook), so
  * that a plain TCP proxy (HAProxy) that cannot rewrite routes still carries the broker traffic.
@@ -37,8 +39,11 @@ public class BenchProducer {
         final List<Long> slices = new ArrayList<>();
         long sent;
         double seconds;
+        long[] cpu = new long[0];  // per CPU: busy, idle, stolen ticks during this path's turns
 
         void add(Phase s) {
+            if (cpu.length < s.cpu.length) cpu = Arrays.copyOf(cpu, s.cpu.length);
+            for (int i = 0; i < s.cpu.length; i++) cpu[i] += s.cpu[i];
             lat.addAll(s.lat);
             errors.addAndGet(s.errors.get());
             slices.add(s.sent);
@@ -133,8 +138,29 @@ public class BenchProducer {
         return out;
     }
 
+    /** Per CPU (the "cpuN" lines of /proc/stat): busy (user, nice, system, irq, softirq), idle
+     *  (idle, iowait) and stolen clock ticks; empty where there is no /proc/stat. */
+    static long[] cpuTicks() {
+        List<Long> out = new ArrayList<>();
+        try {
+            for (String line : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/stat"))) {
+                if (!line.startsWith("cpu") || line.length() < 4 || !Character.isDigit(line.charAt(3))) continue;
+                String[] f = line.trim().split("\\s+");
+                long[] v = new long[8];
+                for (int i = 0; i < 8 && i + 1 < f.length; i++) v[i] = Long.parseLong(f[i + 1]);
+                out.add(v[0] + v[1] + v[2] + v[5] + v[6]);
+                out.add(v[3] + v[4]);
+                out.add(v[7]);
+            }
+        } catch (Exception e) {
+            return new long[0];
+        }
+        return out.stream().mapToLong(Long::longValue).toArray();
+    }
+
     static Phase run(DefaultMQProducer p, String topic, byte[] body, int threads, double seconds) throws Exception {
         Phase ph = new Phase();
+        long[] cpu0 = cpuTicks();
         long t0 = System.nanoTime();
         long end = t0 + (long) (seconds * 1e9);
         Thread[] ts = new Thread[threads];
@@ -164,6 +190,9 @@ public class BenchProducer {
         }
         for (Thread t : ts) t.join();
         ph.seconds = (System.nanoTime() - t0) / 1e9;
+        long[] cpu1 = cpuTicks();
+        ph.cpu = new long[Math.min(cpu0.length, cpu1.length)];
+        for (int i = 0; i < ph.cpu.length; i++) ph.cpu[i] = cpu1[i] - cpu0[i];
         for (int i = 0; i < threads; i++) {
             ph.lat.add(Arrays.copyOf(lats[i], counts[i]));
             ph.sent += counts[i];
@@ -180,8 +209,10 @@ public class BenchProducer {
         }
         Arrays.sort(all);
         return String.format(java.util.Locale.ROOT,
-                "{\"sent\":%d,\"errors\":%d,\"seconds\":%.3f,\"msgs_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f}",
-                ph.sent, ph.errors.get(), ph.seconds, ph.sent / ph.seconds, pct(all, 0.50), pct(all, 0.99));
+                "{\"sent\":%d,\"errors\":%d,\"seconds\":%.3f,\"msgs_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
+                        + "\"cpu_ticks\":%s}",
+                ph.sent, ph.errors.get(), ph.seconds, ph.sent / ph.seconds, pct(all, 0.50), pct(all, 0.99),
+                Arrays.toString(ph.cpu).replace(" ", ""));
     }
 
     static double pct(long[] sorted, double q) {
