@@ -24,8 +24,9 @@ from .transparent import allow_tproxy
 RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
 BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
-DRAIN_DELAY = 0.005  # forwarded bytes wait at most this long to be decoded ...
-DRAIN_SLICE = 8  # ... in slices of this many reads (or half a longer queue), the sockets looked at in between ...
+DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
+DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
+DRAIN_BACKLOG = 128  # ... or of half the queue when it is longer than this ...
 DEFER_LIMIT = 4 * 1024 * 1024  # ... or at once when this much waits
 
 
@@ -223,7 +224,8 @@ class Proxy:
     def _drain_slice(self) -> None:
         # half the queue when it is long: a backlog shrinks geometrically and cannot outgrow
         # the reads that come in between two slices
-        self._decode(max(DRAIN_SLICE, len(self._later) >> 1))
+        n = len(self._later)
+        self._decode(n >> 1 if n > DRAIN_BACKLOG else DRAIN_SLICE)
         self._drainer = asyncio.get_running_loop().call_soon(self._drain_slice) if self._later else None
 
     def drain(self) -> None:
