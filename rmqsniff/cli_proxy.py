@@ -43,13 +43,15 @@ def _mark(text: str) -> int:
               help="Seconds to wait for an upstream connection.")
 @click.option("--no-rewrite", is_flag=True, help="Forward route answers unchanged.")
 @click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken in /exchanges.")
+@click.option("--recent", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
+              help="Recent exchanges kept for /exchanges (0: none, which saves their CPU and memory).")
 @click.option("--duration", type=click.FloatRange(min=0), default=0, help="Stop after this many seconds (0: run until Ctrl-C).")
 @click.option("--stats-on-exit", is_flag=True, help="Print the Envoy stats when stopping.")
 @click.pass_context
 def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...], grpc: tuple[str, ...],
           transparent: tuple[str, ...], mark: int, advertise: str | None, record: str | None, admin: str | None,
-          stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool, duration: float,
-          stats_on_exit: bool) -> None:
+          stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool, recent: int,
+          duration: float, stats_on_exit: bool) -> None:
     """Transparent proxy between RocketMQ clients and a cluster: forwards every byte, counts every request.
 
     Point clients at the --namesrv listener: broker addresses in route answers are replaced with proxy
@@ -65,7 +67,7 @@ def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...]
             advertise=advertise, record=record,
             admin=parse_endpoint(admin, what="--admin address") if admin else None,
             stat_prefix=stat_prefix, connect_timeout=connect_timeout, rewrite_routes=not no_rewrite,
-            redact=not no_redact, mark=mark,
+            redact=not no_redact, mark=mark, max_exchanges=recent,
         )
         cfg.validate()
     except ConfigError as e:

@@ -253,6 +253,47 @@ def test_upstream_killed_mid_run_answers_pending_requests_at_once(rocketmq_clust
         relay.stop(signal.SIGKILL)
 
 
+# ------------------------------------------------------------------ --recent
+
+def test_recent_zero_counts_the_same_and_keeps_no_exchanges(rocketmq_cluster):
+    """``--recent 0`` drops the ring of recent exchanges (and its CPU), not a single count:
+    the same real requests through ``--recent 1`` and ``--recent 0`` give the same stats;
+    /exchanges shows the last exchange, or says that none are kept."""
+    cluster = rocketmq_cluster
+    ver = codes.version_ordinal(5, 3, 3)
+    procs = {n: ProxyProcess("--broker", f"127.0.0.1:0={cluster.broker_addr}", "--admin", "127.0.0.1:0",
+                             "--stat-prefix", "px", "--recent", str(n)) for n in (1, 0)}
+    stats = {}
+    try:
+        for n, p in procs.items():
+            host, _, port = p.listeners()["broker"][0][0].rpartition(":")
+            with socket.create_connection((host, int(port)), timeout=10) as c:
+                for op in range(1, 4):
+                    sent = _rpc(c, RemotingCommand(codes.SEND_MESSAGE, 0, op, version=ver, body=b"m%d" % op, ext={
+                        "producerGroup": "PG_proxy_recent", "topic": "TopicProxyRecent", "defaultTopic": "TBW102",
+                        "defaultTopicQueueNums": "4", "queueId": "0", "sysFlag": "0",
+                        "bornTimestamp": str(int(time.time() * 1000)), "flag": "0", "properties": "",
+                        "reconsumeTimes": "0", "unitMode": "false", "batch": "false"}))
+                    assert sent.code == 0, sent.remark
+                mx = _rpc(c, RemotingCommand(codes.GET_MAX_OFFSET, 0, 9, version=ver,
+                                             ext={"topic": "TopicProxyRecent", "queueId": "0"}))
+                assert mx.code == 0, mx.remark
+            assert _wait_idle(p)["sessions"] == 0
+            stats[n] = [ln for ln in _envoy_lines(p.get("/stats")[2]) if "request_time_ms" not in ln]
+            status, _, body = p.get("/exchanges?limit=10")
+            if n:
+                got = json.loads(body)
+                assert status == 200 and got["count"] == 1
+                assert got["exchanges"][0]["request"]["code"] == codes.GET_MAX_OFFSET
+            else:
+                assert status == 404 and "--recent 0" in json.loads(body)["error"]
+    finally:
+        for p in procs.values():
+            p.stop()
+    assert stats[0] == stats[1]
+    assert "rocketmq.px.request: 4" in stats[0] and "rocketmq.px.send_message_v1: 3" in stats[0]
+
+
 # ------------------------------------------------------------------ gRPC via the proxy
 
 def test_java_grpc_client_through_the_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):

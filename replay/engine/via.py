@@ -62,7 +62,7 @@ class ViaProxy(Via):
 
         near = ("127.0.0.1", 0)
         maps = [Mapping(k, near, up) for k, up in ((NAMESRV, namesrv), (GRPC, grpc)) if up is not None]
-        cfg = ProxyConfig(mappings=maps, stat_prefix=self.stat_prefix, max_exchanges=1)
+        cfg = ProxyConfig(mappings=maps, stat_prefix=self.stat_prefix, max_exchanges=0)
         self.proxy = Proxy(cfg)
         try:
             await self.proxy.start()

@@ -99,6 +99,8 @@ class AdminServer:
         return 404, TEXT, b"not found: try /stats, /stats/prometheus, /exchanges?filter=..., /routes\n"
 
     def _exchanges(self, q: dict[str, str]) -> tuple[int, str, bytes]:
+        if not self.proxy.config.max_exchanges:
+            return 404, JSON, orjson.dumps({"error": "this proxy keeps no recent exchanges (started with --recent 0)"})
         flt = None
         expr = q.get("filter", "").strip()
         if expr:

@@ -65,7 +65,7 @@ class ProxyConfig:
     stat_prefix: str = "rmqsniff"
     connect_timeout: float = 3.0
     rewrite_routes: bool = True
-    max_exchanges: int = 1000  # recent exchanges kept for /exchanges
+    max_exchanges: int = 1000  # recent exchanges kept for /exchanges (0: none)
     redact: bool = True
     max_frame: int = 16 * 1024 * 1024
     drain_timeout: float = 5.0  # after one side closed, how long the other may still talk
@@ -74,6 +74,8 @@ class ProxyConfig:
     def validate(self) -> None:
         if not self.mappings:
             raise ConfigError("nothing to proxy: give --namesrv, --broker, --grpc or --transparent")
+        if self.max_exchanges < 0:
+            raise ConfigError(f"--recent must be 0 or more, not {self.max_exchanges}")
         seen: set[Endpoint] = set()
         for m in self.mappings:
             if m.listen[1] and m.listen in seen:

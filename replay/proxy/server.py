@@ -115,6 +115,10 @@ def _exchange(item: Any) -> Exchange:
     return Exchange(index, conn, "remoting", status, message(req), message(resp), notes)
 
 
+def _drop(ex: Exchange) -> None:
+    """Where exchanges go when none are kept (``max_exchanges`` 0)."""
+
+
 class Proxy:
     """A transparent RocketMQ proxy; every coroutine runs on one event loop."""
 
@@ -125,7 +129,10 @@ class Proxy:
         self.notify = notify or (lambda line: None)
         self.stats = stats if stats is not None else Stats(prefix=config.stat_prefix)
         self.recent = Recent(config.max_exchanges)
-        self.sink = PairingSink(self.stats, self.recent.add, ordered=False, keep=self.recent.add_raw)
+        if config.max_exchanges:
+            self.sink = PairingSink(self.stats, self.recent.add, ordered=False, keep=self.recent.add_raw)
+        else:  # none kept: peeked frames are counted and dropped, no exchange is built for them
+            self.sink = PairingSink(self.stats, _drop, ordered=False)
         self.recent.next_index = self.sink.next_index
         self.recorder: Recorder | None = None
         self.listeners: list[Listener] = []
