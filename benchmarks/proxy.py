@@ -337,7 +337,8 @@ def pin_process(pid: int, cpus: set[int]) -> None:
 
 def machine_cpu(results: list[dict], cpus: list[int]) -> tuple[float, float, float]:
     """The machine's CPU during a path's turns of the throughput phase (``cpu_ticks`` from the
-    producer, per CPU: busy, idle, stolen), over ``cpus``: (busy seconds, busy share, stolen share)."""
+    producer: busy, idle, stolen ticks of CPU N at 3N), over ``cpus``: (busy seconds, busy share,
+    stolen share)."""
     busy = idle = stolen = 0
     for r in results:
         t = r["throughput"].get("cpu_ticks") or []
@@ -400,7 +401,7 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
             # per message sent (one request and one response frame each way)
             cpu_s = sum(r["mid_cpu_s"] for r in results[path])
             mid_us[path] = cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent'))
-            c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent')):>7.1f}"
+            c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {mid_us[path]:>7.1f}"
         # the ratio: this path's messages over direct's in the same time, their turns interleaved
         ratio = rate / max(1e-9, d_rate)
         summary[path] = (ratio, p50 - d50)

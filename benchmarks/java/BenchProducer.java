@@ -138,24 +138,27 @@ public class BenchProducer {
         return out;
     }
 
-    /** Per CPU (the "cpuN" lines of /proc/stat): busy (user, nice, system, irq, softirq), idle
-     *  (idle, iowait) and stolen clock ticks; empty where there is no /proc/stat. */
+    /** Per CPU, at 3N for the "cpuN" line of /proc/stat: busy (user, nice, system, irq,
+     *  softirq), idle (idle, iowait) and stolen clock ticks; empty where there is no /proc/stat. */
     static long[] cpuTicks() {
-        List<Long> out = new ArrayList<>();
+        Map<Integer, long[]> byCpu = new LinkedHashMap<>();
+        int max = -1;
         try {
             for (String line : java.nio.file.Files.readAllLines(java.nio.file.Path.of("/proc/stat"))) {
                 if (!line.startsWith("cpu") || line.length() < 4 || !Character.isDigit(line.charAt(3))) continue;
                 String[] f = line.trim().split("\\s+");
                 long[] v = new long[8];
                 for (int i = 0; i < 8 && i + 1 < f.length; i++) v[i] = Long.parseLong(f[i + 1]);
-                out.add(v[0] + v[1] + v[2] + v[5] + v[6]);
-                out.add(v[3] + v[4]);
-                out.add(v[7]);
+                int n = Integer.parseInt(f[0].substring(3));
+                byCpu.put(n, new long[] {v[0] + v[1] + v[2] + v[5] + v[6], v[3] + v[4], v[7]});
+                max = Math.max(max, n);
             }
         } catch (Exception e) {
             return new long[0];
         }
-        return out.stream().mapToLong(Long::longValue).toArray();
+        long[] out = new long[3 * (max + 1)];
+        for (Map.Entry<Integer, long[]> e : byCpu.entrySet()) System.arraycopy(e.getValue(), 0, out, 3 * e.getKey(), 3);
+        return out;
     }
 
     static Phase run(DefaultMQProducer p, String topic, byte[] body, int threads, double seconds) throws Exception {
