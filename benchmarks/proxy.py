@@ -21,11 +21,13 @@ Prints msgs/s and p50/p99 send latency per path, then each path against direct: 
 ratio (messages over direct's in the same time; the spread of the per-turn ratios below it),
 the added p50/p99, and the middle's CPU during its turns of the throughput phase (the producer
 prints a line at the phase's start and end; a middle is idle while the others have their turns):
-share of one core and CPU µs per message sent (one request and one response frame). Below
-that, the whole machine's CPU in each path's turns (the producer reads /proc/stat around every
-turn): how busy the CPUs were and the CPU spent per message; with the CPUs shared, the CPU
-budget that follows from it: if direct needs C0 µs of CPU per message and a middle adds M, about
-C0 / (C0 + M) of direct's rate is left, so the 0.95 goal needs M <= C0 / 19.
+share of one core, CPU µs per message sent (one request and one response frame) and the
+kernel's part of it. Below that, the whole machine's CPU in each path's turns (the producer
+reads /proc/stat, its own and the cluster's /proc/PID/stat around every turn): how busy the
+CPUs were and the CPU spent per message, in all and by the producer, name server and broker
+(what the path costs the load itself); with the CPUs shared, the CPU budget that follows from
+it: if direct needs C0 µs of CPU per message and a middle adds M, about C0 / (C0 + M) of
+direct's rate is left, so the 0.95 goal needs M <= C0 / 19.
 
 Two CPU arrangements, one after the other on the same cluster (``--cpus`` picks one):
 ``shared``, everything on every CPU: on a small machine the producer, the broker and the middle
@@ -74,13 +76,15 @@ def local(addr: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of a process (Linux /proc)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user + system, system) CPU seconds of a process (Linux /proc): all of it, and the
+    kernel's part (syscalls, and on loopback the TCP work of delivering what it sends)."""
     try:
         f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return float("nan")
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        return float("nan"), float("nan")
+    tck = os.sysconf("SC_CLK_TCK")
+    return (int(f[11]) + int(f[12])) / tck, int(f[12]) / tck
 
 
 class RmqsniffProxy:
@@ -203,8 +207,10 @@ def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag:
                            str(a.seconds), str(a.slice), str(a.threads), str(a.size),
                            *(f"{name}={spec}" for name, spec in paths.items()))
     budget = (a.warmup + a.latency_seconds + a.seconds) * len(paths) + 120
+    # the cluster's processes, whose CPU the producer counts per turn beside its own
+    env = dict(os.environ, BENCH_PIDS=",".join(f"{c}={pid}" for c, pid in cluster.pids.items()))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=cluster.dir(f"bench/{tag}"), preexec_fn=pinner(cpus))
+                            cwd=cluster.dir(f"bench/{tag}"), preexec_fn=pinner(cpus), env=env)
     timer = threading.Timer(budget, proc.kill)
     timer.start()
     out: list[str] = []
@@ -224,7 +230,8 @@ def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag:
     r = json.loads(lines[-1])["paths"]
     if "throughput" in marks and "done" in marks:
         for name in mids:
-            r[name]["mid_cpu_s"] = marks["done"][name] - marks["throughput"][name]
+            (cpu1, sys1), (cpu0, sys0) = marks["done"][name], marks["throughput"][name]
+            r[name]["mid_cpu_s"], r[name]["mid_sys_s"] = cpu1 - cpu0, sys1 - sys0
     return r
 
 
@@ -350,7 +357,7 @@ def machine_cpu(results: list[dict], cpus: list[int]) -> tuple[float, float, flo
 
 
 def budget(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: list[int],
-           mid_us: dict[str, float], ratios: dict[str, float]) -> None:
+           mid_us: dict[str, float], mid_sys_us: dict[str, float], ratios: dict[str, float]) -> None:
     """Print what the machine's CPUs did in each path's turns and, with the CPUs shared, what that
     leaves a middle: the load needs C0 us of the machine's CPU per message (direct's turns) and
     a middle adds its M, so with the CPUs about as busy as direct keeps them, about C0 / (C0 + M)
@@ -362,8 +369,14 @@ def budget(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
         busy_s, _, stolen = machine_cpu(results[path], cpus)
         where = f"CPUs {load} {machine_cpu(results[path], load)[1]:.0%} busy" + (
             f", CPUs {rest} {machine_cpu(results[path], rest)[1]:.0%}" if rest else "")
+        procs: dict[str, int] = {}
+        for r in results[path]:
+            for name, ticks in (r["throughput"].get("proc_ticks") or {}).items():
+                procs[name] = procs.get(name, 0) + ticks
+        each = ", ".join(f"{name} {t / os.sysconf('SC_CLK_TCK') * 1e6 / max(1, sent[path]):.0f}"
+                         for name, t in procs.items())
         print(f"{'':<9} machine in {path}'s turns: {where} (stolen {stolen:.0%}), "
-              f"{busy_s * 1e6 / max(1, sent[path]):.0f} us of CPU per message")
+              f"{busy_s * 1e6 / max(1, sent[path]):.0f} us of CPU per message" + (f" ({each})" if each else ""))
     busy_s, _, _ = machine_cpu(results["direct"], cpus)
     c0 = busy_s * 1e6 / max(1, sent["direct"])
     if mode != "shared" or not mid_us or c0 <= 0:
@@ -372,6 +385,9 @@ def budget(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
     print(f"{'':<9} CPU budget: direct needs C0 = {c0:.0f} us of CPU per message, so a middle costing M us/msg "
           f"should keep about C0/(C0+M) of direct: {expected}; {GOAL_RATIO} needs "
           f"M <= {c0 * (1 - GOAL_RATIO) / GOAL_RATIO:.1f} us/msg")
+    kernel = ", ".join(f"{p} {k:.1f}" for p, k in mid_sys_us.items())
+    print(f"{'':<9} of which the kernel's (syscalls and the loopback TCP delivery of what the middle sends: "
+          f"work any user-space relay does): {kernel} us/msg")
 
 
 def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: list[int]) -> str:
@@ -385,23 +401,26 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
     print()
     print(f"CPUs {mode}:")
     print(f"{'path':<9} {'msgs/s':>9} {'tput p50':>9} {'tput p99':>9} {'1-sender p50':>13} {'p99':>8} "
-          f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'mid CPU':>8} {'us/msg':>7}")
+          f"{'ratio':>6} {'p50 +ms':>8} {'p99 +ms':>8} {'mid CPU':>8} {'us/msg':>7} {'kernel':>7}")
     d_rate = total("direct", "throughput", "sent") / total("direct", "throughput", "seconds")
     d50, d99 = median("direct", "latency", "p50_us") / 1000, median("direct", "latency", "p99_us") / 1000
     d_slices = [n for r in results["direct"] for n in r["slices"]]
     summary = {}
     mid_us: dict[str, float] = {}
+    mid_sys_us: dict[str, float] = {}
     for path in paths:
         rate = total(path, "throughput", "sent") / total(path, "throughput", "seconds")
         p50, p99 = median(path, "latency", "p50_us") / 1000, median(path, "latency", "p99_us") / 1000
         t50, t99 = median(path, "throughput", "p50_us") / 1000, median(path, "throughput", "p99_us") / 1000
-        c = f"{'-':>8} {'-':>7}"
+        c = f"{'-':>8} {'-':>7} {'-':>7}"
         if all("mid_cpu_s" in r for r in results[path]):
             # the middle's CPU during its turns of the throughput phase: share of one core, and
             # per message sent (one request and one response frame each way)
             cpu_s = sum(r["mid_cpu_s"] for r in results[path])
             mid_us[path] = cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent'))
-            c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {mid_us[path]:>7.1f}"
+            mid_sys_us[path] = sum(r.get("mid_sys_s", float("nan")) for r in results[path]) * 1e6 / max(
+                1, total(path, 'throughput', 'sent'))
+            c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {mid_us[path]:>7.1f} {mid_sys_us[path]:>7.1f}"
         # the ratio: this path's messages over direct's in the same time, their turns interleaved
         ratio = rate / max(1e-9, d_rate)
         summary[path] = (ratio, p50 - d50)
@@ -413,7 +432,7 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
             if len(per) >= 4:
                 q = statistics.quantiles(per, n=4)
                 print(f"{'':<9} per turn ({len(per)}): median {q[1]:.3f}, quartiles {q[0]:.3f}-{q[2]:.3f}")
-    budget(mode, paths, results, cpus, mid_us, {p: r for p, (r, _) in summary.items()})
+    budget(mode, paths, results, cpus, mid_us, mid_sys_us, {p: r for p, (r, _) in summary.items()})
     ratio, added = summary["rmqsniff"]
     line = (f"CPUs {mode + ':':<9} rmqsniff vs direct: throughput {ratio:.3f} "
             f"(goal >= {GOAL_RATIO}: {'met' if ratio >= GOAL_RATIO else 'NOT met'}), p50 added {added:+.3f} ms "

@@ -27,7 +27,9 @@ import org.apache.rocketmq.remoting.protocol.RequestCode;
  * "PHASE throughput" and "PHASE done" around the throughput phase, then one JSON line: per path
  * the totals of both phases, the messages sent in each throughput slice, and the machine's CPU
  * time during the path's turns of each phase (per CPU, from /proc/stat, in clock ticks: busy,
- * idle, stolen), which tells whether direct keeps the CPUs busy and what a message costs.
+ * idle, stolen), which tells whether direct keeps the CPUs busy and what a message costs, and
+ * the CPU ticks (user + system) of this JVM and of the processes named in the environment's
+ * BENCH_PIDS (NAME=PID,...; the cluster's) during those turns: what a path costs the load itself.
  *
  * FROM=TO pairs rewrite broker addresses in route answers on the client side (an RPC hook), so
  * that a plain TCP proxy (HAProxy) that cannot rewrite routes still carries the broker traffic.
@@ -40,10 +42,13 @@ public class BenchProducer {
         long sent;
         double seconds;
         long[] cpu = new long[0];  // per CPU: busy, idle, stolen ticks during this path's turns
+        long[] proc = new long[0];  // per process of PROCS: its CPU ticks during this path's turns
 
         void add(Phase s) {
             if (cpu.length < s.cpu.length) cpu = Arrays.copyOf(cpu, s.cpu.length);
             for (int i = 0; i < s.cpu.length; i++) cpu[i] += s.cpu[i];
+            if (proc.length < s.proc.length) proc = Arrays.copyOf(proc, s.proc.length);
+            for (int i = 0; i < s.proc.length; i++) proc[i] += s.proc[i];
             lat.addAll(s.lat);
             errors.addAndGet(s.errors.get());
             slices.add(s.sent);
@@ -161,8 +166,36 @@ public class BenchProducer {
         return out;
     }
 
+    /** The processes whose CPU is counted per turn: this JVM ("producer"), then BENCH_PIDS. */
+    static final Map<String, String> PROCS = new LinkedHashMap<>();
+    static {
+        PROCS.put("producer", "self");
+        String env = System.getenv("BENCH_PIDS");
+        if (env != null && !env.isEmpty()) {
+            for (String kv : env.split(",")) PROCS.put(kv.split("=")[0], kv.split("=")[1]);
+        }
+    }
+
+    /** user + system clock ticks of each process of PROCS, in order (-1 where it cannot be read). */
+    static long[] procTicks() {
+        long[] out = new long[PROCS.size()];
+        int i = 0;
+        for (String pid : PROCS.values()) {
+            try {
+                String st = java.nio.file.Files.readString(java.nio.file.Path.of("/proc/" + pid + "/stat"));
+                String[] f = st.substring(st.lastIndexOf(')') + 2).split(" ");
+                out[i] = Long.parseLong(f[11]) + Long.parseLong(f[12]);
+            } catch (Exception e) {
+                out[i] = -1;
+            }
+            i++;
+        }
+        return out;
+    }
+
     static Phase run(DefaultMQProducer p, String topic, byte[] body, int threads, double seconds) throws Exception {
         Phase ph = new Phase();
+        long[] proc0 = procTicks();
         long[] cpu0 = cpuTicks();
         long t0 = System.nanoTime();
         long end = t0 + (long) (seconds * 1e9);
@@ -194,6 +227,9 @@ public class BenchProducer {
         for (Thread t : ts) t.join();
         ph.seconds = (System.nanoTime() - t0) / 1e9;
         long[] cpu1 = cpuTicks();
+        long[] proc1 = procTicks();
+        ph.proc = new long[proc0.length];
+        for (int i = 0; i < proc0.length; i++) ph.proc[i] = proc0[i] < 0 || proc1[i] < 0 ? 0 : proc1[i] - proc0[i];
         ph.cpu = new long[Math.min(cpu0.length, cpu1.length)];
         for (int i = 0; i < ph.cpu.length; i++) ph.cpu[i] = cpu1[i] - cpu0[i];
         for (int i = 0; i < threads; i++) {
@@ -213,9 +249,20 @@ public class BenchProducer {
         Arrays.sort(all);
         return String.format(java.util.Locale.ROOT,
                 "{\"sent\":%d,\"errors\":%d,\"seconds\":%.3f,\"msgs_per_s\":%.1f,\"p50_us\":%.1f,\"p99_us\":%.1f,"
-                        + "\"cpu_ticks\":%s}",
+                        + "\"cpu_ticks\":%s,\"proc_ticks\":{%s}}",
                 ph.sent, ph.errors.get(), ph.seconds, ph.sent / ph.seconds, pct(all, 0.50), pct(all, 0.99),
-                Arrays.toString(ph.cpu).replace(" ", ""));
+                Arrays.toString(ph.cpu).replace(" ", ""), procJson(ph.proc));
+    }
+
+    static String procJson(long[] ticks) {
+        StringBuilder sb = new StringBuilder();
+        int i = 0;
+        for (String name : PROCS.keySet()) {
+            if (i >= ticks.length) break;
+            if (i > 0) sb.append(',');
+            sb.append('"').append(name).append("\":").append(ticks[i++]);
+        }
+        return sb.toString();
     }
 
     static double pct(long[] sorted, double q) {
