@@ -25,7 +25,7 @@ share of one core, CPU µs per message sent (one request and one response frame)
 kernel's part of it. Below that, the whole machine's CPU in each path's turns (the producer
 reads /proc/stat, its own and the cluster's /proc/PID/stat around every turn): how busy the
 CPUs were and the CPU spent per message, in all and by the producer, name server and broker
-(what the path costs the load itself); with the CPUs shared, the CPU budget that follows from
+(what the path costs the load itself; RocketMQ's own proxy is listed too, idle); with the CPUs shared, the CPU budget that follows from
 it: if direct needs C0 µs of CPU per message and a middle adds M, about C0 / (C0 + M) of
 direct's rate is left, so the 0.95 goal needs M <= C0 / 19.
 
@@ -207,8 +207,10 @@ def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag:
                            str(a.seconds), str(a.slice), str(a.threads), str(a.size),
                            *(f"{name}={spec}" for name, spec in paths.items()))
     budget = (a.warmup + a.latency_seconds + a.seconds) * len(paths) + 120
-    # the cluster's processes, whose CPU the producer counts per turn beside its own
-    env = dict(os.environ, BENCH_PIDS=",".join(f"{c}={pid}" for c, pid in cluster.pids.items()))
+    # the cluster's processes, whose CPU the producer counts per turn beside its own (RocketMQ's
+    # proxy, idle here, named so that it is not taken for the middle)
+    env = dict(os.environ, BENCH_PIDS=",".join(f"{'rocketmq-proxy' if c == 'proxy' else c}={pid}"
+                                               for c, pid in cluster.pids.items()))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=cluster.dir(f"bench/{tag}"), preexec_fn=pinner(cpus), env=env)
     timer = threading.Timer(budget, proc.kill)
