@@ -58,8 +58,8 @@ def forget_connections(dst: str, ports: list[int]) -> None:
     """Delete the kernel's connection-tracking entries for ``dst``:ports. NAT is decided on a
     connection's first packet, and only when no entry matches it: a stale ESTABLISHED entry
     (earlier tests leave some, untouched for days) whose source port the client happens to
-    reuse takes its SYN past the REDIRECT, straight to the cluster. (Seen once in CI: the
-    client's broker connection bypassed the proxy.) Needs ``conntrack`` (Debian: conntrack);
+    reuse takes its SYN past the REDIRECT, straight to the cluster (the likely cause of a
+    failure seen once in CI: the proxy counted no sends). Needs ``conntrack`` (Debian: conntrack);
     without it the entries stay, and that rare bypass with them."""
     if shutil.which("conntrack") is None:
         return
