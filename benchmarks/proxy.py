@@ -420,8 +420,7 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
             # per message sent (one request and one response frame each way)
             cpu_s = sum(r["mid_cpu_s"] for r in results[path])
             mid_us[path] = cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent'))
-            mid_sys_us[path] = sum(r.get("mid_sys_s", float("nan")) for r in results[path]) * 1e6 / max(
-                1, total(path, 'throughput', 'sent'))
+            mid_sys_us[path] = sum(r["mid_sys_s"] for r in results[path]) * 1e6 / max(1, total(path, 'throughput', 'sent'))
             c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {mid_us[path]:>7.1f} {mid_sys_us[path]:>7.1f}"
         # the ratio: this path's messages over direct's in the same time, their turns interleaved
         ratio = rate / max(1e-9, d_rate)

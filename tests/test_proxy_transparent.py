@@ -198,12 +198,12 @@ def check_transparent_run(p: ProxyProcess, cluster, truth: dict, direct: dict, d
     envoy = dict(ln.split(": ", 1) for ln in p.get("/stats")[2].splitlines())
     d = dict(ln.split(": ", 1) for ln in render_envoy(analyze([str(direct_pcap)]).stats).splitlines())
     for k in ("send_message_v1", "send_message_v2", "request_code.SEND_BATCH_MESSAGE.requests"):
-        if envoy.get(f"rocketmq.tp.{k}", "0") != d.get(f"rocketmq.rmqsniff.{k}", "0"):
+        got, want = envoy.get(f"rocketmq.tp.{k}", "0"), d.get(f"rocketmq.rmqsniff.{k}", "0")
+        if got != want:
             # (seen once in CI, not reproduced in 6 runs alone: say what the proxy saw)
             s = json.loads(p.get("/stats?format=json")[2])
             codes = {r["name"]: r["requests"] for r in s["codes"].values()}
-            raise AssertionError(f"{k}: proxy {envoy.get(f'rocketmq.tp.{k}', '0')}, direct capture "
-                                 f"{d.get(f'rocketmq.rmqsniff.{k}', '0')}; proxy transport {s['transport']}; "
+            raise AssertionError(f"{k}: proxy {got}, direct capture {want}; proxy transport {s['transport']}; "
                                  f"codes {codes}; routes {routes}; proxy log:\n" + "\n".join(p.lines[-30:]))
     assert int(envoy["rocketmq.tp.request_code.PULL_MESSAGE.requests"]) > 0
     seen = []
