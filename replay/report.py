@@ -9,7 +9,8 @@ from typing import Any
 from dissectors.remoting.codes import request_name
 from dissectors.remoting.command import RemotingCommand
 from rmqsniff.model import ANSWERED, ONEWAY, UNANSWERED, Connection, Exchange, Message
-from rmqsniff.stats import CLASSIFIERS, REMOTING, Stats
+from rmqsniff.protocols import protocol_of
+from rmqsniff.stats import Stats
 
 from .engine.diff import DiffRules, compare
 
@@ -264,7 +265,7 @@ class Report:
 
 def _cls(ex: Exchange):
     """The stats classifier of the exchange's protocol (names, classification, topic)."""
-    return CLASSIFIERS.get(ex.protocol, REMOTING)
+    return protocol_of(ex).classifier
 
 
 def _pick(f, a: float | None, b: float | None) -> float | None:

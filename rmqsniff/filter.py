@@ -22,8 +22,7 @@ are compiled and code names resolved when the filter is compiled.  Durations are
 in ms unless a unit is given (ns, us, ms, s, m, h); sizes in bytes unless given
 (B, kB, KiB, MB, MiB, GB, GiB).
 
-Protocol-specific fields come from one table per protocol (:data:`PROTOCOL_FIELDS`,
-:func:`register_protocol`); ``status``, ``latency``, ``size``, ``client``,
+Protocol-specific fields come from each protocol's ``fields`` (:mod:`rmqsniff.protocols`); ``status``, ``latency``, ``size``, ``client``,
 ``broker``, ``conn`` and ``protocol`` hold for every protocol.
 """
 from __future__ import annotations
@@ -37,11 +36,10 @@ from dataclasses import dataclass
 from itertools import compress, repeat
 from typing import Any
 
-from dissectors.remoting import bodies, codes, headers
-from dissectors.remoting.message import parse_properties
+from dissectors.remoting import codes
 
 from .model import Exchange
-from .stats import CLASSIFIERS, GENERIC
+from .protocols import PROTOCOLS, protocol_named, protocol_of
 
 Getter = Callable[[Exchange], Any]
 Predicate = Callable[[Exchange], bool]
@@ -217,180 +215,31 @@ def _any_cmd(ex: Exchange) -> Any:
     return m.command if m is not None else None
 
 
-# -- remoting
-
-_carried_cache: list[Any] = [None, None]  # [exchange, (tags, keys, ids)]
-
-
-def carried_ids(ex: Exchange) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(tags, keys, message ids) of the messages a remoting exchange carries (cached for
-    the last exchange asked about, since one filter may ask three times)."""
-    if _carried_cache[0] is ex:
-        return _carried_cache[1]
-    tags: list[str] = []
-    keys: list[str] = []
-    ids: list[str] = []
-    req = _req_cmd(ex)
-    resp = ex.response.command if ex.response is not None else None
-    if req is not None:
-        raw = (req.ext or {}).get("i" if req.code in codes.SEND_V2_REQUESTS else "properties")
-        if raw and req.code in codes.SEND_REQUESTS:
-            p = parse_properties(raw)
-            _add_props(p, tags, keys, ids)
-        view = bodies.decode_body(req) if req.body else None
-        if view is not None and view.kind in ("batch", "messages"):
-            for m in view.value:
-                _add_props(m.properties, tags, keys, ids)
-                if view.kind == "messages" and m.msg_id:
-                    ids.append(m.msg_id)
-    if resp is not None:
-        mid = (resp.ext or {}).get("msgId")
-        if mid:
-            ids.extend(x for x in mid.split(",") if x)
-        if resp.body:
-            view = bodies.decode_body(resp, req)
-            if view.kind == "messages":
-                for m in view.value:
-                    _add_props(m.properties, tags, keys, ids)
-                    if m.msg_id:
-                        ids.append(m.msg_id)
-    out = (tuple(tags), tuple(keys), tuple(ids))
-    _carried_cache[0], _carried_cache[1] = ex, out
-    return out
-
-
-def _add_props(p: dict[str, str], tags: list[str], keys: list[str], ids: list[str]) -> None:
-    t = p.get("TAGS")
-    if t:
-        tags.append(t)
-    k = p.get("KEYS")
-    if k:
-        keys.extend(x for x in k.split(" ") if x)
-    u = p.get("UNIQ_KEY")
-    if u:
-        ids.append(u)
-
-
-def _remoting_topic(ex: Exchange) -> str | None:
-    c = _req_cmd(ex)
-    t = headers.topic_of(c) if c is not None else None
-    if t is None and ex.response is not None:
-        t = headers.topic_of(ex.response.command)
-    return t
-
-
-def _remoting_group(ex: Exchange) -> str | None:
-    c = _req_cmd(ex)
-    return headers.group_of(c) if c is not None else None
-
-
-def _remoting_broker_name(ex: Exchange) -> str | None:
-    c = _req_cmd(ex)
-    if c is None or not c.ext:
-        return None
-    return c.ext.get("bname") or c.ext.get("n" if c.code in codes.SEND_V2_REQUESTS else "brokerName") \
-        or c.ext.get("brokerName")
-
-
-def _nonempty(t: tuple) -> tuple | None:
-    return t or None
-
-
-REMOTING_FIELDS: dict[str, Getter] = {
-    "code": lambda ex: ex.request.command.code if ex.request is not None else None,
-    "response_code": lambda ex: ex.response.command.code if ex.response is not None else None,
-    "topic": _remoting_topic,
-    "group": _remoting_group,
-    "tag": lambda ex: _nonempty(carried_ids(ex)[0]),
-    "keys": lambda ex: _nonempty(carried_ids(ex)[1]),
-    "msgid": lambda ex: _nonempty(carried_ids(ex)[2]),
-    "language": lambda ex: c.language if (c := _req_cmd(ex)) is not None else None,
-    "version": lambda ex: c.version if (c := _req_cmd(ex)) is not None else None,
-    "opaque": lambda ex: c.opaque if (c := _any_cmd(ex)) is not None else None,
-    "broker_name": _remoting_broker_name,
-    # how codes read as text (for ~)
-    "code_name": lambda ex: codes.request_name(ex.request.command.code) if ex.request is not None else None,
-    "response_code_name": lambda ex: (codes.response_name(ex.response.command.code)
-                                      if ex.response is not None else None),
-}
-
-PROTOCOL_FIELDS: dict[str, dict[str, Getter]] = {"remoting": REMOTING_FIELDS, "rocketmq": REMOTING_FIELDS}
-_REMOTING = frozenset({"remoting", "rocketmq"})
-
-
-def classifier_fields(protocol: str) -> dict[str, Getter]:
-    """Fields of a protocol known only by its stats :class:`~rmqsniff.stats.Classifier`
-    (e.g. gRPC): code, response_code, topic, group and the code names."""
-    cl = CLASSIFIERS.get(protocol, GENERIC)
-
-    def req(ex: Exchange) -> Any:
-        return ex.request.command if ex.request is not None else None
-
-    return _ClassifierFields({
-        "code": lambda ex: c.code if (c := req(ex)) is not None else None,
-        "response_code": lambda ex: ex.response.command.code if ex.response is not None else None,
-        "topic": lambda ex: cl.topic_of(c) if (c := req(ex)) is not None else None,
-        "group": lambda ex: cl.group_of(c) if (c := req(ex)) is not None else None,
-        "opaque": lambda ex: getattr((ex.request or ex.response).command, "stream_id", None),
-        "code_name": lambda ex: cl.request_name(c.code) if (c := req(ex)) is not None else None,
-        "response_code_name": lambda ex: (cl.response_name(ex.response.command.code)
-                                          if ex.response is not None else None),
-    })
-
-
-class _ClassifierFields(dict):
-    """The fields :func:`classifier_fields` made (their codes are the commands' own)."""
-
-
-def register_protocol(protocol: str, getters: dict[str, Getter]) -> None:
-    """Plug in a protocol's own fields (names as in :data:`REMOTING_FIELDS`; any may be left
-    out: it is then missing).  Without this, :func:`classifier_fields` is used."""
-    PROTOCOL_FIELDS[protocol] = getters
-
-
 def _proto_getter(name: str) -> Getter:
-    tables = PROTOCOL_FIELDS
-    last: list[Any] = [None, None]  # protocol -> getter, for the common single-protocol case
+    last: list[Any] = [None, None]  # protocol name -> getter, for the common single-protocol case
 
     def get(ex: Exchange) -> Any:
         p = ex.protocol
         if p is last[0]:
             g = last[1]
         else:
-            t = tables.get(p)
-            if t is None:
-                t = tables[p] = classifier_fields(p)
-            g = t.get(name)
+            g = protocol_named(p).fields.get(name)
             last[0], last[1] = p, g
         return g(ex) if g is not None else None
     return get
 
 
 def _protocol_code(text: str) -> tuple[frozenset[str] | None, int] | None:
-    """A code literal: a number (any protocol), a remoting name, or a gRPC method or
-    response code name, as (protocols it applies to or None for all, code)."""
-    n = codes.code_from_name(text)
-    if n is not None:
-        try:
-            int(text, 0)
-            return None, n
-        except ValueError:
-            return _REMOTING, n
+    """A code literal: a number (any protocol), or a name one protocol knows, as
+    (protocols it applies to or None for all, code)."""
     try:
-        from dissectors.grpc import call as gcall, schema
-    except ImportError:  # pragma: no cover - gRPC support not installed
-        return None
-    up = text.upper()
-    grpc = frozenset({"grpc"})
-    for name, rpc in schema.BY_NAME.items():  # methods (request codes)
-        if name.upper() == up:
-            return grpc, rpc.code
-    for code, name in schema.CODE_NAMES.items():  # RocketMQ Status codes (response codes)
-        if name.upper() == up:
-            return grpc, code
-    for code in (gcall.GRPC_OK_NO_STATUS, gcall.NO_STATUS, *(-i for i in range(1, 17))):
-        if gcall.response_code_name(code).upper() == up:
-            return grpc, code
+        return None, int(text, 0)
+    except ValueError:
+        pass
+    for p in PROTOCOLS.values():
+        n = p.code_literal(text)
+        if n is not None:
+            return frozenset({p.name}), n
     return None
 
 
@@ -401,7 +250,7 @@ def _ep_text(ep: tuple[str, int]) -> str:
 
 def _status(ex: Exchange) -> tuple[str, ...]:
     if ex.response is not None:
-        cl = CLASSIFIERS.get(ex.protocol, GENERIC)  # the stats' success/no_message/error rule
+        cl = protocol_of(ex).classifier  # the stats' success/no_message/error rule
         req = ex.request
         return (ex.status, cl.classify(req.command.code if req is not None else None, ex.response.command.code))
     return (ex.status,)
@@ -838,9 +687,6 @@ class Columns:
                     self.broken = True
 
     def _extend(self, exs: list[Exchange]) -> None:
-        tables = PROTOCOL_FIELDS
-        topic_of, group_of = headers.topic_of, headers.group_of
-        get_topic, get_group = getter("topic"), getter("group")
         shapes: list[Any] = []
         topics: list[Any] = []
         groups: list[Any] = []
@@ -848,7 +694,7 @@ class Columns:
         size = self.numeric["size"]
         conn = self.numeric["conn"]
         nan = _NAN
-        remoting: set[str] = set()  # protocols read with REMOTING_FIELDS
+        last: list[Any] = [None, None, None]  # protocol name, its topic and group getters
         for ex in exs:
             p = ex.protocol
             rq = ex.request
@@ -862,21 +708,12 @@ class Columns:
             else:
                 lat.append(nan)
                 size.append(rq.size if rq is not None else (rs.size if rs is not None else 0))
-            if p in remoting or tables.get(p) is REMOTING_FIELDS:
-                remoting.add(p)  # as _remoting_topic and _remoting_group
-                t = topic_of(rc) if rc is not None else None
-                if t is None and sc is not None:
-                    t = topic_of(sc)
-                topics.append(t)
-                groups.append(group_of(rc) if rc is not None else None)
-            else:
-                topics.append(get_topic(ex))
-                groups.append(get_group(ex))
+            if p is not last[0]:
+                f = protocol_named(p).fields
+                last = [p, f.get("topic") or _absent, f.get("group") or _absent]
+            topics.append(last[1](ex))
+            groups.append(last[2](ex))
         conn.extend([ex.connection.id for ex in exs])
-        for p in {s[0] for s in shapes} - remoting:
-            t = tables.get(p)
-            if t is not None and not isinstance(t, _ClassifierFields):  # code may be anything there
-                self.usable["code"] = self.usable["response_code"] = False
         for name, keys in (("shape", shapes), ("topic", topics), ("group", groups)):
             try:
                 self.categorical[name].extend(keys, exs)
@@ -885,6 +722,10 @@ class Columns:
                     if col == name:
                         self.usable[f] = False
                 self.categorical[name] = _Categorical()
+
+
+def _absent(_ex: Exchange) -> None:
+    return None
 
 
 def _and(a: bytes, b: bytes, n: int) -> bytes:

@@ -19,12 +19,15 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
-from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
+from collections.abc import Mapping
 
+from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
 from dissectors.remoting.headers import topic_group_in
 
 from .model import ANSWERED, Connection, Message
 from .pairing import MAX_PENDING_PER_CONNECTION, Pairing, PairingSink
+from .protocols import REMOTING as REMOTING_PROTOCOL
+from .protocols import Protocol, by_port, protocol_named, recognise
 from .sources.link import DLT_EN10MB, ETH_IP4_TCP_ACK, ETH_IP4_TCP_NOACK, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
     addr_text, tcp_segment
 from .tcp import HalfStream
@@ -39,18 +42,16 @@ def _raw_key(key: tuple) -> bytes:
     return key[0] + key[2] + _PORTS(key[1], key[3])
 
 
-DEFAULT_SERVER_PORTS = frozenset({9876, 10911, 10909, 8080})
-GRPC_PORTS = frozenset({8081})
-HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DEFAULT_SERVER_PORTS = REMOTING_PROTOCOL.well_known_ports
 PROBE_LIMIT = 64 * 1024  # bytes a candidate flow may show without one plausible frame
 MAX_FLOWS = 32_768  # ~2.8 KB each when they hold a pending request: about 100 MB at the cap
 GAP_TIMEOUT = 2.0  # seconds (capture time) out-of-order bytes wait for a missing segment
 
 # flow kinds
-REMOTING = "remoting"
-GRPC = "grpc"  # HTTP/2 gRPC, decoded by a protocol handler (rmqsniff.grpcflow)
+REMOTING = "remoting"  # decoded by the remoting lane below
+HANDLER = "handler"  # decoded by its protocol's connection handler (gRPC)
 CANDIDATE = "candidate"  # unknown port, not yet recognised
-OTHER = "other"  # set aside: TLS, HTTP/2 (gRPC), unrecognised
+OTHER = "other"  # set aside: TLS, unrecognised
 
 
 class Flow:
@@ -89,10 +90,13 @@ class FlowTable:
         max_frame: int = 16 * 1024 * 1024,
         errors: list[str] | None = None,
         track_packets: bool = False,
+        protocols: Mapping[int, str] | None = None,
     ) -> None:
         self.stats = stats
         self.sink = sink
-        forced = frozenset(ports)
+        # --port P=grpc / P=remoting: that protocol, whatever the bytes say
+        self.port_protocols: dict[int, Protocol] = {p: protocol_named(n) for p, n in (protocols or {}).items()}
+        forced = frozenset(ports) | frozenset(self.port_protocols)
         self.server_ports = forced if only_ports and forced else DEFAULT_SERVER_PORTS | forced
         self.forced_ports = forced
         self.only_ports = only_ports and bool(forced)
@@ -132,7 +136,10 @@ class FlowTable:
         if flow.kind is OTHER:
             return
         if flow.handler is not None:
-            half.pos += len(data)
+            start = half.pos
+            half.pos = start + len(data)
+            if half.track is not None:
+                half.track.append((start, half.pos, self.packet_no))
             flow.handler.data(half.from_client, data, ts)
             return
         dec = half.decoder
@@ -373,15 +380,17 @@ class FlowTable:
         b = (addr_text(dst), dport)
         client, server = (a, b) if client_is_src else (b, a)
         sp = server[1]
-        if self.only_ports:
-            kind = REMOTING
-        elif sp in GRPC_PORTS and sp not in self.forced_ports:
-            kind = GRPC
-        elif sp in self.server_ports:
-            kind = REMOTING
+        proto = self.port_protocols.get(sp)
+        recognised = "forced"
+        if proto is None and sp not in self.forced_ports:
+            proto, recognised = by_port(sp), "port"
+        if proto is not None and proto is not REMOTING_PROTOCOL:
+            kind = HANDLER
+        elif self.only_ports or sp in self.server_ports:
+            kind, recognised = REMOTING, "forced" if sp in self.forced_ports else "port"
         else:
-            kind = CANDIDATE
-        conn = Connection(self._next_id, client, server, ts, how)
+            kind, recognised = CANDIDATE, ""
+        conn = Connection(self._next_id, client, server, ts, how, recognised_by=recognised)
         self._next_id += 1
         key_c = (src, sport, dst, dport) if client_is_src else (dst, dport, src, sport)
         key_s = (key_c[2], key_c[3], key_c[0], key_c[1])
@@ -397,8 +406,9 @@ class FlowTable:
             self._by_raw[_raw_key(key_s)] = self._by_key[key_s]
         self._flows[conn.id] = flow
         self.stats.tcp("flows", 1)
-        if kind is GRPC:
-            self._grpc(flow, mid_stream=how != "syn")
+        if kind is HANDLER:
+            assert proto is not None
+            self._handler(flow, proto, recognised, mid_stream=how != "syn")
         if len(self._flows) > self.max_flows:
             _, oldest = next(iter(self._flows.items()))
             self.stats.tcp("flows_evicted", 1)
@@ -433,15 +443,24 @@ class FlowTable:
 
     # -- protocol recognition ---------------------------------------------------
     def _classify(self, flow: Flow, half: HalfStream, data: bytes, ts: float) -> bool:
-        """First bytes of a direction: pick the decoder or set the flow aside."""
-        if data[:3] == HTTP2_PREFACE[:3] and HTTP2_PREFACE.startswith(data[:24]):
-            if self._grpc(flow, mid_stream=False):
-                half.pos += len(data)
-                flow.handler.data(half.from_client, data, ts)
-            return False
-        if data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
-            self._set_aside(flow, "TLS: encrypted, cannot be decoded")
-            return False
+        """First bytes of a direction: hand the flow to the protocol they show, set it aside,
+        or start the remoting lane."""
+        forced = self.port_protocols.get(flow.conn.server[1])
+        if forced is None:
+            hit = recognise(data, half.from_client)
+            if hit is None and flow.conn.role_source == "guess":
+                hit = recognise(data, not half.from_client)  # roles were a guess: the bytes say
+                if hit is not None:
+                    self._swap(flow)
+                    flow.conn.role_source = "flags"
+            if hit is not None:
+                proto, how = hit
+                if self._handler(flow, proto, how, mid_stream=not half.syn_seen):
+                    self.deliver(half, data, ts)
+                return False
+            if data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
+                self._set_aside(flow, "TLS: encrypted, cannot be decoded")
+                return False
         for h in (flow.c2s, flow.s2c):
             if h.decoder is None:
                 h.decoder = StreamDecoder(
@@ -450,15 +469,13 @@ class FlowTable:
                 )
         return True
 
-    def _grpc(self, flow: Flow, mid_stream: bool) -> bool:
-        """Hand the flow to the gRPC handler (or set it aside when there is none)."""
-        try:
-            from .grpcflow import GrpcHandler
-        except ImportError:
-            self._set_aside(flow, "HTTP/2 (gRPC): gRPC decoding not available")
-            return False
-        flow.kind = GRPC
-        flow.handler = GrpcHandler(flow.conn, self.sink, self.stats, mid_stream=mid_stream)
+    def _handler(self, flow: Flow, proto: Protocol, how: str, mid_stream: bool) -> bool:
+        """Hand the flow to ``proto``'s connection handler."""
+        flow.kind = HANDLER
+        flow.conn.recognised_by = how
+        flow.handler = h = proto.handler(flow.conn, self.sink, self.stats, mid_stream)
+        if self.track_packets:
+            h.track(lambda fc, start, end: (flow.c2s if fc else flow.s2c).packets_for(start, end))
         return True
 
     def _set_aside(self, flow: Flow, why: str) -> None:
@@ -478,6 +495,7 @@ class FlowTable:
                     if flow.kind is OTHER:
                         return
                     flow.kind = REMOTING  # recognised on a non-standard port
+                    flow.conn.recognised_by = "frames"
                     for is_req, reason in flow.held_errors:
                         self.stats.decoding_error(is_req, reason, flow.conn)
                     flow.held_errors.clear()

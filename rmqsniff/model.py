@@ -31,13 +31,22 @@ class Connection:
     role_source: str = "guess"
     # packets without payload that shape the connection (SYN, FIN, RST), when tracked
     control_packets: list[int] | None = None
+    # packets that carry the connection's own state (HTTP/2 preface and SETTINGS…), without which
+    # no exchange on it decodes again: exported with any of them, when tracked
+    setup_packets: list[int] | None = None
+    # how its protocol was known: "port" (well-known), "forced" (--port), "preface" / "settings"
+    # (HTTP/2's first bytes), "frames" (plausible remoting frames on another port)
+    recognised_by: str = ""
 
     @property
     def label(self) -> str:
         return f"{_ep(self.client)} -> {_ep(self.server)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "client": _ep(self.client), "server": _ep(self.server)}
+        d = {"id": self.id, "client": _ep(self.client), "server": _ep(self.server)}
+        if self.recognised_by:
+            d["recognised_by"] = self.recognised_by
+        return d
 
 
 def _ep(ep: Endpoint) -> str:
@@ -104,3 +113,35 @@ class Exchange:
         if m is None:
             return False
         return (not m.from_client) if self.request is not None else m.from_client
+
+
+@dataclass(slots=True)
+class MessageRow:
+    """One message carried by an exchange (``read --messages``), whatever the protocol."""
+
+    exchange: int
+    ts: float
+    kind: str  # sent, batch-sent, pulled, popped, peeked, queried, checked, consumed, received
+    connection: str
+    topic: str | None = None
+    queue: int | None = None
+    offset: int | None = None
+    msg_id: str | None = None  # offset message id (store host + commit-log offset)
+    unique_key: str | None = None  # UNIQ_KEY / the gRPC message id: the client's message id
+    tags: str | None = None
+    keys: list[str] = field(default_factory=list)
+    properties: dict[str, str] = field(default_factory=dict)
+    born_host: str | None = None
+    born_ts: int | None = None  # ms
+    store_host: str | None = None
+    store_ts: int | None = None  # ms
+    body: bytes = b""
+    result: str | None = None  # the answer's name, "unanswered" or "oneway"
+    notes: list[str] = field(default_factory=list)
+    message_group: str | None = None  # FIFO message group (gRPC)
+    delivery_ts: int | None = None  # ms: when a delayed / timed message becomes visible
+    reconsume: int | None = None  # delivery attempt (gRPC) or reconsume times (remoting)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(x for x in (self.unique_key, self.msg_id) if x)

@@ -77,15 +77,13 @@ import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Callable
 
 from hdrh.histogram import HdrHistogram
 
-from dissectors.remoting import codes as _rc
-from dissectors.remoting import headers as _rh
 from rmqsniff.model import ANSWERED, Exchange
+from rmqsniff.protocols import Classifier, classifier, protocol_named
 
 ENVOY_COUNTERS: tuple[str, ...] = (
     "request", "request_decoding_error", "request_decoding_success",
@@ -123,66 +121,6 @@ _MAX_US = 3_600_000_000  # one hour: larger latencies are clamped
 _AGG_FLUSH = 16384  # distinct pending row keys before they are folded into the rows
 _AGG_VALS_FLUSH = 1 << 16  # pending latencies (all keys) before that
 _EV_BATCH = 256  # started / finished events collected before they are applied
-
-
-@dataclass(frozen=True, slots=True)
-class Classifier:
-    """Protocol-specific knowledge the stats need, selected by ``Exchange.protocol``."""
-
-    request_name: Callable[[int], str]
-    response_name: Callable[[int], str]
-    classify: Callable[[int | None, int], str]  # "success" | "no_message" | "error"
-    topic_of: Callable[[Any], str | None]
-    group_of: Callable[[Any], str | None]
-    envoy_counter: dict[int, str]  # request code -> Envoy per-request counter
-    active_gauge: dict[int, str]  # request code -> Envoy *_active gauge
-    maintenance: frozenset[int]  # error answers to these count as maintenance_failure
-    nameserver_codes: frozenset[int]
-    nameserver_ports: frozenset[int]
-
-
-REMOTING = Classifier(
-    request_name=_rc.request_name,
-    response_name=_rc.response_name,
-    classify=_rc.classify,
-    topic_of=_rh.topic_of,
-    group_of=_rh.group_of,
-    envoy_counter={
-        _rc.HEART_BEAT: "heartbeat", _rc.UNREGISTER_CLIENT: "unregister",
-        _rc.GET_ROUTEINFO_BY_TOPIC: "get_topic_route", _rc.SEND_MESSAGE: "send_message_v1",
-        _rc.SEND_MESSAGE_V2: "send_message_v2", _rc.POP_MESSAGE: "pop_message",
-        _rc.ACK_MESSAGE: "ack_message", _rc.GET_CONSUMER_LIST_BY_GROUP: "get_consumer_list",
-    },
-    active_gauge={
-        _rc.SEND_MESSAGE: "send_message_v1_active", _rc.SEND_MESSAGE_V2: "send_message_v2_active",
-        _rc.POP_MESSAGE: "pop_message_active", _rc.GET_ROUTEINFO_BY_TOPIC: "get_topic_route_active",
-    },
-    maintenance=frozenset({
-        _rc.HEART_BEAT, _rc.UNREGISTER_CLIENT, _rc.GET_CONSUMER_LIST_BY_GROUP,
-        _rc.GET_ROUTEINFO_BY_TOPIC,
-    }),
-    nameserver_codes=frozenset({100, 101, 102, 103, 104, 105, 106, 206, 216, 217, 219, 224, 304}),
-    nameserver_ports=frozenset({9876}),
-)
-
-
-def _none(_cmd: Any) -> str | None:
-    return None
-
-
-GENERIC = Classifier(
-    request_name=lambda c: f"CODE_{c}", response_name=lambda c: f"CODE_{c}",
-    classify=lambda req, resp: "success" if resp == 0 else "error",
-    topic_of=_none, group_of=_none, envoy_counter={}, active_gauge={},
-    maintenance=frozenset(), nameserver_codes=frozenset(), nameserver_ports=frozenset(),
-)
-
-CLASSIFIERS: dict[str, Classifier] = {"remoting": REMOTING, "rocketmq": REMOTING}
-
-
-def register_classifier(protocol: str, classifier: Classifier) -> None:
-    """Plug in another protocol (e.g. gRPC); unknown protocols use :data:`GENERIC`."""
-    CLASSIFIERS[protocol] = classifier
 
 
 # ---------------------------------------------------------------- log-bucket histogram
@@ -334,8 +272,7 @@ class Stats:
     def _ps(self, protocol: str) -> _ProtoState:
         ps = self._protos.get(protocol)
         if ps is None:
-            ps = self._protos[protocol] = _ProtoState(
-                CLASSIFIERS.get(protocol, GENERIC), self._code_cap)
+            ps = self._protos[protocol] = _ProtoState(classifier(protocol), self._code_cap)
         return ps
 
     def _gauge(self, name: str, delta: int) -> None:
@@ -744,7 +681,7 @@ class Stats:
         responses: dict[str, Any] = {}
         for proto, ps in list(self._protos.items()):
             cl = ps.cl
-            pre = "" if cl is REMOTING else f"{proto}:"
+            pre = protocol_named(proto).code_prefix
             for code, row in list(ps.codes.rows.items()):
                 d = self._row_dict(row, quantiles=True)
                 d["name"] = OTHER if code == OTHER else cl.request_name(code)

@@ -7,193 +7,30 @@
 * :func:`restat`, :func:`grouped_rows` — stats tables per code/topic/group/client/broker
   (``rmqsniff stats --by``); :func:`interval_rows` — the same per time interval.
 
-Protocol-specific extraction sits in :data:`MESSAGE_EXTRACTORS` (one function per
-protocol), like the filter's field tables.
+What each protocol carries is asked of its :mod:`rmqsniff.protocols` object.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from dissectors.remoting import bodies, codes, headers
-from dissectors.remoting.message import PayloadError, decode_offset_msg_id, parse_properties
+from dissectors.remoting import headers
+from dissectors.remoting.message import parse_properties
 
 from .filter import getter
-from .model import Connection, Exchange, Message, _ep
-from .stats import CLASSIFIERS, GENERIC, NONE, Stats, bucket_of, bucket_percentiles
+from .model import Connection, Exchange, Message, MessageRow, _ep
+from .protocols import protocol_named, protocol_of
+from .stats import NONE, Stats, bucket_of, bucket_percentiles
+from .text import full_body, ms_text, preview
 
 # ---------------------------------------------------------------- messages
 
 
-@dataclass(slots=True)
-class MessageRow:
-    """One message carried by an exchange."""
-
-    exchange: int
-    ts: float
-    kind: str  # sent, batch-sent, pulled, popped, peeked, queried, checked, consumed
-    connection: str
-    topic: str | None = None
-    queue: int | None = None
-    offset: int | None = None
-    msg_id: str | None = None  # offset message id (store host + commit-log offset)
-    unique_key: str | None = None  # UNIQ_KEY, the client's message id
-    tags: str | None = None
-    keys: list[str] = field(default_factory=list)
-    properties: dict[str, str] = field(default_factory=dict)
-    born_host: str | None = None
-    born_ts: int | None = None  # ms
-    store_host: str | None = None
-    store_ts: int | None = None  # ms
-    body: bytes = b""
-    result: str | None = None  # the answer's name, "unanswered" or "oneway"
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        return tuple(x for x in (self.unique_key, self.msg_id) if x)
-
-
-_CONSUME_KINDS = {
-    codes.PULL_MESSAGE: "pulled", codes.LITE_PULL_MESSAGE: "pulled", codes.POP_MESSAGE: "popped",
-    codes.PEEK_MESSAGE: "peeked", codes.QUERY_MESSAGE: "queried", codes.VIEW_MESSAGE_BY_ID: "queried",
-}
-_REQUEST_KINDS = {codes.CHECK_TRANSACTION_STATE: "checked", codes.CONSUME_MESSAGE_DIRECTLY: "consumed"}
-
-
-def _int(v: str | None) -> int | None:
-    try:
-        return int(v) if v is not None else None
-    except ValueError:
-        return None
-
-
-def _result(ex: Exchange) -> str:
-    if ex.response is None:
-        return ex.status
-    return codes.response_name(ex.response.command.code)
-
-
-def _remoting_messages(ex: Exchange) -> list[MessageRow]:
-    req = ex.request.command if ex.request is not None else None
-    resp = ex.response.command if ex.response is not None else None
-    conn = ex.connection.label
-    out: list[MessageRow] = []
-    if req is not None and req.code in codes.SEND_REQUESTS:
-        ext = headers.long_ext(req)
-        rext = (resp.ext or {}) if resp is not None else {}
-        ok = resp is not None and codes.classify(req.code, resp.code) == codes.SUCCESS_CLASS
-        queue = _int(rext.get("queueId")) if ok else None
-        if queue is None:
-            queue = _int(ext.get("queueId"))
-        first = _int(rext.get("queueOffset")) if ok else None
-        ids = [x for x in rext.get("msgId", "").split(",")] if ok and rext.get("msgId") else []
-        base = MessageRow(ex.index, ex.request.ts, "sent", conn, topic=ext.get("topic"), queue=queue,
-                          born_host=_ep(ex.connection.client) if not ex.server_initiated else None,
-                          born_ts=_int(ext.get("bornTimestamp")), result=_result(ex))
-        view = bodies.decode_body(req)
-        hdr_props = parse_properties(ext.get("properties") or "")
-        if view.kind == "batch":
-            for i, m in enumerate(view.value):
-                props = dict(m.properties)
-                out.append(_with(base, kind="batch-sent", offset=None if first is None else first + i,
-                                 msg_id=ids[i] if i < len(ids) else None, properties=props, body=m.body,
-                                 notes=list(view.errors)))
-        else:
-            body = view.value if view.kind == "message" else (req.body or b"")
-            out.append(_with(base, offset=first, msg_id=ids[0] if ids else None, properties=hdr_props,
-                             body=bytes(body or b""), notes=list(view.errors)))
-        for r in out:
-            if r.msg_id:
-                try:
-                    host, port, _ = decode_offset_msg_id(r.msg_id)
-                    r.store_host = _ep((host, port))
-                except ValueError:
-                    pass
-        return out
-    stored: list[tuple[str, Any, Message, list[str]]] = []
-    if resp is not None and req is not None and resp.body and codes.classify(req.code, resp.code) == "success":
-        kind = _CONSUME_KINDS.get(req.code)
-        if kind is not None:
-            view = bodies.decode_body(resp, req)
-            if view.kind == "messages":
-                stored.append((kind, view.value, ex.response, view.errors))
-    if req is not None and req.body and req.code in _REQUEST_KINDS:
-        view = bodies.decode_body(req)
-        if view.kind == "messages":
-            stored.append((_REQUEST_KINDS[req.code], view.value, ex.request, view.errors))
-    for kind, msgs, carrier, errors in stored:
-        for m in msgs:
-            notes = list(errors)
-            try:
-                body = m.payload()
-            except PayloadError as e:
-                body = m.body
-                notes.append(f"body not decompressed: {e}")
-            out.append(MessageRow(
-                ex.index, carrier.ts, kind, conn, topic=m.topic, queue=m.queue_id, offset=m.queue_offset,
-                msg_id=m.msg_id, unique_key=m.unique_key, tags=m.tags, keys=m.keys,
-                properties=dict(m.properties), born_host=m.born_host, born_ts=m.born_timestamp,
-                store_host=m.store_host, store_ts=m.store_timestamp, body=body, result=_result(ex),
-                notes=notes))
-    return out
-
-
-def _with(base: MessageRow, **kw: Any) -> MessageRow:
-    props = kw.get("properties") or {}
-    r = MessageRow(**{f: getattr(base, f) for f in MessageRow.__dataclass_fields__} | kw)
-    r.unique_key = props.get("UNIQ_KEY")
-    r.tags = props.get("TAGS")
-    r.keys = [k for k in props.get("KEYS", "").split(" ") if k]
-    return r
-
-
-MESSAGE_EXTRACTORS: dict[str, Callable[[Exchange], list[MessageRow]]] = {
-    "remoting": _remoting_messages, "rocketmq": _remoting_messages,
-}
-
-
 def messages_of(ex: Exchange) -> list[MessageRow]:
     """The messages ``ex`` carries (empty for exchanges that carry none)."""
-    f = MESSAGE_EXTRACTORS.get(ex.protocol)
-    return f(ex) if f is not None else []
-
-
-def is_text(body: bytes) -> str | None:
-    """The body as text when it is printable UTF-8, else None."""
-    try:
-        t = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return t if all(c.isprintable() or c in "\t\r\n" for c in t) else None
-
-
-def preview(body: bytes, limit: int = 48) -> str:
-    """A safe one-line preview: text (escaped controls) or hex, cut at ``limit``."""
-    t = is_text(body[: limit * 4])
-    if t is not None:
-        s = t.encode("unicode_escape").decode("ascii") if any(c in t for c in "\t\r\n") else t
-        return s if len(s) <= limit and len(body) <= limit * 4 else s[:limit] + "…"
-    h = body[: limit // 2].hex()
-    return "hex:" + h + ("…" if len(body) > limit // 2 else "")
-
-
-def full_body(body: bytes) -> str:
-    """The whole body: text as is, binary as hex."""
-    t = is_text(body)
-    return t if t is not None else "hex:" + body.hex()
-
-
-def _ms_text(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    try:
-        return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).isoformat(timespec="milliseconds")
-    except (OverflowError, OSError, ValueError):
-        return None
+    return protocol_of(ex).messages(ex)
 
 
 def message_to_dict(r: MessageRow, body: bool = False, redact: bool = True) -> dict[str, Any]:
@@ -203,10 +40,15 @@ def message_to_dict(r: MessageRow, body: bool = False, redact: bool = True) -> d
         "exchange": r.exchange, "ts": r.ts, "kind": r.kind, "connection": r.connection,
         "topic": r.topic, "queue": r.queue, "offset": r.offset, "msg_id": r.msg_id,
         "unique_key": r.unique_key, "tags": r.tags, "keys": r.keys, "properties": props,
-        "born_host": r.born_host, "born_ts": r.born_ts, "born_time": _ms_text(r.born_ts),
-        "store_host": r.store_host, "store_ts": r.store_ts, "store_time": _ms_text(r.store_ts),
+        "born_host": r.born_host, "born_ts": r.born_ts, "born_time": ms_text(r.born_ts),
+        "store_host": r.store_host, "store_ts": r.store_ts, "store_time": ms_text(r.store_ts),
         "body_size": len(r.body), "result": r.result,
     }
+    for k, v in (("message_group", r.message_group), ("delivery_ts", r.delivery_ts), ("reconsume", r.reconsume)):
+        if v is not None:
+            d[k] = v
+    if r.delivery_ts is not None:
+        d["delivery_time"] = ms_text(r.delivery_ts)
     if body:
         d["body"] = full_body(r.body)
     else:
@@ -223,7 +65,7 @@ MESSAGE_COLUMNS = ("#", "kind", "topic", "queue", "offset", "unique key", "msg i
 def message_row(r: MessageRow) -> tuple[str, ...]:
     """A table row for a message (``MESSAGE_COLUMNS``)."""
     def t(ms: int | None) -> str:
-        s = _ms_text(ms)
+        s = ms_text(ms)
         return s[11:23] if s else "-"
     born = f"{r.born_host or '-'} {t(r.born_ts)}"
     stored = f"{r.store_host or '-'} {t(r.store_ts)}"
@@ -264,47 +106,9 @@ def conversation(exchanges: Iterable[Exchange], conn_id: int) -> list[tuple[Exch
     return out
 
 
-def _body_summary(ex: Exchange, m: Message) -> str:
-    cmd = m.command
-    if not cmd.body:
-        return ""
-    req = ex.request.command if (ex.request is not None and m is ex.response) else None
-    view = bodies.decode_body(cmd, req)
-    n = len(cmd.body)
-    if view.kind in ("messages", "batch"):
-        return f"body {n} B: {len(view.value)} message(s)"
-    if view.kind in ("message", "text", "binary"):
-        return f"body {n} B: {preview(bytes(view.value), 40)}"
-    return f"body {n} B: {view.kind}"
-
-
 def frame_to_dict(ex: Exchange, m: Message, redact: bool = True) -> dict[str, Any]:
     """One frame of a conversation as JSON (for gRPC: one side of a call)."""
-    cmd = m.command
-    is_resp = m is ex.response
-    if ex.protocol not in _REMOTING:
-        from .exporters.exchanges import SIDES, _generic_sides
-
-        side = SIDES.get(ex.protocol, _generic_sides)(ex, redact)[1 if is_resp else 0] or {}
-        meta = side.get("metadata") or {}
-        return {
-            "exchange": ex.index, "ts": m.ts, "direction": "client->server" if m.from_client else "server->client",
-            "role": "response" if is_resp else "request", "code": cmd.code, "name": side.get("name", str(cmd.code)),
-            "opaque": getattr(cmd, "stream_id", None), "flag": None, "remark": side.get("status_message"),
-            "ext": {str(k): str(v) for k, v in meta.items()} or None, "frame_len": m.size,
-            "body": f"{len(side.get('messages') or [])} message(s)" if side.get("messages") else "",
-            "detail": side,
-        }
-    ext = headers.redact_ext(cmd.ext, redact)
-    if ext is not None and not is_resp:
-        ext = headers.long_ext(type(cmd)(cmd.code, cmd.flag, cmd.opaque, ext=ext))
-    return {
-        "exchange": ex.index, "ts": m.ts, "direction": "client->server" if m.from_client else "server->client",
-        "role": "response" if is_resp else "request", "code": cmd.code,
-        "name": codes.response_name(cmd.code) if is_resp else codes.request_name(cmd.code),
-        "opaque": cmd.opaque, "flag": cmd.flag, "remark": cmd.remark, "ext": ext,
-        "frame_len": m.size, "body": _body_summary(ex, m),
-    }
+    return protocol_of(ex).follow(ex, m, redact)
 
 
 def _printable(v: str) -> str:
@@ -329,8 +133,8 @@ def render_conversation(conn: Connection, frames: list[tuple[Exchange, Message]]
         lines.append(head)
         if d["ext"]:
             lines.append(indent + "      " + " ".join(f"{k}={_printable(v)}" for k, v in d["ext"].items()))
-        if d["body"]:
-            lines.append(indent + "      " + d["body"])
+        for line in d["body"].splitlines():
+            lines.append(indent + "      " + line)
     lines.append(bar)
     return "\n".join(lines) + "\n"
 
@@ -338,7 +142,6 @@ def render_conversation(conn: Connection, frames: list[tuple[Exchange, Message]]
 # ---------------------------------------------------------------- grouped stats
 
 GROUPS = ("code", "topic", "group", "client", "broker")
-_REMOTING = frozenset({"remoting", "rocketmq"})
 ROW_FIELDS = ("requests", "errors", "error_pct", "p50", "p90", "p99", "max", "bytes")
 
 
@@ -363,8 +166,8 @@ def grouped_rows(stats: Stats, by: str, top: int | None = None, sort: str = "req
     keep = ("requests", "errors", "error_pct", "answered", "p50", "p90", "p99", "max", "bytes")
     if by == "code":
         for r in stats.snapshot()["codes"].values():
-            key = r["name"] if r["protocol"] in _REMOTING else f"{r['protocol']}:{r['name']}"
-            rows.append({"key": key, "code": r["code"]} | {k: r[k] for k in keep})
+            key = protocol_named(r["protocol"]).code_prefix + r["name"]
+            rows.append({"key": key, "code": r["code"], "protocol": r["protocol"]} | {k: r[k] for k in keep})
     elif by == "broker":
         for name, role in (("by_broker", "broker"), ("by_nameserver", "nameserver")):
             for key, r in stats.breakdown(name)["rows"].items():
@@ -402,8 +205,7 @@ def _key_fn(by: str | None) -> Callable[[Exchange], str]:
     if by is None:
         return lambda ex: "*"
     if by == "code":
-        return lambda ex: codes.request_name(ex.request.command.code) if ex.protocol in _REMOTING \
-            else f"{ex.protocol}:{CLASSIFIERS.get(ex.protocol, GENERIC).request_name(ex.request.command.code)}"
+        return lambda ex: protocol_of(ex).code_key(ex.request.command.code)
     if by == "client":
         return lambda ex: ex.connection.client[0]
     if by == "broker":
@@ -459,5 +261,4 @@ def interval_rows(exchanges: Iterable[Exchange], interval: float, by: str | None
 def _is_error(ex: Exchange) -> bool:
     if ex.request is None or ex.response is None:
         return False
-    cl = CLASSIFIERS.get(ex.protocol, GENERIC)
-    return cl.classify(ex.request.command.code, ex.response.command.code) == "error"
+    return protocol_of(ex).result(ex) == "error"

@@ -10,8 +10,8 @@ from hyperframe.frame import GoAwayFrame
 
 from dissectors.grpc import GrpcConnection
 from rmqsniff.capwriter import CaptureWriter, TcpSession
-from rmqsniff.exporters.grpc_json import grpc_sides
-from rmqsniff.grpcflow import GrpcHandler
+from rmqsniff.protocols.grpc.output import sides as grpc_sides
+from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.model import ANSWERED, ORPHAN, UNANSWERED, Connection
 from rmqsniff.pairing import PairingSink
 from rmqsniff.pipeline import analyze

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dissectors.grpc.frames import FrameReader, Frame, Skipped
-from rmqsniff.grpcflow import GrpcHandler
+from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.model import ANSWERED, ORPHAN
 from rmqsniff.pairing import PairingSink
 from rmqsniff.stats import Stats

@@ -256,7 +256,8 @@ def test_enter_opens_and_p_jumps_between_request_and_response(reference):
         await pilot.press("p")
         assert str(tree.cursor_node.label).startswith("Response " + codes.response_name(ex.response.command.code))
         assert hex_bytes(app) == encode(ex.response.command)
-        assert "response frame" in str(app.query_one("#hex-caption", Static).render())
+        caption = str(app.query_one("#hex-caption", Static).render())
+        assert f"response: {len(encode(ex.response.command))} B of TCP payload in 1 packet as captured" in caption
         await pilot.press("p")
         assert hex_bytes(app) == encode(ex.request.command)
         # the tree holds the decoded header with long names

@@ -156,6 +156,9 @@ class GrpcConnection:
         self._seen = {True: False, False: False}
         self.ts = 0.0
         self._out: list[Event] = []
+        # (from_client, stream id, start, end) of every frame in its direction's byte stream,
+        # for a caller that maps frames to packets (None: not kept); the caller drains it
+        self.spans: list[tuple[bool, int, int, int]] | None = None
 
     # ----------------------------------------------------------------- input
     def feed(self, from_client: bool, data: bytes, ts: float = 0.0) -> list[Event]:
@@ -170,9 +173,12 @@ class GrpcConnection:
                 self.tls = True
                 out.append(Encrypted(from_client))
                 return out
+        spans = self.spans
         for f in self.readers[from_client].feed(data):
             if type(f) is fr.Frame:
                 self.frames += 1
+                if spans is not None:
+                    spans.append((from_client, f.stream_id, f.offset, f.offset + 9 + len(f.payload)))
                 self._frame(from_client, f, ts)
             else:
                 self._skipped(from_client, f)

@@ -9,7 +9,7 @@ Telemetry / NotifyClientTermination, ...) with ``--consumers`` (receipt handles 
 """
 from __future__ import annotations
 
-from rmqsniff.grpcflow import topic_of
+from rmqsniff.protocols.grpc.classify import topic_of
 from rmqsniff.model import Exchange
 
 PRODUCER_METHODS = frozenset({"QueryRoute", "SendMessage", "EndTransaction", "RecallMessage"})

@@ -21,7 +21,6 @@ from dissectors.grpc.call import GrpcCall, GrpcMessage, GrpcPayload
 from dissectors.grpc.connection import response_code
 from dissectors.grpc.messages import parse
 from dissectors.grpc.schema import BY_NAME, Rpc
-from rmqsniff import grpcflow  # noqa: F401 - registers the gRPC stats classifier the report uses
 from rmqsniff.model import Connection
 
 from ..report import CONNECTION_FAILED, TIMEOUT

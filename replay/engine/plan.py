@@ -19,7 +19,7 @@ from dissectors.remoting import fastjson
 from dissectors.remoting.headers import topic_of
 from dissectors.remoting.message import decode_batch, parse_properties
 from rmqsniff.model import ANSWERED, Connection, Endpoint, Exchange
-from rmqsniff.stats import REMOTING
+from rmqsniff.protocols import REMOTING
 
 NAMESRV = "namesrv"
 BROKER = "broker"
@@ -253,7 +253,7 @@ def build_plan(exchanges: Iterable[Exchange], *, consumers: bool = False,
     conns: dict[int, Connection] = {}
     servers: set[Endpoint] = set()
     skipped: Counter = Counter()
-    nameserver_codes = REMOTING.nameserver_codes
+    nameserver_codes = REMOTING.classifier.nameserver_codes
     ns_conns: set[int] = set()
     for ex in exchanges:
         conn = ex.connection
@@ -279,7 +279,7 @@ def build_plan(exchanges: Iterable[Exchange], *, consumers: bool = False,
     for cid, lst in sorted(per_conn.items(), key=lambda kv: kv[1][0].request.ts if kv[1] else 0):
         lst.sort(key=lambda ex: (ex.request.ts, ex.request.stream_offset))
         conn = conns[cid]
-        kind = NAMESRV if cid in ns_conns or conn.server[1] in REMOTING.nameserver_ports else BROKER
+        kind = NAMESRV if cid in ns_conns or conn.server[1] in REMOTING.classifier.nameserver_ports else BROKER
         if lst[0].protocol == "grpc":
             kind = GRPC
         sess = Session(cid, conn, kind)

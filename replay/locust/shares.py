@@ -24,7 +24,7 @@ import orjson
 
 from dissectors.remoting.command import RemotingCommand
 from rmqsniff.model import Connection, Exchange
-from rmqsniff.stats import CLASSIFIERS, REMOTING
+from rmqsniff.protocols import protocol_of
 
 from ..engine.plan import Plan, Session
 from ..engine.runner import Options, Replay
@@ -143,7 +143,7 @@ class EventReport(Report):
 
 
 def _k(ex: Exchange):
-    return CLASSIFIERS.get(ex.protocol, REMOTING)
+    return protocol_of(ex).classifier
 
 
 class _Null:

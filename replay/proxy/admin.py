@@ -115,24 +115,6 @@ class AdminServer:
         except ValueError:
             return 400, JSON, orjson.dumps({"error": "limit must be an integer"})
         redact = self.proxy.config.redact
-        items = [exchange_to_dict(ex, redact=redact) if ex.protocol == "remoting" else _generic(ex)
-                 for ex in self.proxy.recent.select(flt, limit)]
+        items = [exchange_to_dict(ex, redact=redact) for ex in self.proxy.recent.select(flt, limit)]
         return 200, JSON, orjson.dumps({"count": len(items), "exchanges": items},
                                        option=orjson.OPT_NON_STR_KEYS, default=str)
-
-
-def _generic(ex) -> dict:
-    """A non-remoting (gRPC) exchange: method, status, latency, metadata (redacted)."""
-    def side(m):
-        if m is None:
-            return None
-        cmd = m.command
-        d = {"ts": m.ts, "size": m.size, "code": getattr(cmd, "code", None),
-             "name": getattr(cmd, "name", None)}
-        with contextlib.suppress(Exception):
-            d["metadata"] = cmd.metadata(True)
-        return d
-
-    return {"index": ex.index, "connection": ex.connection.to_dict(), "protocol": ex.protocol,
-            "status": ex.status, "latency_ms": None if ex.latency_ms is None else round(ex.latency_ms, 3),
-            "request": side(ex.request), "response": side(ex.response), "notes": list(ex.notes)}

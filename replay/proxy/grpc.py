@@ -1,5 +1,5 @@
 """RocketMQ 5.x gRPC on a proxied connection: both directions fed to the gRPC decoder
-(:class:`rmqsniff.grpcflow.GrpcHandler`) so calls land in the one stats model, and the
+(:class:`rmqsniff.protocols.grpc.handler.GrpcHandler`) so calls land in the one stats model, and the
 endpoints in QueryRoute / QueryAssignment answers replaced with proxy listeners.
 
 Server -> client bytes are cut at HTTP/2 frame boundaries; frames pass unchanged except
@@ -146,7 +146,7 @@ class GrpcTap:
     protocol = "grpc"
 
     def __init__(self, conn: Connection, sink, stats, rewrite_routes: bool = False) -> None:
-        from rmqsniff.grpcflow import GrpcHandler  # also registers the gRPC stats classifier
+        from rmqsniff.protocols.grpc.handler import GrpcHandler
 
         self.handler = GrpcHandler(conn, sink, stats, mid_stream=False)
         self.server_spoke = False

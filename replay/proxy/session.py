@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rmqsniff.model import Connection, Exchange
-from rmqsniff.stats import CLASSIFIERS
+from rmqsniff.protocols import protocol_of
 
 from .config import GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
 from .grpc import GrpcTap
@@ -28,10 +28,6 @@ FAIL_LINGER = 1.0  # after a failed connect, requests still arriving are answere
 CLOSE_GRACE = 1.0  # a closing leg that cannot flush its write buffer in this time is aborted
 HTTP2_PREFACE = b"PRI * HTTP/2.0"
 SO_MARK = getattr(socket, "SO_MARK", 36)
-_PENDING_OF = {"send_message_v1": "send_message", "send_message_v2": "send_message",
-               "pop_message": "pop_message", "get_topic_route": "get_topic_route"}
-_SEND_BATCH = 320
-
 
 def now() -> float:
     """Wall-clock time at microsecond resolution: the recording's, so that stats computed
@@ -41,13 +37,7 @@ def now() -> float:
 
 def pending_kind(ex: Exchange) -> str | None:
     """Which ``*_pending`` gauge a request waiting for its upstream belongs to."""
-    cmd = ex.request.command
-    cl = CLASSIFIERS.get(ex.protocol)
-    if cl is None:
-        return None
-    if ex.protocol == "remoting" and cmd.code == _SEND_BATCH:
-        return "send_message"
-    return _PENDING_OF.get(cl.envoy_counter.get(cmd.code, ""))
+    return protocol_of(ex).pending_kind(ex.request.command.code)
 
 
 class _SessionSink:

@@ -1,73 +1,18 @@
 """Exchanges as JSON objects and as table rows (``rmqsniff read``), for every protocol
-(remoting here, gRPC via :mod:`.grpc_json`, others from the stats classifier)."""
+(each protocol's sides come from :mod:`rmqsniff.protocols`)."""
 from __future__ import annotations
 
 import datetime as _dt
 from typing import Any
 
-from dissectors.remoting import codes, headers
-
-from ..model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Exchange, Message
-from ..stats import CLASSIFIERS, GENERIC
-
-
-def _side(m: Message, is_response: bool, request: Message | None, redact: bool) -> dict[str, Any]:
-    cmd = m.command
-    ext = headers.redact_ext(cmd.ext, redact)
-    if ext is not None and not is_response:
-        ext = headers.long_ext(type(cmd)(cmd.code, cmd.flag, cmd.opaque, ext=ext))
-    d: dict[str, Any] = {
-        "ts": m.ts,
-        "code": cmd.code,
-        "name": codes.response_name(cmd.code) if is_response else codes.request_name(cmd.code),
-        "opaque": cmd.opaque,
-        "flag": cmd.flag,
-        "language": cmd.language,
-        "version": cmd.version,
-        "version_name": codes.version_name(cmd.version),
-        "serialize": cmd.serialize_name,
-        "remark": cmd.remark,
-        "ext": ext,
-        "body_len": cmd.body_len,
-        "frame_len": m.size,
-        "from": "client" if m.from_client else "server",
-    }
-    if cmd.code_truncated:
-        d["wire_code"] = cmd.wire_code
-        d["code_truncated"] = True
-    return d
-
-
-def _remoting_sides(ex: Exchange, redact: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    return (_side(ex.request, False, None, redact) if ex.request else None,
-            _side(ex.response, True, ex.request, redact) if ex.response else None)
-
-
-def _grpc_sides(ex: Exchange, redact: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    from .grpc_json import grpc_sides
-
-    return grpc_sides(ex, redact)
-
-
-def _generic_sides(ex: Exchange, redact: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    cl = CLASSIFIERS.get(ex.protocol, GENERIC)
-
-    def side(m: Message | None, is_resp: bool) -> dict[str, Any] | None:
-        if m is None:
-            return None
-        code = m.command.code
-        return {"ts": m.ts, "code": code, "name": cl.response_name(code) if is_resp else cl.request_name(code),
-                "frame_len": m.size, "from": "client" if m.from_client else "server"}
-    return side(ex.request, False), side(ex.response, True)
-
-
-# (request, response) JSON objects per protocol
-SIDES = {"remoting": _remoting_sides, "rocketmq": _remoting_sides, "grpc": _grpc_sides}
+from ..model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Exchange
+from ..protocols import protocol_of
 
 
 def exchange_to_dict(ex: Exchange, redact: bool = True) -> dict[str, Any]:
     """The JSONL form of an exchange; secrets redacted unless ``redact`` is False."""
-    req, resp = SIDES.get(ex.protocol, _generic_sides)(ex, redact)
+    proto = protocol_of(ex)
+    req, resp = proto.sides(ex, redact)
     out: dict[str, Any] = {
         "index": ex.index,
         "connection": ex.connection.to_dict(),
@@ -77,9 +22,9 @@ def exchange_to_dict(ex: Exchange, redact: bool = True) -> dict[str, Any]:
         "request": req,
         "response": resp,
     }
-    if ex.request is not None and ex.response is not None:
-        out["result"] = CLASSIFIERS.get(ex.protocol, GENERIC).classify(ex.request.command.code,
-                                                                      ex.response.command.code)
+    result = proto.result(ex)
+    if result is not None:
+        out["result"] = result
     if ex.server_initiated:
         out["initiator"] = "server"
     if ex.notes:
@@ -95,7 +40,7 @@ def row(ex: Exchange) -> tuple[str, ...]:
     """One table row: index, time, connection, request name, topic/group, status, answer, latency, bytes."""
     req = ex.request.command if ex.request else None
     resp = ex.response.command if ex.response else None
-    cl = CLASSIFIERS.get(ex.protocol, GENERIC)
+    cl = protocol_of(ex).classifier
     t = _dt.datetime.fromtimestamp(ex.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
     name = cl.request_name(req.code) if req else "-"
     where = ""
@@ -113,6 +58,4 @@ def row(ex: Exchange) -> tuple[str, ...]:
 
 def result_of(ex: Exchange) -> str:
     """success / no_message / error / unanswered / oneway / orphan: what to colour a row by."""
-    if ex.request is not None and ex.response is not None:
-        return CLASSIFIERS.get(ex.protocol, GENERIC).classify(ex.request.command.code, ex.response.command.code)
-    return ex.status
+    return protocol_of(ex).result(ex) or ex.status

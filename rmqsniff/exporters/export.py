@@ -61,8 +61,9 @@ def write_csv(exchanges: Iterable[Exchange], out: IO[str]) -> int:
 
 
 def packets_of(exchanges: Iterable[Exchange], control: bool = False) -> set[int]:
-    """Ordinals of the capture packets that carried the exchanges (and, with ``control``,
-    the SYN/FIN/RST packets of their connections).  Needs ``track_packets=True``."""
+    """Ordinals of the capture packets that carried the exchanges and the state of their
+    connections (HTTP/2 preface and SETTINGS), and with ``control`` the SYN/FIN/RST packets of
+    their connections.  Needs ``track_packets=True``."""
     wanted: set[int] = set()
     conns: dict[int, Any] = {}
     for ex in exchanges:
@@ -72,8 +73,9 @@ def packets_of(exchanges: Iterable[Exchange], control: bool = False) -> set[int]
                     raise ValueError("packet numbers were not tracked (use Pipeline(track_packets=True))")
                 wanted.update(m.packets)
         conns[ex.connection.id] = ex.connection
-    if control:
-        for c in conns.values():
+    for c in conns.values():
+        wanted.update(c.setup_packets or ())
+        if control:
             wanted.update(c.control_packets or ())
     return wanted
 

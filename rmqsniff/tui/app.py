@@ -21,6 +21,7 @@ from textual.widgets import Input, ProgressBar, Static, Tree
 
 from ..filter import FilterError, compile_filter
 from ..pipeline import Pipeline
+from ..sources.wire import WireReader
 from . import commands
 from .commands import CommandError, CommandSuggester, FilterSuggester
 from .detail import Node, exchange_json, exchange_tree, frame_bytes, hexdump
@@ -94,7 +95,10 @@ class RmqSniffApp(App[None]):
         self.only_ports = only_ports
         self.initial_filter = initial_filter
         self.store = Store()
-        self.pipeline = Pipeline(stats=self.store.stats, ports=self.ports, only_ports=only_ports)
+        # files: packets tracked, so the hex pane and pcapng export read the captured bytes back
+        self.pipeline = Pipeline(stats=self.store.stats, ports=self.ports, only_ports=only_ports,
+                                 track_packets=bool(self.paths) and not self.interfaces)
+        self.wire = WireReader(self.paths)
         self._stop = threading.Event()
         self.filter_text = ""
         self.filter_error: FilterError | None = None
@@ -348,9 +352,9 @@ class RmqSniffApp(App[None]):
             return
         ex = self.store.exchanges[self.detail_pos]
         try:
-            data, caption = frame_bytes(ex, self.side, self.redact)
-        except Exception as e:
-            data, caption = None, f"cannot encode the {self.side} frame: {type(e).__name__}: {e}"
+            data, caption = frame_bytes(ex, self.side, self.wire, self.redact)
+        except (OSError, ValueError) as e:
+            data, caption = None, f"cannot read the {self.side}'s bytes: {type(e).__name__}: {e}"
         self._q("#hex-caption", Static).update(Text(f" {caption}  (p: request ↔ response)", style="bold"))
         self._q("#hex-text", Static).update(Text(hexdump(data) if data else ""))
 

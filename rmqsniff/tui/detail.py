@@ -1,163 +1,21 @@
-"""What the detail panes show for one exchange: a decoded tree, frame bytes as hex,
-and the exchange as JSON (for ``y``).  Secrets are redacted unless asked not to.
+"""What the detail panes show for one exchange: a decoded tree, the bytes it was carried in
+as hex, and the exchange as JSON (for ``y``).  Secrets are redacted unless asked not to.
 
-Protocol knowledge sits here only: remoting uses the dissectors directly; gRPC uses
-``rmqsniff.exporters.grpc_json.grpc_sides`` when it is there (else the command's own
-redacted headers and decoded messages).
+Every protocol builds its own branches (:meth:`rmqsniff.protocols.base.Protocol.detail`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from dissectors.remoting import bodies, codes, headers
-from dissectors.remoting.codec import encode
-from dissectors.remoting.message import PayloadError, parse_properties
-
 from ..exporters.exchanges import exchange_to_dict
-from ..model import Exchange, Message
-from .store import _time, request_name, response_name, result_of
+from ..model import Exchange
+from ..protocols import protocol_of
+from ..tree import Node
+from .store import result_of
 
 MAX_HEX = 64 * 1024  # bytes shown in the hex pane
-MAX_CHILDREN = 200  # list items / dict keys shown per tree node
 
-
-@dataclass
-class Node:
-    """A line of the detail tree; ``side`` marks the request/response nodes (for ``p``)."""
-
-    label: str
-    children: list[Node] = field(default_factory=list)
-    side: str | None = None
-    expand: bool = False
-
-    def add(self, label: str, **kw: Any) -> Node:
-        n = Node(label, **kw)
-        self.children.append(n)
-        return n
-
-    def walk(self):
-        yield self
-        for c in self.children:
-            yield from c.walk()
-
-
-def _preview(data: bytes | str, limit: int = 120) -> str:
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            h = data[: limit // 2].hex(" ")
-            return f"hex: {h}" + (" …" if len(data) > limit // 2 else "")
-    else:
-        text = data
-    text = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
-def json_node(parent: Node, key: str, value: Any) -> None:
-    """``value`` (parsed JSON) under ``parent``: dicts and lists become branches."""
-    if isinstance(value, dict):
-        n = parent.add(f"{key}: {{{len(value)}}}")
-        for i, (k, v) in enumerate(value.items()):
-            if i >= MAX_CHILDREN:
-                n.add(f"… {len(value) - i} more")
-                break
-            json_node(n, str(k), v)
-    elif isinstance(value, (list, tuple)):
-        n = parent.add(f"{key}: [{len(value)}]")
-        for i, v in enumerate(value):
-            if i >= MAX_CHILDREN:
-                n.add(f"… {len(value) - i} more")
-                break
-            json_node(n, f"[{i}]", v)
-    elif isinstance(value, (bytes, bytearray)):
-        parent.add(f"{key}: {_preview(bytes(value))}")
-    else:
-        parent.add(f"{key}: {value!r}" if isinstance(value, str) else f"{key}: {value}")
-
-
-def _props_node(parent: Node, label: str, props: dict[str, str], redact: bool) -> None:
-    n = parent.add(f"{label} ({len(props)})")
-    for k, v in props.items():
-        n.add(f"{k} = {headers.REDACTED if redact and headers.is_secret(k) else _preview(v)}")
-
-
-def _stored_message(parent: Node, i: int, m: Any, redact: bool) -> None:
-    n = parent.add(f"message {i}: topic={m.topic} queue={m.queue_id} offset={m.queue_offset} "
-                   f"msgId={m.msg_id or '-'}")
-    for name in ("queue_id", "queue_offset", "physical_offset", "sys_flag", "flag", "born_host", "born_timestamp",
-                 "store_host", "store_timestamp", "reconsume_times"):
-        n.add(f"{name} = {getattr(m, name)}")
-    _props_node(n, "properties", dict(m.properties), redact)
-    try:
-        body = m.payload()
-    except PayloadError as e:
-        body = m.body
-        n.add(f"(body not decompressed: {e})")
-    n.add(f"body ({len(body)} B): {_preview(body)}")
-
-
-def _body(parent: Node, cmd: Any, request: Any, redact: bool) -> None:
-    if not cmd.body:
-        return
-    view = bodies.decode_body(cmd, request)
-    n = parent.add(f"body ({len(cmd.body)} B): {view.kind}")
-    if view.kind in ("messages", "batch"):
-        for i, m in enumerate(view.value[:MAX_CHILDREN]):
-            if view.kind == "messages":
-                _stored_message(n, i, m, redact)
-            else:
-                b = n.add(f"message {i}: {len(m.body)} B")
-                _props_node(b, "properties", dict(m.properties), redact)
-                b.add(f"body: {_preview(m.body)}")
-    elif view.kind in ("message", "text", "binary", "error"):
-        n.add(_preview(view.value if view.value is not None else b""))
-    elif view.kind != "empty":
-        for k, v in (view.value.items() if isinstance(view.value, dict) else enumerate(view.value or ())):
-            json_node(n, str(k), v)
-    for e in view.errors:
-        n.add(f"problem: {e}")
-
-
-def _remoting_side(root: Node, m: Message, ex: Exchange, is_response: bool, redact: bool) -> None:
-    cmd = m.command
-    req = ex.request.command if ex.request is not None else None
-    name = response_name(ex) if is_response else request_name(ex)
-    side = root.add(f"{'Response' if is_response else 'Request'} {name} ({cmd.code})  "
-                    f"{_time(m.ts)}  {m.size} B  {'client -> server' if m.from_client else 'server -> client'}",
-                    side="response" if is_response else "request", expand=True)
-    h = side.add("header", expand=True)
-    for label, value in (("code", f"{cmd.code} {name}"), ("flag", cmd.flag), ("opaque", cmd.opaque),
-                         ("language", cmd.language),
-                         ("version", f"{cmd.version} {codes.version_name(cmd.version) or ''}".rstrip()),
-                         ("serialize", cmd.serialize_name), ("remark", cmd.remark)):
-        if value is not None:
-            h.add(f"{label} = {value}")
-    if cmd.code_truncated:
-        h.add(f"wire code = {cmd.wire_code} (truncated to 16 bits)")
-    described = headers.describe(cmd, req.code if (is_response and req is not None) else None, redact=redact)
-    if described:
-        e = side.add(f"extFields ({len(described)})", expand=True)
-        for k, v, meaning in described:
-            if "\x01" in v:
-                _props_node(e, k, parse_properties(v), redact)
-                continue
-            e.add(f"{k} = {_preview(v)}" + (f"   # {meaning}" if meaning else ""))
-    _body(side, cmd, req if is_response else None, redact)
-
-
-def _grpc_sides(ex: Exchange, redact: bool) -> dict[str, Any]:
-    try:
-        from ..exporters.grpc_json import grpc_sides
-    except ImportError:
-        out: dict[str, Any] = {}
-        for key, m in (("request", ex.request), ("response", ex.response)):
-            if m is not None:
-                cmd = m.command
-                out[key] = {"headers": dict(cmd.redacted_headers(redact)), "messages": cmd.decoded}
-        return out
-    return grpc_sides(ex, redact)
+__all__ = ["MAX_HEX", "Node", "exchange_json", "exchange_tree", "frame_bytes", "hexdump"]
 
 
 def exchange_tree(ex: Exchange, redact: bool = True) -> Node:
@@ -165,40 +23,38 @@ def exchange_tree(ex: Exchange, redact: bool = True) -> Node:
     lat = ex.latency_ms
     root = Node(f"#{ex.index} {ex.protocol} {ex.status} ({result_of(ex)})"
                 + (f"  {lat:.3f} ms" if lat is not None else ""), expand=True)
-    root.add(f"connection {ex.connection.id}: {ex.connection.label} (roles by {ex.connection.role_source})")
-    if ex.protocol in ("remoting", "rocketmq"):
-        for is_resp, m in ((False, ex.request), (True, ex.response)):
-            if m is not None:
-                _remoting_side(root, m, ex, is_resp, redact)
-    else:
-        for key, value in _grpc_sides(ex, redact).items():
-            if value is None:
-                continue
-            side = "response" if key == "response" else "request" if key == "request" else None
-            n = root.add(key.capitalize(), side=side, expand=True)
-            for k, v in (value.items() if isinstance(value, dict) else enumerate(value)):
-                json_node(n, str(k), v)
+    conn = ex.connection
+    root.add(f"connection {conn.id}: {conn.label} (roles by {conn.role_source}, {ex.protocol} by {conn.recognised_by})")
+    protocol_of(ex).detail(root, ex, redact)
     for note in ex.notes:
         root.add(f"note: {note}")
     return root
 
 
-def frame_bytes(ex: Exchange, side: str, redact: bool = True) -> tuple[bytes | None, str]:
-    """The bytes of the request or response frame and a caption.  Remoting frames are
-    re-encoded from the decoded command (with secrets redacted unless ``redact`` is off)."""
+def frame_bytes(ex: Exchange, side: str, wire: Any = None, redact: bool = True) -> tuple[bytes | None, str]:
+    """The captured bytes of the request or response side and a caption: the TCP payload of the
+    packets that carried it, read back from the capture (``wire``: a
+    :class:`rmqsniff.sources.wire.WireReader`), with secret values overwritten unless
+    ``redact`` is False."""
     m = ex.request if side == "request" else ex.response
     if m is None:
         return None, f"no {side}"
-    cmd = m.command
-    if ex.protocol in ("remoting", "rocketmq"):
-        cmd = headers.redacted_command(cmd) if redact and cmd.ext else cmd
-        data = encode(cmd)
-        note = ", re-encoded" + (", secrets redacted" if redact else "")
-        return data, f"{side} frame: {len(data)} B{note}"
-    raw = getattr(cmd, "raw", None)
-    if isinstance(raw, (bytes, bytearray)) and not redact:
-        return bytes(raw), f"{side}: {len(raw)} B"
-    return None, f"{side}: no frame bytes for {ex.protocol} (see the tree)"
+    if wire is None or not m.packets:
+        return None, f"{side}: the capture's bytes are not at hand (live, or packets not tracked)"
+    data = wire.payload(m.packets)
+    n = len(m.packets)
+    caption = f"{side}: {len(data)} B of TCP payload in {n} packet{'s' if n != 1 else ''} as captured"
+    if redact:
+        secrets, hidden = protocol_of(ex).secrets(m)
+        masked = data
+        for v in secrets:
+            masked = masked.replace(v, b"*" * len(v))
+        if hidden and masked == data:
+            return None, f"{side}: not shown, it carries a secret header in encoded form (--no-redact shows it)"
+        if masked != data:
+            caption += ", secrets overwritten"
+        data = masked
+    return data, caption
 
 
 def hexdump(data: bytes, limit: int = MAX_HEX) -> str:
@@ -218,9 +74,5 @@ def hexdump(data: bytes, limit: int = MAX_HEX) -> str:
 
 
 def exchange_json(ex: Exchange, redact: bool = True) -> dict[str, Any]:
-    """The exchange as JSON (remoting: the ``read --format jsonl`` form)."""
-    if ex.protocol in ("remoting", "rocketmq"):
-        return exchange_to_dict(ex, redact=redact)
-    lat = ex.latency_ms
-    return {"index": ex.index, "connection": ex.connection.to_dict(), "protocol": ex.protocol,
-            "status": ex.status, "latency_ms": None if lat is None else round(lat, 3)} | _grpc_sides(ex, redact)
+    """The exchange as JSON: exactly ``read --format json``'s object."""
+    return exchange_to_dict(ex, redact=redact)

@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from itertools import compress
 from typing import Any
 
+from ..exporters.exchanges import result_of
 from ..filter import Columns, Filter, getter
 from ..model import Exchange, _ep
 from ..pipeline import Pipeline
-from ..stats import CLASSIFIERS, GENERIC, Stats
+from ..protocols import protocol_of
+from ..stats import Stats
 
 View = Sequence[int]  # positions into Store.exchanges
 
@@ -36,20 +38,13 @@ _group = getter("group")
 def request_name(ex: Exchange) -> str:
     if ex.request is None:
         return "-"
-    return CLASSIFIERS.get(ex.protocol, GENERIC).request_name(ex.request.command.code)
+    return protocol_of(ex).classifier.request_name(ex.request.command.code)
 
 
 def response_name(ex: Exchange) -> str:
     if ex.response is None:
         return "-"
-    return CLASSIFIERS.get(ex.protocol, GENERIC).response_name(ex.response.command.code)
-
-
-def result_of(ex: Exchange) -> str:
-    """success / no_message / error, or the status when there is no answer: the row colour."""
-    if ex.request is not None and ex.response is not None:
-        return CLASSIFIERS.get(ex.protocol, GENERIC).classify(ex.request.command.code, ex.response.command.code)
-    return ex.status
+    return protocol_of(ex).classifier.response_name(ex.response.command.code)
 
 
 def where(ex: Exchange) -> str:

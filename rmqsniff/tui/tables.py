@@ -37,10 +37,7 @@ def drill_filter(by: str, row: dict[str, Any]) -> str | None:
     if key == OTHER:
         return None
     if by == "code":
-        if ":" in key:  # another protocol's code: protocol:NAME
-            proto = key.split(":", 1)[0]
-            return f"protocol == {proto} and code == {row['code']}"
-        return f"protocol in {{remoting, rocketmq}} and code == {row['code']}"
+        return f"protocol == {row['protocol']} and code == {row['code']}"
     if by in ("topic", "group"):
         return f"not {by}" if key == NONE else f"{by} == {quote(key)}"
     if by in ("client", "broker"):

@@ -1,0 +1,77 @@
+"""RocketMQ 5.x gRPC (``apache.rocketmq.v2.MessagingService`` over HTTP/2, proxy 8081): the
+protocol object.  Decoding lives in :mod:`dissectors.grpc`."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dissectors.grpc.call import redact_value
+
+from ...model import Connection, Exchange, Message, MessageRow
+from ..base import Getter, Protocol, Side
+from . import fields as _fields
+from . import messages as _messages
+from . import output as _output
+from .classify import CLASSIFIER
+
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+WELL_KNOWN_PORTS = frozenset({8081})
+
+
+def server_settings_first(data: bytes) -> bool:
+    """``data`` starts like a server's first HTTP/2 frame: SETTINGS (type 4) on stream 0,
+    not an ACK, a length that is a multiple of 6 and at most 16 KiB."""
+    if len(data) < 9:
+        return False
+    length = int.from_bytes(data[:3], "big")
+    return (data[3] == 4 and data[4] & 1 == 0 and length % 6 == 0 and length <= 16384
+            and int.from_bytes(data[5:9], "big") & 0x7FFFFFFF == 0)
+
+
+class Grpc(Protocol):
+    """RocketMQ 5's own client protocol."""
+
+    name = "grpc"
+    classifier = CLASSIFIER
+    well_known_ports = WELL_KNOWN_PORTS
+    code_prefix = "grpc:"
+
+    def recognise(self, data: bytes, from_client: bool) -> str | None:
+        if from_client:
+            n = min(len(data), len(HTTP2_PREFACE))
+            return "preface" if n >= 3 and data[:n] == HTTP2_PREFACE[:n] else None
+        return "settings" if server_settings_first(data) else None
+
+    def handler(self, conn: Connection, sink: Any, stats: Any, mid_stream: bool) -> Any:
+        from .handler import GrpcHandler
+
+        return GrpcHandler(conn, sink, stats, mid_stream=mid_stream)
+
+    @property
+    def fields(self) -> Mapping[str, Getter]:
+        return _fields.FIELDS
+
+    def code_literal(self, text: str) -> int | None:
+        return _fields.code_literal(text)
+
+    def sides(self, ex: Exchange, redact: bool) -> tuple[Side, Side]:
+        return _output.sides(ex, redact)
+
+    def messages(self, ex: Exchange) -> list[MessageRow]:
+        return _messages.messages(ex)
+
+    def follow(self, ex: Exchange, m: Message, redact: bool) -> dict[str, Any]:
+        return _output.follow(ex, m, redact)
+
+    def secrets(self, m: Message) -> tuple[list[bytes], bool]:
+        found = [v for k, v in m.command.headers if v and redact_value(k, v) != v]
+        return [v.encode() for v in found], bool(found)  # HPACK may have Huffman-coded them
+
+    @property
+    def planner(self) -> Any:
+        from replay.engine import grpcplan
+
+        return grpcplan
+
+
+GRPC = Grpc()
