@@ -135,8 +135,9 @@ def main(ctx: click.Context, debug: bool, max_frame: str) -> None:
     ctx.obj = {"debug": debug, "max_frame": limit}
 
 
-_port_opt = click.option("--port", "ports", multiple=True, metavar="P[,P…]",
-                         help="Decode these TCP ports as RocketMQ remoting servers (besides 9876/10911/10909/8080).")
+_port_opt = click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
+                         help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081); "
+                              "P=grpc or P=remoting forces the protocol.")
 _only_opt = click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
 _filter_opt = click.option("-Y", "--filter", "expr", metavar="EXPR", help=FILTER_HELP)
 _redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")

@@ -177,8 +177,9 @@ class Keyboard:
 @click.option("-i", "--interface", "interfaces", multiple=True, required=True, metavar="IFACE",
               help="Interface to capture on; repeat for several; 'any' for all (cooked, SLL).")
 @click.option("-f", "bpf", metavar="BPF", help="Kernel capture filter, tcpdump syntax (default: tcp).")
-@click.option("--port", "ports", multiple=True, metavar="P[,P…]",
-              help="Decode these TCP ports as RocketMQ remoting servers (besides 9876/10911/10909/8080).")
+@click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
+              help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081); "
+                   "P=grpc or P=remoting forces the protocol.")
 @click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
 @click.option("-c", "--count", type=click.IntRange(min=0), default=0, help="Stop after this many packets.")
 @click.option("--duration", metavar="DURATION", help="Stop after this long, e.g. 30s, 5m (bare number: seconds).")

@@ -19,8 +19,9 @@ _ports = parse_ports
 @click.option("-f", "bpf", metavar="BPF", help="With -i: kernel capture filter, e.g. 'tcp port 10911'.")
 @click.option("-Y", "--filter", "expr", metavar="EXPR", help="Start with this display filter.")
 @click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
-@click.option("--port", "ports", multiple=True, metavar="P[,P…]",
-              help="Decode these TCP ports as RocketMQ remoting servers (besides 9876/10911/10909/8080).")
+@click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
+              help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081); "
+                   "P=grpc or P=remoting forces the protocol.")
 @click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
 def tui(captures: tuple[str, ...], interfaces: tuple[str, ...], bpf: str | None, expr: str | None,
         no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:

@@ -17,14 +17,21 @@ def fail(msg: str) -> None:
     click.echo(f"rmqsniff: {msg}", err=True)
 
 
-def parse_ports(values: Iterable[str], param_hint: str = "--port") -> list[int]:
-    """``("9876,10911", "8080")`` -> ``[9876, 10911, 8080]``; a bad value is a usage error."""
-    out = []
+def parse_ports(values: Iterable[str], param_hint: str = "--port") -> list[int | tuple[int, str]]:
+    """``("9876,10911", "8080", "18081=grpc")`` -> ``[9876, 10911, 8080, (18081, "grpc")]``: server
+    ports, each optionally with the protocol it carries; a bad value is a usage error."""
+    from .protocols import PROTOCOLS
+
+    out: list[int | tuple[int, str]] = []
     for v in values:
         for part in filter(None, (p.strip() for p in v.split(","))):
-            if not part.isdigit() or not 0 < int(part) < 65536:
-                raise click.BadParameter(f"{part!r} is not a TCP port", param_hint=param_hint)
-            out.append(int(part))
+            port, _, proto = part.partition("=")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise click.BadParameter(f"{port!r} is not a TCP port", param_hint=param_hint)
+            if proto and proto not in PROTOCOLS:
+                raise click.BadParameter(f"{proto!r} is not a protocol (one of {', '.join(PROTOCOLS)})",
+                                         param_hint=param_hint)
+            out.append((int(port), proto) if proto else int(port))
     return out
 
 

@@ -43,6 +43,7 @@ def _raw_key(key: tuple) -> bytes:
 
 
 DEFAULT_SERVER_PORTS = REMOTING_PROTOCOL.well_known_ports
+PortSpec = int | tuple[int, str]  # a server port (--port P), or one with its protocol (--port P=grpc)
 PROBE_LIMIT = 64 * 1024  # bytes a candidate flow may show without one plausible frame
 MAX_FLOWS = 32_768  # ~2.8 KB each when they hold a pending request: about 100 MB at the cap
 GAP_TIMEOUT = 2.0  # seconds (capture time) out-of-order bytes wait for a missing segment
@@ -84,7 +85,7 @@ class FlowTable:
         stats,
         sink: PairingSink,
         *,
-        ports: Iterable[int] = (),
+        ports: Iterable[PortSpec] = (),
         only_ports: bool = False,
         max_flows: int = MAX_FLOWS,
         max_frame: int = 16 * 1024 * 1024,
@@ -95,8 +96,15 @@ class FlowTable:
         self.stats = stats
         self.sink = sink
         # --port P=grpc / P=remoting: that protocol, whatever the bytes say
-        self.port_protocols: dict[int, Protocol] = {p: protocol_named(n) for p, n in (protocols or {}).items()}
-        forced = frozenset(ports) | frozenset(self.port_protocols)
+        named = dict(protocols or {})
+        plain: set[int] = set()
+        for spec in ports:
+            if isinstance(spec, tuple):
+                named[spec[0]] = spec[1]
+            else:
+                plain.add(spec)
+        self.port_protocols: dict[int, Protocol] = {p: protocol_named(n) for p, n in named.items()}
+        forced = frozenset(plain) | frozenset(self.port_protocols)
         self.server_ports = forced if only_ports and forced else DEFAULT_SERVER_PORTS | forced
         self.forced_ports = forced
         self.only_ports = only_ports and bool(forced)
