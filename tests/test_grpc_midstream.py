@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dissectors.grpc.frames import FrameReader, Frame, Skipped
+from dissectors.grpc.frames import Frame, FrameReader, Skipped
 from rmqsniff.grpcflow import GrpcHandler
 from rmqsniff.model import ANSWERED, ORPHAN
 from rmqsniff.pairing import PairingSink
