@@ -75,7 +75,7 @@ class Conn:
              ("te", "trailers"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity, gzip"),
              ("user-agent", "grpc-java-netty/1.62.2"), ("x-mq-client-id", self.client_id),
              ("x-mq-language", "JAVA"), ("x-mq-client-version", "5.2.0"), ("x-mq-protocol", "v2"),
-             ("x-mq-request-id", "%032x" % self.rng.getrandbits(128)),
+             ("x-mq-request-id", f"{self.rng.getrandbits(128):032x}"),
              ("x-mq-date-time", f"20260101T12{self.req_no // 60 % 60:02d}{self.req_no % 60:02d}Z"),
              ("grpc-timeout", "3000m")]
         return frame(HEADERS, END_HEADERS, sid, self.enc_c.encode(h))
@@ -146,7 +146,7 @@ class Conn:
         if n:
             s += grpc_data(sid, M["ReceiveMessageResponse"](status={"code": OK, "message": "OK"}).SerializeToString())
         for _ in range(n):
-            m = self.message(topic, self.body_len(), receipt="%040x" % self.rng.getrandbits(160))
+            m = self.message(topic, self.body_len(), receipt=f"{self.rng.getrandbits(160):040x}")
             received.append((topic, m.system_properties.message_id, m.system_properties.receipt_handle))
             s += grpc_data(sid, M["ReceiveMessageResponse"](message=m).SerializeToString())
         if n:
@@ -227,7 +227,7 @@ def write_grpc_capture(path: str, calls: int, seed: int = 1, connections: int = 
                            isn_client=rng.randrange(1 << 32), isn_server=rng.randrange(1 << 32), mss=1460)
             s.handshake(ts)
 
-            def flight(from_client: bool, data: bytes) -> None:
+            def flight(from_client: bool, data: bytes, s: TcpSession = s) -> None:
                 nonlocal ts
                 ts += rng.uniform(0.00005, 0.0008)
                 s.send(ts, from_client, data, ack=rng.random() < 0.3)

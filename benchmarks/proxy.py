@@ -25,9 +25,9 @@ share of one core, CPU µs per message sent (one request and one response frame)
 kernel's part of it. Below that, the whole machine's CPU in each path's turns (the producer
 reads /proc/stat, its own and the cluster's /proc/PID/stat around every turn): how busy the
 CPUs were and the CPU spent per message, in all and by the producer, name server and broker
-(what the path costs the load itself; RocketMQ's own proxy is listed too, idle); with the CPUs shared, the CPU budget that follows from
-it: if direct needs C0 µs of CPU per message and a middle adds M, about C0 / (C0 + M) of
-direct's rate is left, so the 0.95 goal needs M <= C0 / 19.
+(what the path costs the load itself; RocketMQ's own proxy is listed too, idle); with the CPUs
+shared, the CPU budget that follows from it: if direct needs C0 µs of CPU per message and a
+middle adds M, about C0 / (C0 + M) of direct's rate is left, so the 0.95 goal needs M <= C0 / 19.
 
 Two CPU arrangements, one after the other on the same cluster (``--cpus`` picks one):
 ``shared``, everything on every CPU: on a small machine the producer, the broker and the middle
@@ -39,6 +39,7 @@ not pinned). Goal for rmqsniff: >= 0.95 of direct, p50 added <= 0.2 ms. Only 127
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -289,37 +290,7 @@ def main() -> int:
               f"latency {a.latency_seconds:g}s (1 sender), throughput {a.seconds:g}s; the paths take turns "
               f"every {a.slice:g}s; {a.rounds} round(s) per CPU arrangement")
         for mode in modes:
-            load_cpus, mid_cpus = all_cpus, None
-            if mode == "isolated":
-                load_cpus, mid_cpus = {min(all_cpus)}, all_cpus - {min(all_cpus)}
-            if cluster is not None:
-                for pid in cluster.pids.values():
-                    pin_process(pid, load_cpus)
-            print(f"CPUs {mode}: " + (f"cluster and producer on {sorted(load_cpus)}, middles on {sorted(mid_cpus)}"
-                                      if mid_cpus else f"everything on {sorted(all_cpus)}"))
-            for rnd in range(a.rounds):
-                mids = {}
-                try:
-                    mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus)
-                    if a.compare:
-                        mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus)
-                    if haproxy:
-                        mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
-                    specs = {"direct": ns}
-                    for name, mid in mids.items():
-                        specs[name] = mid.namesrv + (f"@{mid.broker_map}" if mid.broker_map else "")
-                    k = rnd % len(paths)  # each round another path leads the turns
-                    specs = {p: specs[p] for p in paths[k:] + paths[:k]}
-                    r = run_producer(runner, classes, specs, a, f"{mode}-{rnd}", {n: m.pid for n, m in mids.items()},
-                                     load_cpus)
-                finally:
-                    for mid in mids.values():
-                        mid.stop()
-                for path in paths:
-                    results[mode][path].append(r[path])
-                    lat, tp = r[path]["latency"], r[path]["throughput"]
-                    print(f"  round {rnd + 1} {path:<9} {tp['msgs_per_s']:>9,.0f} msgs/s  p50 {lat['p50_us'] / 1000:.3f} ms"
-                          f"  p99 {lat['p99_us'] / 1000:.3f} ms  errors {lat['errors'] + tp['errors']}", flush=True)
+            run_mode(mode, a, all_cpus, cluster, runner, classes, (ns, br), work, haproxy, paths, results[mode])
     finally:
         if cluster is not None:
             cluster.stop()
@@ -331,6 +302,45 @@ def main() -> int:
     return 0
 
 
+def run_mode(mode: str, a: argparse.Namespace, all_cpus: set[int], cluster: Cluster | None, runner: Cluster,
+             classes: Path, cluster_addrs: tuple[str, str], work: Path, haproxy: str | None, paths: list[str],
+             results: dict[str, list[dict]]) -> None:
+    """The ``--rounds`` rounds of one CPU arrangement (``shared`` / ``isolated``), into ``results``."""
+    ns, br = cluster_addrs
+    load_cpus, mid_cpus = all_cpus, None
+    if mode == "isolated":
+        load_cpus, mid_cpus = {min(all_cpus)}, all_cpus - {min(all_cpus)}
+    if cluster is not None:
+        for pid in cluster.pids.values():
+            pin_process(pid, load_cpus)
+    print(f"CPUs {mode}: " + (f"cluster and producer on {sorted(load_cpus)}, middles on {sorted(mid_cpus)}"
+                              if mid_cpus else f"everything on {sorted(all_cpus)}"))
+    for rnd in range(a.rounds):
+        mids: dict[str, RmqsniffProxy | HAProxy] = {}
+        try:
+            mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus)
+            if a.compare:
+                mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus)
+            if haproxy:
+                mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
+            specs = {"direct": ns}
+            for name, mid in mids.items():
+                specs[name] = mid.namesrv + (f"@{mid.broker_map}" if mid.broker_map else "")
+            k = rnd % len(paths)  # each round another path leads the turns
+            specs = {p: specs[p] for p in paths[k:] + paths[:k]}
+            r = run_producer(runner, classes, specs, a, f"{mode}-{rnd}", {n: m.pid for n, m in mids.items()},
+                             load_cpus)
+        finally:
+            for mid in mids.values():
+                mid.stop()
+        for path in paths:
+            results[path].append(r[path])
+            lat, tp = r[path]["latency"], r[path]["throughput"]
+            print(f"  round {rnd + 1} {path:<9} {tp['msgs_per_s']:>9,.0f} msgs/s"
+                  f"  p50 {lat['p50_us'] / 1000:.3f} ms  p99 {lat['p99_us'] / 1000:.3f} ms"
+                  f"  errors {lat['errors'] + tp['errors']}", flush=True)
+
+
 def pin_process(pid: int, cpus: set[int]) -> None:
     """Every thread of ``pid`` (threads it starts later inherit it) on ``cpus``."""
     try:
@@ -338,10 +348,8 @@ def pin_process(pid: int, cpus: set[int]) -> None:
     except OSError:
         return
     for tid in tids:
-        try:
+        with contextlib.suppress(OSError):  # the thread ended meanwhile
             os.sched_setaffinity(int(tid), cpus)
-        except OSError:  # the thread ended meanwhile
-            pass
 
 
 def machine_cpu(results: list[dict], cpus: list[int]) -> tuple[float, float, float]:
@@ -419,8 +427,9 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
             # the middle's CPU during its turns of the throughput phase: share of one core, and
             # per message sent (one request and one response frame each way)
             cpu_s = sum(r["mid_cpu_s"] for r in results[path])
-            mid_us[path] = cpu_s * 1e6 / max(1, total(path, 'throughput', 'sent'))
-            mid_sys_us[path] = sum(r["mid_sys_s"] for r in results[path]) * 1e6 / max(1, total(path, 'throughput', 'sent'))
+            sent = max(1, total(path, 'throughput', 'sent'))
+            mid_us[path] = cpu_s * 1e6 / sent
+            mid_sys_us[path] = sum(r["mid_sys_s"] for r in results[path]) * 1e6 / sent
             c = f"{cpu_s / total(path, 'throughput', 'seconds'):>8.0%} {mid_us[path]:>7.1f} {mid_sys_us[path]:>7.1f}"
         # the ratio: this path's messages over direct's in the same time, their turns interleaved
         ratio = rate / max(1e-9, d_rate)
@@ -429,7 +438,8 @@ def report(mode: str, paths: list[str], results: dict[str, list[dict]], cpus: li
               f"{ratio:>6.3f} {p50 - d50:>+8.3f} {p99 - d99:>+8.3f} {c}")
         if path != "direct":
             # the spread: this path's turns against direct's turns of the same cycle
-            per = sorted(n / max(1, d) for n, d in zip((n for r in results[path] for n in r["slices"]), d_slices))
+            per = sorted(n / max(1, d) for n, d in zip((n for r in results[path] for n in r["slices"]), d_slices,
+                                                   strict=False))  # a short run may have fewer turns
             if len(per) >= 4:
                 q = statistics.quantiles(per, n=4)
                 print(f"{'':<9} per turn ({len(per)}): median {q[1]:.3f}, quartiles {q[0]:.3f}-{q[2]:.3f}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import re
@@ -203,10 +204,8 @@ def run_producer(lib: Path, namesrv: str, threads: int, size: int, seconds: floa
                 text = out_path.read_text(errors="replace")
                 reports = [(float(m.group(1)), int(m.group(2))) for m in TPS.finditer(text)]
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -30,8 +30,8 @@ from textual import events  # noqa: E402
 
 from rmqsniff.filter import Columns, compile_filter  # noqa: E402
 from rmqsniff.synth import write_capture  # noqa: E402
-from rmqsniff.tui.store import filter_into  # noqa: E402
 from rmqsniff.tui import RmqSniffApp  # noqa: E402
+from rmqsniff.tui.store import filter_into  # noqa: E402
 from rmqsniff.tui.table import ExchangeTable  # noqa: E402
 
 FILTERS = ('code == SEND_MESSAGE_V2', 'latency > 3ms', 'topic == "orders"', 'status == error or conn == 3')
@@ -91,7 +91,7 @@ async def drive(path: str) -> dict:
             t = time.perf_counter()
             before = table.cursor
             app.post_message(events.Key("j", "j"))
-            await until(lambda: table.cursor != before or not app.store.loading)
+            await until(lambda before=before: table.cursor != before or not app.store.loading)
             await painted(table)
             lat.append(time.perf_counter() - t)
             await asyncio.sleep(0.25)

@@ -68,11 +68,12 @@ def _body_seeds() -> list[bytes]:
         queue_id=1, queue_offset=i, physical_offset=4096 * i, born_timestamp=1700000000000, born_host="10.0.0.1:5000",
         store_timestamp=1700000000001, store_host="10.0.0.10:10911", body=b"hello" * i, topic="TopicTest",
         properties={"UNIQ_KEY": f"0A000001{i:024X}", "TAGS": "TagA", "KEYS": "k1 k2"})) for i in range(3))
-    batch = encode_batch([BatchMessage(body=b"m%d" % i, properties={"TAGS": "t", "UNIQ_KEY": "U%d" % i})
+    batch = encode_batch([BatchMessage(body=b"m%d" % i, properties={"TAGS": "t", "UNIQ_KEY": f"U{i}"})
                           for i in range(3)])
     route = (b'{"brokerDatas":[{"brokerAddrs":{0:"10.0.0.10:10911"},"brokerName":"broker-a","cluster":"C"}],'
              b'"queueDatas":[{"brokerName":"broker-a","perm":6,"readQueueNums":4,"topicSynFlag":0,"writeQueueNums":4}]}')
-    heartbeat = b'{"clientID":"c@1","consumerDataSet":[{"groupName":"G","subscriptionDataSet":[]}],"producerDataSet":[]}'
+    heartbeat = (b'{"clientID":"c@1","consumerDataSet":[{"groupName":"G","subscriptionDataSet":[]}],'
+                 b'"producerDataSet":[]}')
     return [
         bytes((at(11), 0x80)) + stored,
         bytes((at(320), 0)) + batch,
@@ -201,7 +202,7 @@ SEEDS = {
 assert set(SEEDS) == set(targets.TARGETS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str) -> tuple[bytes, ...]:
     return tuple(SEEDS[name]())
 

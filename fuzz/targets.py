@@ -17,12 +17,23 @@ from collections.abc import Callable
 
 from dissectors.remoting import bodies, fastjson, headers
 from dissectors.remoting.codec import (
-    DEFAULT_MAX_FRAME, DecodeError, Frame, FrameError, Resync, StreamDecoder, decode_frame, encode,
+    DEFAULT_MAX_FRAME,
+    DecodeError,
+    Frame,
+    FrameError,
+    Resync,
+    StreamDecoder,
+    decode_frame,
+    encode,
 )
 from dissectors.remoting.codes import LANGUAGES
 from dissectors.remoting.command import JSON, RemotingCommand
 from dissectors.remoting.message import (
-    PayloadError, decode_batch, decode_stored_messages, decompress_body, parse_properties,
+    PayloadError,
+    decode_batch,
+    decode_stored_messages,
+    decompress_body,
+    parse_properties,
 )
 
 MAX_PAYLOAD = 1 << 16  # decompression cap used by the body targets (keeps bombs cheap)

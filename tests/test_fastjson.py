@@ -38,8 +38,8 @@ def test_single_quotes_identifier_keys_trailing_commas() -> None:
 
 
 def test_raw_control_characters_inside_strings() -> None:
-    header = ('{"code":310,"extFields":{"i":"KEYS\x01k1\x02UNIQ_KEY\x01AB\x02","f":"0"},'
-              '"flag":0,"language":"JAVA","opaque":1575,"version":373}').encode()
+    header = (b'{"code":310,"extFields":{"i":"KEYS\x01k1\x02UNIQ_KEY\x01AB\x02","f":"0"},'
+              b'"flag":0,"language":"JAVA","opaque":1575,"version":373}')
     v = loads(header)
     assert v["extFields"]["i"] == "KEYS\x01k1\x02UNIQ_KEY\x01AB\x02"
     assert v["opaque"] == 1575

@@ -7,11 +7,10 @@ import zlib
 from pathlib import Path
 
 import pytest
-
-from dissectors.remoting import codes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dissectors.remoting import codes
 from dissectors.remoting.codec import encode
 from dissectors.remoting.command import RemotingCommand
 from dissectors.remoting.message import (

@@ -5,7 +5,6 @@ import io
 import json
 import random
 
-import pytest
 from hyperframe.frame import GoAwayFrame
 
 from dissectors.grpc import GrpcConnection
@@ -18,9 +17,28 @@ from rmqsniff.pipeline import analyze
 from rmqsniff.stats import Stats
 
 from .test_grpc_traffic import (
-    AUTH, CLIENT_ID, Wire, ack_request, ack_response, f, hand_data_frame, hand_headers_frame, heartbeat_request,
-    grpc_frame, message_id, msg, producer_session, query_route_request, receive_request, request_headers,
-    rmq_message, send_request, send_response, status, status_only, timestamp,
+    AUTH,
+    CLIENT_ID,
+    Wire,
+    ack_request,
+    ack_response,
+    f,
+    grpc_frame,
+    hand_data_frame,
+    hand_headers_frame,
+    heartbeat_request,
+    message_id,
+    msg,
+    producer_session,
+    query_route_request,
+    receive_request,
+    request_headers,
+    rmq_message,
+    send_request,
+    send_response,
+    status,
+    status_only,
+    timestamp,
 )
 
 CONN = Connection(0, ("10.0.0.1", 50000), ("10.0.0.2", 8081))
@@ -96,7 +114,7 @@ def test_server_streaming_receive_with_status_messages_and_delivery_timestamp():
         w.send(sid, f(2, rmq_message("TopicA", i, b"payload", receipt=f"handle-{i}")), from_client=False)
     w.send(sid, f(3, timestamp(1_700_000_123)), from_client=False)
     w.trailers(sid, 0)
-    sid2 = w.unary("AckMessage", ack_request("GroupA", "TopicA", [0, 1, 2]), ack_response([0, 1, 2]), 2)
+    w.unary("AckMessage", ack_request("GroupA", "TopicA", [0, 1, 2]), ack_response([0, 1, 2]), 2)
     # nothing to deliver: MESSAGE_NOT_FOUND, then the timestamp
     sid3 = w.open("ReceiveMessage", 3)
     w.send(sid3, receive_request("GroupA", "TopicA"), end=True)

@@ -1,6 +1,7 @@
 """The tolerant HPACK decoder against the ``hpack`` package's encoder (and decoder)."""
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 
@@ -104,8 +105,6 @@ def test_truncated_block_raises_not_crashes():
     block = hpack.Encoder().encode([("x-long-header", "v" * 50)])
     dec = TolerantDecoder()
     for cut in range(1, len(block)):
-        try:
+        with contextlib.suppress(HpackError):
             dec.decode(block[:cut])
-        except HpackError:
-            pass
         dec.reset()

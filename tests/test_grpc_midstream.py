@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from dissectors.grpc.frames import FrameReader, Frame, Skipped
-from rmqsniff.protocols.grpc.handler import GrpcHandler
+from dissectors.grpc.frames import Frame, FrameReader, Skipped
 from rmqsniff.model import ANSWERED, ORPHAN
 from rmqsniff.pairing import PairingSink
+from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.stats import Stats
 
 from .test_grpc_calls import CONN, run

@@ -56,7 +56,8 @@ def test_sent_messages_match_the_clients_ground_truth(name):
         if s.get("message_group"):
             assert m.system_properties.message_group == s["message_group"]
     # the proxy answered each send with the same id, status OK
-    answered = [e.message_id for ex in calls(exs, "SendMessage") for e in ex.response.command.messages[0].message.entries]
+    answered = [e.message_id for ex in calls(exs, "SendMessage")
+                for e in ex.response.command.messages[0].message.entries]
     assert sorted(answered) == sorted(sent)
     # the capture also holds the proxy's remoting traffic to the broker: the Envoy counter is the sum
     remoting_sends = sum(1 for ex in a.exchanges if ex.protocol == "remoting" and ex.code == 310)

@@ -7,6 +7,7 @@ The tests at the bottom check the generator itself against ``h2``'s own view.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 import uuid
@@ -189,10 +190,8 @@ class Wire:
                     self.chunks.append((fc, d, self.tick()))
                     for ev in dst.receive_data(d):
                         if isinstance(ev, h2.events.DataReceived) and ev.flow_controlled_length:
-                            try:
+                            with contextlib.suppress(h2.exceptions.StreamClosedError):
                                 dst.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-                            except h2.exceptions.StreamClosedError:
-                                pass
 
     # client side
     def open(self, method: str, i: int = 0, **kw) -> int:

@@ -21,7 +21,10 @@ from dissectors.remoting import bodies, fastjson
 from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder, encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
 from dissectors.remoting.message import (
-    DecompressionLimitExceeded, StoredMessage, decode_stored_messages, encode_stored_message,
+    DecompressionLimitExceeded,
+    StoredMessage,
+    decode_stored_messages,
+    encode_stored_message,
 )
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.model import ANSWERED

@@ -257,7 +257,7 @@ def test_pcapng_records_kernel_counters_and_original_length(tmp_path):
 @pytest.mark.parametrize("iface, mode", [("lo", "ring"), ("lo", "recv"), ("any", "ring")])
 def test_kernel_filter_on_loopback_sees_each_segment_once(iface, mode):
     wanted, other = listener(), listener()
-    port, other_port = wanted.getsockname()[1], other.getsockname()[1]
+    port = wanted.getsockname()[1]
     src = AfPacketSource(iface, f"tcp port {port}", mode=mode)
     try:
         play(wanted)
@@ -557,12 +557,13 @@ def test_idle_flows_are_expired_and_their_pending_requests_unanswered():
 
 
 def test_console_view_shows_rates_tops_and_drops():
+    import tempfile
+
     from rich.console import Console
 
     from rmqsniff.cli_live import Rates, render_view
     from rmqsniff.live import CaptureState, LiveSnapshot
     from rmqsniff.synth import write_capture
-    import tempfile
 
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "v.pcap")

@@ -68,7 +68,7 @@ def read_frames(sock: socket.socket, n: int, timeout: float = 5.0) -> tuple[list
         out += [ev.command for ev in dec.feed(data) if isinstance(ev, Frame)]
     try:
         closed = sock.recv(1) == b""
-    except (socket.timeout, OSError):
+    except (TimeoutError, OSError):
         closed = False
     return out, closed
 
@@ -276,7 +276,7 @@ def test_original_dst_without_redirect_is_the_local_address():
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
         srv.listen()
-        with socket.create_connection(srv.getsockname()) as c:
+        with socket.create_connection(srv.getsockname()):
             a, _ = srv.accept()
             with a:
                 assert original_dst(a) == (srv.getsockname(), "local")
@@ -304,7 +304,8 @@ def _h2_frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
     out, pos = [], 0
     while pos < len(data):
         n = int.from_bytes(data[pos:pos + 3], "big")
-        out.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big"), data[pos + 9:pos + 9 + n]))
+        out.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big"),
+                    data[pos + 9:pos + 9 + n]))
         pos += 9 + n
     return out
 
@@ -342,8 +343,8 @@ def test_grpc_query_route_answer_is_rewritten_with_even_flow_control():
     server = (_h2(4, 0, 0, b"") + _h2(1, 4, 1, enc_s.encode([(":status", "200"), ("content-type", "application/grpc")]))
               + _h2(0, 0, 1, msg[:20]) + _h2(0, 0, 1, msg[20:]) + trailers)
     stats = Stats()
-    tap = GrpcTap(Connection(0, ("127.0.0.1", 1), ("127.0.0.1", 28081)), PairingSink(stats, lambda ex: None, ordered=False),
-                  stats, rewrite_routes=True)
+    tap = GrpcTap(Connection(0, ("127.0.0.1", 1), ("127.0.0.1", 28081)),
+                  PairingSink(stats, lambda ex: None, ordered=False), stats, rewrite_routes=True)
     tap.from_client(client, 1.0)
     pieces = tap.from_server(server, 1.5)
     answers = [p for p in pieces if not isinstance(p, bytes)]

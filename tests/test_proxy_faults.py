@@ -467,8 +467,9 @@ def test_upstream_reset_mid_frame_stand_in(rewrite):
         base = resources(p)
         host, port = p.listeners()["broker"][0][0].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(encode(RemotingCommand(codes.GET_MAX_OFFSET, 0, 1, version=VER, ext={"topic": "T", "queueId": "0"}))
-                      + encode(RemotingCommand(codes.GET_MAX_OFFSET, 0, 2, version=VER, ext={"topic": "T", "queueId": "0"})))
+            ext = {"topic": "T", "queueId": "0"}
+            s.sendall(encode(RemotingCommand(codes.GET_MAX_OFFSET, 0, 1, version=VER, ext=dict(ext)))
+                      + encode(RemotingCommand(codes.GET_MAX_OFFSET, 0, 2, version=VER, ext=dict(ext))))
             r = Reader(s)
             s.settimeout(10)
             want = len(answer) + (0 if rewrite else 3000)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import re
 import struct
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -268,7 +268,7 @@ def test_every_byte_the_cluster_sent_reaches_the_client(rocketmq_cluster, tmp_pa
             requests[cmd.opaque] = cmd.code
         cf, uf = frames(c.s2c), frames(u.s2c)
         assert len(cf) == len(uf), c.label
-        for a, b in zip(cf, uf):
+        for a, b in zip(cf, uf, strict=True):
             if a == b:
                 continue
             cmd = decode_frame(b)

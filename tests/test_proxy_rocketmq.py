@@ -179,8 +179,8 @@ def test_java_remoting_clients_through_the_proxy(rocketmq_cluster, rocketmq_capt
         assert req and req[0].value == float(vals["rocketmq.px.request"])
         by = {s.labels["key"] for s in fams["rocketmq_breakdown_requests"].samples if s.labels["by"] == "broker"}
         assert cluster.broker_addr in by
-        status, ctype, body = p.get("/exchanges?filter=" + urllib.parse.quote('code == SEND_MESSAGE_V2 and topic == "TopicProxy"')
-                                    + "&limit=5")
+        flt = urllib.parse.quote('code == SEND_MESSAGE_V2 and topic == "TopicProxy"')
+        status, ctype, body = p.get("/exchanges?filter=" + flt + "&limit=5")
         got = json.loads(body)
         assert status == 200 and got["count"] == len(got["exchanges"]) > 0
         assert all(e["request"]["code"] == 310 and e["status"] == "answered" for e in got["exchanges"])

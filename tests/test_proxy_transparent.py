@@ -20,8 +20,8 @@ import urllib.parse
 
 import pytest
 
-from rmqsniff.pipeline import analyze
 from rmqsniff.exporters.statsfmt import render_envoy
+from rmqsniff.pipeline import analyze
 from tests.test_proxy_rocketmq import ProxyProcess, _labels, _run_java, _wait_idle
 
 pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]

@@ -11,7 +11,7 @@ from dissectors.remoting.codec import encode
 from dissectors.remoting.command import RemotingCommand
 from rmqsniff.flows import FlowTable
 from rmqsniff.pairing import PairingSink
-from rmqsniff.sources.link import TH_ACK, TH_FIN, TH_SYN
+from rmqsniff.sources.link import TH_ACK, TH_SYN
 from rmqsniff.stats import Stats
 from rmqsniff.synth import conversation
 

@@ -215,7 +215,8 @@ def test_register_broker_compressed_without_flag_and_mapping() -> None:
     # 5.x writes compressed=false even for the zlib form
     view = decode_body(req(103, _compressed_register_body(False), {"compressed": "false"}))
     assert view.kind == "register_broker"
-    assert set(view.value["topicConfigSerializeWrapper"]["topicConfigTable"]) == {"TopicTest", "SELF_TEST_TOPIC", "Attr"}
+    assert set(view.value["topicConfigSerializeWrapper"]["topicConfigTable"]) == {
+        "TopicTest", "SELF_TEST_TOPIC", "Attr"}
 
 
 def test_register_broker_truncated_compressed_form() -> None:
@@ -263,7 +264,8 @@ def test_batch_ack_bitset() -> None:
 
 
 def test_reset_offset_object_keys_and_c_form() -> None:
-    body = b'{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"t"}:11110,{"brokerName":"b","queueId":1,"topic":"t"}:5}}'
+    body = (b'{"offsetTable":{{"brokerName":"b","queueId":0,"topic":"t"}:11110,'
+            b'{"brokerName":"b","queueId":1,"topic":"t"}:5}}')
     view = decode_body(req(220, body, {"topic": "t", "group": "g"}))
     assert view.kind == "json"
     assert sorted(reset_offsets(view.value), key=lambda e: e["queueId"]) == [
@@ -275,7 +277,8 @@ def test_reset_offset_object_keys_and_c_form() -> None:
 
 
 def test_lock_batch_mq() -> None:
-    body = b'{"clientId":"c","consumerGroup":"g","mqSet":[{"brokerName":"b","queueId":0,"topic":"t"}],"onlyThisBroker":false}'
+    body = (b'{"clientId":"c","consumerGroup":"g","mqSet":[{"brokerName":"b","queueId":0,"topic":"t"}],'
+            b'"onlyThisBroker":false}')
     view = decode_body(req(41, body))
     assert view.kind == "json" and view.value["mqSet"][0]["queueId"] == 0
     ok = decode_body(resp(b'{"lockOKMQSet":[]}'), req(41, body))
@@ -304,10 +307,7 @@ def test_bad_json_for_known_code_is_error() -> None:
        st.booleans(), st.binary(max_size=300), st.sampled_from(["0", "1", "257", "513", "x"]))
 def test_never_raises(code: int, is_response: bool, body: bytes, flag: str) -> None:
     ext = {"f": flag, "sysFlag": flag, "compressed": "true"}
-    if is_response:
-        view = decode_body(resp(body), req(code, ext=ext))
-    else:
-        view = decode_body(req(code, body, ext))
+    view = decode_body(resp(body), req(code, ext=ext)) if is_response else decode_body(req(code, body, ext))
     assert isinstance(view, BodyView)
     assert not any(e.startswith("body decoder failed") for e in view.errors), view.errors
 

@@ -70,7 +70,7 @@ def test_constants():
     assert (codes.POP_MESSAGE, codes.ACK_MESSAGE, codes.CHANGE_MESSAGE_INVISIBLETIME) == (200050, 200051, 200053)
     assert (codes.END_TRANSACTION, codes.CHECK_TRANSACTION_STATE) == (37, 39)
     assert (codes.SUCCESS, codes.SYSTEM_ERROR, codes.SYSTEM_BUSY) == (0, 1, 2)
-    assert codes.SERVER_TO_CLIENT_REQUESTS == {39, 40, 220, 221, 307, 309, 326}
+    assert {39, 40, 220, 221, 307, 309, 326} == codes.SERVER_TO_CLIENT_REQUESTS
 
 
 def test_languages():

@@ -16,8 +16,24 @@ from click.testing import CliRunner
 from dissectors.remoting import codes as c
 from dissectors.remoting.command import RemotingCommand
 from dissectors.remoting.message import decode_batch, decode_stored_messages, parse_properties
-from replay.engine import (MAX, RATE, SPEED, DiffRules, Guard, Pacing, Rewriter, Rules, SafetyError, Schedule,
-                           build_plan, parse_duration, parse_percent, parse_rate, parse_speed, sign)
+from replay.engine import (
+    MAX,
+    RATE,
+    SPEED,
+    DiffRules,
+    Guard,
+    Pacing,
+    Rewriter,
+    Rules,
+    SafetyError,
+    Schedule,
+    build_plan,
+    parse_duration,
+    parse_percent,
+    parse_rate,
+    parse_speed,
+    sign,
+)
 from replay.engine.diff import compare, remark_class
 from replay.engine.plan import keep
 from rmqsniff.cli_replay import replay

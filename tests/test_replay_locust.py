@@ -37,7 +37,7 @@ def plan():
 def test_assign_is_disjoint_complete_and_balanced(weights, n):
     owner = assign(weights, n)
     assert len(owner) == len(weights) and all(0 <= k < n for k in owner)  # each unit in exactly one share
-    loads = [sum(w for w, k in zip(weights, owner) if k == s) for s in range(n)]
+    loads = [sum(w for w, k in zip(weights, owner, strict=True) if k == s) for s in range(n)]
     assert sum(loads) == sum(weights)
     # greedy bound: no share exceeds the ideal by more than the heaviest unit
     if weights:

@@ -290,8 +290,8 @@ def test_pcapng_two_interfaces_different_links_and_resolutions(tmp_path) -> None
         got = list(r)
         assert [(i.linktype, i.name) for i in r.interfaces] == [(1, "eth0"), (276, "any")]
     assert [lt for _t, lt, _f in got] == [1, 276] * 8
-    assert [f for _t, _lt, f in got] == [f for pair in zip(a_frames, b_frames) for f in pair]
-    for (ts, _lt, _f), want in zip(got, [t for pair in zip(t_a, t_b) for t in pair], strict=True):
+    assert [f for _t, _lt, f in got] == [f for pair in zip(a_frames, b_frames, strict=True) for f in pair]
+    for (ts, _lt, _f), want in zip(got, [t for pair in zip(t_a, t_b, strict=True) for t in pair], strict=True):
         assert ts == pytest.approx(float(want), abs=2e-9)  # to the nanosecond
     an = analyze([path])
     assert an.errors == [] and an.packets == 16
@@ -308,7 +308,7 @@ def test_pcapng_binary_resolution_and_offset(tmp_path) -> None:
     frames = [eth(0x0800, p) for p in session()]
     blocks = [shb(e), idb(e, 1, tsresol=0x80 | 20, tsoffset=BASE_SEC)]
     units = [(5 << 20) + (i << 10) for i in range(8)]
-    blocks += [epb(e, 0, u, f) for u, f in zip(units, frames)]
+    blocks += [epb(e, 0, u, f) for u, f in zip(units, frames, strict=True)]
     path = write(tmp_path, "b.pcapng", b"".join(blocks))
     with open_capture(path) as r:
         got = [ts for ts, _lt, _f in r]
@@ -326,7 +326,7 @@ def test_pcapng_two_sections_reset_interfaces_and_byte_order(tmp_path) -> None:
     blocks += [epb("<", 0, (BASE_SEC + 1) * 10**6 + i, f) for i, f in enumerate(s1)]
     blocks += [shb(">"), idb(">", 101, tsresol=9)]
     ns = [(BASE_SEC + 2) * 10**9 + 123_456_789 + i for i in range(8)]
-    blocks += [epb(">", 0, n, f) for n, f in zip(ns, s2_ip)]
+    blocks += [epb(">", 0, n, f) for n, f in zip(ns, s2_ip, strict=True)]
     blocks.append(epb(">", 1, ns[-1] + 1, sll(0x0800, session(cport=50001)[0])))
     path = write(tmp_path, "two.pcapng", b"".join(blocks))
     a = analyze([path])

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dissectors.remoting.command import FLAG_ONEWAY, FLAG_RESPONSE, RemotingCommand
 from rmqsniff.exporters.statsfmt import render_envoy, render_json, render_prometheus
 from rmqsniff.model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message
-from rmqsniff.pairing import PairingSink, Pairing
+from rmqsniff.pairing import Pairing, PairingSink
 from rmqsniff.stats import OTHER, Stats, bucket_of, bucket_value
 
 BROKER = ("10.0.0.9", 10911)
@@ -74,7 +74,7 @@ def scenario() -> tuple[Stats, Driver]:
     s = Stats()
     d = Driver(s)
     sends = [d.request(C1, 310, SEND_EXT) for _ in SEND_LAT]  # 5 in flight together
-    for ex, lat in zip(sends, SEND_LAT):
+    for ex, lat in zip(sends, SEND_LAT, strict=True):
         d.answer(ex, 0, lat)
     d.call(C2, 310, 1, 7.0, SEND_EXT)  # SYSTEM_ERROR answer to a send
     for lat in (10.0, 20.0, 30.0):

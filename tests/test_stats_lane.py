@@ -111,6 +111,38 @@ def _odd_frames(rng: random.Random, opaque: int) -> list[tuple[bool, bytes]]:
     return framed
 
 
+def _turn_frames(rng: random.Random, t, dup: float, odd: float) -> list[tuple[bool, bytes]]:
+    """The frames of one turn: the request (with chance ``dup`` twice, the same opaque again
+    before the answer), with chance ``odd`` odd frames, then the answer if there is one."""
+    msgs = [(True, encode(t.request))]
+    if rng.random() < dup:  # the same opaque again before the answer
+        msgs.append((True, encode(t.request)))
+    if rng.random() < odd:
+        msgs += _odd_frames(rng, t.request.opaque + 100_000)
+    if t.response is not None:
+        msgs.append((False, encode(t.response)))
+    return msgs
+
+
+def _write_messy(rng: random.Random, s: TcpSession, ts: float, from_client: bool, data: bytes, drop: float,
+                 split: float) -> None:
+    """``data`` onto ``s`` at ``ts``: cut at a random point (chance ``split``), segments lost
+    (chance ``drop``) or retransmitted, sometimes followed by a pure ACK the other way."""
+    segs = s.segments(from_client, data)
+    if rng.random() < split and len(data) > 20:  # two frames' worth of cuts
+        seq0, whole = segs[0][0], b"".join(c for _, c in segs)
+        cut = rng.randrange(1, len(whole))
+        segs = [(seq0, whole[:cut]), (seq0 + cut, whole[cut:])]
+    for seq, chunk in segs:
+        if rng.random() < drop:
+            continue  # lost from the capture: a gap
+        s.write_segment(ts, from_client, seq, chunk)
+        if rng.random() < 0.1:
+            s.write_segment(ts, from_client, seq, chunk)  # retransmission
+    if rng.random() < 0.3:
+        s.w.write(ts, s._frame(not from_client, 0x10, s.seq[not from_client], s.seq[from_client]))
+
+
 def _messy_records(seed: int, conns: int, turns: int, drop: float, dup: float, odd: float,
                    split: float) -> list[tuple[float, int, bytes]]:
     rng = random.Random(seed)
@@ -127,29 +159,9 @@ def _messy_records(seed: int, conns: int, turns: int, drop: float, dup: float, o
     # interleave the connections turn by turn (so many requests are in flight at once)
     for i in range(turns):
         for s, conv in sessions:
-            t = conv[i]
-            msgs = [(True, encode(t.request))]
-            if rng.random() < dup:  # the same opaque again before the answer
-                msgs.append((True, encode(t.request)))
-            if rng.random() < odd:
-                msgs += _odd_frames(rng, t.request.opaque + 100_000)
-            if t.response is not None:
-                msgs.append((False, encode(t.response)))
-            for from_client, data in msgs:
+            for from_client, data in _turn_frames(rng, conv[i], dup, odd):
                 ts += rng.uniform(0.0001, 0.002)
-                segs = s.segments(from_client, data)
-                if rng.random() < split and len(data) > 20:  # two frames' worth of cuts
-                    seq0, whole = segs[0][0], b"".join(c for _, c in segs)
-                    cut = rng.randrange(1, len(whole))
-                    segs = [(seq0, whole[:cut]), (seq0 + cut, whole[cut:])]
-                for seq, chunk in segs:
-                    if rng.random() < drop:
-                        continue  # lost from the capture: a gap
-                    s.write_segment(ts, from_client, seq, chunk)
-                    if rng.random() < 0.1:
-                        s.write_segment(ts, from_client, seq, chunk)  # retransmission
-                if rng.random() < 0.3:
-                    s.w.write(ts, s._frame(not from_client, 0x10, s.seq[not from_client], s.seq[from_client]))
+                _write_messy(rng, s, ts, from_client, data, drop, split)
     for s, _ in sessions:
         if rng.random() < 0.7:
             s.close(ts + 0.01)
@@ -197,4 +209,4 @@ def test_messy_traffic_really_exercises_the_odd_cases():
     assert stats.snapshot()["transport"].get("gap", 0) > 0
     lane, table = _lane(records)
     assert lane.snapshot() == stats.snapshot()
-    assert 0 < table.peeked
+    assert table.peeked > 0

@@ -342,7 +342,8 @@ def test_export_writes_the_listed_exchanges(reference, tmp_path):
             await pilot.press("colon")
             app.query_one("#line", Input).value = f"export {tmp_path / name}"  # typing is tested elsewhere
             await pilot.press("enter")
-            await until(pilot, lambda: f"to {tmp_path / name}" in app.last_export or "failed" in app.last_export)
+            await until(pilot, lambda name=name: f"to {tmp_path / name}" in app.last_export
+                        or "failed" in app.last_export)
             assert "failed" not in app.last_export, app.last_export
     run(t)
     lines = (tmp_path / "out.jsonl").read_text().splitlines()

@@ -71,7 +71,7 @@ def test_every_drill_down_filter_selects_the_rows_requests(loaded, by):
     t = tables.grouped_table(store, by)
     assert t.rows
     with_request = [ex for ex in store.exchanges if ex.request is not None]
-    for row, flt in zip(t.rows, t.filters):
+    for row, flt in zip(t.rows, t.filters, strict=True):
         assert flt is not None
         f = compile_filter(flt)
         assert sum(1 for ex in with_request if f(ex)) == int(row[1]), (by, row[0], flt)
@@ -81,7 +81,7 @@ def test_connections_table_drills_to_each_connection(loaded):
     store, _ = loaded
     t = tables.connections_table(store.exchanges)
     assert sum(int(r[4]) for r in t.rows) == len(store.exchanges)
-    for row, flt in zip(t.rows, t.filters):
+    for row, flt in zip(t.rows, t.filters, strict=True):
         f = compile_filter(flt)
         assert sum(1 for ex in store.exchanges if f(ex)) == int(row[4])
 

@@ -21,7 +21,7 @@ from rmqsniff.views import (
     restat,
     totals,
 )
-from tests.test_filter import BATCH, SCENARIO, label_of, offset_id, real_params, write_scenario
+from tests.test_filter import BATCH, label_of, offset_id, real_params, write_scenario
 
 
 @pytest.fixture(scope="module")

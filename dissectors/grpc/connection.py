@@ -19,8 +19,9 @@ import re
 import zlib
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Any
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from . import frames as fr
 from .call import GRPC_OK_NO_STATUS, NO_STATUS, GrpcCall, GrpcMessage, GrpcPayload, percent_decode
@@ -175,7 +176,7 @@ class GrpcConnection:
                 return out
         spans = self.spans
         for f in self.readers[from_client].feed(data):
-            if type(f) is fr.Frame:
+            if isinstance(f, fr.Frame):
                 self.frames += 1
                 if spans is not None:
                     spans.append((from_client, f.stream_id, f.offset, f.offset + 9 + len(f.payload)))
@@ -201,7 +202,7 @@ class GrpcConnection:
             return out
         for fc in (True, False):
             for f in self.readers[fc].close():
-                if type(f) is fr.Frame:
+                if isinstance(f, fr.Frame):
                     self.frames += 1
                     self._frame(fc, f, self.ts)
                 else:
@@ -240,75 +241,89 @@ class GrpcConnection:
         if t == fr.DATA:
             self._data(fc, f, ts)
         elif t == fr.HEADERS:
-            p = f.payload
-            try:
-                p = _unpad(p, f.flags)
-                if f.flags & fr.PRIORITY_FLAG:
-                    p = p[5:]
-            except ValueError as e:
-                self._problem(fc, f"HEADERS: {e}", f.stream_id)
-                self.hpack[fc].reset()
-                return
-            if f.flags & fr.END_HEADERS:
-                self._block(fc, f.stream_id, f.flags, bytes(p), len(f.payload) + 9, ts)
-            else:
-                self.block[fc] = (f.stream_id, f.flags, bytearray(p), len(f.payload) + 9)
+            self._headers(fc, f, ts)
         elif t == fr.CONTINUATION:
-            if pend is None or pend[0] != f.stream_id:
-                self._problem(fc, "CONTINUATION without its HEADERS", f.stream_id)
-                if pend is not None:
-                    self.block[fc] = None
-                    self.hpack[fc].reset()
-                return
-            sid, flags, buf, size = pend
-            buf += f.payload
-            size += len(f.payload) + 9
-            if len(buf) > self.max_message:
-                self._problem(fc, "header block over the size limit", sid)
-                self.block[fc] = None
-                self.hpack[fc].reset()
-                return
-            if f.flags & fr.END_HEADERS:
-                self.block[fc] = None
-                self._block(fc, sid, flags, bytes(buf), size, ts)
-            else:
-                self.block[fc] = (sid, flags, buf, size)
+            self._continuation(fc, f, ts, pend)
         elif t == fr.RST_STREAM:
-            st = self.streams.get(f.stream_id)
-            if st is None and fc is False and f.stream_id not in self._closed_set and self.lossy \
-                    and f.stream_id <= self.max_sid:
-                st = None  # a stream from before the capture: nothing to report
-            if st is not None and len(f.payload) == 4:
-                c = st.call
-                c.reset_code = int.from_bytes(f.payload, "big")
-                c.reset_by_client = fc
-                c.ended_by = "rst_stream"
-                side = c.request if fc else c.response
-                side.last_ts = ts
-                self._finish(f.stream_id, f"reset by the {'client' if fc else 'server'}: "
-                                          f"RST_STREAM {fr.error_name(c.reset_code)}")
+            self._rst_stream(fc, f, ts)
         elif t == fr.SETTINGS:
             if not f.flags & fr.ACK:
-                p = f.payload
-                for i in range(0, len(p) - 5, 6):
-                    ident = int.from_bytes(p[i:i + 2], "big")
-                    val = int.from_bytes(p[i + 2:i + 6], "big")
-                    if ident == 5 and 16384 <= val <= fr.MAX_FRAME_LIMIT:
-                        self.readers[not fc].max_len = val  # frames sent to this peer
-                    elif ident == 1:  # SETTINGS_HEADER_TABLE_SIZE: bounds what the peer's encoder may use
-                        self.hpack[not fc].set_limit(val)
+                self._settings(fc, f.payload)
         elif t == fr.GOAWAY:
-            if len(f.payload) >= 8:
-                last = int.from_bytes(f.payload[:4], "big") & 0x7FFFFFFF
-                err = int.from_bytes(f.payload[4:8], "big")
-                self.goaway = (last, err)
-                if not fc:
-                    for sid in [s for s in self.streams if s > last]:
-                        self.streams[sid].call.ended_by = "goaway"
-                        self._finish(sid, f"refused: GOAWAY (last stream {last}, {fr.error_name(err)})")
+            self._goaway(fc, f.payload)
         elif t == fr.PUSH_PROMISE:
             self._problem(fc, "PUSH_PROMISE (gRPC never pushes)", f.stream_id)
         # PING, PRIORITY, WINDOW_UPDATE and unknown types carry nothing for the calls
+
+    def _headers(self, fc: bool, f: fr.Frame, ts: float) -> None:
+        p = f.payload
+        try:
+            p = _unpad(p, f.flags)
+            if f.flags & fr.PRIORITY_FLAG:
+                p = p[5:]
+        except ValueError as e:
+            self._problem(fc, f"HEADERS: {e}", f.stream_id)
+            self.hpack[fc].reset()
+            return
+        if f.flags & fr.END_HEADERS:
+            self._block(fc, f.stream_id, f.flags, bytes(p), len(f.payload) + 9, ts)
+        else:
+            self.block[fc] = (f.stream_id, f.flags, bytearray(p), len(f.payload) + 9)
+
+    def _continuation(self, fc: bool, f: fr.Frame, ts: float, pend: tuple[int, int, bytearray, int] | None) -> None:
+        if pend is None or pend[0] != f.stream_id:
+            self._problem(fc, "CONTINUATION without its HEADERS", f.stream_id)
+            if pend is not None:
+                self.block[fc] = None
+                self.hpack[fc].reset()
+            return
+        sid, flags, buf, size = pend
+        buf += f.payload
+        size += len(f.payload) + 9
+        if len(buf) > self.max_message:
+            self._problem(fc, "header block over the size limit", sid)
+            self.block[fc] = None
+            self.hpack[fc].reset()
+            return
+        if f.flags & fr.END_HEADERS:
+            self.block[fc] = None
+            self._block(fc, sid, flags, bytes(buf), size, ts)
+        else:
+            self.block[fc] = (sid, flags, buf, size)
+
+    def _rst_stream(self, fc: bool, f: fr.Frame, ts: float) -> None:
+        st = self.streams.get(f.stream_id)
+        if st is None and fc is False and f.stream_id not in self._closed_set and self.lossy \
+                and f.stream_id <= self.max_sid:
+            st = None  # a stream from before the capture: nothing to report
+        if st is not None and len(f.payload) == 4:
+            c = st.call
+            c.reset_code = int.from_bytes(f.payload, "big")
+            c.reset_by_client = fc
+            c.ended_by = "rst_stream"
+            side = c.request if fc else c.response
+            side.last_ts = ts
+            self._finish(f.stream_id, f"reset by the {'client' if fc else 'server'}: "
+                                      f"RST_STREAM {fr.error_name(c.reset_code)}")
+
+    def _settings(self, fc: bool, p: bytes) -> None:
+        for i in range(0, len(p) - 5, 6):
+            ident = int.from_bytes(p[i:i + 2], "big")
+            val = int.from_bytes(p[i + 2:i + 6], "big")
+            if ident == 5 and 16384 <= val <= fr.MAX_FRAME_LIMIT:
+                self.readers[not fc].max_len = val  # frames sent to this peer
+            elif ident == 1:  # SETTINGS_HEADER_TABLE_SIZE: bounds what the peer's encoder may use
+                self.hpack[not fc].set_limit(val)
+
+    def _goaway(self, fc: bool, p: bytes) -> None:
+        if len(p) >= 8:
+            last = int.from_bytes(p[:4], "big") & 0x7FFFFFFF
+            err = int.from_bytes(p[4:8], "big")
+            self.goaway = (last, err)
+            if not fc:
+                for sid in [s for s in self.streams if s > last]:
+                    self.streams[sid].call.ended_by = "goaway"
+                    self._finish(sid, f"refused: GOAWAY (last stream {last}, {fr.error_name(err)})")
 
     def _problem(self, fc: bool, reason: str, sid: int = 0) -> None:
         self._out.append(Problem(fc, reason, sid))
@@ -581,10 +596,17 @@ class GrpcConnection:
                 continue
             fd = m.DESCRIPTOR.fields_by_name.get("status")
             if fd is not None and m.HasField("status"):
-                resp.status_code = m.status.code
-                resp.status_message = m.status.message
+                status = _field(m, "status")
+                resp.status_code = status.code
+                resp.status_message = status.message
                 break
         resp.code = response_code(c)
+
+
+def _field(m: Message, name: str) -> Any:
+    """Field ``name`` of a message whose class is built at run time from the schema (the
+    type checker only knows the ``Message`` base)."""
+    return getattr(m, name)
 
 
 def response_code(c: GrpcCall) -> int:
@@ -595,9 +617,9 @@ def response_code(c: GrpcCall) -> int:
     gs = r.grpc_status
     if gs is not None and gs != 0:
         return -gs
-    if c.reset_code is not None and gs is None:
-        if not (c.reset_by_client and c.reset_code == 8 and r.status_code is not None):
-            return -_RST_TO_GRPC.get(c.reset_code, 13)
+    if c.reset_code is not None and gs is None \
+            and not (c.reset_by_client and c.reset_code == 8 and r.status_code is not None):
+        return -_RST_TO_GRPC.get(c.reset_code, 13)
     if r.status_code is not None:
         return r.status_code
     return GRPC_OK_NO_STATUS if gs == 0 else NO_STATUS

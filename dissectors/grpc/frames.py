@@ -108,26 +108,11 @@ class FrameReader:
     def feed(self, data: bytes) -> list[Frame | Skipped]:
         out: list[Frame | Skipped] = []
         if self.skipping:
-            n = min(self.skipping, len(data))
-            self.skipping -= n
-            self.pos += n
-            data = data[n:]
-            if not self.skipping:
-                out.append(Skipped(self.skip_start, self.pos - self.skip_start, self.skip_reason))
-                self.skip_reason = ""
+            data = self._skip(data, out)
         buf = self.buf
         buf += data
-        if self.preface:
-            k = min(len(buf), len(PREFACE))
-            if buf[:k] != PREFACE[:k]:
-                self.preface = False
-                self.synced = False  # not the start of a connection after all
-            elif k < len(PREFACE):
-                return out
-            else:
-                del buf[:k]
-                self.pos += k
-                self.preface = False
+        if self.preface and not self._preface_done():
+            return out
         i, n = 0, len(buf)
         max_len = self.max_len
         while True:
@@ -164,6 +149,32 @@ class FrameReader:
             self.pos += i
         return out
 
+    def _skip(self, data: bytes, out: list[Frame | Skipped]) -> bytes:
+        """Drop what is left of a damaged frame from the front of ``data``; the rest."""
+        n = min(self.skipping, len(data))
+        self.skipping -= n
+        self.pos += n
+        if not self.skipping:
+            out.append(Skipped(self.skip_start, self.pos - self.skip_start, self.skip_reason))
+            self.skip_reason = ""
+        return data[n:]
+
+    def _preface_done(self) -> bool:
+        """Consume the client preface at the front of the buffer; False while it may still
+        be arriving (too few bytes to tell)."""
+        buf = self.buf
+        k = min(len(buf), len(PREFACE))
+        if buf[:k] != PREFACE[:k]:
+            self.preface = False
+            self.synced = False  # not the start of a connection after all
+        elif k < len(PREFACE):
+            return False
+        else:
+            del buf[:k]
+            self.pos += k
+            self.preface = False
+        return True
+
     def _scan(self, i: int, final: bool = False) -> int:
         """First offset >= i starting a chain of CHAIN plausible headers; ``-2 - offset`` when
         a chain may start at offset but needs more data; -1 when none can start.  With
@@ -193,7 +204,7 @@ class FrameReader:
         if self.synced and len(buf) >= 9 and not self.skipping:
             ln = (buf[0] << 16) | (buf[1] << 8) | buf[2]
             remaining = 9 + ln - len(buf)
-            if 0 < remaining and nbytes < remaining and plausible(buf, 0, self.max_len) >= 0:
+            if remaining > 0 and nbytes < remaining and plausible(buf, 0, self.max_len) >= 0:
                 # the loss is inside this frame: drop it, stay in step after it
                 self.skip_start = self.pos
                 self.skip_reason = f"{nbytes} bytes lost inside a frame"

@@ -184,7 +184,7 @@ class TolerantDecoder:
                 continue
             else:  # pragma: no cover - all bit patterns are covered above
                 raise HpackError(f"bad representation 0x{b:02x}")
-            if type(name) is int:
+            if isinstance(name, int):  # a slot of the dynamic table the capture never showed
                 known = names.get(name)
                 if known is None or value is UNKNOWN:
                     unresolved.append((len(headers), name))

@@ -7,7 +7,7 @@ import base64
 import datetime as _dt
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -41,10 +41,11 @@ def has_unknown(m: Message) -> bool:
     for fd, value in m.ListFields():
         if fd.type != FieldDescriptor.TYPE_MESSAGE:
             continue
-        if fd.message_type.GetOptions().map_entry:
-            if fd.message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
-                if any(has_unknown(v) for v in value.values()):
-                    return True
+        mt = _message_type(fd)
+        if mt.GetOptions().map_entry:
+            if mt.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE \
+                    and any(has_unknown(v) for v in value.values()):
+                return True
         elif fd.is_repeated:
             if any(has_unknown(v) for v in value):
                 return True
@@ -72,8 +73,9 @@ def to_dict(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fd, value in m.ListFields():
         if fd.type == FieldDescriptor.TYPE_MESSAGE:
-            if fd.message_type.GetOptions().map_entry:
-                vfd = fd.message_type.fields_by_name["value"]
+            mt = _message_type(fd)
+            if mt.GetOptions().map_entry:
+                vfd = mt.fields_by_name["value"]
                 # upb iterates maps in hash order, which changes from run to run: sort for stable output
                 out[fd.name] = {k: _value(vfd, value[k]) for k in sorted(value)}
             elif fd.is_repeated:
@@ -86,11 +88,20 @@ def to_dict(m: Message) -> dict[str, Any]:
             out[fd.name] = _value(fd, value)
     unknown = UnknownFieldSet(m)
     if len(unknown):
-        out["_unknown"] = [_unknown_field(f) for f in unknown]
+        # (by index: UnknownFieldSet iterates through __getitem__, which its stubs do not declare)
+        out["_unknown"] = [_unknown_field(unknown[i]) for i in range(len(unknown))]
     return out
 
 
-def _unknown_field(f: Any) -> list:
+def _message_type(fd: FieldDescriptor) -> Descriptor:
+    """The message type of a TYPE_MESSAGE field (the stubs allow None, which only other
+    field types have)."""
+    mt = fd.message_type
+    assert mt is not None, fd.full_name
+    return mt
+
+
+def _unknown_field(f: Any) -> list[Any]:
     data = f.data
     if f.wire_type == 3:  # group
         data = [_unknown_field(g) for g in data]
@@ -100,14 +111,16 @@ def _unknown_field(f: Any) -> list:
 def _value(fd: FieldDescriptor, v: Any) -> Any:
     t = fd.type
     if t == FieldDescriptor.TYPE_MESSAGE:
-        full = fd.message_type.full_name
+        full = _message_type(fd).full_name
         if full == _TS:
             return timestamp_text(v.seconds, v.nanos)
         if full == _DUR:
             return duration_text(v.seconds, v.nanos)
         return to_dict(v)
     if t == FieldDescriptor.TYPE_ENUM:
-        ev = fd.enum_type.values_by_number.get(v)
+        et = fd.enum_type
+        assert et is not None, fd.full_name  # a TYPE_ENUM field always has its enum type
+        ev = et.values_by_number.get(v)
         return ev.name if ev is not None else v
     return v
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory, timestamp_pb2
+from google.protobuf.message import Message
 
 PACKAGE = "apache.rocketmq.v2"
 SERVICE = f"{PACKAGE}.MessagingService"
@@ -256,7 +257,7 @@ def _message(name: str, spec: str) -> descriptor_pb2.DescriptorProto:
         if part.startswith("oneof "):
             head, _, body = part.partition("{")
             m.oneof_decl.add(name=head.split()[1])
-            fields = [(f, len(m.oneof_decl) - 1) for f in body.rstrip("} ").split(",")]
+            fields: list[tuple[str, int | None]] = [(f, len(m.oneof_decl) - 1) for f in body.rstrip("} ").split(",")]
         else:
             fields = [(part, None)]
         for text, oneof in fields:
@@ -316,12 +317,12 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
 
 POOL = _build_pool()
 # message name -> generated class (module-level constants built once at import; no mutable state)
-CLASSES: dict[str, type] = {
+CLASSES: dict[str, type[Message]] = {
     n: message_factory.GetMessageClass(POOL.FindMessageTypeByName(f"{PACKAGE}.{n}")) for n in MESSAGES
 }
 
 
-def message_class(name: str) -> type:
+def message_class(name: str) -> type[Message]:
     """The protobuf class of an ``apache.rocketmq.v2`` message (e.g. ``"SendMessageRequest"``)."""
     return CLASSES[name]
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from . import fastjson
 from .command import RemotingCommand
@@ -375,7 +376,7 @@ def decode_register_broker(body: bytes, max_size: int = DEFAULT_MAX_PAYLOAD) -> 
         nonlocal pos
         if pos + 4 > len(data):
             raise ValueError(f"{what}: need 4 bytes at {pos}, have {len(data) - pos}")
-        v = _I32.unpack_from(data, pos)[0]
+        v: int = _I32.unpack_from(data, pos)[0]
         pos += 4
         return v
 

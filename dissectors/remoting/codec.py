@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional, Union
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -77,7 +77,7 @@ class Resync:
     skipped: int
 
 
-Event = Union[Frame, DecodeError, Resync]
+Event = Frame | DecodeError | Resync
 
 
 # --------------------------------------------------------------------------- encode
@@ -166,7 +166,7 @@ def encode(cmd: RemotingCommand) -> bytes:
 
 # --------------------------------------------------------------------------- decode
 
-_MISSING = object()
+_MISSING: Any = object()  # typed Any: it stands in for any header value
 
 
 def _as_int(v: Any, key: str, offset: int) -> int:
@@ -189,15 +189,15 @@ def _as_int(v: Any, key: str, offset: int) -> int:
 _JSON_KEYS = ("code", "flag", "opaque", "version", "language", "remark", "extFields")
 
 
-def _lookup(d: dict, key: str, lowered: list) -> Any:
+def _lookup(d: dict[Any, Any], key: str, lowered: list[dict[str, Any]]) -> Any:
     """Case-insensitive fallback lookup (fastjson matches property names loosely)."""
     if not lowered:
         lowered.append({str(k).lower(): v for k, v in d.items()})
     return lowered[0].get(key.lower(), _MISSING)
 
 
-def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
-    raw = buf[hs:he]
+def _json_object(raw: bytes | memoryview) -> dict[Any, Any]:
+    """The JSON header as a dict: orjson, else the tolerant fastjson reader."""
     try:
         d = orjson.loads(raw)
     except ValueError:
@@ -207,6 +207,11 @@ def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
             raise FrameError("bad JSON header", 8) from None
     if type(d) is not dict:
         raise FrameError("JSON header is not an object", 8)
+    return d
+
+
+def _decode_json(buf: bytes | memoryview, hs: int, he: int) -> RemotingCommand:
+    d = _json_object(buf[hs:he])
     get = d.get
     code = get("code", _MISSING)
     if code is not _MISSING and "opaque" in d:
@@ -227,11 +232,17 @@ def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
                 return RemotingCommand(code, flag, opaque, language, version,
                                        None if remark is _MISSING else remark, ext, None, JSON)
     else:  # other writers: fastjson's loose (case-insensitive) key matching
-        lowered: list = []
+        lowered: list[dict[str, Any]] = []
         code, flag, opaque, version, language, remark, ext = (
             v if (v := get(k, _MISSING)) is not _MISSING else _lookup(d, k, lowered)
             for k in _JSON_KEYS)
+    return _loose_json_command(code, flag, opaque, version, language, remark, ext)
 
+
+def _loose_json_command(code: Any, flag: Any, opaque: Any, version: Any, language: Any, remark: Any,
+                        ext: Any) -> RemotingCommand:
+    """The command of a JSON header whose fields are not all in Java's own types: the
+    values coerced (or defaulted, when ``_MISSING``) as fastjson would."""
     if type(code) is not int:
         code = 0 if code is _MISSING else _as_int(code, "code", 8)
     if type(flag) is not int:
@@ -241,26 +252,34 @@ def _decode_json(buf: memoryview, hs: int, he: int) -> RemotingCommand:
     if type(version) is not int:
         version = 0 if version is _MISSING else _as_int(version, "version", 8)
     if type(language) is not str:
-        if language is _MISSING or language is None:
-            language = "JAVA"
-        elif type(language) is int:
-            language = _LANG_NAMES[language] if 0 <= language < _N_LANG else f"UNKNOWN({language})"
-        else:
-            language = _text(language)
+        language = _json_language(language)
     if remark is _MISSING:
         remark = None
     elif remark is not None and type(remark) is not str:
         remark = _text(remark)
+    return RemotingCommand(code, flag, opaque, language, version, remark, _json_ext(ext), None, JSON)
+
+
+def _json_language(language: Any) -> str:
+    """A JSON header's ``language`` that is not a string: absent/null is JAVA, an int is
+    the binary header's language number."""
+    if language is _MISSING or language is None:
+        return "JAVA"
+    if type(language) is int:
+        return _LANG_NAMES[language] if 0 <= language < _N_LANG else f"UNKNOWN({language})"
+    return _text(language)
+
+
+def _json_ext(ext: Any) -> dict[str, str] | None:
+    """A JSON header's ``extFields``: None when absent or null, values as text."""
     if ext is _MISSING or ext is None:
-        ext = None
-    elif type(ext) is not dict:
+        return None
+    if type(ext) is not dict:
         raise FrameError("JSON header extFields is not an object", 8)
-    else:
-        for v in ext.values():
-            if type(v) is not str:
-                ext = {str(k): _text(v) for k, v in ext.items()}
-                break
-    return RemotingCommand(code, flag, opaque, language, version, remark, ext, None, JSON)
+    for v in ext.values():
+        if type(v) is not str:
+            return {str(k): _text(v) for k, v in ext.items()}
+    return ext
 
 
 def _binary_ext(buf: Any, p: int, elen: int, base: int) -> dict[str, str]:
@@ -297,7 +316,7 @@ def _binary_ext(buf: Any, p: int, elen: int, base: int) -> dict[str, str]:
     return ext
 
 
-def _decode_binary(buf: memoryview, hs: int, hlen: int) -> RemotingCommand:
+def _decode_binary(buf: bytes | memoryview, hs: int, hlen: int) -> RemotingCommand:
     if hlen < _BIN_FIXED_LEN:
         raise FrameError("binary header shorter than 21 bytes", 8)
     he = hs + hlen
@@ -336,7 +355,7 @@ class _JsonHead(msgspec.Struct):
     flag: _Int32
     opaque: _Int32
     version: _Int32
-    extFields: Optional[dict[str, str]] = None
+    extFields: dict[str, str] | None = None
 
 
 _json_head = msgspec.json.Decoder(_JsonHead).decode
@@ -382,7 +401,7 @@ def _check_binary_ext(buf: bytes, p: int, elen: int) -> bool:
     return q == elen
 
 
-def _decode(buf: memoryview, start: int, total: int, stype: int, hlen: int) -> RemotingCommand:
+def _decode(buf: bytes | memoryview, start: int, total: int, stype: int, hlen: int) -> RemotingCommand:
     """Decode the frame ``buf[start:start+total]`` whose prefix was already checked."""
     hs = start + 8
     if stype == JSON:

@@ -100,7 +100,8 @@ def loads(text: bytes | bytearray | memoryview | str) -> Any:
         s = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
         return _Parser(s).parse()
     # orjson turns integers beyond 64 bits into floats; such input takes the exact path
-    if (_BIG_INT_B if isinstance(text, bytes) else _BIG_INT).search(text) is None:
+    big = _BIG_INT_B.search(text) if isinstance(text, bytes) else _BIG_INT.search(text)
+    if big is None:
         try:
             return orjson.loads(text)
         except (orjson.JSONDecodeError, TypeError):
@@ -150,6 +151,7 @@ _HEX2 = re.compile(r"[0-9a-fA-F]{2}")
 # parser modes
 _VALUE, _KEY, _AFTER = 0, 1, 2
 _MISSING = object()
+_PENDING = object()  # a parser step that completed no value
 
 
 class _Parser:
@@ -178,93 +180,13 @@ class _Parser:
                 raise self._eof(pos)
             c = s[pos]
             if mode == _AFTER:
-                top = stack[-1]
-                is_obj = isinstance(top[0], dict)
-                if c == ",":
-                    pos += 1
-                    mode = _KEY if is_obj else _VALUE
-                    continue
-                if (c == "}" and is_obj) or (c == "]" and not is_obj):
-                    pos += 1
-                    value: Any = top[0]
-                    if is_obj and top[1] is not _MISSING:
-                        raise JsonError("key without value", pos - 1)
-                else:
-                    raise JsonError(f"expected ',' or {'}' if is_obj else ']'!r}, found {c!r}", pos)
-                # close the container and hand it to its parent
-                frame = stack.pop()
-                if frame[2]:
-                    pos = self._set_key(stack, _freeze(value), pos)
-                    mode = _VALUE
-                    continue
+                value, pos, mode = self._after(stack, c, pos)
             elif mode == _KEY:
-                top = stack[-1]
-                if c == "}":
-                    pos += 1
-                    frame = stack.pop()
-                    value = frame[0]
-                    if frame[2]:
-                        pos = self._set_key(stack, _freeze(value), pos)
-                        mode = _VALUE
-                        continue
-                elif c in "{[":
-                    if len(stack) >= MAX_DEPTH:
-                        raise JsonError(f"nesting deeper than {MAX_DEPTH}", pos)
-                    stack.append([{} if c == "{" else [], _MISSING, True])
-                    pos += 1
-                    mode = _KEY if c == "{" else _VALUE
-                    continue
-                else:
-                    if c == '"' or c == "'":
-                        key, pos = self._string(pos)
-                    elif c == "-" or c.isdigit():
-                        m = _NUM.match(s, pos)
-                        if m is None:
-                            raise JsonError("bad number key", pos)
-                        key, pos = m.group(), m.end()
-                    else:
-                        m = _IDENT.match(s, pos)
-                        if m is None:
-                            raise JsonError(f"expected a key, found {c!r}", pos)
-                        key, pos = m.group(), m.end()
-                    pos = self._colon(pos)
-                    top[1] = key
-                    mode = _VALUE
-                    continue
-            else:  # _VALUE
-                if c == "{" or c == "[":
-                    if len(stack) >= MAX_DEPTH:
-                        raise JsonError(f"nesting deeper than {MAX_DEPTH}", pos)
-                    stack.append([{} if c == "{" else [], _MISSING, False])
-                    pos += 1
-                    mode = _KEY if c == "{" else _VALUE
-                    continue
-                if c == "]" and stack and isinstance(stack[-1][0], list):
-                    pos += 1
-                    frame = stack.pop()
-                    value = frame[0]
-                    if frame[2]:
-                        pos = self._set_key(stack, _freeze(value), pos)
-                        mode = _VALUE
-                        continue
-                elif c == '"' or c == "'":
-                    value, pos = self._string(pos)
-                elif c == "-" or c.isdigit():
-                    m = _NUM.match(s, pos)
-                    if m is None:
-                        raise JsonError("bad number", pos)
-                    text = m.group()
-                    try:
-                        value = float(text) if (m.group(1) or m.group(2)) else int(text)
-                    except ValueError:
-                        raise JsonError("number too long", pos) from None
-                    pos = m.end()
-                else:
-                    m = _IDENT.match(s, pos)
-                    if m is None or m.group() not in _LITERALS:
-                        raise JsonError(f"unexpected {(m.group() if m else c)!r}", pos)
-                    value = _LITERALS[m.group()]
-                    pos = m.end()
+                value, pos, mode = self._key(stack, c, pos)
+            else:
+                value, pos, mode = self._value(stack, c, pos)
+            if value is _PENDING:
+                continue
             # place a completed value
             if not stack:
                 end = self._ws(pos)
@@ -278,6 +200,89 @@ class _Parser:
             else:
                 top[0].append(value)
             mode = _AFTER
+
+    # Each step reads the token at ``pos`` (``c`` = its first character) and returns
+    # ``(value, pos, mode)``: the completed value to place in the enclosing container, or
+    # ``_PENDING`` when nothing was completed, the position after the token and the next mode.
+
+    def _after(self, stack: list[list[Any]], c: str, pos: int) -> tuple[Any, int, int]:
+        """After a value inside a container: a separator or the container's end."""
+        top = stack[-1]
+        is_obj = isinstance(top[0], dict)
+        if c == ",":
+            return _PENDING, pos + 1, _KEY if is_obj else _VALUE
+        if (c == "}" and is_obj) or (c == "]" and not is_obj):
+            if is_obj and top[1] is not _MISSING:
+                raise JsonError("key without value", pos)
+            return self._close(stack, pos + 1)
+        raise JsonError(f"expected ',' or {'}' if is_obj else ']'!r}, found {c!r}", pos)
+
+    def _key(self, stack: list[list[Any]], c: str, pos: int) -> tuple[Any, int, int]:
+        """Where an object key is expected (or the object's end)."""
+        if c == "}":
+            return self._close(stack, pos + 1)
+        if c in "{[":
+            return self._open(stack, c, pos, True)
+        if c == '"' or c == "'":
+            key, pos = self._string(pos)
+        elif c == "-" or c.isdigit():
+            m = _NUM.match(self.s, pos)
+            if m is None:
+                raise JsonError("bad number key", pos)
+            key, pos = m.group(), m.end()
+        else:
+            m = _IDENT.match(self.s, pos)
+            if m is None:
+                raise JsonError(f"expected a key, found {c!r}", pos)
+            key, pos = m.group(), m.end()
+        pos = self._colon(pos)
+        stack[-1][1] = key
+        return _PENDING, pos, _VALUE
+
+    def _value(self, stack: list[list[Any]], c: str, pos: int) -> tuple[Any, int, int]:
+        """Where a value is expected (or, in an array, the array's end)."""
+        if c == "{" or c == "[":
+            return self._open(stack, c, pos, False)
+        if c == "]" and stack and isinstance(stack[-1][0], list):
+            return self._close(stack, pos + 1)
+        value: Any
+        if c == '"' or c == "'":
+            value, pos = self._string(pos)
+        elif c == "-" or c.isdigit():
+            value, pos = self._number(pos)
+        else:
+            m = _IDENT.match(self.s, pos)
+            if m is None or m.group() not in _LITERALS:
+                raise JsonError(f"unexpected {(m.group() if m else c)!r}", pos)
+            value = _LITERALS[m.group()]
+            pos = m.end()
+        return value, pos, _AFTER
+
+    def _number(self, pos: int) -> tuple[int | float, int]:
+        m = _NUM.match(self.s, pos)
+        if m is None:
+            raise JsonError("bad number", pos)
+        text = m.group()
+        try:
+            value = float(text) if (m.group(1) or m.group(2)) else int(text)
+        except ValueError:
+            raise JsonError("number too long", pos) from None
+        return value, m.end()
+
+    def _open(self, stack: list[list[Any]], c: str, pos: int, as_key: bool) -> tuple[Any, int, int]:
+        """A ``{`` or ``[`` at ``pos``: push its container (``as_key``: an object key)."""
+        if len(stack) >= MAX_DEPTH:
+            raise JsonError(f"nesting deeper than {MAX_DEPTH}", pos)
+        stack.append([{} if c == "{" else [], _MISSING, as_key])
+        return _PENDING, pos + 1, _KEY if c == "{" else _VALUE
+
+    def _close(self, stack: list[list[Any]], pos: int) -> tuple[Any, int, int]:
+        """The innermost container ended just before ``pos``: it becomes the pending key of
+        its parent when it was opened as a key, else the completed value."""
+        frame = stack.pop()
+        if frame[2]:
+            return _PENDING, self._set_key(stack, _freeze(frame[0]), pos), _VALUE
+        return frame[0], pos, _AFTER
 
     def _colon(self, pos: int) -> int:
         pos = self._ws(pos)

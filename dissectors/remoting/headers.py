@@ -3,8 +3,8 @@ field-by-field descriptions and redaction of ACL secrets."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 from . import codes as c
 from .command import FLAG_RESPONSE, RemotingCommand
@@ -251,7 +251,7 @@ def _extra_info(v: str) -> str:
     f = v.split(" ")
     if len(f) < len(_EXTRA_INFO_FIELDS):
         return "unparsed"
-    named = [f"{k}={x}" for k, x in zip(_EXTRA_INFO_FIELDS, f)]
+    named = [f"{k}={x}" for k, x in zip(_EXTRA_INFO_FIELDS, f, strict=False)]  # f may be longer
     extra = f[len(_EXTRA_INFO_FIELDS):]
     if extra:
         named.append("extra=" + " ".join(extra))

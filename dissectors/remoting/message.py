@@ -10,8 +10,8 @@ from __future__ import annotations
 import ipaddress
 import struct
 import zlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import lz4.frame
 import zstandard
@@ -87,7 +87,7 @@ def parse_properties(s: str) -> dict[str, str]:
     return out
 
 
-def properties_to_string(d: dict[str, str | None]) -> str:
+def properties_to_string(d: Mapping[str, str | None]) -> str:
     """``messageProperties2String``: ``name 0x01 value 0x02`` per non-null entry."""
     return "".join(f"{k}{NAME_VALUE_SEPARATOR}{v}{PROPERTY_SEPARATOR}" for k, v in d.items() if v is not None)
 
@@ -131,7 +131,7 @@ def _inflate_zlib(data: bytes, max_size: int) -> bytes:
 def _inflate_lz4(data: bytes, max_size: int) -> bytes:
     d = lz4.frame.LZ4FrameDecompressor()
     try:
-        out = d.decompress(data, max_length=max_size + 1)
+        out: bytes = d.decompress(data, max_length=max_size + 1)
     except RuntimeError as e:
         raise PayloadError(f"lz4: {e}") from None
     if len(out) > max_size:
@@ -329,7 +329,7 @@ class StoredMessage:
         """The body, decompressed when sysFlag says so (capped at ``max_size``)."""
         return decompress_body(self.body, self.sys_flag, max_size)
 
-    def inner_messages(self, max_size: int = DEFAULT_MAX_PAYLOAD) -> tuple[list["BatchMessage"], list[str]]:
+    def inner_messages(self, max_size: int = DEFAULT_MAX_PAYLOAD) -> tuple[list[BatchMessage], list[str]]:
         """For an inner-batch record, the messages packed in its body (4.2). Never raises:
         a body that does not decompress (or inflates beyond ``max_size``) is a problem."""
         try:

@@ -8,6 +8,7 @@ HTTP/2 framing, HPACK and flow control; this module only moves bytes and keeps f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import struct
 import time
@@ -252,10 +253,8 @@ class GrpcClient(asyncio.Protocol):
             self._flush()
 
     def _reset(self, sid: int) -> None:
-        try:
+        with contextlib.suppress(h2.exceptions.H2Error):
             self.h2.reset_stream(sid, CANCEL)
-        except h2.exceptions.H2Error:
-            pass
 
     def _send_pending(self, sid: int) -> None:
         buf = self.pending.get(sid)

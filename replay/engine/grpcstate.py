@@ -55,7 +55,7 @@ class GrpcConsumerState:
                 continue
             free.remove(hit)
             self.handles[handle] = hit
-        for handle, hit in zip(rest, free):
+        for handle, hit in zip(rest, free, strict=False):  # handles beyond the free ones stay unmapped
             self.handles[handle] = hit
 
     def apply(self, method: str, out: list) -> str | None:
@@ -73,7 +73,7 @@ class GrpcConsumerState:
                         keep.append(e)
                 if len(keep) != len(m.entries):
                     kept = [type(e)() for e in keep]
-                    for k, e in zip(kept, keep):
+                    for k, e in zip(kept, keep, strict=True):
                         k.CopyFrom(e)
                     del m.entries[:]
                     m.entries.extend(kept)

@@ -9,6 +9,7 @@ copy its own offset message id. ``fresh_ids`` gives every copy a new ``UNIQ_KEY`
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -20,8 +21,7 @@ import orjson
 from dissectors.remoting import codes as c
 from dissectors.remoting.command import RemotingCommand
 from dissectors.remoting.headers import is_secret
-from dissectors.remoting.message import (decode_batch, encode_batch, parse_properties,
-                                         properties_to_string)
+from dissectors.remoting.message import decode_batch, encode_batch, parse_properties, properties_to_string
 
 from .plan import _json
 
@@ -108,10 +108,8 @@ class Rewriter:
         if "RETRY_TOPIC" in props:
             props["RETRY_TOPIC"] = self.topic(props["RETRY_TOPIC"])
         if r.refresh_born and born_ms is not None and "TIMER_DELIVER_MS" in props:
-            try:  # an absolute delivery time moves with the born timestamp
+            with contextlib.suppress(ValueError):  # an absolute delivery time moves with the born timestamp
                 props["TIMER_DELIVER_MS"] = str(int(props["TIMER_DELIVER_MS"]) + now_ms - born_ms)
-            except ValueError:
-                pass
         if r.fresh_ids and "UNIQ_KEY" in props:
             props["UNIQ_KEY"] = uuid.uuid4().hex.upper()
         props.update(r.set_properties)
@@ -126,48 +124,7 @@ class Rewriter:
         body = cmd.body
         r = self.rules
         if ext is not None:
-            for k in [k for k in ext if is_secret(k)]:
-                del ext[k]
-            v2 = code in V2
-            tkey, gkey, qkey, bkey, pkey, born_key = (
-                ("b", "a", "e", "n", "i", "g") if v2 and "b" in ext else
-                ("topic", None, "queueId", None, "properties", "bornTimestamp"))
-            for k in (*TOPIC_KEYS, tkey):
-                if k in ext:
-                    ext[k] = self.topic(ext[k])
-            for k in (*GROUP_KEYS, *((gkey,) if gkey else ())):
-                if k in ext:
-                    ext[k] = self.group(ext[k])
-            if "retryTopic" in ext:
-                ext["retryTopic"] = self.topic(ext["retryTopic"])
-            for k in CLIENT_KEYS:
-                if k in ext:
-                    ext[k] = self.client_id(ext[k])
-            if broker_name:
-                for k in (*BROKER_KEYS, *((bkey,) if bkey else ())):
-                    if k in ext:
-                        ext[k] = broker_name
-            if queue_nums and qkey in ext:
-                try:
-                    q = int(ext[qkey])
-                    if q >= queue_nums:
-                        ext[qkey] = str(q % queue_nums)
-                except ValueError:
-                    pass
-            born_ms = None
-            if code in SENDS:
-                try:
-                    born_ms = int(ext.get(born_key, ""))
-                except ValueError:
-                    born_ms = None
-                if r.refresh_born and born_key in ext:
-                    ext[born_key] = str(now_ms)
-                if pkey in ext:
-                    ext[pkey] = properties_to_string(
-                        self.properties(parse_properties(ext[pkey]), now_ms, born_ms))
-            if code in LONG_POLLS and r.refresh_born and "bornTime" in ext:
-                # the broker answers POLLING_TIMEOUT when bornTime + pollTime is already past
-                ext["bornTime"] = str(now_ms)
+            born_ms = self._rewrite_ext(ext, code, now_ms, queue_nums, broker_name)
             if code == c.SEND_BATCH_MESSAGE and body:
                 body = self._batch(body, now_ms, born_ms)
         if code == c.HEART_BEAT:
@@ -178,6 +135,66 @@ class Rewriter:
             ext["AccessKey"] = r.access_key
             ext["Signature"] = sign(ext, body, r.secret_key)
         return dataclasses.replace(cmd, ext=ext, body=body, header_len=0, frame_len=0)
+
+    def _rewrite_ext(self, ext: dict[str, str], code: int, now_ms: int, queue_nums: int | None,
+                     broker_name: str | None) -> int | None:
+        """Rewrite a request's extFields in place; the born timestamp (ms) of a send, if it has one."""
+        for k in [k for k in ext if is_secret(k)]:
+            del ext[k]
+        v2 = code in V2
+        tkey, gkey, qkey, bkey, pkey, born_key = (
+            ("b", "a", "e", "n", "i", "g") if v2 and "b" in ext else
+            ("topic", None, "queueId", None, "properties", "bornTimestamp"))
+        self._rename_ext(ext, tkey, gkey, bkey, broker_name)
+        if queue_nums and qkey in ext:
+            try:
+                q = int(ext[qkey])
+                if q >= queue_nums:
+                    ext[qkey] = str(q % queue_nums)
+            except ValueError:
+                pass
+        born_ms = None
+        if code in SENDS:
+            born_ms = self._send_ext(ext, pkey, born_key, now_ms)
+        if code in LONG_POLLS and self.rules.refresh_born and "bornTime" in ext:
+            # the broker answers POLLING_TIMEOUT when bornTime + pollTime is already past
+            ext["bornTime"] = str(now_ms)
+        return born_ms
+
+    def _rename_ext(self, ext: dict[str, str], tkey: str, gkey: str | None, bkey: str | None,
+                    broker_name: str | None) -> None:
+        """Topics, groups, client ids and (with ``broker_name``) the broker name in extFields;
+        ``tkey``/``gkey``/``bkey``: the topic/group/broker keys of this header's form (V2 short names)."""
+        for k in (*TOPIC_KEYS, tkey):
+            if k in ext:
+                ext[k] = self.topic(ext[k])
+        for k in (*GROUP_KEYS, *((gkey,) if gkey else ())):
+            if k in ext:
+                ext[k] = self.group(ext[k])
+        if "retryTopic" in ext:
+            ext["retryTopic"] = self.topic(ext["retryTopic"])
+        for k in CLIENT_KEYS:
+            if k in ext:
+                ext[k] = self.client_id(ext[k])
+        if broker_name:
+            for k in (*BROKER_KEYS, *((bkey,) if bkey else ())):
+                if k in ext:
+                    ext[k] = broker_name
+
+    def _send_ext(self, ext: dict[str, str], pkey: str, born_key: str, now_ms: int) -> int | None:
+        """A send's born timestamp (refreshed with ``refresh_born``) and properties; the
+        recorded born timestamp (ms), None when absent or not a number."""
+        born_ms: int | None
+        try:
+            born_ms = int(ext.get(born_key, ""))
+        except ValueError:
+            born_ms = None
+        if self.rules.refresh_born and born_key in ext:
+            ext[born_key] = str(now_ms)
+        if pkey in ext:
+            ext[pkey] = properties_to_string(
+                self.properties(parse_properties(ext[pkey]), now_ms, born_ms))
+        return born_ms
 
     def _batch(self, body: bytes, now_ms: int, born_ms: int | None) -> bytes:
         msgs, problems = decode_batch(body)

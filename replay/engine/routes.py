@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from dissectors.remoting import codes as c
@@ -88,10 +89,8 @@ class Routes:
         route = Route(brokers=broker_addresses(view.value))
         for qd in (view.value or {}).get("queueDatas") or []:
             if isinstance(qd, dict) and qd.get("brokerName") is not None:
-                try:
+                with contextlib.suppress(TypeError, ValueError):
                     route.write_queues[str(qd["brokerName"])] = int(qd.get("writeQueueNums") or 0)
-                except (TypeError, ValueError):
-                    pass
         return route
 
     async def any_master(self, name: str | None = None) -> tuple[str, Endpoint] | None:

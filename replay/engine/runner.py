@@ -121,7 +121,7 @@ class Replay:
                 r = await self.routes.get(d)
                 if r is not None:
                     routes.append((d, r))
-        for t, r in routes:
+        for _t, r in routes:
             found = found or r.master(name)
         if found is None and not topics:
             found = await self.routes.any_master(name)
@@ -222,14 +222,6 @@ class Replay:
 
             return await run_session(self, si, s, copy, loop, target)
         r = _Run(si, s, copy, loop, target, Rewriter(o.rules, copy), self._needed(s))
-        checks = r.checks
-
-        def on_request(cmd: RemotingCommand) -> None:
-            rep.server_request(cmd)
-            if cmd.code == c.CHECK_TRANSACTION_STATE and cmd.ext:
-                e = cmd.ext
-                checks[e.get("transactionId", "")] = (e.get("commitLogOffset", ""), e.get("tranStateTableOffset", ""))
-
         skey = (copy, loop)
         state = r.state = self.states.setdefault(skey, ConsumerState())
         state.users += 1
@@ -250,15 +242,8 @@ class Replay:
                 if due is None:
                     stopped = True
                     break
-                if r.client is None:
-                    try:
-                        r.client = await Client.connect(target.endpoint, o.connect_timeout, on_request)
-                    except (OSError, asyncio.TimeoutError) as e:
-                        rep.skipped(f"cannot connect to {ep_text(target.upstream)}: {e or 'timeout'}",
-                                    len(steps) - n)
-                        return False
-                    r.conn = Connection(s.id, r.client.local or ("127.0.0.1", 0), target.upstream,
-                                        role_source="replay")
+                if r.client is None and not await self._connect(r, target, len(steps) - n):
+                    return False
                 tpl = self._template(copy, si, st, r.rw, target)
                 if tpl is None and state.needs(st.ex.request.command):
                     await state.settle(o.timeout)  # its handle may come from an answer still on its way
@@ -278,6 +263,24 @@ class Replay:
             if state.users <= 0:  # long --loop runs keep no state of finished loops
                 self.states.pop(skey, None)
                 rep.unmapped.update(state.dropped)
+
+    async def _connect(self, r: _Run, target: Target, left: int) -> bool:
+        """Open ``r``'s connection to ``target``; False (the ``left`` steps skipped) when it cannot."""
+        rep, checks = self.report, r.checks
+
+        def on_request(cmd: RemotingCommand) -> None:
+            rep.server_request(cmd)
+            if cmd.code == c.CHECK_TRANSACTION_STATE and cmd.ext:
+                e = cmd.ext
+                checks[e.get("transactionId", "")] = (e.get("commitLogOffset", ""), e.get("tranStateTableOffset", ""))
+
+        try:
+            r.client = await Client.connect(target.endpoint, self.opts.connect_timeout, on_request)
+        except (OSError, asyncio.TimeoutError) as e:
+            rep.skipped(f"cannot connect to {ep_text(target.upstream)}: {e or 'timeout'}", left)
+            return False
+        r.conn = Connection(r.s.id, r.client.local or ("127.0.0.1", 0), target.upstream, role_source="replay")
+        return True
 
     def _prepare(self, r: _Run, st: Step) -> object:
         """``st``'s frame template (or None: full rewrite) when it can be sent without waiting
@@ -303,7 +306,7 @@ class Replay:
                 for d in st.deps:
                     w = waits.get(d)
                     if w is not None and not w.done():  # resumed when answered
-                        w.add_done_callback(lambda _w: resume(due))
+                        w.add_done_callback(lambda _w, due=due: resume(due))
                         return None
                 tpl = _BLOCKED if self._stop_reason(t0 + due) is not None else self._prepare(r, st)
                 if tpl is _BLOCKED:

@@ -59,6 +59,7 @@ import asyncio
 import base64
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -147,11 +148,11 @@ def pair_messages(recorded: list[tuple[StoredMessage, Handle]],
     rest = [i for i in range(len(recorded)) if i not in pairs]
     for q in dict.fromkeys(recorded[i][0].queue_id for i in rest):  # 2a. same position within the queue
         same_q = [j for j in free if replayed[j][0].queue_id == q]
-        for i, j in zip([i for i in rest if recorded[i][0].queue_id == q], same_q):
+        for i, j in zip([i for i in rest if recorded[i][0].queue_id == q], same_q, strict=False):
             pairs[i] = j
             free.remove(j)
     rest = [i for i in range(len(recorded)) if i not in pairs]
-    for i, j in zip(rest, list(free)):  # 2b. same position among all the unmatched
+    for i, j in zip(rest, list(free), strict=False):  # 2b. same position among all the unmatched
         pairs[i] = j
     return [(recorded[i][1], replayed[j][1]) for i, j in sorted(pairs.items())]
 
@@ -325,6 +326,11 @@ def encode_bitset(start: int, offsets: list[int]) -> str:
     return base64.b64encode(n.to_bytes((n.bit_length() + 7) // 8, "little")).decode()
 
 
+def _either(d: dict[str, Any], short: str, long: str) -> Any:
+    """``d[short]``, else ``d[long]`` (BATCH_ACK_MESSAGE bodies use either name), else None."""
+    return d.get(short, d.get(long))
+
+
 def batch_ack_keys(body: bytes | None) -> list[tuple[int, tuple[str, str, str, str]]]:
     """(ack index, handle key) of every offset a BATCH_ACK_MESSAGE body acks (short or long names)."""
     d = _body(body) or {}
@@ -332,13 +338,12 @@ def batch_ack_keys(body: bytes | None) -> list[tuple[int, tuple[str, str, str, s
     for n, a in enumerate(d.get("acks") or []):
         if not isinstance(a, dict):
             continue
-        get = lambda short, long: a.get(short, a.get(long))  # noqa: E731
         try:
-            start = int(get("so", "startOffset"))
+            start = int(_either(a, "so", "startOffset"))
         except (TypeError, ValueError):
             continue
-        bits = get("b", "bitSet")
-        fields = tuple(str(get(s, lg)) for s, lg in (("pt", "popTime"), ("r", "retry"), ("q", "queueId")))
+        bits = _either(a, "b", "bitSet")
+        fields = tuple(str(_either(a, s, lg)) for s, lg in (("pt", "popTime"), ("r", "retry"), ("q", "queueId")))
         for off in decode_bitset(bits, start) if isinstance(bits, str) else []:
             out.append((n, (*fields, str(off))))
     return out

@@ -46,7 +46,8 @@ def master_cmd(spec: Launch, locust: list[str], bind_host: str | None = "127.0.0
     return cmd + spec.extra
 
 
-def worker_cmd(port: int, locust: list[str], master_host: str = "127.0.0.1", locustfile: str | None = None) -> list[str]:
+def worker_cmd(port: int, locust: list[str], master_host: str = "127.0.0.1",
+               locustfile: str | None = None) -> list[str]:
     return [*locust, "-f", locustfile or str(LOCUSTFILE), "--worker", "--master-host", master_host,
             "--master-port", str(port)]
 

@@ -17,6 +17,7 @@ idle. Each worker reports its share to the master, which stops the run when all 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -186,10 +187,8 @@ class ReplayShare(User):
             result["error"] = f"{type(e).__name__}: {e}"
         finally:
             type(self).stop_child()
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
         if result["exit"]:  # the replay itself failed (bad options, refused target...): a Locust failure too
             fire(request_type="rmqsniff", name="replay share", response_time=(time.perf_counter() - t0) * 1000,
                  response_length=0, exception=ReplayError(result.get("error") or f"replay exited {result['exit']}"),

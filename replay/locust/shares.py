@@ -67,7 +67,7 @@ def share_units(plan: Plan, copies: int, index: int, n: int) -> list[Unit]:
     """The units of share ``index`` of ``n``, in plan order."""
     us = units(plan, copies)
     owner = assign([len(plan.sessions[si].steps) for si, _ in us], n)
-    return [u for u, k in zip(us, owner) if k == index]
+    return [u for u, k in zip(us, owner, strict=True) if k == index]
 
 
 def share_count(total: int | None, index: int, n: int) -> int | None:

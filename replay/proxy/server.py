@@ -15,8 +15,18 @@ from rmqsniff.model import ANSWERED, ONEWAY, ORPHAN, Connection, Exchange, Messa
 from rmqsniff.pairing import Lite, PairingSink, command_of
 from rmqsniff.stats import Stats
 
-from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, ConfigError, Endpoint, Mapping, ProxyConfig, \
-    endpoint_text, parse_endpoint
+from .config import (
+    BROKER,
+    GRPC,
+    NAMESRV,
+    TRANSPARENT,
+    ConfigError,
+    Endpoint,
+    Mapping,
+    ProxyConfig,
+    endpoint_text,
+    parse_endpoint,
+)
 from .recorder import Recorder
 from .session import Session
 from .transparent import allow_tproxy

@@ -6,6 +6,7 @@ failure when the upstream is down or dies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from typing import TYPE_CHECKING
@@ -121,10 +122,8 @@ class Leg(asyncio.Protocol):
     def hold(self, why: str) -> None:
         """Stop reading this leg (for ``why``)."""
         if not self.holds and self.transport is not None and not self.lost:
-            try:
+            with contextlib.suppress(RuntimeError):  # closing
                 self.transport.pause_reading()
-            except RuntimeError:  # closing
-                pass
         self.holds.add(why)
 
     def release(self, why: str) -> None:
@@ -423,10 +422,8 @@ class Session:
         """The client is done sending: let the upstream finish answering, then close."""
         t = self.uleg.transport
         if t is not None and not self.uleg.lost and t.can_write_eof():
-            try:
+            with contextlib.suppress(OSError, RuntimeError):
                 t.write_eof()
-            except (OSError, RuntimeError):
-                pass
         self._deadline(self.proxy.config.drain_timeout)
 
     def _deadline(self, seconds: float) -> None:

@@ -259,11 +259,10 @@ class Cluster:
 
     def _spawn(self, component: str) -> None:
         d = self.dir(component)
-        out = open(d / "stdout.log", "ab")
-        proc = subprocess.Popen(self._cmd(component), cwd=d, env=self._env(), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        out.close()
+        with open(d / "stdout.log", "ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(self._cmd(component), cwd=d, env=self._env(), stdout=out,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
         self._procs[component] = proc
         self.pids[component] = proc.pid
 

@@ -114,11 +114,21 @@ def unexplained_statuses(res) -> list[str]:
 
 def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
     """Every difference between the decoded capture and the client's ground truth."""
-    from dissectors.remoting.bodies import decode_body
-
     res = res or analyze_capture(pcap)
     p: list[str] = []
     topic = truth["topic"]
+    send_code = truth.get("send_request_code", SEND_V2)
+    _check_counts(p, res, truth, send_code)
+    _check_serialization(p, res, truth, topic)
+    batch_uniq = _check_sends(p, res, truth, topic, send_code)
+    if "checks" in truth:
+        _check_transactions(p, res, truth)
+    _check_pulled(p, res, truth, topic, batch_uniq)
+    return p
+
+
+def _check_counts(p: list[str], res, truth: dict[str, Any], send_code: int) -> None:
+    """Decoder errors, unexplained statuses and the request counts per operation."""
     counts = truth.get("counts", {})
     snap = res.stats.snapshot()
     c = snap["counters"]
@@ -136,7 +146,6 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
 
     # ---- counts per operation
     singles = sum(counts.get(k, 0) for k in SINGLE_SEND_COUNTS)
-    send_code = truth.get("send_request_code", SEND_V2)
     for code, counter in SEND_COUNTERS.items():
         want = singles if code == send_code else 0
         if c.get(counter, 0) != want:
@@ -152,7 +161,9 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
             p.append(f"CHECK_TRANSACTION_STATE requests {code_count(CHECK_TX)} != "
                      f"{counts.get('check_transaction_state', 0)}")
 
-    # ---- header serialization of the scenario client's own requests
+
+def _check_serialization(p: list[str], res, truth: dict[str, Any], topic: str) -> None:
+    """Header serialization (and language / version) of the scenario client's own requests."""
     want_ser = 1 if truth.get("serialize_type", "JSON").upper() == "ROCKETMQ" else 0
     want_lang = (truth.get("client_language"), truth.get("client_version_code"))
     for e in res.exchanges:
@@ -165,105 +176,116 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
                 p.append(f"request code {e.code} language/version {(rc.language, rc.version)} != {want_lang}")
                 break
 
-    # ---- sends: ids, queues, offsets, digests
+
+def _check_sends(p: list[str], res, truth: dict[str, Any], topic: str, send_code: int) -> list[str]:
+    """Sends: ids, queues, offsets, digests; the UNIQ_KEYs the batch sends were answered with."""
     sent = truth["sent"]
     by_id = {s["msg_id"]: s for s in sent if s["kind"] != "batch"}
+    members = [s for s in sent if s["kind"] == "batch"]
     seen: dict[str, Any] = {}
     batch_uniq: list[str] = []
     for e in res.exchanges:
         if e.request is None or _topic(e.request.command) != topic:
             continue
-        req = e.request.command
         if e.code in SEND_COUNTERS:
             if e.code != send_code:
                 p.append(f"send with request code {e.code}, the client uses {send_code}")
-            props = _props(req)
+            props = _props(e.request.command)
             uk = props.get("UNIQ_KEY")
             seen[uk] = e
             s = by_id.get(uk)
             if s is None:
                 p.append(f"send of unknown UNIQ_KEY {uk}")
                 continue
-            body = decode_body(req)
-            if body.errors or sha(body.value) != s["body_sha256"]:
-                p.append(f"send body of {uk} differs from the client's ({body.errors})")
-            if props.get("TAGS") != s["tags"] or props.get("KEYS") != s["keys"]:
-                p.append(f"send {uk}: tags/keys {props.get('TAGS')}/{props.get('KEYS')} != {s['tags']}/{s['keys']}")
-            for k, v in s.get("user_properties", {}).items():
-                # "__transactionId__" is added to the Message object by the client after the send
-                if not k.startswith("__") and props.get(k) != v:
-                    p.append(f"send {uk}: property {k}={props.get(k)!r} != {v!r}")
-            if s["kind"] == "oneway":
-                want_status = "oneway" if truth.get("oneway_flag", True) else "answered"
-                if e.status != want_status:
-                    p.append(f"send {uk} was sent oneway but is {e.status} in the capture, not {want_status}")
-                continue
-            rext = (e.response.command.ext or {}) if e.response else {}
-            # a TransactionSendResult carries no offset msg id, so only queue and offset are compared
-            got = (rext.get("msgId") if s.get("offset_msg_id") else None, rext.get("queueId"), rext.get("queueOffset"))
-            want = (s.get("offset_msg_id"), str(s["queue_id"]), str(s["queue_offset"]))
-            if got != want:
-                p.append(f"send {uk}: response (msgId, queueId, queueOffset) {got} != client {want}")
+            _check_send(p, e, s, props, uk, truth)
         elif e.code == SEND_BATCH:
-            bv = decode_body(req)
-            members = [s for s in sent if s["kind"] == "batch"]
-            if bv.kind != "batch" or bv.errors:
-                p.append(f"batch body not decoded: {bv.kind} {bv.errors}")
-                continue
-            if [m.unique_key for m in bv.value] != [s["msg_id"] for s in members]:
-                p.append("batch member UNIQ_KEYs differ from the client's")
-            if [sha(m.body) for m in bv.value] != [s["body_sha256"] for s in members]:
-                p.append("batch member bodies differ from the client's")
-            rext = (e.response.command.ext or {}) if e.response else {}
-            if (rext.get("msgId") or "").split(",") != [s["offset_msg_id"] for s in members]:
-                p.append(f"batch response msgId {rext.get('msgId')} != client offset ids")
-            if members and rext.get("queueOffset") != str(members[0]["queue_offset"]):
-                p.append(f"batch queueOffset {rext.get('queueOffset')} != {members[0]['queue_offset']}")
-            batch_uniq.append(rext.get("transactionId", ""))
+            uniq = _check_batch(p, e, members)
+            if uniq is not None:
+                batch_uniq.append(uniq)
     missing = set(by_id) - set(seen)
     if missing:
         p.append(f"{len(missing)} client sends not in the capture: {sorted(missing)[:3]}")
+    return batch_uniq
 
-    # ---- transaction: check-back and end-transaction states
-    if "checks" in truth:
-        checked = Counter()
-        states = Counter()
-        for e in res.exchanges:
-            if e.code == CHECK_TX and e.request is not None:
-                v = decode_body(e.request.command)
-                for m in v.value if v.kind == "messages" else []:
-                    checked[m.unique_key] += 1
-            if e.code == END_TX and e.request is not None:
-                ext = e.request.command.ext or {}
-                states[(ext.get("msgId"), ext.get("commitOrRollback"), ext.get("fromTransactionCheck"))] += 1
-        if dict(checked) != truth["checks"]:
-            p.append(f"check-backs in capture {dict(checked)} != client {truth['checks']}")
-        for s in sent:
-            want = (s["msg_id"], COMMIT_OR_ROLLBACK[s["planned_state"]], "false")
-            if states[want] != 1:
-                p.append(f"END_TRANSACTION {want} seen {states[want]} times")
-        answers = truth.get("check_answers") or {f"{uk} COMMIT_MESSAGE": n for uk, n in truth["checks"].items()}
-        for key, n in answers.items():
-            uk, answer = key.split()
-            want = (uk, COMMIT_OR_ROLLBACK[answer], "true")
-            if states[want] != n:
-                p.append(f"END_TRANSACTION {want} (answer to a check-back) seen {states[want]} times, not {n}")
 
-    # ---- pulled / popped messages: ids and digests
-    pulled: dict[tuple, str] = {}
+def _check_send(p: list[str], e, s: dict[str, Any], props: dict[str, str], uk: str, truth: dict[str, Any]) -> None:
+    """One single-message send against the client's record ``s`` of it."""
+    from dissectors.remoting.bodies import decode_body
+
+    body = decode_body(e.request.command)
+    if body.errors or sha(body.value) != s["body_sha256"]:
+        p.append(f"send body of {uk} differs from the client's ({body.errors})")
+    if props.get("TAGS") != s["tags"] or props.get("KEYS") != s["keys"]:
+        p.append(f"send {uk}: tags/keys {props.get('TAGS')}/{props.get('KEYS')} != {s['tags']}/{s['keys']}")
+    for k, v in s.get("user_properties", {}).items():
+        # "__transactionId__" is added to the Message object by the client after the send
+        if not k.startswith("__") and props.get(k) != v:
+            p.append(f"send {uk}: property {k}={props.get(k)!r} != {v!r}")
+    if s["kind"] == "oneway":
+        want_status = "oneway" if truth.get("oneway_flag", True) else "answered"
+        if e.status != want_status:
+            p.append(f"send {uk} was sent oneway but is {e.status} in the capture, not {want_status}")
+        return
+    rext = (e.response.command.ext or {}) if e.response else {}
+    # a TransactionSendResult carries no offset msg id, so only queue and offset are compared
+    got = (rext.get("msgId") if s.get("offset_msg_id") else None, rext.get("queueId"), rext.get("queueOffset"))
+    want = (s.get("offset_msg_id"), str(s["queue_id"]), str(s["queue_offset"]))
+    if got != want:
+        p.append(f"send {uk}: response (msgId, queueId, queueOffset) {got} != client {want}")
+
+
+def _check_batch(p: list[str], e, members: list[dict[str, Any]]) -> str | None:
+    """One batch send against the client's batch ``members``; the batch's UNIQ_KEY from the
+    answer (None when the body could not be decoded)."""
+    from dissectors.remoting.bodies import decode_body
+
+    bv = decode_body(e.request.command)
+    if bv.kind != "batch" or bv.errors:
+        p.append(f"batch body not decoded: {bv.kind} {bv.errors}")
+        return None
+    if [m.unique_key for m in bv.value] != [s["msg_id"] for s in members]:
+        p.append("batch member UNIQ_KEYs differ from the client's")
+    if [sha(m.body) for m in bv.value] != [s["body_sha256"] for s in members]:
+        p.append("batch member bodies differ from the client's")
+    rext = (e.response.command.ext or {}) if e.response else {}
+    if (rext.get("msgId") or "").split(",") != [s["offset_msg_id"] for s in members]:
+        p.append(f"batch response msgId {rext.get('msgId')} != client offset ids")
+    if members and rext.get("queueOffset") != str(members[0]["queue_offset"]):
+        p.append(f"batch queueOffset {rext.get('queueOffset')} != {members[0]['queue_offset']}")
+    return rext.get("transactionId", "")
+
+
+def _check_transactions(p: list[str], res, truth: dict[str, Any]) -> None:
+    """Transaction: check-back and end-transaction states."""
+    from dissectors.remoting.bodies import decode_body
+
+    checked: Counter[str] = Counter()
+    states: Counter[tuple[str, str, str]] = Counter()
     for e in res.exchanges:
-        if e.code not in LONG_POLL or e.response is None or e.response.command.code != 0:
-            continue
-        v = decode_body(e.response.command, e.request.command)
-        if v.kind != "messages" or v.errors:
-            p.append(f"{LONG_POLL[e.code]} response not decoded: {v.kind} {v.errors[:3]}")
-            continue
-        for m in v.value:
-            if m.topic != topic:
-                continue
-            if not m.crc_ok:
-                p.append(f"stored message {m.msg_id} has a bad body CRC")
-            pulled[(m.unique_key, m.msg_id)] = sha(m.payload())
+        if e.code == CHECK_TX and e.request is not None:
+            v = decode_body(e.request.command)
+            for m in v.value if v.kind == "messages" else []:
+                checked[m.unique_key] += 1
+        if e.code == END_TX and e.request is not None:
+            ext = e.request.command.ext or {}
+            states[(ext.get("msgId"), ext.get("commitOrRollback"), ext.get("fromTransactionCheck"))] += 1
+    if dict(checked) != truth["checks"]:
+        p.append(f"check-backs in capture {dict(checked)} != client {truth['checks']}")
+    for s in truth["sent"]:
+        want = (s["msg_id"], COMMIT_OR_ROLLBACK[s["planned_state"]], "false")
+        if states[want] != 1:
+            p.append(f"END_TRANSACTION {want} seen {states[want]} times")
+    answers = truth.get("check_answers") or {f"{uk} COMMIT_MESSAGE": n for uk, n in truth["checks"].items()}
+    for key, n in answers.items():
+        uk, answer = key.split()
+        want = (uk, COMMIT_OR_ROLLBACK[answer], "true")
+        if states[want] != n:
+            p.append(f"END_TRANSACTION {want} (answer to a check-back) seen {states[want]} times, not {n}")
+
+
+def _check_pulled(p: list[str], res, truth: dict[str, Any], topic: str, batch_uniq: list[str]) -> None:
+    """Pulled / popped messages: ids and digests against what the consumers received."""
+    pulled = _pulled_digests(p, res, topic)
     received: dict[tuple, str] = {}
     for bucket in truth.get("received", {}).values():
         for r in bucket:
@@ -278,11 +300,31 @@ def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
             p.append(f"pulled body digest of {k} differs")
     # batch members are delivered under the batch's own UNIQ_KEY (the broker appends the batch's
     # properties to every member), not the per-member id the producer's SendResult reported
-    members = {s["offset_msg_id"] for s in sent if s["kind"] == "batch"}
+    members = {s["offset_msg_id"] for s in truth["sent"] if s["kind"] == "batch"}
     for (uk, off) in received:
         if off in members and uk not in batch_uniq:
             p.append(f"batch member {off} delivered as {uk}, not the batch UNIQ_KEY {batch_uniq}")
-    return p
+
+
+def _pulled_digests(p: list[str], res, topic: str) -> dict[tuple, str]:
+    """(UNIQ_KEY, offset msg id) -> body digest of every message of ``topic`` a long poll returned."""
+    from dissectors.remoting.bodies import decode_body
+
+    pulled: dict[tuple, str] = {}
+    for e in res.exchanges:
+        if e.code not in LONG_POLL or e.response is None or e.response.command.code != 0:
+            continue
+        v = decode_body(e.response.command, e.request.command)
+        if v.kind != "messages" or v.errors:
+            p.append(f"{LONG_POLL[e.code]} response not decoded: {v.kind} {v.errors[:3]}")
+            continue
+        for m in v.value:
+            if m.topic != topic:
+                continue
+            if not m.crc_ok:
+                p.append(f"stored message {m.msg_id} has a bad body CRC")
+            pulled[(m.unique_key, m.msg_id)] = sha(m.payload())
+    return pulled
 
 
 def grpc_traffic(pcap: Path, grpc_port: int) -> dict[str, int]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", ".."))
@@ -140,7 +141,7 @@ def render() -> dict[str, str]:
         if bad:
             raise ValueError(f"{m.name} (definition.proto) refers to service.proto's {sorted(bad)}")
 
-    def imports(msgs, extra=()):
+    def imports(msgs: Iterable[descriptor_pb2.DescriptorProto], extra: Iterable[str] = ()) -> list[str]:
         refs = set().union(*(_refs(m) for m in msgs))
         return sorted({_IMPORTS[r] for r in refs if r in _IMPORTS} | set(extra))
 
