@@ -9,11 +9,11 @@ from hyperframe.frame import GoAwayFrame
 
 from dissectors.grpc import GrpcConnection
 from rmqsniff.capwriter import CaptureWriter, TcpSession
-from rmqsniff.protocols.grpc.output import sides as grpc_sides
-from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.model import ANSWERED, ORPHAN, UNANSWERED, Connection
 from rmqsniff.pairing import PairingSink
 from rmqsniff.pipeline import analyze
+from rmqsniff.protocols.grpc.handler import GrpcHandler
+from rmqsniff.protocols.grpc.output import sides as grpc_sides
 from rmqsniff.stats import Stats
 
 from .test_grpc_traffic import (

@@ -9,8 +9,8 @@ Telemetry / NotifyClientTermination, ...) with ``--consumers`` (receipt handles 
 """
 from __future__ import annotations
 
-from rmqsniff.protocols.grpc.classify import topic_of
 from rmqsniff.model import Exchange
+from rmqsniff.protocols.grpc.classify import topic_of
 
 PRODUCER_METHODS = frozenset({"QueryRoute", "SendMessage", "EndTransaction", "RecallMessage"})
 MAYBE_PRODUCER = frozenset({"Heartbeat", "Telemetry", "NotifyClientTermination"})

@@ -128,7 +128,7 @@ class Protocol:
 
     def pending_kind(self, code: int) -> str | None:
         """Which proxy ``*_pending`` gauge a request of ``code`` waiting for its upstream counts in."""
-        return _PENDING_OF.get(self.classifier.envoy_counter.get(code, ""))  # type: ignore[arg-type]
+        return _PENDING_OF.get(self.classifier.envoy_counter.get(code, ""))
 
     # -- replay -----------------------------------------------------------------------
     @property

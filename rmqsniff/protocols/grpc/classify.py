@@ -44,7 +44,7 @@ _POLLING = frozenset({_B["ReceiveMessage"].code, _B["PullMessage"].code})
 
 def classify(request_code: int | None, response_code: int) -> str:
     """success / no_message / error for a gRPC call (codes as in the module docstring)."""
-    if response_code == OK or response_code == GRPC_OK_NO_STATUS:
+    if response_code in (OK, GRPC_OK_NO_STATUS):
         return "success"
     if response_code == MESSAGE_NOT_FOUND and (request_code is None or request_code in _POLLING):
         return "no_message"

@@ -17,7 +17,7 @@ _cache: list[Any] = [None, None]  # [exchange, carried(exchange)]
 def _carried(ex: Exchange) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     if _cache[0] is not ex:
         _cache[0], _cache[1] = ex, carried(ex)
-    return _cache[1]  # type: ignore[no-any-return]
+    return _cache[1]
 
 
 def _stream_id(ex: Exchange) -> int | None:

@@ -27,7 +27,6 @@ from dissectors.grpc.connection import (
 from ...model import ANSWERED, ORPHAN, UNANSWERED, Connection, Exchange, Message
 from ...pairing import PairingSink
 
-
 MAX_SETUP_PACKETS = 64  # connection-level frames' packets kept per connection (SETTINGS come first)
 
 

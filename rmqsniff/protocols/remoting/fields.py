@@ -27,7 +27,7 @@ def carried_ids(ex: Exchange) -> tuple[tuple[str, ...], tuple[str, ...], tuple[s
     """(tags, keys, message ids) of the messages an exchange carries or names (cached for
     the last exchange asked about, since one filter may ask three times)."""
     if _carried_cache[0] is ex:
-        return _carried_cache[1]  # type: ignore[no-any-return]
+        return _carried_cache[1]
     tags: list[str] = []
     keys: list[str] = []
     ids: list[str] = []
