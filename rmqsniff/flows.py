@@ -1,4 +1,4 @@
-"""The flow table: TCP segments in, decoded frames to pairing, exchanges out.
+"""The flow table: TCP segments in, each connection's bytes to its protocol's handler.
 
 This is the streaming core shared by capture files and the live tap.  Memory
 grows with open flows and in-flight requests, never with capture size: closed
@@ -8,9 +8,12 @@ flows are released at once, idle flows can be expired, and the table is capped
 Roles: the SYN decides who is the client; without a SYN, a well-known RocketMQ
 server port (or ``--port``) does; failing that, the first decoded frame does
 (a side that sends responses is the server) and, before any frame, the higher
-port is taken as the client's.  RocketMQ remoting is recognised on any port by
-frame plausibility; flows that turn out not to be remoting (TLS, HTTP/2 gRPC,
-anything else) are counted and set aside rather than reported as errors.
+port is taken as the client's.  Protocols are recognised from a connection's first
+bytes (:func:`rmqsniff.protocols.recognise`), a well-known port or ``--port``; RocketMQ
+remoting on any other port by frame plausibility.  Flows that turn out to be neither
+(TLS, anything else) are counted and set aside rather than reported as errors.  The
+flow table only reassembles TCP: decoding, pairing and their fast lanes live in each
+protocol's handler (:mod:`rmqsniff.protocols`).
 """
 from __future__ import annotations
 
@@ -21,11 +24,8 @@ from typing import Any
 
 from collections.abc import Mapping
 
-from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
-from dissectors.remoting.headers import topic_group_in
-
-from .model import ANSWERED, Connection, Message
-from .pairing import MAX_PENDING_PER_CONNECTION, Pairing, PairingSink
+from .model import Connection
+from .pairing import PairingSink
 from .protocols import REMOTING as REMOTING_PROTOCOL
 from .protocols import Protocol, by_port, protocol_named, recognise
 from .sources.link import DLT_EN10MB, ETH_IP4_TCP_ACK, ETH_IP4_TCP_NOACK, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
@@ -49,32 +49,42 @@ MAX_FLOWS = 32_768  # ~2.8 KB each when they hold a pending request: about 100 M
 GAP_TIMEOUT = 2.0  # seconds (capture time) out-of-order bytes wait for a missing segment
 
 # flow kinds
-REMOTING = "remoting"  # decoded by the remoting lane below
-HANDLER = "handler"  # decoded by its protocol's connection handler (gRPC)
-CANDIDATE = "candidate"  # unknown port, not yet recognised
+DECODING = "decoding"  # a known protocol: its handler decodes the flow (from its first bytes on)
+CANDIDATE = "candidate"  # unknown port, not yet recognised: remoting frames are looked for
 OTHER = "other"  # set aside: TLS, unrecognised
 
 
 class Flow:
-    """One TCP connection being decoded."""
+    """One TCP connection being decoded; it is its handler's owner (recognition, roles, problems)."""
 
-    __slots__ = ("conn", "c2s", "s2c", "pairing", "kind", "why", "last_ts", "held_errors", "probe_bytes", "key",
-                 "handler")
+    __slots__ = ("conn", "c2s", "s2c", "kind", "why", "last_ts", "probe_bytes", "key", "handler", "table")
 
     def __init__(self, conn: Connection, table: FlowTable, kind: str, key: tuple) -> None:
         self.conn = conn
         self.key = key
+        self.table = table
         self.c2s = HalfStream(True, table)
         self.s2c = HalfStream(False, table)
         self.c2s.flow = self.s2c.flow = self
         self.c2s.peer, self.s2c.peer = self.s2c, self.c2s
-        self.pairing = Pairing(conn, table.sink)
         self.kind = kind
         self.why = ""
         self.last_ts = conn.first_ts
-        self.held_errors: list[tuple[bool, str]] = []  # (is_request, reason) until recognised
         self.probe_bytes = 0
-        self.handler = None  # a protocol handler for non-remoting flows (gRPC)
+        self.handler: Any = None  # the protocol's connection handler, from the first bytes on
+
+    # -- what the handler tells its owner
+    def recognised(self, how: str) -> None:
+        self.kind = DECODING
+        self.conn.recognised_by = how
+
+    def swap_roles(self) -> None:
+        self.table._swap(self)
+
+    def problem(self, text: str) -> None:
+        errors = self.table.errors
+        if len(errors) < 1000:
+            errors.append(text)
 
 
 class FlowTable:
@@ -131,41 +141,22 @@ class FlowTable:
 
     def lost(self, half: HalfStream, nbytes: int) -> None:
         half.pos += nbytes
-        flow = half.flow
-        if flow.handler is not None:
-            flow.handler.lost(half.from_client, nbytes)
-            return
-        dec = half.decoder
-        if dec is not None:
-            self._events(flow, half, dec.gap(nbytes), 0.0, 0.0)
+        h = half.flow.handler
+        if h is not None:
+            h.lost(half.from_client, nbytes)
 
     def deliver(self, half: HalfStream, data: bytes, ts: float) -> None:
         flow = half.flow
-        if flow.kind is OTHER:
-            return
-        if flow.handler is not None:
-            start = half.pos
-            half.pos = start + len(data)
-            if half.track is not None:
-                half.track.append((start, half.pos, self.packet_no))
-            flow.handler.data(half.from_client, data, ts)
-            return
-        dec = half.decoder
-        if dec is None:
-            if not self._classify(flow, half, data, ts):
+        h = flow.handler
+        if h is None:
+            if flow.kind is OTHER or not self._classify(flow, half, data):
                 return
-            dec = half.decoder
+            h = flow.handler
         start = half.pos
         half.pos = start + len(data)
         if half.track is not None:
-            half.track.append((start, start + len(data), self.packet_no))
-        prev = dec.buffered
-        events = dec.feed(data)
-        if events:
-            self._events(flow, half, events, ts, start)
-        buffered = dec.buffered
-        if buffered and (buffered <= len(data) or not prev):
-            half.partial_ts = ts
+            half.track.append((start, half.pos, self.packet_no))
+        h.data(half.from_client, data, ts)
         if flow.kind is CANDIDATE:
             flow.probe_bytes += len(data)
             if flow.probe_bytes > PROBE_LIMIT:
@@ -177,11 +168,13 @@ class FlowTable:
         """Feed one TCP segment."""
         entry = self._by_key.get((src, sport, dst, dport))
         if entry is not None and not flags & 0x07:
-            # Fast path: data in order on a remoting flow with nothing held back.
+            # Fast path: data in order on a decoding flow with nothing held back (the handler
+            # has its own fast lane for a segment that is one whole frame).
             flow, half = entry
-            if payload and half.next_seq == seq and not half.ooo and flow.kind is REMOTING \
-                    and half.track is None and half.decoder is not None:
-                other = flow.s2c if half is flow.c2s else flow.c2s
+            h = flow.handler
+            if payload and half.next_seq == seq and not half.ooo and h is not None and half.track is None \
+                    and flow.kind is DECODING:
+                other = half.peer
                 if other.ooo:
                     self._acked(other, ack, ts)
                 n = len(payload)
@@ -189,23 +182,8 @@ class FlowTable:
                 if ts - flow.last_ts > 1.0:
                     self._flows.move_to_end(flow.conn.id)
                 flow.last_ts = ts
-                dec = half.decoder
-                start = half.pos
-                half.pos = start + n
-                cmd = dec.feed_one(payload)
-                if cmd is not None:  # the usual segment: exactly one whole frame
-                    if flow.conn.role_source == "guess":
-                        self._events(flow, half, [Frame(cmd, start, n)], ts, start)
-                    else:
-                        flow.pairing.frame(Message(ts, cmd, half.from_client, start, n))
-                    return
-                prev = dec.buffered
-                events = dec.feed(payload)
-                if events:
-                    self._events(flow, half, events, ts, start)
-                buffered = dec.buffered
-                if buffered and (buffered <= n or not prev):
-                    half.partial_ts = ts
+                half.pos += n
+                h.data(half.from_client, payload, ts)
                 return
         if not payload and not flags & 0x07:  # pure ACK: only news about lost bytes
             if entry is not None:
@@ -270,12 +248,10 @@ class FlowTable:
         acked = self._acked
         unpack = ETH_IP4_TCP_NOACK
         segment = tcp_segment
-        remoting = REMOTING
+        remoting = "remoting"  # the protocol of the lanes' stats events
         ethernet = DLT_EN10MB
         apply = self.stats.apply
-        topic_group = topic_group_in
         events: list = []
-        push = events.append
         nbytes = 0
         peeked = 0
         for buf, linktype, recs in batches:
@@ -306,56 +282,22 @@ class FlowTable:
                             entry = by_raw.get(buf[s + 26:s + 38])
                             if entry is not None:
                                 flow, half = entry
-                                dec = half.lane
-                                if dec is None and flow.kind is remoting and half.track is None \
-                                        and half.decoder is not None and flow.conn.role_source != "guess":
-                                    # once a remoting flow with known roles, always one
-                                    dec = half.lane = half.decoder
-                                if dec is not None and half.next_seq == seq and not half.ooo:
-                                    r = dec.peek_one(buf, t, n)
-                                    if r is not None:
+                                h = flow.handler
+                                if h is not None and h.lane_ok and half.next_seq == seq and not half.ooo:
+                                    other = half.peer
+                                    if other.ooo:
+                                        if events:
+                                            apply(remoting, events)
+                                            events.clear()
+                                        acked(other, _U32(buf, s + ETH_IP4_TCP_ACK)[0], ts)
+                                    if h.lane(buf, t, n, ts, half.from_client, events, apply):
                                         nbytes += n
                                         peeked += 1
-                                        other = half.peer
-                                        if other.ooo:
-                                            if events:
-                                                apply(remoting, events)
-                                                events.clear()
-                                            acked(other, _U32(buf, s + ETH_IP4_TCP_ACK)[0], ts)
                                         half.next_seq = (seq + n) & 0xFFFFFFFF
                                         if ts - flow.last_ts > 1.0:
                                             flows.move_to_end(flow.conn.id)
                                         flow.last_ts = ts
-                                        start = half.pos
-                                        half.pos = start + n
-                                        code, flag, opaque, ext = r
-                                        pairing = flow.pairing
-                                        from_client = half.from_client
-                                        if flag & 1:  # the answer to a pending peeked request
-                                            pend = pairing.pending_s if from_client else pairing.pending_c
-                                            q = pend.get(opaque)
-                                            if type(q) is tuple:
-                                                del pend[opaque]
-                                                conn = flow.conn
-                                                rcode = q[1]
-                                                topic, group = topic_group(rcode, q[2], q[4])
-                                                push((rcode, False, code, ANSWERED, ts - q[0], q[5] + n,
-                                                      topic, group, conn.client[0], conn.server))
-                                                if len(events) >= 4096:
-                                                    apply(remoting, events)
-                                                    events.clear()
-                                                continue
-                                        elif not flag & 2:  # a request with a fresh opaque
-                                            pend = pairing.pending_c if from_client else pairing.pending_s
-                                            if opaque not in pend and len(pend) < MAX_PENDING_PER_CONNECTION:
-                                                pend[opaque] = (ts, code, flag, opaque, ext, n, start, from_client,
-                                                                None)
-                                                push(code)
-                                                continue
-                                        if events:  # orphans, one-way, duplicates, general-path requests
-                                            apply(remoting, events)
-                                            events.clear()
-                                        pairing.lite(ts, code, flag, opaque, ext, n, start, from_client)
+                                        half.pos += n
                                         continue
                 if events:
                     apply(remoting, events)
@@ -393,9 +335,9 @@ class FlowTable:
         if proto is None and sp not in self.forced_ports:
             proto, recognised = by_port(sp), "port"
         if proto is not None and proto is not REMOTING_PROTOCOL:
-            kind = HANDLER
+            kind = DECODING
         elif self.only_ports or sp in self.server_ports:
-            kind, recognised = REMOTING, "forced" if sp in self.forced_ports else "port"
+            kind, recognised = DECODING, "forced" if sp in self.forced_ports else "port"
         else:
             kind, recognised = CANDIDATE, ""
         conn = Connection(self._next_id, client, server, ts, how, recognised_by=recognised)
@@ -414,8 +356,7 @@ class FlowTable:
             self._by_raw[_raw_key(key_s)] = self._by_key[key_s]
         self._flows[conn.id] = flow
         self.stats.tcp("flows", 1)
-        if kind is HANDLER:
-            assert proto is not None
+        if proto is not None and proto is not REMOTING_PROTOCOL:  # known by its port: decoded from the start
             self._handler(flow, proto, recognised, mid_stream=how != "syn")
         if len(self._flows) > self.max_flows:
             _, oldest = next(iter(self._flows.items()))
@@ -444,94 +385,50 @@ class FlowTable:
         conn.client, conn.server = conn.server, conn.client
         flow.c2s, flow.s2c = flow.s2c, flow.c2s
         flow.c2s.from_client, flow.s2c.from_client = True, False
-        p = flow.pairing
-        p.pending_c, p.pending_s = p.pending_s, p.pending_c
+        if flow.handler is not None:
+            flow.handler.swap()
         k = flow.key
         flow.key = (k[2], k[3], k[0], k[1])
 
     # -- protocol recognition ---------------------------------------------------
-    def _classify(self, flow: Flow, half: HalfStream, data: bytes, ts: float) -> bool:
-        """First bytes of a direction: hand the flow to the protocol they show, set it aside,
-        or start the remoting lane."""
-        forced = self.port_protocols.get(flow.conn.server[1])
-        if forced is None:
+    def _classify(self, flow: Flow, half: HalfStream, data: bytes) -> bool:
+        """First bytes of a direction: hand the flow to the protocol they show (remoting unless
+        another protocol recognises them), or set it aside; True when it has a handler."""
+        conn = flow.conn
+        proto = self.port_protocols.get(conn.server[1])
+        how = conn.recognised_by
+        if proto is None:
             hit = recognise(data, half.from_client)
-            if hit is None and flow.conn.role_source == "guess":
+            if hit is None and conn.role_source == "guess":
                 hit = recognise(data, not half.from_client)  # roles were a guess: the bytes say
                 if hit is not None:
                     self._swap(flow)
-                    flow.conn.role_source = "flags"
+                    conn.role_source = "flags"
             if hit is not None:
                 proto, how = hit
-                if self._handler(flow, proto, how, mid_stream=not half.syn_seen):
-                    self.deliver(half, data, ts)
-                return False
-            if data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
+                flow.kind = DECODING
+            elif data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
                 self._set_aside(flow, "TLS: encrypted, cannot be decoded")
                 return False
-        for h in (flow.c2s, flow.s2c):
-            if h.decoder is None:
-                h.decoder = StreamDecoder(
-                    max_frame=self.max_frame,
-                    start_in_resync=not h.syn_seen or flow.kind is CANDIDATE,
-                )
+            else:
+                proto = REMOTING_PROTOCOL
+        self._handler(flow, proto, how, mid_stream=(not flow.c2s.syn_seen, not flow.s2c.syn_seen))
         return True
 
-    def _handler(self, flow: Flow, proto: Protocol, how: str, mid_stream: bool) -> bool:
+    def _handler(self, flow: Flow, proto: Protocol, how: str, mid_stream: bool | tuple[bool, bool]) -> None:
         """Hand the flow to ``proto``'s connection handler."""
-        flow.kind = HANDLER
         flow.conn.recognised_by = how
-        flow.handler = h = proto.handler(flow.conn, self.sink, self.stats, mid_stream)
+        flow.handler = h = proto.handler(flow.conn, self.sink, self.stats, mid_stream, owner=flow,
+                                         candidate=flow.kind is CANDIDATE, max_frame=self.max_frame)
         if self.track_packets:
             h.track(lambda fc, start, end: (flow.c2s if fc else flow.s2c).packets_for(start, end))
-        return True
 
     def _set_aside(self, flow: Flow, why: str) -> None:
         flow.kind = OTHER
         flow.why = why
-        flow.held_errors.clear()
+        flow.handler = None  # nothing was decoded: nothing to report at the end
         self.other_flows[why] = self.other_flows.get(why, 0) + 1
         self.stats.tcp("flows_other", 1)
-
-    # -- decoder events ----------------------------------------------------------
-    def _events(self, flow: Flow, half: HalfStream, events: list, ts: float, start: int) -> None:
-        from_client = half.from_client
-        for ev in events:
-            if type(ev) is Frame:
-                cmd = ev.command
-                if flow.kind is not REMOTING:
-                    if flow.kind is OTHER:
-                        return
-                    flow.kind = REMOTING  # recognised on a non-standard port
-                    flow.conn.recognised_by = "frames"
-                    for is_req, reason in flow.held_errors:
-                        self.stats.decoding_error(is_req, reason, flow.conn)
-                    flow.held_errors.clear()
-                if flow.conn.role_source == "guess":
-                    # a response comes from the server; a request normally from the client
-                    flow.conn.role_source = "flags"
-                    if bool(cmd.flag & 1) == from_client:
-                        self._swap(flow)
-                        from_client = half.from_client
-                is_resp = cmd.flag & 1
-                msg = Message(ts if (is_resp or ev.offset >= start or not half.partial_ts) else half.partial_ts,
-                              cmd, from_client, ev.offset, ev.length)
-                if half.track is not None:
-                    msg.packets = half.packets_for(ev.offset, ev.offset + ev.length)
-                flow.pairing.frame(msg)
-            elif type(ev) is DecodeError:
-                # stats group by the bare reason; the error list says where
-                if flow.kind is REMOTING:
-                    self.stats.decoding_error(from_client, ev.reason, flow.conn)
-                    if len(self.errors) < 1000:
-                        hint = " (raise --max-frame if such frames are expected)" \
-                            if "exceeds maximum" in ev.reason else ""
-                        self.errors.append(f"{flow.conn.label} stream offset {ev.offset}: {ev.reason}{hint}")
-                elif flow.kind is CANDIDATE and len(flow.held_errors) < 100:
-                    flow.held_errors.append((from_client, ev.reason))
-            elif type(ev) is Resync:
-                if flow.kind is REMOTING:
-                    self.stats.tcp("resync", 1)
 
     # -- end of flows ------------------------------------------------------------
     def _close(self, flow: Flow, why: str) -> None:
@@ -539,14 +436,9 @@ class FlowTable:
             self._set_aside(flow, "not recognised as RocketMQ remoting (use --port to force)")
         for half in (flow.c2s, flow.s2c):
             half.flush()
-            if half.decoder is not None:
-                evs = half.decoder.close()
-                if evs:
-                    self._events(flow, half, evs, flow.last_ts, half.pos)
         if flow.handler is not None:
-            flow.handler.close()
+            flow.handler.close(flow.last_ts)
             flow.handler = None
-        flow.pairing.close()
         k = flow.key
         r = (k[2], k[3], k[0], k[1])
         self._by_key.pop(k, None)

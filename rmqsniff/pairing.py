@@ -39,6 +39,20 @@ def command_of(r: Lite) -> RemotingCommand:
     return RemotingCommand(r[1], r[2], r[3], ext=r[4])
 
 
+def lite_message(r: Lite) -> Message:
+    """The message of a peeked frame."""
+    return Message(r[0], command_of(r), r[7], r[6], r[5])
+
+
+def lite_exchange(conn: Connection, index: int, request: Lite | None, response: Lite | None,
+                  protocol: str = "remoting") -> Exchange:
+    """The exchange of peeked frames that ``Pairing.lite`` completed and handed to ``keep``:
+    answered, one-way (no response) or orphan (no request)."""
+    status = ANSWERED if request is not None and response is not None else (ONEWAY if response is None else ORPHAN)
+    return Exchange(index, conn, protocol, status, lite_message(request) if request is not None else None,
+                    lite_message(response) if response is not None else None)
+
+
 class Pairing:
     """Pending requests of one connection, both directions."""
 
@@ -103,8 +117,7 @@ class Pairing:
     def _exchange(self, r: Lite) -> Exchange:
         """The exchange of a pending peeked request: its command decoded from the kept
         frame, else made of the peeked fields (stats-only runs, where nobody reads it)."""
-        return Exchange(self.sink.next_index(), self.conn, self.protocol, UNANSWERED,
-                        Message(r[0], command_of(r), r[7], r[6], r[5]))
+        return Exchange(self.sink.next_index(), self.conn, self.protocol, UNANSWERED, lite_message(r))
 
     def lite(self, ts: float, code: int, flag: int, opaque: int, ext: dict[str, str] | None, size: int,
              offset: int, from_client: bool, raw: bytes | None = None) -> None:

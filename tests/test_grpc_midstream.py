@@ -106,7 +106,9 @@ def test_gap_inside_a_frame_keeps_frame_sync_and_later_calls_decode():
     got = [ex.request.command.messages[0].message.messages[0].system_properties.message_id
            for ex in sends if ex.request.command.messages and ex.request.command.messages[0].message]
     assert len(got) >= 36 and got[-10:] == truth["sent"][-10:]
-    assert st.snapshot()["transport"]["gap"] == 1
+    # the TCP layer counts gaps (tcp.HalfStream), for every protocol; a handler fed a gap directly
+    # counts none (it used to count one more, so every gRPC gap in a capture counted twice)
+    assert st.snapshot()["transport"]["gap"] == 0
 
 
 def test_frame_reader_finds_frames_after_junk():

@@ -17,10 +17,11 @@ import struct
 from dataclasses import dataclass
 
 from dissectors.remoting import codes, encode, fastjson
-from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder
+from dissectors.remoting.codec import Frame
 from dissectors.remoting.command import FLAG_RESPONSE, RemotingCommand
 from rmqsniff.model import Connection, Message
 from rmqsniff.pairing import Pairing, command_of
+from rmqsniff.protocols.remoting.handler import RemotingHandler
 
 ROUTE_CODES = frozenset({codes.GET_ROUTEINFO_BY_TOPIC, codes.GET_BROKER_CLUSTER_INFO})
 _PREFIX = struct.Struct(">iI")
@@ -79,17 +80,6 @@ def error_answer(request: RemotingCommand, remark: str) -> RemotingCommand:
                            version=request.version, remark=remark, serialize=request.serialize)
 
 
-class _Half:
-    """One direction: the stream decoder and when its partial frame began (as in flows)."""
-
-    __slots__ = ("dec", "partial_ts", "from_client")
-
-    def __init__(self, from_client: bool, max_frame: int) -> None:
-        self.dec = StreamDecoder(max_frame=max_frame)
-        self.partial_ts = 0.0
-        self.from_client = from_client
-
-
 class RemotingTap:
     """Decoding, rewriting and failure answers for one proxied remoting connection."""
 
@@ -99,9 +89,12 @@ class RemotingTap:
                  framed: bool = False, max_frame: int = 16 * 1024 * 1024) -> None:
         self.conn = conn
         self.stats = stats
-        self.pairing = Pairing(conn, sink)
-        self.c2s = _Half(True, max_frame)
-        self.s2c = _Half(False, max_frame)
+        # decoding and pairing: the one remoting handler (its peek lane for whole frames)
+        self.handler = RemotingHandler(conn, sink, stats, max_frame=max_frame)
+        self._srv = self.handler.dec[False]  # the server direction's decoder (framing questions)
+        self._frames: list | None = None  # decoded server frames, while from_server wants them
+        if rewrite_routes:
+            self.handler.watch(self._on_frame)
         self.rewrite = rewrite_routes
         self.framed = framed or rewrite_routes  # a rewriting link is always framed
         self.deferred = False  # decoding lags forwarding (never with rewrite_routes)
@@ -112,22 +105,26 @@ class RemotingTap:
         # exchange built) once the session reports to the proxy's sink directly
         self.lite = False
 
+    @property
+    def pairing(self) -> Pairing:
+        return self.handler.pairing
+
     # -- bytes in ------------------------------------------------------------------
     def from_client(self, data: bytes, ts: float) -> None:
         """Client bytes (forwarded unchanged by the caller)."""
-        self._feed(self.c2s, data, ts)
+        self._feed(True, data, ts)
 
     def from_server(self, data: bytes, ts: float) -> list[bytes | RouteAnswer]:
         """Server bytes; returns what to send to the client, in order."""
         if not self.framed or self._passthrough:
-            self._feed(self.s2c, data, ts)
+            self._feed(False, data, ts)
             return [data]
         held = self._held
-        base = self.s2c.dec.offset - len(held)  # stream offset of held[0]
+        base = self._srv.offset - len(held)  # stream offset of held[0]
         held += data
         out: list[bytes | RouteAnswer] = []
         pos = 0  # released up to held[pos]
-        for fr, req_code in self._feed(self.s2c, data, ts, want_frames=True):
+        for fr, req_code in self._feed(False, data, ts, want_frames=True):
             if self.rewrite and req_code in ROUTE_CODES and fr.command.code == 0 and fr.command.body:
                 addrs = broker_addrs(fr.command.body)
                 if addrs:
@@ -136,7 +133,7 @@ class RemotingTap:
                         out.append(bytes(held[pos:start]))
                     out.append(RouteAnswer(bytes(held[start:start + fr.length]), addrs))
                     pos = start + fr.length
-        dec = self.s2c.dec
+        dec = self._srv
         if dec.in_resync:  # not remoting after all: forward everything from now on
             self._passthrough = True
             end = len(held)
@@ -160,14 +157,14 @@ class RemotingTap:
         if not self.framed or self._passthrough:
             return data
         held = self._held
-        if self._route_opaques or (not self.deferred and len(held) != self.s2c.dec.buffered):
+        if self._route_opaques or (not self.deferred and len(held) != self._srv.buffered):
             return None
         n0 = len(held)
         buf = data
         if n0:
             held += data
             buf = held
-        pos, end, max_len = 0, len(buf), self.s2c.dec.max_frame - 4
+        pos, end, max_len = 0, len(buf), self._srv.max_frame - 4
         unpack = _PREFIX.unpack_from
         while end - pos >= 8:
             length, mark = unpack(buf, pos)
@@ -191,10 +188,10 @@ class RemotingTap:
     def server_decoded(self, data: bytes, ts: float) -> bytes:
         """Decode server bytes that :meth:`server_fast` dealt with; returns held bytes the
         decoder now lets go too (normally none)."""
-        self._feed(self.s2c, data, ts)
+        self._feed(False, data, ts)
         if not self.framed or self._passthrough:
             return b""
-        dec, held = self.s2c.dec, self._held
+        dec, held = self._srv, self._held
         if dec.in_resync:  # not remoting after all: forward everything from now on
             self._passthrough = True
             out = bytes(held)
@@ -212,84 +209,46 @@ class RemotingTap:
         long before: ``_held`` may hold a later frame's start by now, so it is not compared
         with the decoder, whose framing is the fast path's unless it lost sync).  Returns
         held bytes to send now: all of them once the stream turns out not to be remoting."""
-        self._feed(self.s2c, data, ts)
-        if self.framed and not self._passthrough and self.s2c.dec.in_resync:
+        self._feed(False, data, ts)
+        if self.framed and not self._passthrough and self._srv.in_resync:
             self._passthrough = True
             out = bytes(self._held)
             self._held.clear()
             return out
         return b""
 
-    def _peek(self, half: _Half, data: bytes, ts: float) -> int:
-        """The data path's fast way: the whole frames at the start of ``data`` that the
-        decoder can peek (``StreamDecoder.peek_one``) are paired with ``Pairing.lite``, which
-        feeds the stats and hands completed exchanges (frames kept as bytes) to the sink.
-        Returns how many bytes were dealt with; the rest goes through the full decode."""
-        dec = half.dec
-        n = len(data)
-        pos = 0
-        unpack = _PREFIX.unpack_from
-        lite = self.pairing.lite
-        from_client = half.from_client
-        rewrite = self.rewrite
-        while n - pos >= 8:
-            size = unpack(data, pos)[0] + 4
-            if size < 8 or size > n - pos:
-                break
-            offset = dec.offset
-            r = dec.peek_one(data, pos, size)
-            if r is None:
-                break
-            code, flag, opaque, ext = r
-            if rewrite:
-                if flag & FLAG_RESPONSE:
-                    if not from_client:
-                        self._route_opaques.discard(opaque)
-                elif from_client and code in ROUTE_CODES:
-                    self._route_opaques.add(opaque)
-            lite(ts, code, flag, opaque, ext, size, offset, from_client, data if size == n else data[pos:pos + size])
-            pos += size
-        return pos
+    def _on_peek(self, from_client: bool, code: int, flag: int, opaque: int) -> None:
+        """A peeked frame (rewrite mode): route requests wait for their answers."""
+        if flag & FLAG_RESPONSE:
+            if not from_client:
+                self._route_opaques.discard(opaque)
+        elif from_client and code in ROUTE_CODES:
+            self._route_opaques.add(opaque)
 
-    def _feed(self, half: _Half, data: bytes, ts: float, want_frames: bool = False) -> list:
+    def _on_frame(self, from_client: bool, fr: Frame, req_code: int | None) -> None:
+        """A decoded frame (rewrite mode), before it is paired."""
+        cmd = fr.command
+        self._on_peek(from_client, cmd.code, cmd.flag, cmd.opaque)
+        if self._frames is not None and not from_client:
+            self._frames.append((fr, req_code))
+
+    def _feed(self, from_client: bool, data: bytes, ts: float, want_frames: bool = False) -> list:
+        h = self.handler
         if self.lite and not want_frames:
-            pos = self._peek(half, data, ts)
+            pos = h.peek(from_client, data, ts, self._on_peek if self.rewrite else None)
             if pos == len(data):
                 return []
             if pos:
                 data = data[pos:]
-        dec = half.dec
-        start = dec.offset
-        events = dec.feed(data)
-        frames = []
-        from_client = half.from_client
-        for ev in events:
-            t = type(ev)
-            if t is Frame:
-                cmd = ev.command
-                is_resp = cmd.flag & FLAG_RESPONSE
-                if self.rewrite:
-                    if is_resp:
-                        if not from_client:
-                            self._route_opaques.discard(cmd.opaque)
-                    elif from_client and cmd.code in ROUTE_CODES:
-                        self._route_opaques.add(cmd.opaque)
-                if want_frames:
-                    req = self.pairing.pending_c.get(cmd.opaque) if is_resp else None
-                    frames.append((ev, None if req is None else
-                                   req[1] if type(req) is tuple else req.request.command.code))
-                msg = Message(ts if (is_resp or ev.offset >= start) else half.partial_ts,
-                              cmd, from_client, ev.offset, ev.length)
-                self.pairing.frame(msg)
-            elif t is DecodeError:
-                self.stats.decoding_error(from_client, f"{self.conn.label} offset {ev.offset}: {ev.reason}",
-                                          self.conn)
-            elif t is Resync:
-                self.stats.tcp("resync", 1)
-        buffered = dec.buffered
-        if buffered and buffered <= len(data):
-            half.partial_ts = ts
-        return frames
+        if not want_frames:
+            h.data(from_client, data, ts)
+            return []
+        self._frames = []
+        try:
+            h.data(from_client, data, ts)
+            return self._frames
+        finally:
+            self._frames = None
 
     # -- failure and end -------------------------------------------------------------
     def failure(self, reason: str, ts: float) -> bytes:
@@ -297,7 +256,7 @@ class RemotingTap:
         counted like real answers.  Returns the bytes to send to the client: none when part
         of a server frame already went to the client (an answer would land inside that frame;
         the requests then end unanswered when the connection closes)."""
-        if self.s2c.dec.buffered and (not self.framed or self._passthrough):
+        if self._srv.buffered and (not self.framed or self._passthrough):
             return b""
         self._held.clear()
         out = []
@@ -314,9 +273,4 @@ class RemotingTap:
 
     def close(self) -> None:
         """End of the connection: partial frames are reported, pending requests unanswered."""
-        for half in (self.c2s, self.s2c):
-            for ev in half.dec.close():
-                if type(ev) is DecodeError:
-                    self.stats.decoding_error(half.from_client,
-                                              f"{self.conn.label} offset {ev.offset}: {ev.reason}", self.conn)
-        self.pairing.close()
+        self.handler.close()

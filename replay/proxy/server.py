@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rmqsniff.model import ANSWERED, ONEWAY, ORPHAN, Connection, Exchange, Message
-from rmqsniff.pairing import Lite, PairingSink, command_of
+from rmqsniff.model import Connection, Exchange
+from rmqsniff.pairing import Lite, PairingSink, lite_exchange
 from rmqsniff.stats import Stats
 
 from .config import (
@@ -109,20 +109,12 @@ def _exchange(item: Any) -> Exchange:
     """A kept item as an exchange (raw ones decoded now; bodies over BIG_BODY dropped)."""
     if type(item) is not tuple:
         return item
-    conn, index, req, resp = item
-    notes: list[str] = []
-
-    def message(r: Lite | None) -> Message | None:
-        if r is None:
-            return None
-        cmd = command_of(r)
-        if cmd.body and len(cmd.body) > BIG_BODY:
-            notes.append(f"body of {len(cmd.body)} bytes not kept by the proxy")
-            cmd.body = None
-        return Message(r[0], cmd, r[7], r[6], r[5])
-
-    status = ANSWERED if req is not None and resp is not None else (ONEWAY if resp is None else ORPHAN)
-    return Exchange(index, conn, "remoting", status, message(req), message(resp), notes)
+    ex = lite_exchange(*item)
+    for m in (ex.request, ex.response):
+        if m is not None and m.command.body and len(m.command.body) > BIG_BODY:
+            ex.notes.append(f"body of {len(m.command.body)} bytes not kept by the proxy")
+            m.command.body = None
+    return ex
 
 
 def _drop(ex: Exchange) -> None:

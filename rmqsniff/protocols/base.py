@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as TypingProtocol
 
 if TYPE_CHECKING:
     from ..model import Exchange, Message, MessageRow
@@ -18,6 +19,32 @@ if TYPE_CHECKING:
 
 Getter = Callable[["Exchange"], Any]
 Side = dict[str, Any] | None
+
+
+class Handler(TypingProtocol):
+    """What every protocol's connection handler does."""
+
+    lane_ok: bool  # takes whole peeked frames in stats-only runs (``lane``)
+
+    def data(self, from_client: bool, data: bytes, ts: float) -> None:
+        """In-order bytes of one direction."""
+
+    def lost(self, from_client: bool, nbytes: int) -> None:
+        """Bytes of one direction missing from the capture."""
+
+    def close(self, ts: float = 0.0) -> None:
+        """End of the connection (or of the capture): whatever is open ends."""
+
+    def swap(self) -> None:
+        """The roles were the wrong way round."""
+
+    def track(self, packets_for: Callable[[bool, int, int], list[int]]) -> None:
+        """Fill ``Message.packets`` with the packets that carried each side."""
+
+    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, events: list[Any],
+             apply: Callable[[str, list[Any]], None]) -> bool:
+        """Stats-only fast lane for a segment ``buf[t:t+n]`` (only called when ``lane_ok``)."""
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +91,12 @@ class Protocol:
         ``"settings"`` …), or None."""
         return None
 
-    def handler(self, conn: Any, sink: Any, stats: Any, mid_stream: bool) -> Any:
-        """A per-connection handler: ``data(from_client, bytes, ts)``, ``lost(from_client, n)``,
-        ``close()``; it reports exchanges to ``sink`` and problems to ``stats``."""
+    def handler(self, conn: Any, sink: Any, stats: Any, mid_stream: bool | tuple[bool, bool], *,
+                owner: Any = None, candidate: bool = False, max_frame: int = 16 * 1024 * 1024) -> Any:
+        """A per-connection handler (see :class:`Handler`); it reports exchanges to ``sink`` and
+        problems to ``stats`` and its ``owner``.  ``mid_stream``: the connection's start was not
+        seen (for both directions, or client's and server's); ``candidate``: not known to be
+        this protocol yet."""
         raise NotImplementedError(f"{self.name}: no connection handler")
 
     # -- questions about exchanges ---------------------------------------------------

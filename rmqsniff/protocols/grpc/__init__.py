@@ -42,10 +42,12 @@ class Grpc(Protocol):
             return "preface" if n >= 3 and data[:n] == HTTP2_PREFACE[:n] else None
         return "settings" if server_settings_first(data) else None
 
-    def handler(self, conn: Connection, sink: Any, stats: Any, mid_stream: bool) -> Any:
+    def handler(self, conn: Connection, sink: Any, stats: Any, mid_stream: bool | tuple[bool, bool], *,
+                owner: Any = None, candidate: bool = False, max_frame: int = 16 * 1024 * 1024) -> Any:
         from .handler import GrpcHandler
 
-        return GrpcHandler(conn, sink, stats, mid_stream=mid_stream)
+        return GrpcHandler(conn, sink, stats, mid_stream=bool(mid_stream if isinstance(mid_stream, bool)
+                                                               else mid_stream[0]))
 
     @property
     def fields(self) -> Mapping[str, Getter]:

@@ -33,6 +33,8 @@ MAX_SETUP_PACKETS = 64  # connection-level frames' packets kept per connection (
 class GrpcHandler:
     """Protocol handler for one gRPC flow (see :mod:`rmqsniff.flows`)."""
 
+    lane_ok = False  # no stats-only lane: HTTP/2 frames do not line up with segments
+
     __slots__ = ("conn", "sink", "stats", "dec", "exchanges", "why", "packets_for", "packets", "mid_stream")
 
     def __init__(self, conn: Connection, sink: PairingSink, stats: Any, mid_stream: bool = False) -> None:
@@ -83,11 +85,17 @@ class GrpcHandler:
         spans.clear()
 
     def lost(self, from_client: bool, nbytes: int) -> None:
-        self.stats.tcp("gap", 1)
         self._events(self.dec.gap(from_client, nbytes))
 
-    def close(self) -> None:
+    def close(self, ts: float = 0.0) -> None:
         self._events(self.dec.close())
+
+    def swap(self) -> None:
+        """Roles are decided before a gRPC handler exists (the preface / SETTINGS says)."""
+
+    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, events: list[Any],
+             apply: Callable[[str, list[Any]], None]) -> bool:
+        return False
 
     def _events(self, events: list) -> None:
         for ev in events:

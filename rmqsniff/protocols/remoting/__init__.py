@@ -1,7 +1,7 @@
 """RocketMQ remoting (name server 9876, broker 10911/10909, proxy 8080): the protocol object.
 
-Decoding lives in :mod:`dissectors.remoting`; connections are decoded by the flow
-table's remoting lane (:mod:`rmqsniff.flows`) and paired by :mod:`rmqsniff.pairing`.
+Decoding lives in :mod:`dissectors.remoting`; a connection is decoded and paired by its
+:class:`.handler.RemotingHandler`, fast lanes included.
 """
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from typing import Any
 from dissectors.remoting.codes import SEND_BATCH_MESSAGE
 from dissectors.remoting.headers import is_secret
 
-from ...model import Exchange, Message, MessageRow
+from ...model import Connection, Exchange, Message, MessageRow
 from ...tree import Node
 from ..base import Getter, Protocol, Side
 from . import fields as _fields
 from . import messages as _messages
 from . import output as _output
 from .classify import CLASSIFIER
+from .handler import RemotingHandler
 
 WELL_KNOWN_PORTS = frozenset({9876, 10911, 10909, 8080})
 
@@ -28,6 +29,11 @@ class Remoting(Protocol):
     name = "remoting"
     classifier = CLASSIFIER
     well_known_ports = WELL_KNOWN_PORTS
+
+    def handler(self, conn: Connection, sink: Any, stats: Any, mid_stream: bool | tuple[bool, bool], *,
+                owner: Any = None, candidate: bool = False, max_frame: int = 16 * 1024 * 1024) -> RemotingHandler:
+        return RemotingHandler(conn, sink, stats, mid_stream=mid_stream, candidate=candidate, max_frame=max_frame,
+                               owner=owner)
 
     @property
     def fields(self) -> Mapping[str, Getter]:
