@@ -266,7 +266,7 @@ def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, w
         tap = LiveTap(sources, stat_prefix=stat_prefix, ports=ports, only_ports=only_ports, select=select,
                       writer=writer, idle=idle)
         if prometheus:
-            endpoint = StatsEndpoint(parse_address(prometheus), tap.snapshot).start()
+            endpoint = StatsEndpoint(parse_address(prometheus), tap.route()).start()
             _fail(f"serving {endpoint.url}/metrics (Prometheus) and {endpoint.url}/stats (Envoy)")
     except BaseException:
         for s in sources:

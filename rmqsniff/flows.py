@@ -19,17 +19,24 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-from collections.abc import Mapping
 
 from .model import Connection
 from .pairing import PairingSink
 from .protocols import REMOTING as REMOTING_PROTOCOL
 from .protocols import Protocol, by_port, protocol_named, recognise
-from .sources.link import DLT_EN10MB, ETH_IP4_TCP_ACK, ETH_IP4_TCP_NOACK, TH_ACK, TH_FIN, TH_RST, TH_SYN, \
-    addr_text, tcp_segment
+from .sources.link import (
+    DLT_EN10MB,
+    ETH_IP4_TCP_ACK,
+    ETH_IP4_TCP_NOACK,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    addr_text,
+    tcp_segment,
+)
 from .tcp import HalfStream
 
 _U32 = struct.Struct("!I").unpack_from
@@ -185,42 +192,32 @@ class FlowTable:
                 half.pos += n
                 h.data(half.from_client, payload, ts)
                 return
+        self._segment(entry, ts, src, sport, dst, dport, seq, ack, flags, payload)
+
+    def _segment(self, entry: tuple[Flow, HalfStream] | None, ts: float, src: bytes, sport: int, dst: bytes,
+                 dport: int, seq: int, ack: int, flags: int, payload: bytes) -> None:
+        """Every segment the fast path does not take: pure ACKs, SYN/FIN/RST, new flows,
+        out-of-order data, tracked packets."""
         if not payload and not flags & 0x07:  # pure ACK: only news about lost bytes
-            if entry is not None:
-                other = entry[0].s2c if entry[1] is entry[0].c2s else entry[0].c2s
-                if other.ooo:
-                    self._acked(other, ack, ts)
+            if entry is not None and entry[1].peer.ooo:
+                self._acked(entry[1].peer, ack, ts)
             return
-        if entry is not None and flags & TH_SYN and not flags & TH_ACK and entry[1].syn_seen \
-                and entry[1].next_seq != (seq + 1) % (1 << 32):
-            self._close(entry[0], "reused")  # a new connection on the same 4-tuple
-            entry = None
+        entry = self._entry(entry, ts, src, sport, dst, dport, seq, flags, payload)
         if entry is None:
-            if not payload and not flags & TH_SYN:
-                return  # pure ACK/FIN/RST of a connection we never saw carry nothing
-            entry = self._open(ts, src, sport, dst, dport, flags)
-            if entry is None:
-                return
+            return
         flow, half = entry
         moved = ts - flow.last_ts > 1.0
         flow.last_ts = ts
         if moved:
             self._flows.move_to_end(flow.conn.id)
-        if self.track_packets and flags & 0x07:
-            cp = flow.conn.control_packets
-            if cp is not None and len(cp) < 16:
-                cp.append(self.packet_no)
+        if flags & 0x07:
+            self._control(flow, half, seq, flags)
         if flags & TH_SYN:
-            half.syn(seq)
-            if flags & TH_ACK and flow.conn.role_source != "syn":
-                self._make_server(flow, half)
             if not payload:
                 return
             seq = (seq + 1) % (1 << 32)
-        if flags & TH_ACK:  # first: what the peer acknowledged precedes what it sends now
-            other = flow.s2c if half is flow.c2s else flow.c2s
-            if other.ooo:
-                self._acked(other, ack, ts)
+        if flags & TH_ACK and half.peer.ooo:  # first: what the peer acknowledged precedes what it sends now
+            self._acked(half.peer, ack, ts)
         if payload:
             half.segment(seq, payload, ts)
         if half.ooo and ts - half.ooo_since > GAP_TIMEOUT:
@@ -230,8 +227,33 @@ class FlowTable:
             if flags & TH_RST or (flow.c2s.closed and flow.s2c.closed):
                 self._close(flow, "closed")
 
-    def consume(self, batches: Iterable[tuple[Any, int, list[tuple[float, int, int]]]],
-                skipped: dict[str, int]) -> int:
+    def _control(self, flow: Flow, half: HalfStream, seq: int, flags: int) -> None:
+        """SYN / FIN / RST: the packet is kept for exports, a SYN fixes the roles."""
+        if self.track_packets:
+            cp = flow.conn.control_packets
+            if cp is not None and len(cp) < 16:
+                cp.append(self.packet_no)
+        if flags & TH_SYN:
+            half.syn(seq)
+            if flags & TH_ACK and flow.conn.role_source != "syn":
+                self._make_server(flow, half)
+
+    def _entry(self, entry: tuple[Flow, HalfStream] | None, ts: float, src: bytes, sport: int, dst: bytes,
+               dport: int, seq: int, flags: int, payload: bytes) -> tuple[Flow, HalfStream] | None:
+        """The flow of a segment: a new one on a SYN reusing a 4-tuple or for a flow not seen yet
+        (None: nothing to decode)."""
+        if entry is not None and flags & TH_SYN and not flags & TH_ACK and entry[1].syn_seen \
+                and entry[1].next_seq != (seq + 1) % (1 << 32):
+            self._close(entry[0], "reused")  # a new connection on the same 4-tuple
+            entry = None
+        if entry is None:
+            if not payload and not flags & TH_SYN:
+                return None  # pure ACK/FIN/RST of a connection we never saw carry nothing
+            entry = self._open(ts, src, sport, dst, dport, flags)
+        return entry
+
+    def consume(  # noqa: C901 - the stats-only hot loop: one pass per packet, inline on purpose
+            self, batches: Iterable[tuple[Any, int, list[tuple[float, int, int]]]], skipped: dict[str, int]) -> int:
         """Stats-only runs: feed records in batches (``CaptureReader.batches``: a buffer, the
         link type and ``(ts, start, end)`` of each frame in it); return the TCP payload bytes.
 
@@ -313,7 +335,8 @@ class FlowTable:
         self.peeked += peeked
         return nbytes
 
-    def _open(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int, flags: int) -> tuple[Flow, HalfStream] | None:
+    def _open(self, ts: float, src: bytes, sport: int, dst: bytes, dport: int,
+              flags: int) -> tuple[Flow, HalfStream] | None:
         if self.only_ports and sport not in self.forced_ports and dport not in self.forced_ports:
             return None
         if flags & TH_SYN and not flags & TH_ACK:

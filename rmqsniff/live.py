@@ -18,41 +18,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .exporters.statsroute import Reading, StatsRoute
 from .flows import FlowTable
 from .model import Exchange
 from .pairing import PairingSink
+from .sinks import Recent, SelectedStats
 from .sources.afpacket import AfPacketSource, Counters, PcapngWriter, wait
 from .sources.link import tcp_segment
 from .stats import Stats
 
 DEFAULT_IDLE = 300.0
+DEFAULT_RECENT = 1000  # exchanges /exchanges keeps (bodies bounded too: rmqsniff.sinks.Recent)
 _NS = 10.0 ** -9  # the same scale the pcapng reader applies, so timestamps match exactly
 MAX_READS = 64  # ring blocks taken from one source before the others get a turn
-
-
-class SelectedStats:
-    """Stats events for the exchanges a display filter (``-Y``) selects only.
-
-    The filter can only judge a finished exchange (latency, response code), so
-    a selected exchange is reported, start and end, when it is done.
-    """
-
-    def __init__(self, stats: Stats, select: Callable[[Exchange], bool]) -> None:
-        self.stats = stats
-        self.select = select
-
-    def request_started(self, ex: Exchange) -> None:
-        pass
-
-    def duplicate(self, ex: Exchange) -> None:
-        if self.select(ex):
-            self.stats.duplicate(ex)
-
-    def exchange_done(self, ex: Exchange) -> None:
-        if self.select(ex):
-            if ex.request is not None:
-                self.stats.request_started(ex)
-            self.stats.exchange_done(ex)
 
 
 @dataclass
@@ -79,10 +57,6 @@ class LiveSnapshot:
         return sum(c.counters.dropped for c in self.captures)
 
 
-def _discard(_ex: Exchange) -> None:
-    pass
-
-
 class LiveTap:
     """Decode packets from capture sources as they arrive."""
 
@@ -98,6 +72,7 @@ class LiveTap:
         writer: PcapngWriter | None = None,
         idle: float = DEFAULT_IDLE,
         on_exchange: Callable[[Exchange], None] | None = None,
+        recent: int = DEFAULT_RECENT,
     ) -> None:
         self.sources = list(sources)
         self.stats = stats if stats is not None else Stats(prefix=stat_prefix)
@@ -109,7 +84,12 @@ class LiveTap:
         self.idle = idle
         self.started = time.time()
         sink_stats: Any = self.stats if select is None else SelectedStats(self.stats, select)
-        self.sink = PairingSink(sink_stats, on_exchange or _discard, ordered=False)
+        # the latest exchanges, for /exchanges (0: none kept)
+        self.recent = Recent(recent) if recent else None
+        self.sink = PairingSink(sink_stats, on_exchange, ordered=False,
+                                sinks=[self.recent] if self.recent is not None else [])
+        if self.recent is not None:
+            self.recent.next_index = self.sink.next_index
         self.table = FlowTable(self.stats, self.sink, ports=ports, only_ports=only_ports, errors=self.errors)
         self._finished = False
 
@@ -224,6 +204,24 @@ class LiveTap:
             errors = list(self.errors[-20:])
         caps = [CaptureState(s.name, s.linktype, Counters(**vars(s.counters))) for s in self.sources]
         return LiveSnapshot(snap, caps, packets, time.time() - self.started, errors)
+
+    def reading(self) -> Reading:
+        """The stats and capture counters for the HTTP route."""
+        snap = self.snapshot()
+        return Reading(snap.stats, snap.captures)
+
+    def recent_exchanges(self, flt: Callable[[Exchange], bool] | None, limit: int) -> list[Exchange]:
+        """The latest exchanges ``flt`` selects (copied under the lock, decoded and filtered outside it)."""
+        if self.recent is None:
+            return []
+        with self.lock:
+            items = list(self.recent.items)
+        return self.recent.select(flt, limit, items)
+
+    def route(self, redact: bool = True) -> StatsRoute:
+        """The HTTP routes over this tap (see :mod:`rmqsniff.exporters.statsroute`)."""
+        return StatsRoute(self.reading, select=self.recent_exchanges if self.recent is not None else None,
+                          redact=redact, why_none="this tap keeps no recent exchanges (--recent 0)")
 
     def read_locked(self, fn: Callable[[Stats], Any]) -> Any:
         """Run ``fn(stats)`` under the lock (for readers in other threads)."""

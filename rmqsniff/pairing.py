@@ -10,13 +10,15 @@ stream ends are *unanswered*.  Nothing is dropped.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from dissectors.remoting.codec import FrameError, decode_frame
 from dissectors.remoting.command import RemotingCommand
 from dissectors.remoting.headers import group_in, topic_in
 
 from .model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message
+from .sinks import Sink
 
 MAX_PENDING_PER_CONNECTION = 65536
 # requests a broker may legitimately hold open (long polling) until it has something to say
@@ -64,8 +66,8 @@ class Pairing:
         self.protocol = protocol
         # opaque -> pending request; plain dicts keep insertion order and cost far less
         # than OrderedDict (this is per-connection state: a capture can hold 100k flows)
-        self.pending_c: dict[int, Exchange] = {}  # requests sent by the client
-        self.pending_s: dict[int, Exchange] = {}  # requests sent by the server
+        self.pending_c: dict[int, Exchange | Lite] = {}  # requests sent by the client (peeked: Lite)
+        self.pending_s: dict[int, Exchange | Lite] = {}  # requests sent by the server
 
     def frame(self, msg: Message) -> None:
         cmd = msg.command
@@ -73,7 +75,7 @@ class Pairing:
         if cmd.flag & 1:  # response
             pend = self.pending_s if msg.from_client else self.pending_c
             ex = pend.pop(cmd.opaque, None)
-            if type(ex) is tuple:
+            if isinstance(ex, tuple):
                 ex = self._exchange(ex)
             if ex is None:
                 ex = Exchange(sink.next_index(), self.conn, self.protocol, ORPHAN, None, msg)
@@ -101,7 +103,7 @@ class Pairing:
 
     def _reused(self, old: Exchange | Lite, opaque: int) -> None:
         """A pending request whose opaque was sent again: it ends unanswered, a duplicate."""
-        if type(old) is tuple:
+        if isinstance(old, tuple):
             old = self._exchange(old)
         old.notes.append(f"opaque {opaque} reused before an answer arrived")
         self.sink.duplicate(old)
@@ -109,7 +111,7 @@ class Pairing:
 
     def _evict(self, pend: dict) -> None:
         evicted = pend.pop(next(iter(pend)))
-        if type(evicted) is tuple:
+        if isinstance(evicted, tuple):
             evicted = self._exchange(evicted)
         evicted.notes.append("evicted: too many requests pending on this connection")
         self.sink.done(evicted)
@@ -135,7 +137,7 @@ class Pairing:
                 if sink.keep is not None:
                     sink.keep(conn, None, (ts, code, flag, opaque, ext, size, offset, from_client, raw))
                 return
-            if type(r) is not tuple:  # its request was decoded by the general path
+            if not isinstance(r, tuple):  # its request was decoded by the general path
                 resp = (ts, code, flag, opaque, ext, size, offset, from_client, raw)
                 r.response = Message(ts, command_of(resp), from_client, offset, size)
                 r.status = ANSWERED
@@ -168,9 +170,9 @@ class Pairing:
         for pend in (self.pending_c, self.pending_s):
             while pend:
                 ex = pend.pop(next(iter(pend)))
-                if type(ex) is tuple:
+                if isinstance(ex, tuple):
                     ex = self._exchange(ex)
-                if ex.request is not None and getattr(ex.request.command, "code", None) in LONG_POLL_CODES:
+                if ex.request is not None and ex.request.command.code in LONG_POLL_CODES:
                     ex.notes.append("long poll still held by the server when the stream ended")
                 else:
                     ex.notes.append("no response before the end of the stream")
@@ -178,15 +180,22 @@ class Pairing:
 
 
 class PairingSink:
-    """Where pairing reports: index allocation, stats hooks and exchange output."""
+    """Where pairing reports: index allocation, then the sinks (:mod:`rmqsniff.sinks`): the
+    stats first, then ``sinks``, then ``emit`` (in request order when ``ordered``)."""
 
-    def __init__(self, stats, emit: Callable[[Exchange], None], ordered: bool = True, window: int = 10_000,
-                 keep: Callable[[Connection, Lite | None, Lite | None], None] | None = None) -> None:
+    def __init__(self, stats: Any, emit: Callable[[Exchange], None] | None = None, ordered: bool = True,
+                 window: int = 10_000, sinks: Sequence[Sink] = ()) -> None:
         self.stats = stats
-        self.emit = emit
+        self.emit = emit if emit is not None else _discard
+        self.sinks = list(sinks)
+        self._started = [s.request_started for s in sinks if type(s).request_started is not Sink.request_started]
+        self._done = [s.exchange_done for s in sinks if type(s).exchange_done is not Sink.exchange_done]
+        self._duplicate = [s.duplicate for s in sinks if type(s).duplicate is not Sink.duplicate]
+        keepers = [s.kept for s in sinks if s.wants_kept]
         # where Pairing.lite hands the exchanges it completes without building them
         # (request, response: peeked frames); None: nobody wants them (stats-only runs)
-        self.keep = keep
+        self.keep: Callable[[Connection, Lite | None, Lite | None], None] | None = \
+            keepers[0] if len(keepers) == 1 else _fanout(keepers) if keepers else None
         self.ordered = ordered
         self.window = window
         self._index = 0
@@ -204,12 +213,18 @@ class PairingSink:
 
     def started(self, ex: Exchange) -> None:
         self.stats.request_started(ex)
+        for f in self._started:
+            f(ex)
 
     def duplicate(self, ex: Exchange) -> None:
         self.stats.duplicate(ex)
+        for f in self._duplicate:
+            f(ex)
 
     def done(self, ex: Exchange) -> None:
         self.stats.exchange_done(ex)
+        for f in self._done:
+            f(ex)
         if not self.ordered:
             self.emit(ex)
             return
@@ -242,3 +257,15 @@ class PairingSink:
             self.emit(self._held.pop(i))
         self._order.clear()
         self._head = 0
+
+
+def _discard(_ex: Exchange) -> None:
+    pass
+
+
+def _fanout(fs: Sequence[Callable[[Connection, Lite | None, Lite | None], None]]
+            ) -> Callable[[Connection, Lite | None, Lite | None], None]:
+    def keep(conn: Connection, request: Lite | None, response: Lite | None) -> None:
+        for f in fs:
+            f(conn, request, response)
+    return keep

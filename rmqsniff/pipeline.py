@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .flows import FlowTable
 from .model import Exchange
 from .pairing import PairingSink
+from .sinks import Sink
 from .sources.link import tcp_segment
 from .sources.pcapfile import CaptureError, open_capture
 from .stats import Stats
@@ -42,6 +43,7 @@ class Pipeline:
         ordered: bool = True,
         max_frame: int = 16 * 1024 * 1024,
         track_packets: bool = False,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         self.stats = stats if stats is not None else Stats(prefix=stat_prefix)
         self.errors: list[str] = []
@@ -49,7 +51,7 @@ class Pipeline:
         self.files_read = 0
         self.skipped: dict[str, int] = {}
         self._out: list[Exchange] = []
-        self.sink = PairingSink(self.stats, self._out.append, ordered=ordered)
+        self.sink = PairingSink(self.stats, self._out.append, ordered=ordered, sinks=sinks)
         self.table = FlowTable(self.stats, self.sink, ports=ports, only_ports=only_ports,
                                max_frame=max_frame, errors=self.errors, track_packets=track_packets)
         self.track_packets = track_packets

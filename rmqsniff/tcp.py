@@ -46,7 +46,7 @@ class HalfStream:
         self.syn_seen = False
         self.flow: Any = None  # the owner's per-connection object
         self.track: deque[tuple[int, int, int]] | None = None  # (start, end, packet no) when tracking
-        self.peer: HalfStream | None = None  # the other direction (set by the owner)
+        self.peer: HalfStream = self  # the other direction (set by the owner)
         self.lane: Any = None  # the decoder, once the owner's stats-only fast path may use it
 
     def syn(self, seq: int) -> None:
@@ -141,7 +141,7 @@ class HalfStream:
         track = self.track
         if track is None:
             return []
-        out = []
+        out: list[int] = []
         for s, e, n in track:
             if s >= end:
                 break

@@ -205,7 +205,7 @@ def _key_fn(by: str | None) -> Callable[[Exchange], str]:
     if by is None:
         return lambda ex: "*"
     if by == "code":
-        return lambda ex: protocol_of(ex).code_key(ex.request.command.code)
+        return lambda ex: protocol_of(ex).code_key(ex.code or 0)
     if by == "client":
         return lambda ex: ex.connection.client[0]
     if by == "broker":

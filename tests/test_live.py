@@ -5,6 +5,7 @@ Needs AF_PACKET (root or CAP_NET_RAW); skipped without it.  The cluster test is 
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -25,8 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
 from rmqsniff.cli_live import live, parse_duration, parse_size
-from rmqsniff.exporters.promhttp import StatsEndpoint, parse_address, render_stats
+from rmqsniff.exporters.promhttp import StatsEndpoint, parse_address
 from rmqsniff.exporters.statsfmt import render_envoy
+from rmqsniff.exporters.statsroute import render_stats
 from rmqsniff.live import LiveTap
 from rmqsniff.pipeline import analyze
 from rmqsniff.sources.afpacket import AfPacketSource, Counters, PcapngWriter
@@ -364,7 +366,7 @@ def test_prometheus_endpoint_serves_the_live_stats_while_capturing():
     lst = listener()
     port = lst.getsockname()[1]
     tap = LiveTap([AfPacketSource("lo", f"tcp port {port}")], ports=[port], stat_prefix="tap")
-    ep = StatsEndpoint(("127.0.0.1", 0), tap.snapshot).start()
+    ep = StatsEndpoint(("127.0.0.1", 0), tap.route()).start()
     stop = threading.Event()
     runner = threading.Thread(target=tap.run, kwargs={"stop": stop.is_set, "tick": 0.1})
     runner.start()
@@ -382,6 +384,10 @@ def test_prometheus_endpoint_serves_the_live_stats_while_capturing():
         metrics = urllib.request.urlopen(ep.url + "/metrics", timeout=5).read().decode()
         envoy = urllib.request.urlopen(ep.url + "/stats", timeout=5).read().decode()
         as_json = urllib.request.urlopen(ep.url + "/stats?format=json", timeout=5).read()
+        recent = json.loads(urllib.request.urlopen(ep.url + "/exchanges?limit=0", timeout=5).read())
+        sends = json.loads(urllib.request.urlopen(
+            ep.url + "/exchanges?limit=0&filter=code%20%3D%3D%20SEND_MESSAGE_V2", timeout=5).read())
+        ready = urllib.request.urlopen(ep.url + "/ready", timeout=5).read()
     finally:
         stop.set()
         runner.join(5)
@@ -409,8 +415,12 @@ def test_prometheus_endpoint_serves_the_live_stats_while_capturing():
     ev = envoy_values(envoy)
     assert ev["rocketmq.tap.request"] == str(N_REQUESTS)
     assert ev["rocketmq.tap.capture.lo.kernel_drops"] == "0"
-    assert envoy.startswith(render_envoy(tap.stats)) and envoy == render_stats(tap.snapshot())
+    assert envoy.startswith(render_envoy(tap.stats)) and envoy == render_stats(tap.reading())
     assert b'"send_message_v2":6' in as_json
+    # the routes the proxy serves too: the latest exchanges as read --format json prints them
+    assert recent["count"] == len(recent["exchanges"]) == N_REQUESTS
+    assert sends["count"] == N_SENDS and all(e["request"]["name"] == "SEND_MESSAGE_V2" for e in sends["exchanges"])
+    assert ready == b"LIVE\n"
 
 
 def _start_cli(args: list[str], cwd: Path) -> subprocess.Popen:

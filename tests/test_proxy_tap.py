@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from dissectors.remoting import JSON, ROCKETMQ, RemotingCommand, StreamDecoder, encode
 from dissectors.remoting.codec import Frame
 from replay.proxy.remoting import RemotingTap
-from replay.proxy.server import Recent
 from rmqsniff.exporters.exchanges import exchange_to_dict
 from rmqsniff.model import Connection
 from rmqsniff.pairing import PairingSink
+from rmqsniff.sinks import Recent
 from rmqsniff.sources.link import tcp_segment
 from rmqsniff.sources.pcapfile import open_capture
 from rmqsniff.stats import Stats
@@ -49,7 +49,7 @@ def _streams(path: Path) -> dict[tuple, list[tuple[bool, bytes, float]]]:
 def _tap(lite: bool) -> tuple[RemotingTap, Stats, Recent]:
     stats = Stats()
     recent = Recent(100_000)
-    sink = PairingSink(stats, recent.add, ordered=False, keep=recent.add_raw)
+    sink = PairingSink(stats, ordered=False, sinks=[recent])
     recent.next_index = sink.next_index
     tap = RemotingTap(Connection(0, ("10.0.0.1", 40000), ("10.0.0.2", 10911), 0.0, "syn"), sink, stats)
     tap.lite = lite
@@ -118,7 +118,7 @@ def _forward(chunks, deferred: bool, cuts: list[int], every: int = 0) -> tuple[b
     Returns (server bytes the client got, bytes still held, stats, shown exchanges)."""
     stats = Stats()
     recent = Recent(100_000)
-    sink = PairingSink(stats, recent.add, ordered=False, keep=recent.add_raw)
+    sink = PairingSink(stats, ordered=False, sinks=[recent])
     recent.next_index = sink.next_index
     tap = RemotingTap(Connection(0, ("10.0.0.1", 40000), ("10.0.0.2", 10911), 0.0, "syn"), sink, stats,
                       framed=True)

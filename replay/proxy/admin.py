@@ -1,20 +1,17 @@
-"""The admin HTTP endpoint (HTTP/1.1, one request per connection, GET only).
-
-``/stats`` Envoy admin text, ``/stats/prometheus``, ``/stats?format=json``,
-``/exchanges?filter=EXPR&limit=N`` (recent exchanges as JSON, oldest first),
-``/routes`` (listeners, the broker address mapping, active sessions and asyncio tasks), ``/ready``.
+"""The admin HTTP endpoint (HTTP/1.1, one request per connection, GET only): the routes
+``live`` serves too (:mod:`rmqsniff.exporters.statsroute`: ``/stats``, ``/metrics``,
+``/stats/prometheus``, ``/exchanges?filter=EXPR&limit=N``, ``/ready``), plus ``/routes``
+(listeners, the broker address mapping, active sessions and asyncio tasks).
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from rmqsniff.exporters.exchanges import exchange_to_dict
-from rmqsniff.exporters.statsfmt import render_envoy, render_json, render_prometheus
+from rmqsniff.exporters.statsroute import JSON, TEXT, Reading, StatsRoute
 
 from .config import Endpoint, endpoint_text
 
@@ -22,9 +19,6 @@ if TYPE_CHECKING:
     from .server import Proxy
 
 MAX_REQUEST = 16 * 1024
-TEXT = "text/plain; charset=utf-8"
-PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
-JSON = "application/json"
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
 
 
@@ -33,6 +27,11 @@ class AdminServer:
 
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
+        # the routes live serves too, plus /routes
+        self.route = StatsRoute(lambda: Reading(proxy.stats.snapshot()),
+                                select=proxy.recent.select if proxy.config.max_exchanges else None,
+                                redact=proxy.config.redact, extra={"/routes": self._routes},
+                                why_none="this proxy keeps no recent exchanges (started with --recent 0)")
         self.server: asyncio.AbstractServer | None = None
         self.address: Endpoint | None = None
 
@@ -75,46 +74,9 @@ class AdminServer:
         if len(parts) != 3:
             return 400, TEXT, b"bad request line\n"
         method, target, _version = parts
-        if method not in ("GET", "HEAD"):
-            return 405, TEXT, b"only GET\n"
-        url = urlsplit(target)
-        q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        return self.route.respond(method, target)
+
+    def _routes(self, _q: dict[str, str]) -> tuple[int, str, bytes]:
         p = self.proxy
-        path = url.path.rstrip("/") or "/"
-        if path == "/stats":
-            if q.get("format") == "json":
-                return 200, JSON, render_json(p.stats).encode()
-            if q.get("format") == "prometheus":
-                return 200, PROMETHEUS, render_prometheus(p.stats).encode()
-            return 200, TEXT, render_envoy(p.stats).encode()
-        if path == "/stats/prometheus":
-            return 200, PROMETHEUS, render_prometheus(p.stats).encode()
-        if path == "/exchanges":
-            return self._exchanges(q)
-        if path == "/routes":
-            return 200, JSON, orjson.dumps(p.routes() | {"sessions": p.active_sessions, "failures": list(p.failures),
-                                                         "tasks": len(asyncio.all_tasks())})
-        if path == "/ready":
-            return 200, TEXT, b"LIVE\n"
-        return 404, TEXT, b"not found: try /stats, /stats/prometheus, /exchanges?filter=..., /routes\n"
-
-    def _exchanges(self, q: dict[str, str]) -> tuple[int, str, bytes]:
-        if not self.proxy.config.max_exchanges:
-            return 404, JSON, orjson.dumps({"error": "this proxy keeps no recent exchanges (started with --recent 0)"})
-        flt = None
-        expr = q.get("filter", "").strip()
-        if expr:
-            from rmqsniff.filter import FilterError, compile_filter
-
-            try:
-                flt = compile_filter(expr)
-            except FilterError as e:
-                return 400, JSON, orjson.dumps({"error": f"bad filter: {e.message}", "position": e.position})
-        try:
-            limit = int(q.get("limit", "100"))
-        except ValueError:
-            return 400, JSON, orjson.dumps({"error": "limit must be an integer"})
-        redact = self.proxy.config.redact
-        items = [exchange_to_dict(ex, redact=redact) for ex in self.proxy.recent.select(flt, limit)]
-        return 200, JSON, orjson.dumps({"count": len(items), "exchanges": items},
-                                       option=orjson.OPT_NON_STR_KEYS, default=str)
+        return 200, JSON, orjson.dumps(p.routes() | {"sessions": p.active_sessions, "failures": list(p.failures),
+                                                     "tasks": len(asyncio.all_tasks())})

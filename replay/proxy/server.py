@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import socket
 import time
 from collections import deque
@@ -11,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rmqsniff.model import Connection, Exchange
-from rmqsniff.pairing import Lite, PairingSink, lite_exchange
+from rmqsniff.pairing import PairingSink
+from rmqsniff.sinks import Recent
 from rmqsniff.stats import Stats
 
 from .config import (
@@ -31,8 +30,6 @@ from .recorder import Recorder
 from .session import Session
 from .transparent import allow_tproxy
 
-RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
-BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
 DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
 DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
@@ -61,66 +58,6 @@ class Listener:
                 "advertised": self.advertised, "discovered": self.discovered}
 
 
-class Recent:
-    """The latest exchanges (for ``/exchanges``), bounded in count and in body bytes.
-    Called once per exchange on the data path, so it does as little as it can: the
-    exchanges the tap completes without building them (:meth:`add_raw`) are kept as
-    their frames' bytes and decoded only when someone asks."""
-
-    def __init__(self, maxlen: int) -> None:
-        # (exchange, its body bytes), or ((connection, index, request, response), frame bytes)
-        self.items: deque[tuple[Any, int]] = deque()
-        self.maxlen = max(1, maxlen)
-        self.body_bytes = 0
-        self.next_index: Callable[[], int] = itertools.count().__next__  # the pairing sink's, once made
-
-    def add(self, ex: Exchange) -> None:
-        n = 0
-        for m in (ex.request, ex.response):
-            if m is not None:
-                cmd = m.command
-                body = getattr(cmd, "body", None)
-                if body:
-                    if len(body) > BIG_BODY:
-                        cmd.body = None
-                        ex.notes.append(f"body of {len(body)} bytes not kept by the proxy")
-                    else:
-                        n += len(body)
-        self._push(ex, n)
-
-    def add_raw(self, conn: Connection, request: Lite | None, response: Lite | None) -> None:
-        """An exchange of peeked frames (``Pairing.lite``): kept as is, decoded when selected."""
-        n = (request[5] if request is not None else 0) + (response[5] if response is not None else 0)
-        self._push((conn, self.next_index(), request, response), n)
-
-    def _push(self, item: Any, n: int) -> None:
-        items = self.items
-        items.append((item, n))
-        self.body_bytes += n
-        while len(items) > self.maxlen or (self.body_bytes > RECENT_BODY_BYTES and len(items) > 1):
-            self.body_bytes -= items.popleft()[1]
-
-    def select(self, flt: Callable[[Exchange], bool] | None, limit: int) -> list[Exchange]:
-        out = [ex for ex in map(_exchange, [it for it, _ in self.items]) if flt is None or flt(ex)]
-        return out[-limit:] if limit > 0 else out
-
-
-def _exchange(item: Any) -> Exchange:
-    """A kept item as an exchange (raw ones decoded now; bodies over BIG_BODY dropped)."""
-    if type(item) is not tuple:
-        return item
-    ex = lite_exchange(*item)
-    for m in (ex.request, ex.response):
-        if m is not None and m.command.body and len(m.command.body) > BIG_BODY:
-            ex.notes.append(f"body of {len(m.command.body)} bytes not kept by the proxy")
-            m.command.body = None
-    return ex
-
-
-def _drop(ex: Exchange) -> None:
-    """Where exchanges go when none are kept (``max_exchanges`` 0)."""
-
-
 class Proxy:
     """A transparent RocketMQ proxy; every coroutine runs on one event loop."""
 
@@ -131,10 +68,8 @@ class Proxy:
         self.notify = notify or (lambda line: None)
         self.stats = stats if stats is not None else Stats(prefix=config.stat_prefix)
         self.recent = Recent(config.max_exchanges)
-        if config.max_exchanges:
-            self.sink = PairingSink(self.stats, self.recent.add, ordered=False, keep=self.recent.add_raw)
-        else:  # none kept: peeked frames are counted and dropped, no exchange is built for them
-            self.sink = PairingSink(self.stats, _drop, ordered=False)
+        # none kept: peeked frames are counted and dropped, no exchange is built for them
+        self.sink = PairingSink(self.stats, ordered=False, sinks=[self.recent] if config.max_exchanges else [])
         self.recent.next_index = self.sink.next_index
         self.recorder: Recorder | None = None
         self.listeners: list[Listener] = []

@@ -6,7 +6,8 @@ from a JSON file), so the three outputs always agree.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
@@ -91,7 +92,7 @@ def _summary(name: str, doc: str, labels: list[str],
     fam = SummaryMetricFamily(name, doc, labels=labels)
     for lv, row in rows:
         fam.add_metric(lv, row["answered"], row["sum"])
-        base = dict(zip(labels, lv))
+        base = dict(zip(labels, lv, strict=True))
         for q, field in _SUMMARY_QUANTILES:
             fam.add_sample(name, {**base, "quantile": q}, row[field])
     return fam
@@ -115,22 +116,20 @@ class StatsCollector:
         pre = s["stat_prefix"]
         lp = ["stat_prefix"]
         for name, v in s["counters"].items():
-            fam = CounterMetricFamily(f"rocketmq_{name}", f"rocketmq.{pre}.{name} counter",
-                                      labels=lp)
-            fam.add_metric([pre], v)
-            yield fam
+            counter = CounterMetricFamily(f"rocketmq_{name}", f"rocketmq.{pre}.{name} counter", labels=lp)
+            counter.add_metric([pre], v)
+            yield counter
         for name, d in s["gauges"].items():
             for suffix, key in (("", "value"), ("_max", "max")):
-                fam = GaugeMetricFamily(f"rocketmq_{name}{suffix}",
-                                        f"rocketmq.{pre}.{name} gauge ({key})", labels=lp)
-                fam.add_metric([pre], d[key])
-                yield fam
+                gauge = GaugeMetricFamily(f"rocketmq_{name}{suffix}",
+                                          f"rocketmq.{pre}.{name} gauge ({key})", labels=lp)
+                gauge.add_metric([pre], d[key])
+                yield gauge
         h = s["histograms"]["request_time_ms"]
-        fam = HistogramMetricFamily("rocketmq_request_time_ms",
-                                    "latency of answered requests (ms)", labels=lp)
+        hist = HistogramMetricFamily("rocketmq_request_time_ms", "latency of answered requests (ms)", labels=lp)
         buckets = [(_num(le), c) for le, c in h["buckets"]] + [("+Inf", h["count"])]
-        fam.add_metric([pre], buckets, h["sum"])
-        yield fam
+        hist.add_metric([pre], buckets, h["sum"])
+        yield hist
 
         cl = lp + ["protocol", "code", "name"]
         rows = [([pre, r["protocol"], str(r["code"]), r["name"]], r) for r in s["codes"].values()]

@@ -177,7 +177,7 @@ class RemotingHandler:
             req = self.pairing.pending_s.get(cmd.opaque) if (is_resp and from_client) else \
                 self.pairing.pending_c.get(cmd.opaque) if is_resp else None
             self.on_frame(from_client, ev, None if req is None else
-                          req[1] if type(req) is tuple else req.request.command.code)
+                          req[1] if isinstance(req, tuple) else req.code)
         partial = self.partial_ts[from_client]
         msg = Message(ts if (is_resp or ev.offset >= start or not partial) else partial,
                       cmd, from_client, ev.offset, ev.length)

@@ -1,0 +1,145 @@
+"""The one HTTP stats route of every long-running source (``live``, ``proxy``), free of any
+server: a request line in, (status, content type, body) out.
+
+    /stats                      Envoy admin text (``?format=json`` / ``?format=prometheus``)
+    /stats/prometheus, /metrics Prometheus exposition (prometheus_client's current content type)
+    /exchanges?filter=F&limit=N the latest exchanges kept, as ``read --format json`` prints them
+    /ready                      ``LIVE``
+
+A source gives a :class:`Reading` (the stats and its capture counters) and, when it keeps
+any, its recent exchanges; sources add routes of their own (the proxy's ``/routes``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+
+from ..model import Exchange
+from .exchanges import exchange_to_dict
+from .statsfmt import StatsCollector, render_envoy, render_json
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+PROMETHEUS = CONTENT_TYPE_LATEST
+Response = tuple[int, str, bytes]
+
+
+@dataclass
+class Reading:
+    """What one request reads: a stats snapshot and the capture counters (live taps)."""
+
+    stats: dict[str, Any]
+    captures: Sequence[Any] = field(default_factory=list)  # .name, .counters.received / .dropped
+
+
+class _CaptureCollector:
+    """Per-interface capture counters: packets the filter passed, kernel drops."""
+
+    def __init__(self, prefix: str, captures: Sequence[Any]) -> None:
+        self.prefix = prefix
+        self.captures = captures
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Any:
+        labels = ["stat_prefix", "interface"]
+        for name, attr, doc in (
+            ("rocketmq_capture_packets", "received", "packets the kernel filter passed (drops included)"),
+            ("rocketmq_capture_kernel_drops", "dropped", "packets the kernel dropped: no room in the ring"),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=labels)
+            for c in self.captures:
+                fam.add_metric([self.prefix, c.name], getattr(c.counters, attr))
+            yield fam
+
+
+def render_metrics(r: Reading) -> bytes:
+    """Prometheus exposition of a reading (the stats, and capture counters when there are any)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(StatsCollector(r.stats))
+    if r.captures:
+        reg.register(_CaptureCollector(r.stats["stat_prefix"], r.captures))
+    return generate_latest(reg)
+
+
+def render_stats(r: Reading) -> str:
+    """Envoy ``/stats`` text, then the capture counters in the same ``name: value`` form."""
+    root = r.stats["root"]
+    extra = []
+    for c in r.captures:
+        iface = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in c.name)
+        extra.append(f"{root}capture.{iface}.kernel_drops: {c.counters.dropped}")
+        extra.append(f"{root}capture.{iface}.packets: {c.counters.received}")
+    return render_envoy(r.stats) + "".join(line + "\n" for line in extra)
+
+
+Select = Callable[[Callable[[Exchange], bool] | None, int], list[Exchange]]
+
+
+class StatsRoute:
+    """Answers the routes above; ``read`` is called once per stats request, ``select`` (None:
+    no exchanges kept) picks recent exchanges; ``extra`` maps more paths to handlers of the
+    query (a dict); ``why_none`` says why ``/exchanges`` has nothing."""
+
+    def __init__(self, read: Callable[[], Reading], *, select: Select | None = None, redact: bool = True,
+                 extra: dict[str, Callable[[dict[str, str]], Response]] | None = None,
+                 why_none: str = "no recent exchanges are kept") -> None:
+        self.read = read
+        self.select = select
+        self.redact = redact
+        self.extra = extra or {}
+        self.why_none = why_none
+
+    def respond(self, method: str, target: str) -> Response:
+        """(status, content type, body) for one request."""
+        if method not in ("GET", "HEAD"):
+            return 405, TEXT, b"only GET\n"
+        url = urlsplit(target)
+        q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        path = url.path.rstrip("/") or "/"
+        fmt = q.get("format", "")
+        if path in ("/metrics", "/stats/prometheus") or (path == "/stats" and fmt == "prometheus"):
+            return 200, PROMETHEUS, render_metrics(self.read())
+        if path == "/stats":
+            if fmt == "json":
+                return 200, JSON, render_json(self.read().stats).encode()
+            return 200, TEXT, render_stats(self.read()).encode()
+        if path == "/exchanges":
+            return self._exchanges(q)
+        if path == "/ready":
+            return 200, TEXT, b"LIVE\n"
+        if path in self.extra:
+            return self.extra[path](q)
+        if path == "/":
+            return 200, TEXT, ("rmqsniff: " + ", ".join(self.paths()) + "\n").encode()
+        return 404, TEXT, ("not found: try " + ", ".join(self.paths()) + "\n").encode()
+
+    def paths(self) -> list[str]:
+        return ["/stats", "/metrics", "/stats?format=json", "/exchanges?filter=...&limit=N", "/ready", *self.extra]
+
+    def _exchanges(self, q: dict[str, str]) -> Response:
+        if self.select is None:
+            return 404, JSON, orjson.dumps({"error": self.why_none})
+        flt = None
+        expr = q.get("filter", "").strip()
+        if expr:
+            from ..filter import FilterError, compile_filter
+
+            try:
+                flt = compile_filter(expr)
+            except FilterError as e:
+                return 400, JSON, orjson.dumps({"error": f"bad filter: {e.message}", "position": e.position})
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            return 400, JSON, orjson.dumps({"error": "limit must be an integer"})
+        items = [exchange_to_dict(ex, redact=self.redact) for ex in self.select(flt, limit)]
+        return 200, JSON, orjson.dumps({"count": len(items), "exchanges": items},
+                                       option=orjson.OPT_NON_STR_KEYS, default=str)

@@ -1,0 +1,66 @@
+"""The one HTTP stats route (``live`` and ``proxy`` serve it) over real captures of both
+protocols: ``/exchanges`` gives exactly ``read --format jsonl``'s objects."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rmqsniff.exporters.statsroute import Reading, StatsRoute
+from rmqsniff.pipeline import Pipeline
+from rmqsniff.sinks import Recent
+
+CAPTURES = Path(__file__).resolve().parent.parent / "captures"
+
+
+def _route(name: str, maxlen: int = 100_000) -> tuple[StatsRoute, Pipeline]:
+    recent = Recent(maxlen)
+    p = Pipeline(sinks=[recent])
+    list(p.run([str(CAPTURES / f"{name}.pcap")]))
+    return StatsRoute(lambda: Reading(p.stats.snapshot()), select=recent.select), p
+
+
+@pytest.mark.parametrize("name", ["remoting_json", "grpc_java"])
+def test_exchanges_route_gives_read_format_json_objects(name):
+    route, p = _route(name)
+    status, ctype, body = route.respond("GET", "/exchanges?limit=0")
+    assert status == 200 and ctype == "application/json"
+    got = sorted(json.loads(body)["exchanges"], key=lambda d: d["index"])
+    r = subprocess.run([sys.executable, "-m", "rmqsniff", "read", str(CAPTURES / f"{name}.pcap"), "--format", "jsonl"],
+                       capture_output=True, text=True, timeout=120)
+    want = [json.loads(x) for x in r.stdout.splitlines()]
+    assert got == want
+    proto = "grpc" if name.startswith("grpc") else "remoting"
+    status, _, body = route.respond("GET", f"/exchanges?limit=3&filter=protocol%20%3D%3D%20{proto}")
+    doc = json.loads(body)
+    assert status == 200 and doc["count"] == 3 and {e["protocol"] for e in doc["exchanges"]} == {proto}
+
+
+def test_stats_metrics_ready_and_errors():
+    route, p = _route("grpc_python")
+    status, ctype, body = route.respond("GET", "/metrics")
+    assert status == 200 and ctype.startswith("text/plain; version=")
+    fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    total = [s.value for s in fams["rocketmq_request"].samples if s.name == "rocketmq_request_total"]
+    assert total == [p.stats.snapshot()["counters"]["request"]]
+    assert route.respond("GET", "/stats/prometheus")[2] == body
+    assert route.respond("GET", "/stats")[2].decode().startswith("rocketmq.rmqsniff.")
+    assert json.loads(route.respond("GET", "/stats?format=json")[2])["counters"]["request"] == total[0]
+    assert route.respond("GET", "/ready") == (200, "text/plain; charset=utf-8", b"LIVE\n")
+    status, _, body = route.respond("GET", "/exchanges?filter=code%20%3D%3D%20%3D%3D")
+    assert status == 400 and json.loads(body)["error"].startswith("bad filter")
+    assert route.respond("GET", "/exchanges?limit=x")[0] == 400
+    assert route.respond("GET", "/nope")[0] == 404
+    assert route.respond("POST", "/stats")[0] == 405
+    none = StatsRoute(lambda: Reading(p.stats.snapshot()), why_none="kept none")
+    assert none.respond("GET", "/exchanges") == (404, "application/json", b'{"error":"kept none"}')
+
+
+def test_recent_is_bounded():
+    route, p = _route("remoting_json", maxlen=5)
+    doc = json.loads(route.respond("GET", "/exchanges?limit=0")[2])
+    assert doc["count"] == 5
