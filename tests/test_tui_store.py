@@ -12,7 +12,7 @@ from dissectors.remoting.command import RemotingCommand
 from rmqsniff.filter import compile_filter
 from rmqsniff.model import Connection, Exchange, Message
 from rmqsniff.pipeline import Pipeline, analyze
-from rmqsniff.tui import charts, tables
+from rmqsniff.tui import charts, stats_tables
 from rmqsniff.tui.store import COLUMNS, Store, filter_into, load, sort_view
 
 CAPTURE = Path(__file__).resolve().parent.parent / "captures" / "remoting_json.pcap"
@@ -68,7 +68,7 @@ def test_sort_view_orders_by_column_and_is_stable(loaded):
 @pytest.mark.parametrize("by", ["code", "topic", "group", "client", "broker"])
 def test_every_drill_down_filter_selects_the_rows_requests(loaded, by):
     store, _ = loaded
-    t = tables.grouped_table(store, by)
+    t = stats_tables.grouped_table(store, by)
     assert t.rows
     with_request = [ex for ex in store.exchanges if ex.request is not None]
     for row, flt in zip(t.rows, t.filters, strict=True):
@@ -79,7 +79,7 @@ def test_every_drill_down_filter_selects_the_rows_requests(loaded, by):
 
 def test_connections_table_drills_to_each_connection(loaded):
     store, _ = loaded
-    t = tables.connections_table(store.exchanges)
+    t = stats_tables.connections_table(store.exchanges)
     assert sum(int(r[4]) for r in t.rows) == len(store.exchanges)
     for row, flt in zip(t.rows, t.filters, strict=True):
         f = compile_filter(flt)
@@ -93,7 +93,7 @@ def test_quote_survives_the_filter_language():
     def ex(topic):
         cmd = RemotingCommand(105, 2, 1, ext={"topic": topic})
         return Exchange(0, conn, "remoting", "oneway", Message(0.0, cmd, True))
-    f = compile_filter(f"topic == {tables.quote(nasty)}")
+    f = compile_filter(f"topic == {stats_tables.quote(nasty)}")
     assert f(ex(nasty)) and not f(ex("a quoted topic"))
 
 

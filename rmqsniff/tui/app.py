@@ -28,7 +28,7 @@ from .detail import Node, exchange_json, exchange_tree, frame_bytes, hexdump
 from .exporting import export_exchanges
 from .screens import FollowScreen, HelpScreen, StatsScreen
 from .store import COLUMNS, Store, View, filter_into, load, load_live, sort_view
-from .table import ExchangeTable
+from .exchange_list import ExchangeTable
 
 TICK = 0.2  # seconds between list/progress refreshes while loading
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount

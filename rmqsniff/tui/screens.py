@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Log, Static, TabbedContent, TabPane
 
 from ..model import Exchange
 from ..views import conversation, render_conversation
-from . import charts, tables
+from . import charts, stats_tables
 from .commands import COMMANDS, KEYS
 from .store import Store, View
 
@@ -62,7 +62,7 @@ class StatsScreen(Screen[str | None]):
         yield Static(Text(f" stats: enter filters the list to a row · h/l or ←/→ switch tabs · esc back{more}"),
                      id="stats-title")
         with TabbedContent(initial=f"tab-{self.initial}", id="stats-tabs"):
-            for tab in tables.TABS:
+            for tab in stats_tables.TABS:
                 with TabPane(tab, id=f"tab-{tab}"):
                     yield VimTable(id=f"t-{tab}", cursor_type="row", zebra_stripes=True)
             for tab in CHART_TABS:
@@ -80,7 +80,7 @@ class StatsScreen(Screen[str | None]):
         self._focus_tab(tab)
 
     def _focus_tab(self, tab: str) -> None:
-        if tab in tables.TABS:
+        if tab in stats_tables.TABS:
             self.query_one(f"#t-{tab}", VimTable).focus()
 
     def _load(self, tab: str) -> None:
@@ -96,7 +96,7 @@ class StatsScreen(Screen[str | None]):
             elif tab == "rate":
                 result = charts.render_rate(charts.rate_series(self.exchanges, self.view, bins=100))
             else:
-                result = tables.build(self.store, tab)
+                result = stats_tables.build(self.store, tab)
         except Exception as e:  # shown, never a traceback
             result = Text(f"could not compute {tab}: {type(e).__name__}: {e}", style="red")
         self.app.call_from_thread(self._show, tab, result)
@@ -109,7 +109,7 @@ class StatsScreen(Screen[str | None]):
             else:
                 self.notify(str(result), severity="error")
             return
-        assert isinstance(result, tables.Table)
+        assert isinstance(result, stats_tables.Table)
         t = self.query_one(f"#t-{tab}", VimTable)
         t.clear(columns=True)
         t.add_columns(*result.columns)
@@ -129,7 +129,7 @@ class StatsScreen(Screen[str | None]):
 
     def action_tab(self, delta: int) -> None:
         tabs = self.query_one(TabbedContent)
-        order = [f"tab-{t}" for t in tables.TABS + CHART_TABS]
+        order = [f"tab-{t}" for t in stats_tables.TABS + CHART_TABS]
         i = order.index(tabs.active) if tabs.active in order else 0
         tabs.active = order[(i + delta) % len(order)]
 
