@@ -7,8 +7,8 @@ from typing import Any
 
 from dissectors.grpc.call import redact_value
 
-from ...model import Connection, Exchange, Message, MessageRow
-from ..base import Getter, Protocol, Side
+from ...model import Connection, Message
+from ..base import Getter, Protocol
 from . import fields as _fields
 from . import messages as _messages
 from . import output as _output
@@ -49,21 +49,12 @@ class Grpc(Protocol):
         return GrpcHandler(conn, sink, stats, mid_stream=bool(mid_stream if isinstance(mid_stream, bool)
                                                                else mid_stream[0]))
 
-    @property
-    def fields(self) -> Mapping[str, Getter]:
-        return _fields.FIELDS
-
-    def code_literal(self, text: str) -> int | None:
-        return _fields.code_literal(text)
-
-    def sides(self, ex: Exchange, redact: bool) -> tuple[Side, Side]:
-        return _output.sides(ex, redact)
-
-    def messages(self, ex: Exchange) -> list[MessageRow]:
-        return _messages.messages(ex)
-
-    def follow(self, ex: Exchange, m: Message, redact: bool) -> dict[str, Any]:
-        return _output.follow(ex, m, redact)
+    # what the rest of rmqsniff asks, answered by this package's modules
+    fields: Mapping[str, Getter] = _fields.FIELDS
+    code_literal = staticmethod(_fields.code_literal)
+    sides = staticmethod(_output.sides)
+    messages = staticmethod(_messages.messages)
+    follow = staticmethod(_output.follow)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         found = [v for k, v in m.command.headers if v and redact_value(k, v) != v]

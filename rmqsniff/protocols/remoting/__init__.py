@@ -11,9 +11,8 @@ from typing import Any
 from dissectors.remoting.codes import SEND_BATCH_MESSAGE
 from dissectors.remoting.headers import is_secret
 
-from ...model import Connection, Exchange, Message, MessageRow
-from ...tree import Node
-from ..base import Getter, Protocol, Side
+from ...model import Connection, Message
+from ..base import Getter, Protocol
 from . import fields as _fields
 from . import messages as _messages
 from . import output as _output
@@ -35,24 +34,13 @@ class Remoting(Protocol):
         return RemotingHandler(conn, sink, stats, mid_stream=mid_stream, candidate=candidate, max_frame=max_frame,
                                owner=owner)
 
-    @property
-    def fields(self) -> Mapping[str, Getter]:
-        return _fields.FIELDS
-
-    def code_literal(self, text: str) -> int | None:
-        return _fields.code_literal(text)
-
-    def sides(self, ex: Exchange, redact: bool) -> tuple[Side, Side]:
-        return _output.sides(ex, redact)
-
-    def detail(self, root: Node, ex: Exchange, redact: bool) -> None:
-        _output.detail(root, ex, redact)
-
-    def messages(self, ex: Exchange) -> list[MessageRow]:
-        return _messages.messages(ex)
-
-    def follow(self, ex: Exchange, m: Message, redact: bool) -> dict[str, Any]:
-        return _output.follow(ex, m, redact)
+    # what the rest of rmqsniff asks, answered by this package's modules
+    fields: Mapping[str, Getter] = _fields.FIELDS
+    code_literal = staticmethod(_fields.code_literal)
+    sides = staticmethod(_output.sides)
+    detail = staticmethod(_output.detail)
+    messages = staticmethod(_messages.messages)
+    follow = staticmethod(_output.follow)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         ext = m.command.ext or {}
