@@ -18,7 +18,8 @@ from .client import TIMED_OUT, Answer, Client
 from .diff import DiffRules
 from .frames import FrameTemplate, build_template
 from .pacing import LATE_AFTER, MAX, Pacing, Schedule, Ticker
-from .plan import BROKER, GRPC, PRODUCER_CODES, Plan, Session, Step
+from .plan import BROKER, GRPC, Plan, Session, Step
+from .remotingplan import PRODUCER_CODES
 from .rewrite import Rewriter, Rules
 from .routes import Route, Routes
 from .safety import Guard, ep_text
