@@ -9,10 +9,10 @@ from typing import Any
 from dissectors.remoting.codes import request_name
 from dissectors.remoting.command import RemotingCommand
 from rmqsniff.model import ANSWERED, ONEWAY, UNANSWERED, Connection, Exchange, Message
-from rmqsniff.protocols import protocol_of
+from rmqsniff.protocols import REMOTING, protocol_of
 from rmqsniff.stats import Stats
 
-from .engine.diff import DiffRules, compare
+from .engine.diff import DiffRules
 
 TIMEOUT = "TIMEOUT"
 CONNECTION_FAILED = "CONNECTION_FAILED"
@@ -58,9 +58,9 @@ class Report:
 
     # -- events ------------------------------------------------------------------------
     def request_sent(self, conn: Connection, cmd: RemotingCommand, size: int, ts: float,
-                     late_s: float, protocol: str = "remoting") -> Exchange:
+                     late_s: float, protocol: str = REMOTING.name) -> Exchange:
         """``ts`` is monotonic; ``late_s`` how long after its due time it went out;
-        ``cmd`` a RemotingCommand, or a GrpcMessage with ``protocol="grpc"``."""
+        ``cmd`` the decoded request of ``protocol`` (a RemotingCommand, a GrpcMessage ...)."""
         self._index += 1
         ex = Exchange(self._index, conn, protocol, ONEWAY if cmd.is_oneway else UNANSWERED,
                       Message(self._wall(ts), cmd, True, size=size))
@@ -117,12 +117,7 @@ class Report:
         if recorded is None:
             return
         self.compared += 1
-        if ex.protocol == "grpc":
-            from .engine.grpcdiff import compare as compare_grpc
-
-            found = compare_grpc(recorded, resp, self.rules)
-        else:
-            found = compare(recorded, resp, self.rules)
+        found = protocol_of(ex).planner.compare(recorded, resp, self.rules)
         if not found:
             self.matched += 1
             return

@@ -22,6 +22,7 @@ from dissectors.grpc.connection import response_code
 from dissectors.grpc.messages import parse
 from dissectors.grpc.schema import BY_NAME, Rpc
 from rmqsniff.model import Connection
+from rmqsniff.protocols import GRPC
 
 from ..report import CONNECTION_FAILED, TIMEOUT
 from .grpcclient import Call, GrpcClient
@@ -89,7 +90,7 @@ async def run_session(eng, si: int, s: Session, copy: int, loop: int, target) ->
                               messages=[GrpcPayload(call.sent_at, d, False, 5 + len(d), rpc.request, m)
                                         for d, m in zip(data, out, strict=True)],
                               size=call.size, headers_seen=True, first_ts=call.sent_at, last_ts=call.sent_at)
-            ex = rep.request_sent(conn, req, call.size, call.sent_at, late, protocol="grpc")
+            ex = rep.request_sent(conn, req, call.size, call.sent_at, late, protocol=GRPC.name)
             waits[st.index] = asyncio.ensure_future(_watch(eng, client, call, ex, st, rpc, txn, state, out))
         if waits:
             await asyncio.wait(list(waits.values()))
