@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rmqsniff.model import ANSWERED, ONEWAY, ORPHAN, Connection, Exchange, Message
 from rmqsniff.pairing import Lite, PairingSink, command_of
+from rmqsniff.protocols import REMOTING
 from rmqsniff.stats import Stats
 
 from .config import (
@@ -27,7 +28,9 @@ from .config import (
     endpoint_text,
     parse_endpoint,
 )
+from .grpc import GrpcRouteAnswer
 from .recorder import Recorder
+from .remoting import RouteAnswer
 from .session import Session
 from .transparent import allow_tproxy
 
@@ -41,6 +44,10 @@ DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
 DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
 DRAIN_BACKLOG = 128  # ... or of half the queue when it is longer than this ...
 DEFER_LIMIT = 4 * 1024 * 1024  # ... or at once when this much waits
+
+
+LISTENER_FOR: dict[type, str] = {RouteAnswer: BROKER, GrpcRouteAnswer: GRPC}
+"""The kind of listener that stands in for the addresses of each kind of route answer."""
 
 
 class ProxyError(RuntimeError):
@@ -125,7 +132,7 @@ def _exchange(item: Any) -> Exchange:
         return Message(r[0], cmd, r[7], r[6], r[5])
 
     status = ANSWERED if req is not None and resp is not None else (ONEWAY if resp is None else ORPHAN)
-    return Exchange(index, conn, "remoting", status, message(req), message(resp), notes)
+    return Exchange(index, conn, REMOTING.name, status, message(req), message(resp), notes)
 
 
 def _drop(ex: Exchange) -> None:
@@ -364,7 +371,7 @@ class Proxy:
     async def rewrite(self, answer, near: Endpoint | None = None) -> bytes:
         """The bytes of a route answer (remoting ``RouteAnswer`` or ``GrpcRouteAnswer``) with
         every upstream address replaced by a proxy listener."""
-        kind = GRPC if answer.kind == "grpc" else BROKER
+        kind = LISTENER_FOR[type(answer)]
         mapping = await self.listeners_for(kind, answer.addrs, near or self._near()) if answer.addrs else {}
         return answer.apply(mapping)
 

@@ -12,9 +12,10 @@ import time
 from typing import TYPE_CHECKING
 
 from rmqsniff.model import Connection, Exchange
-from rmqsniff.protocols import protocol_of
+from rmqsniff.protocols import GRPC as GRPC_PROTOCOL
+from rmqsniff.protocols import REMOTING, Protocol, protocol_of, recognise
 
-from .config import GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
+from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
 from .grpc import GrpcTap
 from .remoting import RemotingTap
 from .transparent import original_dst
@@ -27,8 +28,9 @@ LOW_WATER = 64 * 1024  # ... and below this resumes it
 EARLY_LIMIT = 1024 * 1024  # client bytes held while the upstream connection is being made
 FAIL_LINGER = 1.0  # after a failed connect, requests still arriving are answered for this long
 CLOSE_GRACE = 1.0  # a closing leg that cannot flush its write buffer in this time is aborted
-HTTP2_PREFACE = b"PRI * HTTP/2.0"
 SO_MARK = getattr(socket, "SO_MARK", 36)
+LISTENER_PROTOCOL: dict[str, Protocol] = {NAMESRV: REMOTING, BROKER: REMOTING, GRPC: GRPC_PROTOCOL}
+"""What a listener of each kind speaks (TRANSPARENT: what the client's first bytes show)."""
 
 def now() -> float:
     """Wall-clock time at microsecond resolution: the recording's, so that stats computed
@@ -204,24 +206,29 @@ class Session:
         p.stats.tcp("flows", 1)
         self.sink = _SessionSink(p.sink, p.stats)
         if self.listener.kind != TRANSPARENT:
-            self._make_tap(GRPC if self.listener.kind == GRPC else "remoting")
+            self._make_tap(LISTENER_PROTOCOL[self.listener.kind])
         self.rec = p.recorder.open(self.client, self.upstream, self.conn.first_ts) if p.recorder else None
         self._connector = asyncio.ensure_future(self._connect())
 
-    def _make_tap(self, protocol: str) -> None:
+    def _make_tap(self, protocol: Protocol) -> None:
+        """The tap that decodes (and rewrites) this connection as ``protocol``."""
         p = self.proxy
         rewrite = p.config.rewrite_routes and self.listener.kind != TRANSPARENT
         sink = self.sink if self.sink.counting else p.sink  # the gauges' wrapper only while connecting
-        if protocol == GRPC:
-            self.tap = GrpcTap(self.conn, sink, p.stats, rewrite_routes=rewrite)
-        else:
-            # route answers come from name servers: only there are they looked for and held
-            self.tap = RemotingTap(self.conn, sink, p.stats, framed=rewrite,
-                                   rewrite_routes=rewrite and self.listener.kind == NAMESRV,
-                                   max_frame=p.config.max_frame)
-            self.tap.lite = sink is p.sink
-            if self.tap.lite:
-                self._defer_decoding()
+        _TAP_MAKERS[protocol](self, sink, rewrite)
+
+    def _grpc_tap(self, sink, rewrite: bool) -> None:
+        self.tap = GrpcTap(self.conn, sink, self.proxy.stats, rewrite_routes=rewrite)
+
+    def _remoting_tap(self, sink, rewrite: bool) -> None:
+        p = self.proxy
+        # route answers come from name servers: only there are they looked for and held
+        self.tap = tap = RemotingTap(self.conn, sink, p.stats, framed=rewrite,
+                                     rewrite_routes=rewrite and self.listener.kind == NAMESRV,
+                                     max_frame=p.config.max_frame)
+        tap.lite = sink is p.sink
+        if tap.lite:
+            self._defer_decoding()
 
     def _defer_decoding(self) -> None:
         """Without route answers to hold, decoding may lag the forwarding, in batches."""
@@ -300,8 +307,9 @@ class Session:
     def client_data(self, data: bytes) -> None:
         """Client bytes (the transport's callback): forwarded first, then decoded, recorded."""
         ts = now()
-        if self.tap is None:
-            self._make_tap(GRPC if data.startswith(HTTP2_PREFACE[:len(data)]) else "remoting")
+        if self.tap is None:  # a transparent connection: its first bytes tell
+            found = recognise(data, True)
+            self._make_tap(found[0] if found is not None else REMOTING)
         if self.open:
             try:
                 self.uleg.transport.write(data)
@@ -336,8 +344,8 @@ class Session:
         if self.rec is not None:
             self.rec.data(False, data, ts)
         tap = self.tap
-        if tap is None:
-            self._make_tap("remoting")
+        if tap is None:  # a transparent connection whose server spoke first
+            self._make_tap(REMOTING)
             tap = self.tap
         cleg = self.cleg
         out = tap.server_fast(data)
@@ -502,3 +510,7 @@ class Session:
             self.rec.close(ts)
         self.proxy._sessions.discard(self)
         self.done.set_result(None)
+
+
+_TAP_MAKERS = {REMOTING: Session._remoting_tap, GRPC_PROTOCOL: Session._grpc_tap}
+"""The protocols the proxy taps, and how it makes a session's tap for each."""
