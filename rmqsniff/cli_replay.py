@@ -357,9 +357,11 @@ def _counts(c: Counter) -> str:
 
 
 def _print_plan(plan, opts, schedule, guard) -> None:
-    from dissectors.remoting.codes import request_name
     from replay.engine import Rewriter
+    from replay.engine.plan import GRPC, NAMESRV
     from replay.engine.safety import SafetyError, ep_text
+
+    from .protocols import protocol_of
 
     rw = Rewriter(opts.rules)
     loops, copies = opts.loops, opts.copies
@@ -385,11 +387,10 @@ def _print_plan(plan, opts, schedule, guard) -> None:
                 verdict = f"REFUSED: {e}"
         click.echo(f"{what} {ep_text(ep)} ({verdict}); via {'proxy' if opts.via_proxy else 'direct'}")
     for s in plan.sessions:
-        codes = Counter(request_name(st.code) for st in s.steps)
-        if s.kind == "grpc":
-            codes = Counter(st.ex.request.command.method for st in s.steps)
+        codes = Counter(protocol_of(st.ex).classifier.request_name(st.code) for st in s.steps)
+        if s.kind == GRPC:
             where = f"gRPC endpoint {ep_text(opts.grpc_target)} (topics {', '.join(map(rw.topic, s.topics)) or '-'})"
-        elif s.kind == "namesrv":
+        elif s.kind == NAMESRV:
             where = f"name server {ep_text(opts.target)}"
         else:
             topics = [rw.topic(t) for t in s.topics] or ["<any broker>"]
