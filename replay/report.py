@@ -106,6 +106,7 @@ class Report:
     def _done(self, ex: Exchange, rcode: int | None, rname: str) -> None:
         self.in_flight -= 1
         self.completed += 1
+        assert ex.request is not None  # an exchange of request_sent()
         cmd = ex.request.command
         k = _cls(ex)
         if rcode is None or k.classify(cmd.code, rcode) == "error":
@@ -121,6 +122,7 @@ class Report:
         if not found:
             self.matched += 1
             return
+        assert ex.request is not None  # an exchange of request_sent()
         cmd = ex.request.command
         k = _cls(ex)
         for kind, a, b in found:
@@ -144,9 +146,9 @@ class Report:
         for mine, theirs in ((self.not_sent, other.not_sent), (self.server_requests, other.server_requests),
                              (self.unmapped, other.unmapped), (self.diff_counts, other.diff_counts)):
             mine.update(theirs)
-        for mine, theirs in ((self.err_by_code, other.err_by_code), (self.err_by_topic, other.err_by_topic)):
-            for k, cnt in theirs.items():
-                mine[k].update(cnt)
+        for by_key, theirs_by_key in ((self.err_by_code, other.err_by_code), (self.err_by_topic, other.err_by_topic)):
+            for k, cnt in theirs_by_key.items():
+                by_key[k].update(cnt)
         for k, examples in other.diff_examples.items():
             mine_ex = self.diff_examples[k]
             mine_ex.extend(examples[:MAX_EXAMPLES - len(mine_ex)])
