@@ -59,7 +59,7 @@ async def run_session(eng, si: int, s: Session, copy: int, loop: int, target) ->
                     rep.skipped(f"cannot connect to {ep_text(target.upstream)}: {e or 'timeout'}", len(s.steps) - n)
                     return False
                 conn = Connection(s.id, client.local or ("127.0.0.1", 0), target.upstream, role_source="replay")
-            src = request_of(st.ex).command
+            src = st.command
             rpc = BY_NAME[src.method]
             msgs = [p.message for p in src.messages if p.message is not None]
             if rpc.name == TELEMETRY:  # replies to the capture's server commands mean nothing here

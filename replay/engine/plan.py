@@ -55,12 +55,19 @@ class Step:
     producer_only: bool = False  # heartbeat: drop its consumer part
 
     @property
+    def command(self) -> Any:
+        """The captured request: its protocol's decoded object (a RemotingCommand, a GrpcMessage)."""
+        req = self.ex.request
+        assert req is not None  # plans hold requests only
+        return req.command
+
+    @property
     def code(self) -> int:
-        return request_of(self.ex).command.code
+        return self.command.code
 
     @property
     def oneway(self) -> bool:
-        return request_of(self.ex).command.is_oneway
+        return self.command.is_oneway
 
 
 @dataclass(slots=True)
