@@ -11,17 +11,61 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rmqsniff.model import ANSWERED, Connection, Endpoint, Exchange, Message
 from rmqsniff.protocols import GRPC as GRPC_PROTOCOL
-from rmqsniff.protocols import REMOTING, Protocol, protocol_of
+from rmqsniff.protocols import REMOTING, protocol_of
+from rmqsniff.protocols import Protocol as WireProtocol
+
+from .diff import DiffRules
 
 NAMESRV = "namesrv"
 BROKER = "broker"
 GRPC = "grpc"  # a gRPC client connection (--grpc-target)
 
 SAMPLE_BY = ("topic", "key", "client")
+
+
+class Planner(Protocol):
+    """What a plan asks of a protocol's replay planner (``protocol_of(ex).planner``:
+    :mod:`.remotingplan`, :mod:`.grpcplan`).  Exchanges given to it are requests of its
+    protocol sent by the client (no orphan responses, nothing server-initiated)."""
+
+    UNTARGETED: str  # why its requests are left out when replay has no target for the protocol
+
+    def why_not(self, ex: Exchange, consumers: bool, selected_by_filter: bool | None) -> str | None:
+        """None when replayed, else why not (``selected_by_filter``: the ``-Y`` verdict or None)."""
+
+    def consumer_side(self, ex: Exchange) -> str | None:
+        """``--consumers-only``: why it is producer traffic, else None."""
+
+    def sample_value(self, by: str, ex: Exchange) -> str | None:
+        """What ``--sample-by`` hashes (None: always kept)."""
+
+    def session_kind(self, conn: Connection, nameserver_traffic: bool) -> str:
+        """NAMESRV, BROKER or GRPC: where the connection's session goes on staging."""
+
+    def session_topics(self, exchanges: Iterable[Exchange]) -> list[str]: ...
+
+    def default_topics(self, exchanges: Iterable[Exchange]) -> list[str]: ...
+
+    def broker_name(self, exchanges: Iterable[Exchange]) -> str | None: ...
+
+    def producer_only(self, ex: Exchange) -> bool:
+        """Replayed without its consumer part when consumers are not replayed (a heartbeat)."""
+
+    def answer_ts(self, ex: Exchange) -> float:
+        """When the client had its answer (what later requests waited for)."""
+
+    def compare(self, recorded: Any, replayed: Any, rules: DiffRules) -> list[tuple[str, str, str]]:
+        """Mismatches ``(kind, recorded, replayed)`` of a replayed answer against the recorded one."""
+
+
+if TYPE_CHECKING:  # both planners implement the interface
+    from . import grpcplan, remotingplan
+
+    _PLANNERS: tuple[Planner, ...] = (remotingplan, grpcplan)
 
 
 def request_of(ex: Exchange) -> Message:
@@ -38,10 +82,10 @@ def response_of(ex: Exchange) -> Message:
     return resp
 
 
-def planner_of(ex: Exchange) -> Any:
-    """The replay planning module of the exchange's protocol (see :mod:`.remotingplan`,
-    :mod:`.grpcplan`), None when its protocol is not replayable."""
-    return protocol_of(ex).planner
+def planner_of(ex: Exchange) -> Planner | None:
+    """The replay planner of the exchange's protocol, None when it is not replayable."""
+    planner: Planner | None = protocol_of(ex).planner
+    return planner
 
 
 @dataclass(slots=True)
@@ -79,24 +123,26 @@ class Session:
     kind: str  # NAMESRV, BROKER or GRPC, as the protocol's planner tells (session_kind)
     steps: list[Step] = field(default_factory=list)
 
-    def _planned(self, what: str) -> Any:
-        """``what`` of the planner of this session's protocol, asked about its exchanges."""
-        if not self.steps:
-            return None
-        return getattr(planner_of(self.steps[0].ex), what)([s.ex for s in self.steps])
+    @property
+    def planner(self) -> Planner | None:
+        """The planner of the session's protocol (None: no steps)."""
+        return planner_of(self.steps[0].ex) if self.steps else None
 
     @property
     def topics(self) -> list[str]:
-        return self._planned("session_topics") or []
+        p = self.planner
+        return p.session_topics(s.ex for s in self.steps) if p is not None else []
 
     @property
     def default_topics(self) -> list[str]:
         """Topics senders fall back to when theirs has no route (``TBW102``)."""
-        return self._planned("default_topics") or []
+        p = self.planner
+        return p.default_topics(s.ex for s in self.steps) if p is not None else []
 
     @property
     def broker_name(self) -> str | None:
-        return self._planned("broker_name")
+        p = self.planner
+        return p.broker_name(s.ex for s in self.steps) if p is not None else None
 
 
 @dataclass(slots=True)
@@ -134,7 +180,7 @@ def sample_value(by: str, ex: Exchange) -> str | None:
 
 
 def _selector(consumers: bool, flt: Callable[[Exchange], bool] | None,
-              targeted: frozenset[Protocol]) -> Callable[[Exchange], str | None]:
+              targeted: frozenset[WireProtocol]) -> Callable[[Exchange], str | None]:
     """Returns None for a selected request, else the reason it is left out (``targeted``:
     the protocols replay has a target for)."""
     def why_not(ex: Exchange) -> str | None:
@@ -210,13 +256,14 @@ def build_plan(exchanges: Iterable[Exchange], *, consumers: bool = False,
         lst.sort(key=lambda ex: (request_of(ex).ts, request_of(ex).stream_offset))
         conn = conns[cid]
         planner = planner_of(lst[0])
+        assert planner is not None  # selected: its protocol has one
         sess = Session(cid, conn, planner.session_kind(conn, cid in ns_conns))
         sess.steps = _steps(planner, lst, t0, producer_only=not consumers and flt is None)
         sessions.append(sess)
     return Plan(sessions, servers, skipped, t1 - t0)
 
 
-def _steps(planner: Any, lst: list[Exchange], t0: float, producer_only: bool) -> list[Step]:
+def _steps(planner: Planner, lst: list[Exchange], t0: float, producer_only: bool) -> list[Step]:
     """Steps with their dependencies: a request waits for every answer the capture shows
     arriving before it was sent (earlier answers were already waited for by earlier steps);
     ``lst`` is one connection's, of one protocol (``planner``)."""
