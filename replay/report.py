@@ -9,10 +9,10 @@ from typing import Any
 from dissectors.remoting.codes import request_name
 from dissectors.remoting.command import RemotingCommand
 from rmqsniff.model import ANSWERED, ONEWAY, UNANSWERED, Connection, Exchange, Message
-from rmqsniff.protocols import protocol_of
+from rmqsniff.protocols import REMOTING, protocol_of
 from rmqsniff.stats import Stats
 
-from .engine.diff import DiffRules, compare
+from .engine.diff import DiffRules
 
 TIMEOUT = "TIMEOUT"
 CONNECTION_FAILED = "CONNECTION_FAILED"
@@ -58,9 +58,9 @@ class Report:
 
     # -- events ------------------------------------------------------------------------
     def request_sent(self, conn: Connection, cmd: RemotingCommand, size: int, ts: float,
-                     late_s: float, protocol: str = "remoting") -> Exchange:
+                     late_s: float, protocol: str = REMOTING.name) -> Exchange:
         """``ts`` is monotonic; ``late_s`` how long after its due time it went out;
-        ``cmd`` a RemotingCommand, or a GrpcMessage with ``protocol="grpc"``."""
+        ``cmd`` the decoded request of ``protocol`` (a RemotingCommand, a GrpcMessage ...)."""
         self._index += 1
         ex = Exchange(self._index, conn, protocol, ONEWAY if cmd.is_oneway else UNANSWERED,
                       Message(self._wall(ts), cmd, True, size=size))
@@ -106,6 +106,7 @@ class Report:
     def _done(self, ex: Exchange, rcode: int | None, rname: str) -> None:
         self.in_flight -= 1
         self.completed += 1
+        assert ex.request is not None  # an exchange of request_sent()
         cmd = ex.request.command
         k = _cls(ex)
         if rcode is None or k.classify(cmd.code, rcode) == "error":
@@ -117,15 +118,11 @@ class Report:
         if recorded is None:
             return
         self.compared += 1
-        if ex.protocol == "grpc":
-            from .engine.grpcdiff import compare as compare_grpc
-
-            found = compare_grpc(recorded, resp, self.rules)
-        else:
-            found = compare(recorded, resp, self.rules)
+        found = protocol_of(ex).planner.compare(recorded, resp, self.rules)
         if not found:
             self.matched += 1
             return
+        assert ex.request is not None  # an exchange of request_sent()
         cmd = ex.request.command
         k = _cls(ex)
         for kind, a, b in found:
@@ -149,9 +146,9 @@ class Report:
         for mine, theirs in ((self.not_sent, other.not_sent), (self.server_requests, other.server_requests),
                              (self.unmapped, other.unmapped), (self.diff_counts, other.diff_counts)):
             mine.update(theirs)
-        for mine, theirs in ((self.err_by_code, other.err_by_code), (self.err_by_topic, other.err_by_topic)):
-            for k, cnt in theirs.items():
-                mine[k].update(cnt)
+        for by_key, theirs_by_key in ((self.err_by_code, other.err_by_code), (self.err_by_topic, other.err_by_topic)):
+            for k, cnt in theirs_by_key.items():
+                by_key[k].update(cnt)
         for k, examples in other.diff_examples.items():
             mine_ex = self.diff_examples[k]
             mine_ex.extend(examples[:MAX_EXAMPLES - len(mine_ex)])

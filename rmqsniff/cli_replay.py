@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections import Counter
@@ -9,7 +10,8 @@ from collections import Counter
 import click
 import orjson
 
-_TARGET_HELP = "Staging name server HOST:PORT: name-server traffic goes there, broker traffic to the broker its routes name."
+_TARGET_HELP = ("Staging name server HOST:PORT: name-server traffic goes there, broker traffic to the broker its "
+                "routes name.")
 
 
 def _line(msg: str) -> None:
@@ -32,50 +34,73 @@ class _Stop(Exception):
               help="Addresses replay may connect to (required; repeat for each host or host:port).")
 @click.option("--i-know-this-is-production", "prod_ok", is_flag=True,
               help="Allow targets that are servers in the capture itself.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (sessions, requests, expected duration, targets); send nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan (sessions, requests, expected duration, targets); send nothing.")
 @click.option("--via-proxy/--direct", default=True, show_default=True,
               help="Pass replay traffic through the built-in proxy (its stats join the report).")
 @click.option("--consumers", is_flag=True, help="Replay consumer traffic too (pull, pop, ack, offsets).")
 @click.option("--consumers-only", is_flag=True,
               help="Only the consumer side: routes, consumer heartbeats, pulls, pops, acks, offsets; no sends.")
-@click.option("-Y", "--filter", "expr", metavar="EXPR", help="Replay only these requests (filter language); replaces the default selection.")
-@click.option("--map-topic", multiple=True, metavar="PROD=STAGING", help="Rename a topic (retry/DLQ topics follow --map-group).")
+@click.option("-Y", "--filter", "expr", metavar="EXPR",
+              help="Replay only these requests (filter language); replaces the default selection.")
+@click.option("--map-topic", multiple=True, metavar="PROD=STAGING",
+              help="Rename a topic (retry/DLQ topics follow --map-group).")
 @click.option("--map-group", multiple=True, metavar="PROD=STAGING", help="Rename a producer/consumer group.")
 @click.option("--map-property", multiple=True, metavar="K=V", help="Set a message property on every replayed message.")
 @click.option("--drop-property", multiple=True, metavar="K", help="Remove a message property.")
-@click.option("--fresh-ids", is_flag=True, help="New UNIQ_KEY per replayed message copy (default: keep the captured ids).")
+@click.option("--fresh-ids", is_flag=True,
+              help="New UNIQ_KEY per replayed message copy (default: keep the captured ids).")
 @click.option("--access-key", metavar="AK", help="Re-sign requests (ACL 1.0) with this access key.")
-@click.option("--secret-key", metavar="SK", envvar="RMQSNIFF_SECRET_KEY", help="Secret key for --access-key (or $RMQSNIFF_SECRET_KEY).")
+@click.option("--secret-key", metavar="SK", envvar="RMQSNIFF_SECRET_KEY",
+              help="Secret key for --access-key (or $RMQSNIFF_SECRET_KEY).")
 @click.option("--speed", default="1x", show_default=True, metavar="Nx", help="Captured gaps divided by N.")
 @click.option("--max-gap", metavar="DURATION", help="Cap idle gaps of the captured timeline (e.g. 1s).")
 @click.option("--rate", metavar="N/s", help="Fixed rate over all requests (late ones are sent late and counted).")
 @click.option("--max", "as_fast", is_flag=True, help="As fast as the target answers (dependencies still kept).")
 @click.option("--duration", metavar="DURATION", help="Stop sending after this long (e.g. 30s).")
-@click.option("--loop", "loops", type=click.IntRange(min=1), default=1, show_default=True, help="Replay the capture N times.")
+@click.option("--loop", "loops", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Replay the capture N times.")
 @click.option("--scale", type=click.IntRange(min=1, max=10_000), default=1, show_default=True,
               help="N concurrent copies of every session (distinct client ids).")
 @click.option("--count", "max_requests", type=click.IntRange(min=1), help="Send at most N requests.")
 @click.option("--sample", metavar="PCT", help="Keep this share of sessions (consistent hashing), e.g. 10%.")
-@click.option("--sample-by", nargs=2, metavar="topic|key|client PCT", help="Keep this share of topics / message keys / client hosts.")
-@click.option("--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True, help="Seconds to wait for an answer (plus 1.5x its captured latency).")
+@click.option("--sample-by", nargs=2, metavar="topic|key|client PCT",
+              help="Keep this share of topics / message keys / client hosts.")
+@click.option("--timeout", type=click.FloatRange(min=0.05), default=5.0, show_default=True,
+              help="Seconds to wait for an answer (plus 1.5x its captured latency).")
 @click.option("--diff-ignore", multiple=True, metavar="KEY", help="Also ignore this response header in the diff.")
-@click.option("--diff-keep", multiple=True, metavar="KEY", help="Compare this header although the noise rules ignore it.")
-@click.option("--no-diff-noise", is_flag=True, help="Drop the default noise rules (ids, offsets, timestamps, queue ids).")
-@click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True), metavar="FILE.json", help="Write the final report as JSON.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True, help="Final report on stdout.")
-@click.option("--progress/--no-progress", default=None, help="Live progress on stderr (default: when stderr is a terminal).")
+@click.option("--diff-keep", multiple=True, metavar="KEY",
+              help="Compare this header although the noise rules ignore it.")
+@click.option("--no-diff-noise", is_flag=True,
+              help="Drop the default noise rules (ids, offsets, timestamps, queue ids).")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True), metavar="FILE.json",
+              help="Write the final report as JSON.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="Final report on stdout.")
+@click.option("--progress/--no-progress", default=None,
+              help="Live progress on stderr (default: when stderr is a terminal).")
 @click.option("--port", "ports", multiple=True, metavar="P[,P…]", help="Decode these TCP ports as RocketMQ servers.")
-@click.option("--share", metavar="I/N", help="Replay only share I (0-based) of N: disjoint (session, copy) units, paced on the whole run's schedule.")
-@click.option("--events", "events_file", metavar="FILE|-", help="With --share: one JSON line per finished request (for Locust and other drivers).")
-@click.option("--locust", is_flag=True, help="Distribute the replay over Locust workers: a local master and --workers workers, each replaying one share.")
+@click.option("--share", metavar="I/N",
+              help="Replay only share I (0-based) of N: disjoint (session, copy) units, "
+                   "paced on the whole run's schedule.")
+@click.option("--events", "events_file", metavar="FILE|-",
+              help="With --share: one JSON line per finished request (for Locust and other drivers).")
+@click.option("--locust", is_flag=True,
+              help="Distribute the replay over Locust workers: a local master and --workers workers, "
+                   "each replaying one share.")
 @click.option("--workers", type=click.IntRange(min=1, max=256),
-              help="Local replay processes, process i replaying share i/N, reports merged (with --locust: Locust workers, default 2).")
-@click.option("--headless/--web-ui", default=True, show_default=True, help="--locust: no web UI (--web-ui: serve it and start at once).")
-@click.option("--locust-print", is_flag=True, help="Print the Locust master and worker commands (for several machines); run nothing.")
-@click.option("--locust-opt", multiple=True, metavar="ARG", help="--locust: pass this option to the Locust master, e.g. --locust-opt=--csv=run.")
+              help="Local replay processes, process i replaying share i/N, reports merged "
+                   "(with --locust: Locust workers, default 2).")
+@click.option("--headless/--web-ui", default=True, show_default=True,
+              help="--locust: no web UI (--web-ui: serve it and start at once).")
+@click.option("--locust-print", is_flag=True,
+              help="Print the Locust master and worker commands (for several machines); run nothing.")
+@click.option("--locust-opt", multiple=True, metavar="ARG",
+              help="--locust: pass this option to the Locust master, e.g. --locust-opt=--csv=run.")
 @click.pass_context
-def replay(ctx: click.Context, captures: tuple[str, ...], target: str | None, grpc_target: str | None, allow: tuple[str, ...], prod_ok: bool,
-           dry_run: bool, via_proxy: bool, consumers: bool, consumers_only: bool, expr: str | None, map_topic: tuple[str, ...],
+def replay(ctx: click.Context, captures: tuple[str, ...], target: str | None, grpc_target: str | None,
+           allow: tuple[str, ...], prod_ok: bool, dry_run: bool, via_proxy: bool, consumers: bool,
+           consumers_only: bool, expr: str | None, map_topic: tuple[str, ...],
            map_group: tuple[str, ...], map_property: tuple[str, ...], drop_property: tuple[str, ...],
            fresh_ids: bool, access_key: str | None, secret_key: str | None, speed: str, max_gap: str | None,
            rate: str | None, as_fast: bool, duration: str | None, loops: int, scale: int,
@@ -113,16 +138,24 @@ def _bad(msg: str) -> _Stop:
     return _Stop(1)
 
 
-def _run(a: dict) -> int:
-    from replay.engine import (MAX, RATE, SPEED, DiffRules, Guard, Options, Pacing, Replay, RewriteError,
-                               Rules, SafetyError, Schedule, build_plan, parse_duration,
-                               parse_pairs, parse_percent, parse_rate, parse_speed)
+def _settings(a: dict) -> tuple:
+    """The command line's targets, rewrite rules, pacing and sampling (raises _Stop)."""
+    from replay.engine import (
+        MAX,
+        RATE,
+        SPEED,
+        Pacing,
+        RewriteError,
+        Rules,
+        SafetyError,
+        parse_duration,
+        parse_pairs,
+        parse_percent,
+        parse_rate,
+        parse_speed,
+    )
     from replay.engine.plan import SAMPLE_BY
     from replay.engine.safety import endpoint
-    from rmqsniff.pipeline import Pipeline
-
-    from .cli import _BadInput, _compile, _ports
-    from .cli import _report as read_problems
 
     try:
         if not a["target"] and not a["grpc_target"]:
@@ -152,6 +185,17 @@ def _run(a: dict) -> int:
             by = (field, parse_percent(pct))
     except (ValueError, SafetyError, RewriteError) as e:
         raise _bad(str(e)) from None
+    return tgt, gtgt, rules, pacing, dur, frac, by
+
+
+def _run(a: dict) -> int:
+    from replay.engine import DiffRules, Guard, Options, Replay, SafetyError, Schedule, build_plan
+    from rmqsniff.pipeline import Pipeline
+
+    from .cli import _BadInput, _compile, _ports
+    from .cli import _report as read_problems
+
+    tgt, gtgt, rules, pacing, dur, frac, by = _settings(a)
     try:
         flt = _compile(a["expr"])
     except _BadInput:
@@ -283,10 +327,8 @@ def _execute(engine, show: bool):
     async def main():
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, engine.stop)
-            except (NotImplementedError, RuntimeError):
-                pass
         if not show:
             return await engine.run()
         from rich.console import Console
@@ -305,7 +347,8 @@ def _execute(engine, show: bool):
 def _progress_line(r) -> str:
     rate = r.achieved_rate()
     req = r.requested_rate
-    return (f"sent {r.sent}/{r.planned}  rate {rate or 0:,.0f}/s (requested {'max' if req is None else f'{req:,.0f}'}/s)  "
+    return (f"sent {r.sent}/{r.planned}  rate {rate or 0:,.0f}/s "
+            f"(requested {'max' if req is None else f'{req:,.0f}'}/s)  "
             f"in flight {r.in_flight}  errors {r.errors}  late {r.late}")
 
 
@@ -314,9 +357,11 @@ def _counts(c: Counter) -> str:
 
 
 def _print_plan(plan, opts, schedule, guard) -> None:
-    from dissectors.remoting.codes import request_name
     from replay.engine import Rewriter
+    from replay.engine.plan import GRPC, NAMESRV
     from replay.engine.safety import SafetyError, ep_text
+
+    from .protocols import protocol_of
 
     rw = Rewriter(opts.rules)
     loops, copies = opts.loops, opts.copies
@@ -342,11 +387,10 @@ def _print_plan(plan, opts, schedule, guard) -> None:
                 verdict = f"REFUSED: {e}"
         click.echo(f"{what} {ep_text(ep)} ({verdict}); via {'proxy' if opts.via_proxy else 'direct'}")
     for s in plan.sessions:
-        codes = Counter(request_name(st.code) for st in s.steps)
-        if s.kind == "grpc":
-            codes = Counter(st.ex.request.command.method for st in s.steps)
+        codes = Counter(protocol_of(st.ex).classifier.request_name(st.code) for st in s.steps)
+        if s.kind == GRPC:
             where = f"gRPC endpoint {ep_text(opts.grpc_target)} (topics {', '.join(map(rw.topic, s.topics)) or '-'})"
-        elif s.kind == "namesrv":
+        elif s.kind == NAMESRV:
             where = f"name server {ep_text(opts.target)}"
         else:
             topics = [rw.topic(t) for t in s.topics] or ["<any broker>"]

@@ -1,6 +1,9 @@
 """Replay engine: captured client sessions re-sent to a staging cluster.
 
-    plan.py     exchanges -> sessions of steps (selection, sampling, dependencies)
+    plan.py     exchanges -> sessions of steps (sampling, dependencies); what to select and how
+                to treat it is asked of the exchange's protocol: ``protocol_of(ex).planner``
+    remotingplan.py  remoting's planner (grpcplan.py gRPC's): selection, session kind, topics,
+                sampling values, answer times, answer diff
     rewrite.py  topics, groups, properties, timestamps, client ids, ACL
     pacing.py   --speed / --rate / --max schedules
     routes.py   staging routes from the target name server
@@ -10,7 +13,7 @@
     via.py      the built-in proxy hook (--via-proxy)
     diff.py     replayed vs recorded answers
     state.py    consumer state: replayed receipt handles / offsets into later acks, pulls, commits
-    grpc*.py    gRPC sessions (--grpc-target): plan selection, rewriting, HTTP/2 client, session
+    grpc*.py    gRPC sessions (--grpc-target): planner, rewriting, HTTP/2 client, session
                 runner, receipt-handle state, answer diff
     runner.py   Replay: runs it all, feeds replay.report.Report
 """

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -22,13 +23,14 @@ from dissectors.grpc.connection import response_code
 from dissectors.grpc.messages import parse
 from dissectors.grpc.schema import BY_NAME, Rpc
 from rmqsniff.model import Connection
+from rmqsniff.protocols import GRPC
 
 from ..report import CONNECTION_FAILED, TIMEOUT
 from .grpcclient import Call, GrpcClient
 from .grpcrewrite import GrpcRewriter
 from .grpcstate import GrpcConsumerState
 from .pacing import LATE_AFTER, MAX
-from .plan import Session, Step
+from .plan import Session, Step, request_of
 from .safety import ep_text
 
 TELEMETRY = "Telemetry"
@@ -57,7 +59,7 @@ async def run_session(eng, si: int, s: Session, copy: int, loop: int, target) ->
                     rep.skipped(f"cannot connect to {ep_text(target.upstream)}: {e or 'timeout'}", len(s.steps) - n)
                     return False
                 conn = Connection(s.id, client.local or ("127.0.0.1", 0), target.upstream, role_source="replay")
-            src = st.ex.request.command
+            src = st.command
             rpc = BY_NAME[src.method]
             msgs = [p.message for p in src.messages if p.message is not None]
             if rpc.name == TELEMETRY:  # replies to the capture's server commands mean nothing here
@@ -89,7 +91,7 @@ async def run_session(eng, si: int, s: Session, copy: int, loop: int, target) ->
                               messages=[GrpcPayload(call.sent_at, d, False, 5 + len(d), rpc.request, m)
                                         for d, m in zip(data, out, strict=True)],
                               size=call.size, headers_seen=True, first_ts=call.sent_at, last_ts=call.sent_at)
-            ex = rep.request_sent(conn, req, call.size, call.sent_at, late, protocol="grpc")
+            ex = rep.request_sent(conn, req, call.size, call.sent_at, late, protocol=GRPC.name)
             waits[st.index] = asyncio.ensure_future(_watch(eng, client, call, ex, st, rpc, txn, state, out))
         if waits:
             await asyncio.wait(list(waits.values()))
@@ -133,12 +135,13 @@ async def _watch(eng, client: GrpcClient, call: Call, ex, st: Step, rpc: Rpc, tx
     rec = st.ex
     recorded = rec.response.command if rec.response is not None else None
     lat = rec.latency_ms if not rpc.client_streaming or recorded is None or not recorded.messages \
-        else (recorded.messages[0].ts - rec.request.ts) * 1000.0
+        else (recorded.messages[0].ts - request_of(rec).ts) * 1000.0
     timeout = eng.opts.timeout + (lat / 1000.0 * 1.5 if lat else 0.0)
     poll = sent[0].long_polling_timeout if sent and "long_polling_timeout" in sent[0].DESCRIPTOR.fields_by_name \
         else None
     if poll is not None:  # a long poll may rightly take that long on staging
         timeout = max(timeout, poll.seconds + poll.nanos / 1e9 + eng.opts.timeout)
+    assert call.first is not None and call.done is not None  # made by GrpcClient.start
     first = call.first if rpc.client_streaming else call.done
     try:
         ts = await asyncio.wait_for(asyncio.shield(first), timeout)
@@ -176,7 +179,7 @@ def response(call: Call, rpc: Rpc, req: GrpcMessage, first_only: bool = False) -
     r.grpc_status = None if first_only else call.grpc_status
     r.grpc_message = call.grpc_message
     for p in payloads:
-        m = p.message
+        m: Any = p.message  # a schema-built class: its fields are unknown to the type checker
         if m is not None and "status" in m.DESCRIPTOR.fields_by_name and m.HasField("status"):
             r.status_code, r.status_message = m.status.code, m.status.message
     r.code = response_code(GrpcCall(call.stream_id, req, r))
@@ -185,8 +188,18 @@ def response(call: Call, rpc: Rpc, req: GrpcMessage, first_only: bool = False) -
 
 def _remember_txn(txn: dict, recorded: GrpcMessage, resp: GrpcMessage) -> None:
     """Captured transaction ids -> the ids staging gave the same entries."""
-    rec = [e for p in recorded.messages if p.message is not None for e in p.message.entries]
-    got = [e for p in resp.messages if p.message is not None for e in p.message.entries]
+    rec = _entries(recorded)
+    got = _entries(resp)
     for a, b in zip(rec, got, strict=False):  # the staging answer may hold fewer entries
         if a.transaction_id and b.transaction_id:
             txn[a.transaction_id] = (b.message_id, b.transaction_id)
+
+
+def _entries(answer: GrpcMessage) -> list[Any]:
+    """The ``entries`` of every message of a SendMessage answer."""
+    out: list[Any] = []
+    for p in answer.messages:
+        m: Any = p.message  # a schema-built class: its fields are unknown to the type checker
+        if m is not None:
+            out += m.entries
+    return out

@@ -23,7 +23,7 @@ from dissectors.remoting.command import RemotingCommand
 from dissectors.remoting.headers import is_secret
 from dissectors.remoting.message import decode_batch, encode_batch, parse_properties, properties_to_string
 
-from .plan import _json
+from .remotingplan import json_body
 
 RETRY_PREFIX = "%RETRY%"
 DLQ_PREFIX = "%DLQ%"
@@ -206,7 +206,7 @@ class Rewriter:
 
     def _batch_ack(self, body: bytes | None, broker_name: str | None) -> bytes | None:
         """BATCH_ACK_MESSAGE body: group (``c``) and topic (``t``) of every ack, the broker name."""
-        d = _json(body)
+        d = json_body(body)
         if d is None:
             return body
         if broker_name and "brokerName" in d:
@@ -220,7 +220,7 @@ class Rewriter:
         return orjson.dumps(d)
 
     def _heartbeat(self, body: bytes | None, producer_only: bool) -> bytes | None:
-        d = _json(body)
+        d = json_body(body)
         if d is None:
             return body
         if "clientID" in d and isinstance(d["clientID"], str):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import enum
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from dissectors.remoting import codes as c
 from dissectors.remoting.codec import encode
@@ -18,7 +21,8 @@ from .client import TIMED_OUT, Answer, Client
 from .diff import DiffRules
 from .frames import FrameTemplate, build_template
 from .pacing import LATE_AFTER, MAX, Pacing, Schedule, Ticker
-from .plan import BROKER, GRPC, PRODUCER_CODES, Plan, Session, Step
+from .plan import BROKER, GRPC, Plan, Session, Step
+from .remotingplan import PRODUCER_CODES
 from .rewrite import Rewriter, Rules
 from .routes import Route, Routes
 from .safety import Guard, ep_text
@@ -95,9 +99,10 @@ class Replay:
         rw = Rewriter(opts.rules)
         for s in self.plan.sessions:
             if s.kind == GRPC:
-                self.targets[s.id] = Target(grpc_ep, opts.grpc_target) if grpc_ep else "no --grpc-target"
+                self.targets[s.id] = (Target(grpc_ep, opts.grpc_target) if grpc_ep and opts.grpc_target
+                                      else "no --grpc-target")
                 continue
-            if opts.target is None:
+            if opts.target is None or ns_ep is None:
                 self.targets[s.id] = "no --target (remoting session)"
                 continue
             if s.kind != BROKER:
@@ -107,24 +112,26 @@ class Replay:
         return self.targets
 
     async def _broker_target(self, s: Session, rw: Rewriter) -> Target | str:
+        routes_of = self.routes
+        assert routes_of is not None  # resolve() made it: there is a --target
         name = s.broker_name
         topics = [rw.topic(t) for t in s.topics]
         found: tuple[str, Endpoint] | None = None
         queue_nums: dict[str, int] = {}
         routes: list[tuple[str, Route]] = []
         for t in topics:
-            r = await self.routes.get(t)
+            r = await routes_of.get(t)
             if r is not None:
                 routes.append((t, r))
         if not routes:  # the client would fall back to the default topic (auto-creation)
             for d in s.default_topics:
-                r = await self.routes.get(d)
+                r = await routes_of.get(d)
                 if r is not None:
                     routes.append((d, r))
         for _t, r in routes:
             found = found or r.master(name)
         if found is None and not topics:
-            found = await self.routes.any_master(name)
+            found = await routes_of.any_master(name)
         if found is None:
             return f"no staging route for topic(s) {', '.join(topics)}"
         bname, addr = found
@@ -221,9 +228,9 @@ class Replay:
             from .grpcsession import run_session
 
             return await run_session(self, si, s, copy, loop, target)
-        r = _Run(si, s, copy, loop, target, Rewriter(o.rules, copy), self._needed(s))
         skey = (copy, loop)
-        state = r.state = self.states.setdefault(skey, ConsumerState())
+        state = self.states.setdefault(skey, ConsumerState())
+        r = _Run(si, s, copy, loop, target, Rewriter(o.rules, copy), self._needed(s), state)
         state.users += 1
         steps = s.steps
         ticker = self.ticker
@@ -245,10 +252,12 @@ class Replay:
                 if r.client is None and not await self._connect(r, target, len(steps) - n):
                     return False
                 tpl = self._template(copy, si, st, r.rw, target)
-                if tpl is None and state.needs(st.ex.request.command):
+                if tpl is None and state.needs(st.command):
                     await state.settle(o.timeout)  # its handle may come from an answer still on its way
-                if not r.client._can_write.is_set():
-                    await r.client.writable()
+                client = r.client
+                assert client is not None  # connected above
+                if not client._can_write.is_set():
+                    await client.writable()
                 self._send(r, st, tpl, due)
                 if r.lost:
                     return False
@@ -282,14 +291,15 @@ class Replay:
         r.conn = Connection(r.s.id, r.client.local or ("127.0.0.1", 0), target.upstream, role_source="replay")
         return True
 
-    def _prepare(self, r: _Run, st: Step) -> object:
+    def _prepare(self, r: _Run, st: Step) -> FrameTemplate | None | _Mark:
         """``st``'s frame template (or None: full rewrite) when it can be sent without waiting
         (its dependencies answered); ``_BLOCKED`` when the socket buffer or a consumer handle
         is awaited."""
-        if not r.client._can_write.is_set():
+        client = r.client
+        if client is None or not client._can_write.is_set():  # (the ticker runs connected sessions)
             return _BLOCKED
         tpl = self._template(r.copy, r.si, st, r.rw, r.target)
-        if tpl is None and r.state.needs(st.ex.request.command):
+        if tpl is None and r.state.needs(st.command):
             return _BLOCKED
         return tpl
 
@@ -299,6 +309,7 @@ class Replay:
         backpressure, consumer state) or the session is finished or lost."""
         fut = r.fut = asyncio.get_running_loop().create_future()
         sched, steps, ticker, waits, t0 = self.schedule, r.s.steps, self.ticker, r.waits, self.t0
+        assert ticker is not None  # only paced runs hand sessions to the ticker
 
         def fire(due: float) -> float | None:
             while not fut.done():  # not done: the session was not cancelled
@@ -306,7 +317,7 @@ class Replay:
                 for d in st.deps:
                     w = waits.get(d)
                     if w is not None and not w.done():  # resumed when answered
-                        w.add_done_callback(lambda _w, due=due: resume(due))
+                        w.add_done_callback(functools.partial(answered, due))
                         return None
                 tpl = _BLOCKED if self._stop_reason(t0 + due) is not None else self._prepare(r, st)
                 if tpl is _BLOCKED:
@@ -326,18 +337,22 @@ class Replay:
             if nxt is not None:
                 ticker.at(nxt, fire)
 
-        self.ticker.at(sched.due(r.loop, r.copy, r.si, steps[r.n].index), fire)
+        def answered(due: float, _w: asyncio.Future) -> None:
+            resume(due)
+
+        ticker.at(sched.due(r.loop, r.copy, r.si, steps[r.n].index), fire)
         return fut
 
     def _send(self, r: _Run, st: Step, tpl: FrameTemplate | None, due: float) -> None:
         """Send step ``r.n`` now (its waits are over) and move to the next step; a lost
         connection sets ``r.lost`` (the rest of the session counted as not sent)."""
-        rep, client = self.report, r.client
+        rep, client, conn = self.report, r.client, r.conn
+        assert client is not None and conn is not None  # steps are sent on a connected run
         n = r.n
         r.n = n + 1
         state = r.state
         if tpl is None:
-            src = st.ex.request.command
+            src = st.command
             cmd = self._rewrite(st, r.rw, r.target, r.txn, r.checks)
             unmapped = state.apply(src, cmd)
             if unmapped is not None:
@@ -361,7 +376,7 @@ class Replay:
         self._sent_total += 1
         sent_at = time.monotonic()
         late = sent_at - due if self._paced_mode and sent_at - due > LATE_AFTER else 0.0
-        ex = rep.request_sent(r.conn, cmd, len(frame), sent_at, late)
+        ex = rep.request_sent(conn, cmd, len(frame), sent_at, late)
         cb = None
         if not cmd.flag & FLAG_ONEWAY:
             learn = state if state.expect(st.code) else None
@@ -411,17 +426,17 @@ class Replay:
         rep = self.report
         recorded_ex = st.ex
         recorded = recorded_ex.response.command if recorded_ex.response is not None else None
-        remember = st.code in c.SEND_REQUESTS and recorded is not None
+        remember = recorded if st.code in c.SEND_REQUESTS else None  # a send's answer: its transaction id
 
         def finished(resp: RemotingCommand | None, ts: float, size: int, why: str | None) -> None:
             if resp is not None:
                 rep.answered(ex, resp, ts, size, recorded)
-                if remember and resp.code == c.SUCCESS:
-                    _remember_txn(txn, recorded, resp)
+                if remember is not None and resp.code == c.SUCCESS:
+                    _remember_txn(txn, remember, resp)
             else:
                 rep.failed(ex, TIMEOUT if why == TIMED_OUT else CONNECTION_FAILED, recorded)
             if state is not None:
-                state.learn(recorded_ex.request.command, recorded, sent, resp)
+                state.learn(st.command, recorded, sent, resp)
             if done is not None and not done.done():
                 done.set_result(None)
             open_[0] -= 1
@@ -432,7 +447,7 @@ class Replay:
 
     def _rewrite(self, st: Step, rw: Rewriter, target: Target, txn: dict, checks: dict,
                  now_ms: int | None = None) -> RemotingCommand:
-        src = st.ex.request.command
+        src = st.command
         qn = None
         if target.queue_nums:
             t = topic_of(src)
@@ -452,12 +467,12 @@ class _Run:
                  "txn", "checks", "waits", "open_", "fut", "lost")
 
     def __init__(self, si: int, s: Session, copy: int, loop: int, target: Target, rw: Rewriter,
-                 needed: frozenset[int]) -> None:
+                 needed: frozenset[int], state: ConsumerState) -> None:
         self.si, self.s, self.copy, self.loop, self.target, self.rw, self.needed = si, s, copy, loop, target, rw, needed
         self.n = 0  # the next step
-        self.client: Client | None = None
-        self.conn: Connection | None = None
-        self.state: ConsumerState | None = None
+        self.client: Client | None = None  # until connected
+        self.conn: Connection | None = None  # until connected
+        self.state = state  # the consumer state of this (copy, loop)
         self.txn: dict[str, tuple[str, str, str]] = {}  # captured transactionId -> replayed (msgId, queueOffset, txId)
         self.checks: dict[str, tuple[str, str]] = {}  # transactionId -> (commitLogOffset, tranStateTableOffset)
         self.waits: dict[int, asyncio.Future] = {}  # step index -> done when answered (steps others wait for)
@@ -468,7 +483,14 @@ class _Run:
 
 TEMPLATED = PRODUCER_CODES - {c.END_TRANSACTION}  # stateless requests: pre-encoded frames
 MAX_TEMPLATES = 100_000
-_SEEN, _UNSEEN, _PER_COPY, _BLOCKED = object(), object(), object(), object()
+_SEEN, _UNSEEN, _PER_COPY = object(), object(), object()
+
+
+class _Mark(enum.Enum):
+    BLOCKED = "blocked"
+
+
+_BLOCKED: Final = _Mark.BLOCKED  # a step that must wait in its session's coroutine
 
 
 async def _settled(fut: asyncio.Future) -> None:
@@ -493,6 +515,7 @@ def _remember_txn(txn: dict, recorded: RemotingCommand, resp: RemotingCommand) -
 def _map_end_transaction(cmd: RemotingCommand, txn: dict, checks: dict, rep: Report) -> None:
     """Point END_TRANSACTION at the half message staging stored (not production's offsets)."""
     ext = cmd.ext
+    assert ext is not None  # an END_TRANSACTION's headers
     tid = ext.get("transactionId", "")
     got = txn.get(tid)
     if got is None:

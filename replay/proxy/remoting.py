@@ -160,7 +160,7 @@ class RemotingTap:
         if self._route_opaques or (not self.deferred and len(held) != self._srv.buffered):
             return None
         n0 = len(held)
-        buf = data
+        buf: bytes | bytearray = data
         if n0:
             held += data
             buf = held
@@ -261,7 +261,12 @@ class RemotingTap:
         self._held.clear()
         out = []
         for ex in list(self.pairing.pending_c.values()):
-            cmd = error_answer(command_of(ex) if type(ex) is tuple else ex.request.command, reason)
+            if isinstance(ex, tuple):
+                request = command_of(ex)
+            else:
+                assert ex.request is not None  # a pending exchange is a request waiting
+                request = ex.request.command
+            cmd = error_answer(request, reason)
             try:
                 frame = encode(cmd)
             except ValueError:

@@ -8,7 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmqsniff.pairing import PairingSink
 from rmqsniff.sinks import Recent
@@ -26,15 +26,24 @@ from .config import (
     endpoint_text,
     parse_endpoint,
 )
+from .grpc import GrpcRouteAnswer
 from .recorder import Recorder
+from .remoting import RouteAnswer
 from .session import Session
 from .transparent import allow_tproxy
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
 
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
 DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
 DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
 DRAIN_BACKLOG = 128  # ... or of half the queue when it is longer than this ...
 DEFER_LIMIT = 4 * 1024 * 1024  # ... or at once when this much waits
+
+
+LISTENER_FOR: dict[type, str] = {RouteAnswer: BROKER, GrpcRouteAnswer: GRPC}
+"""The kind of listener that stands in for the addresses of each kind of route answer."""
 
 
 class ProxyError(RuntimeError):
@@ -80,7 +89,7 @@ class Proxy:
         self._sessions: set[Session] = set()
         self._next_conn = 0
         self._flusher: asyncio.Task | None = None
-        self.admin = None
+        self.admin: AdminServer | None = None
         self.failures: deque[str] = deque(maxlen=50)
         self.started = 0.0
         # decoding deferred by the sessions, in arrival order: (feed, bytes, timestamp)
@@ -106,6 +115,7 @@ class Proxy:
                     adv = None  # known once bound (port 0 = any)
                 lst = await self._listen(m.kind, m.listen, m.upstream, adv)
                 if m.kind in (BROKER, GRPC):
+                    assert m.upstream is not None  # only TRANSPARENT mappings have none
                     lst.advertised = endpoint_text((cfg.advertise_host(lst.listen[0]), lst.listen[1]))
                     self._routes(m.kind)[endpoint_text(m.upstream)] = lst.advertised
             if cfg.admin is not None:
@@ -140,11 +150,13 @@ class Proxy:
             self.recorder.close()
 
     async def _flush_loop(self) -> None:
+        rec = self.recorder
+        assert rec is not None  # the loop runs only when recording
         while True:
             await asyncio.sleep(1.0)
-            self.recorder.flush()
-            if self.recorder.error:
-                self.note_failure(self.recorder.error)
+            rec.flush()
+            if rec.error:
+                self.note_failure(rec.error)
                 return
 
     def note_failure(self, line: str) -> None:
@@ -271,6 +283,7 @@ class Proxy:
                     break
                 except ProxyError:
                     pass
+            assert lst.server is not None  # _listen returns a bound listener
             lst.server.close()
             self.listeners.remove(lst)
             self._own.discard(lst.listen)
@@ -284,7 +297,7 @@ class Proxy:
     async def rewrite(self, answer, near: Endpoint | None = None) -> bytes:
         """The bytes of a route answer (remoting ``RouteAnswer`` or ``GrpcRouteAnswer``) with
         every upstream address replaced by a proxy listener."""
-        kind = GRPC if answer.kind == "grpc" else BROKER
+        kind = LISTENER_FOR[type(answer)]
         mapping = await self.listeners_for(kind, answer.addrs, near or self._near()) if answer.addrs else {}
         return answer.apply(mapping)
 

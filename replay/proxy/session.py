@@ -9,17 +9,21 @@ import asyncio
 import contextlib
 import socket
 import time
-from typing import TYPE_CHECKING
+import typing
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 from rmqsniff.model import Connection, Exchange
-from rmqsniff.protocols import protocol_of
+from rmqsniff.protocols import GRPC as GRPC_PROTOCOL
+from rmqsniff.protocols import REMOTING, Protocol, protocol_of, recognise
 
-from .config import GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
-from .grpc import GrpcTap
-from .remoting import RemotingTap
+from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
+from .grpc import GrpcRouteAnswer, GrpcTap
+from .remoting import RemotingTap, RouteAnswer
 from .transparent import original_dst
 
 if TYPE_CHECKING:
+    from .recorder import RecordedConnection
     from .server import Listener, Proxy
 
 HIGH_WATER = 256 * 1024  # a leg's write buffer above this pauses reading the other leg
@@ -27,8 +31,9 @@ LOW_WATER = 64 * 1024  # ... and below this resumes it
 EARLY_LIMIT = 1024 * 1024  # client bytes held while the upstream connection is being made
 FAIL_LINGER = 1.0  # after a failed connect, requests still arriving are answered for this long
 CLOSE_GRACE = 1.0  # a closing leg that cannot flush its write buffer in this time is aborted
-HTTP2_PREFACE = b"PRI * HTTP/2.0"
 SO_MARK = getattr(socket, "SO_MARK", 36)
+LISTENER_PROTOCOL: dict[str, Protocol] = {NAMESRV: REMOTING, BROKER: REMOTING, GRPC: GRPC_PROTOCOL}
+"""What a listener of each kind speaks (TRANSPARENT: what the client's first bytes show)."""
 
 def now() -> float:
     """Wall-clock time at microsecond resolution: the recording's, so that stats computed
@@ -38,7 +43,19 @@ def now() -> float:
 
 def pending_kind(ex: Exchange) -> str | None:
     """Which ``*_pending`` gauge a request waiting for its upstream belongs to."""
-    return protocol_of(ex).pending_kind(ex.request.command.code)
+    req = ex.request
+    return protocol_of(ex).pending_kind(req.command.code) if req is not None else None
+
+
+class Tap(typing.Protocol):
+    """What a session needs of its protocol's tap (:class:`GrpcTap`, :class:`RemotingTap`)."""
+
+    def from_client(self, data: bytes, ts: float) -> None: ...
+    def server_fast(self, data: bytes) -> bytes | None: ...
+    def server_decoded(self, data: bytes, ts: float) -> bytes: ...
+    def from_server(self, data: bytes, ts: float) -> Sequence[bytes | RouteAnswer | GrpcRouteAnswer]: ...
+    def failure(self, reason: str, ts: float) -> bytes: ...
+    def close(self) -> None: ...
 
 
 class _SessionSink:
@@ -90,13 +107,14 @@ class Leg(asyncio.Protocol):
         self.lost = False
         self.eof = False
         self.closer: asyncio.TimerHandle | None = None  # aborts a close that does not finish
-        self.data_received = session.client_data if client else session.server_data
+        # bound directly: no indirection per chunk
+        self.data_received = session.client_data if client else session.server_data  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        t = self.transport = cast(asyncio.Transport, transport)  # a stream connection's
+        t.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         if self.holds:
-            transport.pause_reading()
+            t.pause_reading()
         if self.client:
             self.session.client_made(transport)
 
@@ -156,17 +174,20 @@ class Leg(asyncio.Protocol):
 class Session:
     """A client connection and its upstream connection."""
 
+    _up: asyncio.Transport  # the upstream leg's transport: set when the session opens, used while ``open``
+
     def __init__(self, proxy: Proxy, listener: Listener) -> None:
         self.proxy = proxy
         self.listener = listener
         self.cleg = Leg(self, True)
         self.uleg: Leg | None = None
-        self.upstream: Endpoint | None = listener.upstream
+        # transparent: the original destination, known once the client connected
+        self.upstream: Endpoint = listener.upstream or ("0.0.0.0", 0)
         self.client: Endpoint = ("0.0.0.0", 0)
         self.conn: Connection | None = None
         self.sink: _SessionSink | None = None
-        self.tap = None
-        self.rec = None
+        self.tap: Tap | None = None
+        self.rec: RecordedConnection | None = None
         self.early: list[bytes] = []
         self.early_bytes = 0
         self.open = False  # the upstream connection is made and usable
@@ -179,8 +200,9 @@ class Session:
         self._upstream_end: str | None = None  # how the upstream ended, while a rewrite finishes
         self._up_gone = False  # the upstream ended (counted once)
         self._timer: asyncio.TimerHandle | None = None  # the session's deadline (linger, drain)
-        self._later_c = None  # with decoding deferred: the tap's client-bytes feed ...
-        self._later_s = None  # ... and the server-bytes one
+        # with decoding deferred: the tap's client-bytes feed and the server-bytes one
+        self._later_c: Callable[[bytes, float], None] | None = None
+        self._later_s: Callable[[bytes, float], None] | None = None
 
     # -- set-up ------------------------------------------------------------------------
     def client_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,31 +226,44 @@ class Session:
         p.stats.tcp("flows", 1)
         self.sink = _SessionSink(p.sink, p.stats)
         if self.listener.kind != TRANSPARENT:
-            self._make_tap(GRPC if self.listener.kind == GRPC else "remoting")
+            self._make_tap(LISTENER_PROTOCOL[self.listener.kind])
         self.rec = p.recorder.open(self.client, self.upstream, self.conn.first_ts) if p.recorder else None
         self._connector = asyncio.ensure_future(self._connect())
 
-    def _make_tap(self, protocol: str) -> None:
+    def _make_tap(self, protocol: Protocol) -> Tap:
+        """The tap that decodes (and rewrites) this connection as ``protocol``."""
         p = self.proxy
+        assert self.sink is not None and self.conn is not None  # made with them (client_made)
         rewrite = p.config.rewrite_routes and self.listener.kind != TRANSPARENT
         sink = self.sink if self.sink.counting else p.sink  # the gauges' wrapper only while connecting
-        if protocol == GRPC:
-            self.tap = GrpcTap(self.conn, sink, p.stats, rewrite_routes=rewrite)
-        else:
-            # route answers come from name servers: only there are they looked for and held
-            self.tap = RemotingTap(self.conn, sink, p.stats, framed=rewrite,
-                                   rewrite_routes=rewrite and self.listener.kind == NAMESRV,
-                                   max_frame=p.config.max_frame)
-            self.tap.lite = sink is p.sink
-            if self.tap.lite:
-                self._defer_decoding()
+        tap = self.tap = _TAP_MAKERS[protocol](self, self.conn, sink, rewrite)
+        return tap
 
-    def _defer_decoding(self) -> None:
+    def _grpc_tap(self, conn: Connection, sink: Any, rewrite: bool) -> Tap:
+        return GrpcTap(conn, sink, self.proxy.stats, rewrite_routes=rewrite)
+
+    def _remoting_tap(self, conn: Connection, sink: Any, rewrite: bool) -> Tap:
+        p = self.proxy
+        # route answers come from name servers: only there are they looked for and held
+        tap = RemotingTap(conn, sink, p.stats, framed=rewrite, rewrite_routes=rewrite and self.listener.kind == NAMESRV,
+                          max_frame=p.config.max_frame)
+        tap.lite = sink is p.sink
+        if tap.lite:
+            self._defer_decoding(tap)
+        return tap
+
+    def _defer_decoding(self, tap: RemotingTap) -> None:
         """Without route answers to hold, decoding may lag the forwarding, in batches."""
-        tap = self.tap
         if not tap.rewrite:
             tap.deferred = True
-            self._later_c, self._later_s = tap.from_client, self._server_later
+            cleg = self.cleg
+
+            def server_later(data: bytes, ts: float) -> None:
+                """Deferred decoding of upstream bytes already sent on."""
+                out = tap.server_later(data, ts)
+                if out:
+                    cleg.write(out)
+            self._later_c, self._later_s = tap.from_client, server_later
 
     async def _open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -252,7 +287,8 @@ class Session:
             raise
 
     async def _connect(self) -> None:
-        p = self.proxy
+        p, sink = self.proxy, self.sink
+        assert sink is not None  # client_made made it before starting this
         try:
             await asyncio.wait_for(self._open(), p.config.connect_timeout)
         except asyncio.CancelledError:  # the client went away (or the proxy stops)
@@ -266,7 +302,7 @@ class Session:
             p.note_failure(self.fail_reason)
             self.uleg = None
             self.cleg.peer = None
-            self.sink.release()
+            sink.release()
             self.early.clear()
             self.cleg.release("early")
             self._answer_failed(now())
@@ -277,21 +313,23 @@ class Session:
             return
         finally:
             self._connector = None
-        if self.ending:  # the client went away meanwhile
-            self.uleg.close()
-            return
         up = self.uleg
+        assert up is not None and up.transport is not None  # _open connected it
+        if self.ending:  # the client went away meanwhile
+            up.close()
+            return
         for data in self.early:
             up.write(data)
         self.early.clear()
         self.early_bytes = 0
+        self._up = up.transport
         self.open = True
-        self.sink.release()
+        sink.release()
         tap = self.tap
         if isinstance(tap, RemotingTap):  # from now on pairing reports to the proxy's sink directly
             tap.pairing.sink = self.proxy.sink
             tap.lite = True
-            self._defer_decoding()
+            self._defer_decoding(tap)
         self.cleg.release("early")
         if self.cleg.eof:
             self._half_close_upstream()
@@ -300,22 +338,24 @@ class Session:
     def client_data(self, data: bytes) -> None:
         """Client bytes (the transport's callback): forwarded first, then decoded, recorded."""
         ts = now()
-        if self.tap is None:
-            self._make_tap(GRPC if data.startswith(HTTP2_PREFACE[:len(data)]) else "remoting")
+        tap = self.tap
+        if tap is None:  # a transparent connection: its first bytes tell
+            found = recognise(data, True)
+            tap = self._make_tap(found[0] if found is not None else REMOTING)
         if self.open:
             try:
-                self.uleg.transport.write(data)
+                self._up.write(data)
             except (OSError, RuntimeError):  # closed under us: seen by the upstream leg
                 self.open = False
             if self._later_c is not None:
                 self.proxy.defer(self._later_c, data, ts)
             else:
-                self.tap.from_client(data, ts)
+                tap.from_client(data, ts)
             if self.rec is not None:
                 self.rec.data(True, data, ts)
             return
         self._catch_up()
-        self.tap.from_client(data, ts)
+        tap.from_client(data, ts)
         if self.rec is not None:
             self.rec.data(True, data, ts)
         if self.fail_reason is not None:
@@ -336,9 +376,8 @@ class Session:
         if self.rec is not None:
             self.rec.data(False, data, ts)
         tap = self.tap
-        if tap is None:
-            self._make_tap("remoting")
-            tap = self.tap
+        if tap is None:  # a transparent connection whose server spoke first
+            tap = self._make_tap(REMOTING)
         cleg = self.cleg
         out = tap.server_fast(data)
         if out is not None:
@@ -355,17 +394,13 @@ class Session:
         pieces = tap.from_server(data, ts)
         for i, piece in enumerate(pieces):
             if not isinstance(piece, bytes):  # a route answer to rewrite
+                uleg = self.uleg
+                assert uleg is not None  # these bytes came on it
                 self._s2c_queue = []
-                self.uleg.hold("rewrite")
+                uleg.hold("rewrite")
                 self._rewriter = asyncio.ensure_future(self._rewrite(pieces[i:]))
                 return
             cleg.write(piece)
-
-    def _server_later(self, data: bytes, ts: float) -> None:
-        """Deferred decoding of upstream bytes already sent on."""
-        out = self.tap.server_later(data, ts)
-        if out:
-            self.cleg.write(out)
 
     def _catch_up(self) -> None:
         """Before the tap is used directly: decode what this session deferred (the proxy's
@@ -373,7 +408,7 @@ class Session:
         if self._later_c is not None and self.proxy.deferred_bytes:
             self.proxy.drain()
 
-    async def _rewrite(self, pieces: list) -> None:
+    async def _rewrite(self, pieces: Sequence[bytes | RouteAnswer | GrpcRouteAnswer]) -> None:
         try:
             for piece in pieces:
                 if not isinstance(piece, bytes):
@@ -420,8 +455,10 @@ class Session:
 
     def _half_close_upstream(self) -> None:
         """The client is done sending: let the upstream finish answering, then close."""
-        t = self.uleg.transport
-        if t is not None and not self.uleg.lost and t.can_write_eof():
+        leg = self.uleg
+        assert leg is not None  # the upstream connection is open
+        t = leg.transport
+        if t is not None and not leg.lost and t.can_write_eof():
             with contextlib.suppress(OSError, RuntimeError):
                 t.write_eof()
         self._deadline(self.proxy.config.drain_timeout)
@@ -494,6 +531,7 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        assert self.sink is not None  # made with ``done`` (client_made)
         self.sink.release()
         if self.tap is not None:
             self._catch_up()
@@ -502,3 +540,7 @@ class Session:
             self.rec.close(ts)
         self.proxy._sessions.discard(self)
         self.done.set_result(None)
+
+
+_TAP_MAKERS = {REMOTING: Session._remoting_tap, GRPC_PROTOCOL: Session._grpc_tap}
+"""The protocols the proxy taps, and how it makes a session's tap for each."""

@@ -51,9 +51,9 @@ class Remoting(Protocol):
 
     @property
     def planner(self) -> Any:
-        from replay.engine import plan
+        from replay.engine import remotingplan
 
-        return plan
+        return remotingplan
 
 
 REMOTING = Remoting()
