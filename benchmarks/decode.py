@@ -101,7 +101,7 @@ def main() -> None:
     secs_stats = 0.0
     runs = (("dpkt read", dpkt_read), ("dpkt parse", dpkt_parse), ("rmqsniff stats", rmqsniff_stats))
     # interleaved rounds, best CPU time of each: a slow spell of a shared machine hits all three alike
-    timing = {name: [] for name, _ in runs}
+    timing: dict[str, list[float]] = {name: [] for name, _ in runs}
     npackets: dict[str, int] = {}
     for _ in range(args.repeat):
         for name, fn in runs:

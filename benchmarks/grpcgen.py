@@ -206,14 +206,12 @@ def write_grpc_capture(path: str, calls: int, seed: int = 1, connections: int = 
     rng = random.Random(seed)
     counts: dict[str, int] = {"calls": 0, "packets": 0, "messages": 0}
     with open(path, "wb") as f:
-        w = CaptureWriter(f, fmt)
-        orig_write = w.write
+        class CountingWriter(CaptureWriter):
+            def write(self, ts: float, frame: bytes) -> None:
+                counts["packets"] += 1
+                super().write(ts, frame)
 
-        def write(ts: float, fr: bytes) -> None:
-            counts["packets"] += 1
-            orig_write(ts, fr)
-
-        w.write = write  # type: ignore[method-assign]
+        w = CountingWriter(f, fmt)
         ts = 1_767_268_800.0
         per = max(4, calls // connections)
         left = calls

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -77,7 +78,7 @@ def _frames() -> tuple[bytes, bytes]:
 
 def write_big(path: str, target_bytes: int, connections: int = 64) -> dict:
     req, resp = _frames()
-    conns = []
+    conns: list[dict[str, Any]] = []
     for c in range(connections):
         cli = socket.inet_aton(f"10.0.1.{c + 1}")
         conns.append({
@@ -90,24 +91,24 @@ def write_big(path: str, target_bytes: int, connections: int = 64) -> dict:
     ts = 1_700_000_000 * 1_000_000
     with open(path, "wb", buffering=1 << 22) as out:
         out.write(PCAP_HEADER)
-        for c in conns:
-            size += c["syn"].write(out, ts, c["cseq"] - 1, 0)
+        for conn in conns:
+            size += conn["syn"].write(out, ts, conn["cseq"] - 1, 0)
             packets += 1
         opaque = 0
         while size < target_bytes:
-            for c in conns:
+            for conn in conns:
                 opaque += 1
                 ts += 50
-                size += c["req"].write(out, ts, c["cseq"], c["sseq"], opaque)
-                c["cseq"] += len(req)
+                size += conn["req"].write(out, ts, conn["cseq"], conn["sseq"], opaque)
+                conn["cseq"] += len(req)
                 exchanges += 1
                 packets += 1
                 if opaque % 500 == 0:
                     unanswered += 1
                     continue
                 ts += 200
-                size += c["resp"].write(out, ts, c["sseq"], c["cseq"], opaque)
-                c["sseq"] += len(resp)
+                size += conn["resp"].write(out, ts, conn["sseq"], conn["cseq"], opaque)
+                conn["sseq"] += len(resp)
                 packets += 1
     return {"bytes": size, "packets": packets, "requests": exchanges, "unanswered": unanswered}
 
@@ -140,6 +141,7 @@ def peak_rss(path: str) -> tuple[float, float, dict]:
     t = time.perf_counter()
     p = subprocess.Popen([sys.executable, "-m", "rmqsniff", "stats", "--format", "json", path], cwd=ROOT,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None  # both PIPE
     out, err = p.stdout.read(), p.stderr.read()
     _pid, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)

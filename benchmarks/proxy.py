@@ -111,6 +111,7 @@ class RmqsniffProxy:
         self.broker_map = ""
 
     def _read(self) -> None:
+        assert self.proc.stderr is not None  # stderr=PIPE
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
 
@@ -157,6 +158,7 @@ listen broker
         deadline = time.monotonic() + 15
         while not all(_open(p) for p in (ns_port, br_port)):
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                assert self.proc.stderr is not None  # stderr=PIPE
                 err = self.proc.stderr.read() if self.proc.poll() is not None else ""
                 self.stop()
                 raise SystemExit(f"haproxy did not start: {err}")
@@ -217,8 +219,9 @@ def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag:
     timer = threading.Timer(budget, proc.kill)
     timer.start()
     out: list[str] = []
-    marks: dict[str, dict[str, float]] = {}
+    marks: dict[str, dict[str, tuple[float, float]]] = {}  # phase -> middle -> (cpu s, of it kernel s)
     try:
+        assert proc.stdout is not None  # stdout=PIPE
         for line in proc.stdout:
             out.append(line.rstrip("\n"))
             if line.startswith("PHASE "):
@@ -325,6 +328,7 @@ def run_mode(mode: str, a: argparse.Namespace, all_cpus: set[int], cluster: Clus
                 mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
             specs = {"direct": ns}
             for name, mid in mids.items():
+                assert mid.namesrv is not None  # known once started
                 specs[name] = mid.namesrv + (f"@{mid.broker_map}" if mid.broker_map else "")
             k = rnd % len(paths)  # each round another path leads the turns
             specs = {p: specs[p] for p in paths[k:] + paths[:k]}

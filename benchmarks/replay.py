@@ -120,12 +120,17 @@ def run_replay(plan, namesrv, mode: str, rate: float, duration: float, scale: in
     opts = Options(target=namesrv, guard=Guard(["127.0.0.1"], plan.servers, prod_ok),
                    pacing=Pacing(mode, rate=rate), rules=Rules(topics={"TopicTest": TOPIC}),
                    copies=scale, loops=1_000_000, duration=duration, timeout=3.0, via_proxy=via_proxy)
-    engine = Replay(plan, opts)
     if instant is not None:
-        async def resolve():
-            engine.targets = {s.id: Target(instant, instant, "local") for s in plan.sessions}
-            return engine.targets
-        engine.resolve = resolve
+        here = instant
+
+        class InstantReplay(Replay):
+            async def resolve(self) -> dict[int, Target | str]:
+                self.targets = {s.id: Target(here, here, "local") for s in plan.sessions}
+                return self.targets
+
+        engine: Replay = InstantReplay(plan, opts)
+    else:
+        engine = Replay(plan, opts)
     b0, c0 = proc_cpu(BROKER_PID), cpu_seconds()
     with asyncio.Runner(loop_factory=new_event_loop) as r:  # uvloop when installed
         rep = r.run(engine.run())

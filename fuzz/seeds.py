@@ -11,6 +11,7 @@ import io
 import random
 import struct
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dissectors.remoting.codec import encode
@@ -187,7 +188,7 @@ def _reassembly_seeds() -> list[bytes]:
     return [b"", bytes((1, 0, 0, 255, 0, 0, 200, 0)), bytes((1, 0, 10, 3, 0, 1, 0, 50, 1, 0, 10, 3))]
 
 
-SEEDS = {
+SEEDS: dict[str, Callable[[], Iterable[bytes]]] = {
     "remoting_frame": _frames,
     "remoting_stream": _stream_seeds,
     "remoting_body": _body_seeds,

@@ -372,11 +372,11 @@ def capture_file(data: bytes) -> None:
         for lt in SUPPORTED_LINKTYPES:
             tcp_segment(frame, lt)
     assert n == reader.packets
-    for e in reader.errors:
-        _one_line(e)
+    for err in reader.errors:
+        _one_line(err)
     p.table.finish()
-    for e in p.errors:
-        _one_line(e)
+    for err in p.errors:
+        _one_line(err)
     p.stats.snapshot()
 
 

@@ -22,7 +22,7 @@ def run_workers(plan: Plan, opts: Options, n: int, execute: Callable[[Replay], R
     """Replay ``plan`` in ``n`` forked processes (``execute`` runs one engine to its report);
     the merged report."""
     ctx = multiprocessing.get_context("fork")
-    procs: list[tuple[multiprocessing.Process, Pipe, ShareReplay]] = []
+    procs: list[tuple[multiprocessing.context.ForkProcess, Pipe, ShareReplay]] = []
     for i in range(n):
         rd, wr = ctx.Pipe(duplex=False)
         engine = ShareReplay(plan, _share_opts(opts, i, n), i, n)
@@ -44,6 +44,7 @@ def run_workers(plan: Plan, opts: Options, n: int, execute: Callable[[Replay], R
                 merged = got
             else:
                 merged.merge(got)
+        assert merged is not None  # n >= 1 workers
         merged.notes.append(f"{n} worker processes, one share each, reports merged")
         return merged
     finally:

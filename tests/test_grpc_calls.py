@@ -304,11 +304,12 @@ def test_tls_on_the_grpc_port_is_recognised_and_left_alone():
 
 def test_map_fields_come_out_in_key_order_whatever_order_they_were_sent():
     """upb iterates protobuf maps in a per-process hash order: output must not depend on it."""
-    from dissectors.grpc.messages import CLASSES, parse, to_dict
+    from dissectors.grpc.messages import parse, to_dict
+    from dissectors.grpc.schema import message_class
 
     keys = [f"k{i:03d}" for i in range(64)]
     random.Random(7).shuffle(keys)
-    m = CLASSES["Message"]()
+    m = message_class("Message")()
     for k in keys:
         m.user_properties[k] = k.upper()
     d = to_dict(parse("Message", m.SerializeToString()))

@@ -13,6 +13,7 @@ N field map<K,V>; oneof NAME { N field TYPE, N field TYPE }``.  ``Duration`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, message_factory, timestamp_pb2
 from google.protobuf.message import Message
@@ -322,8 +323,11 @@ CLASSES: dict[str, type[Message]] = {
 }
 
 
-def message_class(name: str) -> type[Message]:
-    """The protobuf class of an ``apache.rocketmq.v2`` message (e.g. ``"SendMessageRequest"``)."""
+def message_class(name: str) -> type[Any]:
+    """The protobuf class of an ``apache.rocketmq.v2`` message (e.g. ``"SendMessageRequest"``).
+
+    Typed ``type[Any]``: the class is built at run time from the schema, so the type checker
+    knows none of its fields (``CLASSES`` keeps the precise ``type[Message]``)."""
     return CLASSES[name]
 
 

@@ -40,7 +40,7 @@ class Client(asyncio.Protocol):
         self.next_opaque = 1
         self.closed: asyncio.Future | None = None
         self.error: str | None = None
-        self._can_write: asyncio.Event | None = None
+        self._can_write = asyncio.Event()  # (set once connected: connection_made makes a fresh one)
         self.local: Endpoint | None = None
 
     @classmethod
@@ -148,6 +148,7 @@ class Client(asyncio.Protocol):
             self.pending[opaque] = (deadline, cb)
             if timeout is not None and self._sweeping is None:
                 self._sweeping = asyncio.get_running_loop().call_later(SWEEP, self._sweep)
+        assert self.transport is not None  # take_opaque() checked the connection
         self.transport.write(frame)
 
     def _sweep(self) -> None:
@@ -187,6 +188,7 @@ class Client(asyncio.Protocol):
 
     async def request(self, cmd: RemotingCommand, timeout: float = 3.0) -> RemotingCommand:
         fut, _ = self.send(cmd)
+        assert fut is not None, "request() needs a command that is answered (not oneway)"
         cmd_, _ts, _size = await asyncio.wait_for(fut, timeout)
         return cmd_
 

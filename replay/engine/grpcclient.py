@@ -114,22 +114,22 @@ class GrpcClient(asyncio.Protocol):
             self._fail(f"HTTP/2 protocol error from the server: {e}")
             return
         now = time.monotonic()
-        for ev in events:
-            t = type(ev)
-            if t is h2.events.DataReceived:
+        for ev in events:  # (h2's event classes do not subclass one another: isinstance = type is)
+            if isinstance(ev, h2.events.DataReceived):
                 self._data(ev, now)
-            elif t is h2.events.ResponseReceived:
+            elif isinstance(ev, h2.events.ResponseReceived):
                 self._headers(ev.stream_id, ev.headers, False)
-            elif t is h2.events.TrailersReceived:
+            elif isinstance(ev, h2.events.TrailersReceived):
                 self._headers(ev.stream_id, ev.headers, True)
-            elif t is h2.events.StreamEnded:
+            elif isinstance(ev, h2.events.StreamEnded):
                 self._end(ev.stream_id, None)
-            elif t is h2.events.StreamReset:
+            elif isinstance(ev, h2.events.StreamReset):
                 self._end(ev.stream_id, f"stream reset by the server (HTTP/2 error {int(ev.error_code)})")
-            elif t is h2.events.WindowUpdated:
+            elif isinstance(ev, h2.events.WindowUpdated):
                 for sid in list(self.pending):
                     self._send_pending(sid)
-            elif t is h2.events.ConnectionTerminated:
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                assert ev.error_code is not None  # h2 fills it in from the GOAWAY frame
                 self._fail(f"GOAWAY from the server (HTTP/2 error {int(ev.error_code)})")
         self._flush()
 

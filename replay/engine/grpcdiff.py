@@ -4,6 +4,8 @@ each entry of a multi-entry answer (SendMessage, AckMessage). Message ids, recei
 offsets and timestamps are never compared (the noise rules of :mod:`.diff`)."""
 from __future__ import annotations
 
+from typing import Any
+
 from dissectors.grpc.call import GrpcMessage, response_code_name
 
 from .diff import NO_ANSWER, DiffRules, remark_class
@@ -15,7 +17,8 @@ def entry_codes(resp: GrpcMessage) -> list[int]:
     for p in resp.messages:
         m = p.message
         if m is not None and "entries" in m.DESCRIPTOR.fields_by_name:
-            out += [e.status.code for e in m.entries]
+            dm: Any = m  # a schema-built class: its fields are unknown to the type checker
+            out += [e.status.code for e in dm.entries]
     return out
 
 

@@ -21,6 +21,7 @@ import itertools
 import os
 import time
 import uuid
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message as PbMessage
@@ -89,14 +90,16 @@ class GrpcRewriter:
         out.CopyFrom(msg)
         self._walk(out, now_ms)
         if "attempt_id" in out.DESCRIPTOR.fields_by_name and out.HasField("attempt_id"):
-            out.attempt_id = str(uuid.uuid4())  # a ReceiveMessage retry key: one per replayed call
+            dyn: Any = out  # a schema-built class: its fields are unknown to the type checker
+            dyn.attempt_id = str(uuid.uuid4())  # a ReceiveMessage retry key: one per replayed call
         return out
 
     def _walk(self, m: PbMessage, now_ms: int) -> None:
         for fd, value in m.ListFields():
-            if fd.type != FieldDescriptor.TYPE_MESSAGE or fd.message_type.GetOptions().map_entry:
+            mt = fd.message_type  # (None only for non-message fields)
+            if fd.type != FieldDescriptor.TYPE_MESSAGE or mt is None or mt.GetOptions().map_entry:
                 continue
-            full = fd.message_type.full_name
+            full = mt.full_name
             items = list(value) if fd.is_repeated else [value]
             for v in items:
                 if full == RESOURCE:
@@ -104,20 +107,21 @@ class GrpcRewriter:
                         v.name = self.rw.group(v.name) if fd.name == "group" else self.rw.topic(v.name)
                 elif full == ENDPOINTS:
                     if fd.name in ENDPOINT_FIELDS and self.access_point is not None:
-                        self._endpoints(v)
+                        self._endpoints(v, self.access_point)
                 else:
                     if full == MESSAGE:
                         self._message(v, now_ms)
                     self._walk(v, now_ms)
 
-    def _endpoints(self, eps: PbMessage) -> None:
-        host, port = self.access_point
+    # (the messages below are of schema-built classes: typed Any, their fields are unknown to mypy)
+    def _endpoints(self, eps: Any, access_point: Endpoint) -> None:
+        host, port = access_point
         del eps.addresses[:]
         a = eps.addresses.add()
         a.host, a.port = host, port
         eps.scheme = 2 if ":" in host else 1 if host.replace(".", "").isdigit() else 3
 
-    def _message(self, msg: PbMessage, now_ms: int) -> None:
+    def _message(self, msg: Any, now_ms: int) -> None:
         r = self.rules
         sp = msg.system_properties
         born_ms = None
@@ -135,5 +139,5 @@ class GrpcRewriter:
         msg.user_properties.update(props)
 
 
-def _set_ms(ts: PbMessage, ms: int) -> None:
+def _set_ms(ts: Any, ms: int) -> None:
     ts.seconds, ts.nanos = ms // 1000, (ms % 1000) * 1_000_000

@@ -13,9 +13,18 @@ the connection they received on).
 """
 from __future__ import annotations
 
+from typing import Any
+
+from google.protobuf.message import Message as PbMessage
+
 from dissectors.grpc.call import GrpcMessage
 
 HANDLE_METHODS = frozenset({"AckMessage", "ChangeInvisibleDuration", "ForwardMessageToDeadLetterQueue"})
+
+
+def _dyn(m: PbMessage) -> Any:
+    """A message of a schema-built class, as Any: its fields are unknown to the type checker."""
+    return m
 
 
 def delivered(resp: GrpcMessage | None) -> list[tuple[str, str]]:
@@ -24,7 +33,7 @@ def delivered(resp: GrpcMessage | None) -> list[tuple[str, str]]:
     for p in resp.messages if resp is not None else ():
         m = p.message
         if m is not None and m.WhichOneof("content") == "message":
-            sp = m.message.system_properties
+            sp = _dyn(m).message.system_properties
             out.append((sp.message_id, sp.receipt_handle))
     return out
 
@@ -89,6 +98,7 @@ class GrpcConsumerState:
 
 def _new_handle(resp: GrpcMessage | None) -> str | None:
     for p in resp.messages if resp is not None else ():
-        if p.message is not None and p.message.receipt_handle:
-            return p.message.receipt_handle
+        handle = _dyn(p.message).receipt_handle if p.message is not None else None
+        if handle:
+            return handle
     return None

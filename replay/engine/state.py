@@ -257,7 +257,7 @@ class ConsumerState:
             return None
         keys = OFFSET_REQUESTS.get(code)
         q = _queue(recorded_req) if keys else None
-        if q is not None and q in self.offsets:
+        if keys and q is not None and q in self.offsets:
             m = self.offsets[q]
             for k in keys:
                 if k in cmd.ext and rext.get(k) in m:
@@ -343,9 +343,9 @@ def batch_ack_keys(body: bytes | None) -> list[tuple[int, tuple[str, str, str, s
         except (TypeError, ValueError):
             continue
         bits = _either(a, "b", "bitSet")
-        fields = tuple(str(_either(a, s, lg)) for s, lg in (("pt", "popTime"), ("r", "retry"), ("q", "queueId")))
+        pt, retry, qid = (str(_either(a, s, lg)) for s, lg in (("pt", "popTime"), ("r", "retry"), ("q", "queueId")))
         for off in decode_bitset(bits, start) if isinstance(bits, str) else []:
-            out.append((n, (*fields, str(off))))
+            out.append((n, (pt, retry, qid, str(off))))
     return out
 
 

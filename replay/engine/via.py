@@ -51,7 +51,7 @@ class ViaProxy(Via):
             raise ProxyUnavailable(f"the built-in proxy is not available ({e})") from None
         self._mk = (NAMESRV, Mapping, Proxy, ProxyConfig)
         self.stat_prefix = stat_prefix
-        self.proxy = None
+        self.proxy: Any = None  # the built-in Proxy (duck-typed: its first API had broker_listeners)
         self._near: Endpoint = ("127.0.0.1", 0)
         self._grpc = None  # the proxy's --grpc listener
 

@@ -165,6 +165,7 @@ class ReplayShare(User):
         t0 = time.perf_counter()
         try:
             child = type(self).child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+            assert child.stdout is not None  # stdout=PIPE
             for line in child.stdout:
                 if not line.startswith(b'{"ev"'):
                     continue  # the child's own final report line

@@ -88,7 +88,7 @@ class EventReport(Report):
 
     def __init__(self, out: IO[bytes], *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.out = out
+        self.out: IO[bytes] | _Null = out
         self._lines: list[bytes] = []
         self._flush_at: asyncio.TimerHandle | None = None
 
@@ -126,6 +126,7 @@ class EventReport(Report):
     def answered(self, ex: Exchange, resp, ts: float, size: int, recorded) -> None:
         super().answered(ex, resp, ts, size, recorded)
         k = _k(ex)
+        assert ex.request is not None  # an exchange of request_sent()
         code = ex.request.command.code
         err = k.response_name(resp.code) if k.classify(code, resp.code) == "error" else None
         self.emit({"ev": "req", "type": ex.protocol, "name": k.request_name(code),
@@ -133,6 +134,7 @@ class EventReport(Report):
 
     def failed(self, ex: Exchange, why: str, recorded) -> None:
         super().failed(ex, why, recorded)
+        assert ex.request is not None  # an exchange of request_sent()
         ms = (self._wall(time.monotonic()) - ex.request.ts) * 1000.0
         self.emit({"ev": "req", "type": ex.protocol, "name": _k(ex).request_name(ex.request.command.code),
                    "ms": round(ms, 3), "len": 0, "err": why})

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmqsniff.model import ANSWERED, ONEWAY, ORPHAN, Connection, Exchange, Message
 from rmqsniff.pairing import Lite, PairingSink, command_of
@@ -30,6 +30,9 @@ from .config import (
 from .recorder import Recorder
 from .session import Session
 from .transparent import allow_tproxy
+
+if TYPE_CHECKING:
+    from .admin import AdminServer
 
 RECENT_BODY_BYTES = 32 * 1024 * 1024  # bodies kept by the recent-exchanges ring
 BIG_BODY = 64 * 1024  # a body larger than this is not kept in the ring
@@ -153,7 +156,7 @@ class Proxy:
         self._sessions: set[Session] = set()
         self._next_conn = 0
         self._flusher: asyncio.Task | None = None
-        self.admin = None
+        self.admin: AdminServer | None = None
         self.failures: deque[str] = deque(maxlen=50)
         self.started = 0.0
         # decoding deferred by the sessions, in arrival order: (feed, bytes, timestamp)
@@ -179,6 +182,7 @@ class Proxy:
                     adv = None  # known once bound (port 0 = any)
                 lst = await self._listen(m.kind, m.listen, m.upstream, adv)
                 if m.kind in (BROKER, GRPC):
+                    assert m.upstream is not None  # only TRANSPARENT mappings have none
                     lst.advertised = endpoint_text((cfg.advertise_host(lst.listen[0]), lst.listen[1]))
                     self._routes(m.kind)[endpoint_text(m.upstream)] = lst.advertised
             if cfg.admin is not None:
@@ -213,11 +217,13 @@ class Proxy:
             self.recorder.close()
 
     async def _flush_loop(self) -> None:
+        rec = self.recorder
+        assert rec is not None  # the loop runs only when recording
         while True:
             await asyncio.sleep(1.0)
-            self.recorder.flush()
-            if self.recorder.error:
-                self.note_failure(self.recorder.error)
+            rec.flush()
+            if rec.error:
+                self.note_failure(rec.error)
                 return
 
     def note_failure(self, line: str) -> None:
@@ -344,6 +350,7 @@ class Proxy:
                     break
                 except ProxyError:
                     pass
+            assert lst.server is not None  # _listen returns a bound listener
             lst.server.close()
             self.listeners.remove(lst)
             self._own.discard(lst.listen)
