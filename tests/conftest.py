@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Helpers in tests/support/ assert too: rewrite their asserts as pytest does the tests' own,
+# so a failing helper explains itself (must run before anything imports them).
+pytest.register_assert_rewrite("tests.support")
+
 REQUIRED_TOOLS = {
     "java": "a JDK 17 runtime starts the name server, broker and proxy",
     "javac": "the client programs are compiled once into the cache",

@@ -9,14 +9,14 @@ from hyperframe.frame import GoAwayFrame
 
 from dissectors.grpc import GrpcConnection
 from rmqsniff.capwriter import CaptureWriter, TcpSession
-from rmqsniff.model import ANSWERED, ORPHAN, UNANSWERED, Connection
+from rmqsniff.model import ANSWERED, ORPHAN, UNANSWERED
 from rmqsniff.pairing import PairingSink
 from rmqsniff.pipeline import analyze
 from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.protocols.grpc.output import sides as grpc_sides
 from rmqsniff.stats import Stats
-
-from .test_grpc_traffic import (
+from tests.support.grpc_handler import CONN, run
+from tests.support.grpc_wire import (
     AUTH,
     CLIENT_ID,
     Wire,
@@ -40,25 +40,6 @@ from .test_grpc_traffic import (
     status_only,
     timestamp,
 )
-
-CONN = Connection(0, ("10.0.0.1", 50000), ("10.0.0.2", 8081))
-
-
-def run(chunks, mid_stream: bool = False, chunk: int | None = None, lost: dict | None = None):
-    """Feed (from_client, bytes, ts) chunks to a handler; returns (exchanges, stats)."""
-    stats = Stats()
-    out = []
-    sink = PairingSink(stats, out.append)
-    h = GrpcHandler(CONN, sink, stats, mid_stream=mid_stream)
-    for fc, data, ts in chunks:
-        if chunk:
-            for i in range(0, len(data), chunk):
-                h.data(fc, data[i:i + chunk], ts)
-        else:
-            h.data(fc, data, ts)
-    h.close()
-    sink.flush()
-    return out, stats
 
 
 def methods(exs):

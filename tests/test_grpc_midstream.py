@@ -8,9 +8,8 @@ from rmqsniff.model import ANSWERED, ORPHAN
 from rmqsniff.pairing import PairingSink
 from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.stats import Stats
-
-from .test_grpc_calls import CONN, run
-from .test_grpc_traffic import Wire, message_id, producer_session, send_request, send_response
+from tests.support.grpc_handler import CONN, run
+from tests.support.grpc_wire import Wire, message_id, producer_session, send_request, send_response
 
 
 def cut(chunks, fraction: float, skew: int = 37):
