@@ -21,7 +21,8 @@ from rmqsniff.views import (
     restat,
     totals,
 )
-from tests.test_filter import BATCH, label_of, offset_id, real_params, write_scenario
+from tests.support.captures import real_params
+from tests.support.remoting_scenario import BATCH, label_of, offset_id, write_scenario
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +191,7 @@ def test_interval_rows_sum_and_rate(synth):
 def test_real_message_view_ids_equal_client_truth(name):
     import json
 
-    from tests.test_filter import CAPTURES
+    from tests.support.captures import CAPTURES
 
     truth = json.loads((CAPTURES / f"{name}.truth.json").read_text())
     res = analyze([str(CAPTURES / f"{name}.pcap")])
