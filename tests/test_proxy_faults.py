@@ -30,8 +30,9 @@ import pytest
 from dissectors.remoting import RemotingCommand, StreamDecoder, codes, decode_frame, encode
 from dissectors.remoting.codec import Frame
 from tests.rocketmq.capture import Capture
-from tests.test_proxy import free_port
-from tests.test_proxy_legs import _settle, frames, kernel_drops, tcp_streams
+from tests.support.proxy import ProxyProcess, free_port
+from tests.support.tcp_streams import frames, tcp_streams
+from tests.support.tcpdump import kernel_drops, settle
 
 pytestmark = pytest.mark.timeout(600)
 VER = codes.version_ordinal(5, 3, 3)
@@ -40,8 +41,6 @@ VER = codes.version_ordinal(5, 3, 3)
 # ------------------------------------------------------------------ helpers
 
 def proxy(*args: str):
-    from tests.test_proxy_rocketmq import ProxyProcess
-
     return ProxyProcess(*args, "--admin", "127.0.0.1:0", "--connect-timeout", "1")
 
 
@@ -224,7 +223,7 @@ def test_resets_mid_frame_and_half_close_leave_survivors_intact(rocketmq_cluster
         after = settled(p, base)
     finally:
         assert p.stop() == 0, "\n".join(p.lines[-20:])
-        _settle(pcap)  # the last packets reach tcpdump a moment after the proxy exits
+        settle(pcap)  # the last packets reach tcpdump a moment after the proxy exits
         cap.stop()
     assert {k: after[k] for k in ("sessions", "tasks", "fds")} == {k: base[k] for k in ("sessions", "tasks", "fds")}
     assert after["rss_kb"] - base["rss_kb"] < 20_000
