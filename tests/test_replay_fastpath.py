@@ -14,7 +14,9 @@ from replay.engine import MAX, Guard, Options, Pacing, Replay, Rules, build_plan
 from replay.engine.safety import endpoint
 from rmqsniff.filter import compile_filter
 from rmqsniff.pipeline import analyze
-from tests.test_replay_rocketmq import CAPTURE, TRUTH, _consume
+from tests.support.replay_cluster import PRODUCER_CAPTURE as CAPTURE
+from tests.support.replay_cluster import PRODUCER_TRUTH as TRUTH
+from tests.support.replay_cluster import consume
 
 pytestmark = pytest.mark.rocketmq
 
@@ -47,7 +49,7 @@ def test_templated_sends_store_the_captured_messages(rocketmq_cluster):
     truth = [m for m in json.loads(TRUTH.read_text())["sent"] if m["msg_id"] in ids]
     assert len(truth) == len(sends)
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth)
-    got = _consume(cluster, topic, expected=runs * len(sends))
+    got = consume(cluster, topic, expected=runs * len(sends))
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in got)
     assert consumed == Counter({k: runs * n for k, n in captured.items()})
     assert {m["msgId"] for m in got} <= ids

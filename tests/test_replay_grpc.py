@@ -202,9 +202,9 @@ def _consume_all(cluster, topics: dict[str, int], timeout_ms: int) -> dict[str, 
     """Read each topic from the beginning with the remoting lite pull consumer, in parallel,
     until the expected count arrived (a rolled-back or wrongly resolved transactional
     message would take the place of a committed one)."""
-    from tests.test_replay_rocketmq import _consumer_classes
+    from tests.support.replay_cluster import consumer_classes
 
-    classes = _consumer_classes()
+    classes = consumer_classes()
     procs = {t: subprocess.Popen(cluster.java_cmd(f"clients/replay-{t}", classes, "ReplayConsumer",
                                                   cluster.namesrv_addr, t, f"CG_{t}", str(n), str(timeout_ms)),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -141,7 +141,7 @@ def test_share_and_locust_refusals():
 
 @pytest.mark.rocketmq
 def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_cluster, tmp_path, plan):
-    from tests.test_replay_rocketmq import _consume, _prod_flag
+    from tests.support.replay_cluster import consume, prod_flag
 
     cluster = rocketmq_cluster
     topic = f"LocustTopic_{uuid.uuid4().hex[:6]}"
@@ -154,7 +154,7 @@ def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_clu
     scale = 2
     cmd = [sys.executable, "-m", "rmqsniff", "replay", str(CAPTURE), "--target", cluster.namesrv_addr,
            "--allow-target", "127.0.0.1", "--map-topic", f"TopicTest={topic}", "--scale", str(scale), "--max",
-           *_prod_flag(cluster), "--locust", "--workers", "2", "--headless", "--report", str(summary_file),
+           *prod_flag(cluster), "--locust", "--workers", "2", "--headless", "--report", str(summary_file),
            f"--locust-opt=--json-file={stats_file.with_suffix('')}", f"--locust-opt=--csv={tmp_path / 'run'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -185,5 +185,5 @@ def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_clu
     truth = json.loads(TRUTH.read_text())
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth["sent"])
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"])
-                       for m in _consume(cluster, topic, expected=scale * len(truth["sent"])))
+                       for m in consume(cluster, topic, expected=scale * len(truth["sent"])))
     assert consumed == Counter({k: scale * n for k, n in captured.items()})

@@ -27,7 +27,7 @@ from replay.engine import SPEED, Guard, Options, Pacing, Replay, Rules, build_pl
 from replay.engine.client import Client
 from replay.engine.safety import endpoint
 from rmqsniff.pipeline import analyze
-from tests.test_replay_consumer import _Recording
+from tests.support.replay_report import Recording
 
 SRC = Path(__file__).resolve().parent / "rocketmq" / "consumer" / "OffsetScenario.java"
 BEFORE, N = 12, 20  # consumed before the capture / produced and consumed in it
@@ -124,7 +124,7 @@ def test_pull_consumer_replay_uses_the_offsets_staging_returned(rocketmq_cluster
                    pacing=Pacing(mode=SPEED, speed=2.0),
                    rules=Rules(topics={rec_topic: topic}, groups={rec_group: group}),
                    timeout=2.0, via_proxy=True)
-    rep = _Recording(opts.diff, None, plan.requests, SPEED, cluster.namesrv_addr, "proxy")
+    rep = Recording(opts.diff, None, plan.requests, SPEED, cluster.namesrv_addr, "proxy")
     asyncio.run(asyncio.wait_for(Replay(plan, opts, rep).run(), 120))
     d = rep.to_dict()
 

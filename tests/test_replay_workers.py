@@ -79,7 +79,7 @@ def test_workers_refuse_share():
 
 @pytest.mark.rocketmq
 def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluster, tmp_path):
-    from tests.test_replay_rocketmq import _consume, _prod_flag
+    from tests.support.replay_cluster import consume, prod_flag
 
     cluster = rocketmq_cluster
     plan = build_plan(analyze([str(CAPTURE)]).exchanges)
@@ -90,7 +90,7 @@ def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluste
     report, scale = tmp_path / "report.json", 3
     proc = subprocess.run([sys.executable, "-m", "rmqsniff", "replay", str(CAPTURE), "--target", cluster.namesrv_addr,
                            "--allow-target", "127.0.0.1", "--map-topic", f"TopicTest={topic}", "--scale", str(scale),
-                           "--rate", "200/s", *_prod_flag(cluster), "--workers", "2", "--report", str(report)],
+                           "--rate", "200/s", *prod_flag(cluster), "--workers", "2", "--report", str(report)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     d = json.loads(report.read_text())
@@ -116,5 +116,5 @@ def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluste
     truth = json.loads(TRUTH.read_text())
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth["sent"])
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"])
-                       for m in _consume(cluster, topic, expected=scale * len(truth["sent"])))
+                       for m in consume(cluster, topic, expected=scale * len(truth["sent"])))
     assert consumed == Counter({k: scale * n for k, n in captured.items()})
