@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from dissectors.grpc.frames import Frame, FrameReader, Skipped
-from rmqsniff.model import ANSWERED, ORPHAN
+from rmqsniff.model import ANSWERED, ORPHAN, Exchange
 from rmqsniff.pairing import PairingSink
 from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.stats import Stats
@@ -86,7 +86,7 @@ def test_gap_inside_a_frame_keeps_frame_sync_and_later_calls_decode():
     lost_at = len(w.chunks) // 2
     # drop 10 bytes from the middle of a client chunk: reported as a gap
     st = Stats()
-    out = []
+    out: list[Exchange] = []
     sink = PairingSink(st, out.append)
     h = GrpcHandler(CONN, sink, st)
     done = False
@@ -101,9 +101,9 @@ def test_gap_inside_a_frame_keeps_frame_sync_and_later_calls_decode():
     h.close()
     sink.flush()
     assert done
-    sends = [ex for ex in out if ex.request and ex.request.command.method == "SendMessage"]
-    got = [ex.request.command.messages[0].message.messages[0].system_properties.message_id
-           for ex in sends if ex.request.command.messages and ex.request.command.messages[0].message]
+    sends = [ex.request for ex in out if ex.request and ex.request.command.method == "SendMessage"]
+    got = [req.command.messages[0].message.messages[0].system_properties.message_id
+           for req in sends if req.command.messages and req.command.messages[0].message]
     assert len(got) >= 36 and got[-10:] == truth["sent"][-10:]
     assert st.snapshot()["transport"]["gap"] == 1
 

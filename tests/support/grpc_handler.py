@@ -3,7 +3,7 @@ chunks (as :class:`tests.support.grpc_wire.Wire` records them) to a :class:`Grpc
 on one connection and returns the paired exchanges and the stats."""
 from __future__ import annotations
 
-from rmqsniff.model import Connection
+from rmqsniff.model import Connection, Exchange
 from rmqsniff.pairing import PairingSink
 from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.stats import Stats
@@ -14,7 +14,7 @@ CONN = Connection(0, ("10.0.0.1", 50000), ("10.0.0.2", 8081))
 def run(chunks, mid_stream: bool = False, chunk: int | None = None, lost: dict | None = None):
     """Feed (from_client, bytes, ts) chunks to a handler; returns (exchanges, stats)."""
     stats = Stats()
-    out = []
+    out: list[Exchange] = []
     sink = PairingSink(stats, out.append)
     h = GrpcHandler(CONN, sink, stats, mid_stream=mid_stream)
     for fc, data, ts in chunks:

@@ -100,6 +100,7 @@ class ProxyProcess:
             time.sleep(0.05)
 
     def _read(self) -> None:
+        assert self.proc.stderr is not None  # stderr=PIPE
         for line in self.proc.stderr:
             self.lines.append(line.rstrip("\n"))
 
@@ -120,8 +121,10 @@ class ProxyProcess:
         return None
 
     def get(self, path: str) -> tuple[int, str, str]:
+        url = self.admin_url
+        assert url is not None, "the proxy has no --admin listener"
         try:
-            with urllib.request.urlopen(self.admin_url + path, timeout=10) as r:
+            with urllib.request.urlopen(url + path, timeout=10) as r:
                 return r.status, r.headers["Content-Type"], r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.headers["Content-Type"], e.read().decode()

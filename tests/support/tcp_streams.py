@@ -98,9 +98,9 @@ def tcp_streams(path: Path) -> list[TcpStream]:
             if old is not None and old.c2s_half.isn == tcp.seq:
                 by_key[(src, dst)] = old  # a retransmitted SYN
                 continue
-            st = TcpStream(src, dst)
-            st.c2s_half.isn = tcp.seq
-            by_key[(src, dst)] = by_key[(dst, src)] = st
+            new = TcpStream(src, dst)
+            new.c2s_half.isn = tcp.seq
+            by_key[(src, dst)] = by_key[(dst, src)] = new
             continue
         st = by_key.get((src, dst))
         if st is None:
