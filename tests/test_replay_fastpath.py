@@ -14,6 +14,7 @@ from replay.engine import MAX, Guard, Options, Pacing, Replay, Rules, build_plan
 from replay.engine.safety import endpoint
 from rmqsniff.filter import compile_filter
 from rmqsniff.pipeline import analyze
+from tests.support.exchanges import request_of
 from tests.support.replay_cluster import PRODUCER_CAPTURE as CAPTURE
 from tests.support.replay_cluster import PRODUCER_TRUTH as TRUTH
 from tests.support.replay_cluster import consume
@@ -35,7 +36,7 @@ def test_templated_sends_store_the_captured_messages(rocketmq_cluster):
     run = Replay(plan, opts)
     rep = asyncio.run(run.run()).to_dict()
 
-    sends = [st.ex.request.command for s in plan.sessions for st in s.steps]
+    sends = [request_of(st.ex) for s in plan.sessions for st in s.steps]
     oneway = sum(1 for cmd in sends if cmd.is_oneway)
     runs = COPIES * LOOPS
     assert rep["sent"] == rep["planned"] == runs * len(sends)

@@ -16,6 +16,7 @@ from replay.engine import build_plan
 from replay.report import Report
 from rmqsniff.pipeline import analyze
 from rmqsniff.stats import Stats
+from tests.support.exchanges import request_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURE = ROOT / "captures" / "remoting_json.pcap"
@@ -84,7 +85,7 @@ def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluste
     cluster = rocketmq_cluster
     plan = build_plan(analyze([str(CAPTURE)]).exchanges)
     topic = f"WorkersTopic_{uuid.uuid4().hex[:6]}"
-    looked_up = {st.ex.request.command.ext.get("topic") for s in plan.sessions for st in s.steps
+    looked_up = {request_of(st.ex).ext.get("topic") for s in plan.sessions for st in s.steps
                  if request_name(st.code) == "GET_ROUTEINFO_BY_TOPIC"}
     cluster.admin(f"topic={topic}", *(f"topic={t}" for t in sorted(looked_up) if t and t.startswith("%RETRY%")))
     report, scale = tmp_path / "report.json", 3
@@ -98,7 +99,7 @@ def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluste
     # one report: the single-process plan's counts, per request code, nothing lost
     assert d["planned"] == d["sent"] == plan.requests * scale and not d["not_sent"]
     assert d["errors"] == 0 and d["answered"] + d["oneway"] == d["sent"]
-    want = Counter()
+    want: Counter[str] = Counter()
     for s in plan.sessions:
         for st in s.steps:
             want[request_name(st.code)] += scale
