@@ -216,7 +216,7 @@ def test_same_protobuf_messages_per_stream_and_direction(both):
 
 def test_field_values_tshark_extracted_equal_rmqsniffs(both):
     _, (_, t_msgs, _), (_, r_msgs) = both
-    compared = defaultdict(int)
+    compared: defaultdict[str, int] = defaultdict(int)
     for key, ours in r_msgs.items():
         for (_t_type, t_fields), (r_type, r_fields) in zip(t_msgs[key], ours, strict=False):
             t, r = _comparable(t_fields), _comparable(r_fields)

@@ -38,7 +38,7 @@ def pair_legs(streams: list[TcpStream], port_map: dict[int, int]) -> list[tuple[
     """(client leg, upstream leg) pairs: ``port_map`` is proxy listener port -> upstream port;
     the upstream connection of a client connection is the one that carried the same client bytes."""
     client_leg = [s for s in streams if s.server[1] in port_map]
-    upstream = {}
+    upstream: dict[tuple[int, bytes], list[TcpStream]] = {}
     for s in streams:
         if s.server[1] in port_map.values():
             upstream.setdefault((s.server[1], hashlib.sha256(s.c2s).digest()), []).append(s)

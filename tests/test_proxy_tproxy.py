@@ -80,9 +80,9 @@ def namespace_behind_tproxy():
         _sh("ip", "link", "set", VETH_NS, "netns", NETNS)
         _sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", VETH_HOST)
         _sh("ip", "link", "set", VETH_HOST, "up")
-        for cmd in (("ip", "addr", "add", f"{NS_IP}/24", "dev", VETH_NS), ("ip", "link", "set", VETH_NS, "up"),
-                    ("ip", "link", "set", "lo", "up"), ("ip", "route", "add", "default", "via", HOST_IP)):
-            _sh("ip", "netns", "exec", NETNS, *cmd)
+        for ns_cmd in (("ip", "addr", "add", f"{NS_IP}/24", "dev", VETH_NS), ("ip", "link", "set", VETH_NS, "up"),
+                       ("ip", "link", "set", "lo", "up"), ("ip", "route", "add", "default", "via", HOST_IP)):
+            _sh("ip", "netns", "exec", NETNS, *ns_cmd)
         _sh("ip", "addr", "add", f"{CLUSTER_IP}/32", "dev", "lo")
         undo.append(("ip", "addr", "del", f"{CLUSTER_IP}/32", "dev", "lo"))
         # marked packets are delivered locally, to the socket TPROXY picked

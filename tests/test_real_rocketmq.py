@@ -51,7 +51,7 @@ def _grpc_proxy_view(pcap: Path, truth: dict) -> list[str]:
     want = {s["msg_id"] for s in truth["sent"]}
     if sent != want:
         problems.append(f"proxy->broker sends {len(sent)} ids != gRPC client's {len(want)}: "
-                        f"{sorted(sent ^ want)[:3]}")
+                        f"{sorted(sent ^ want, key=str)[:3]}")
     delivered = set()
     for e in res.exchanges:
         if e.code in (11, 200050) and e.response is not None and e.response.command.code == 0:

@@ -94,7 +94,7 @@ def test_secret_properties_are_redacted():
 def test_follow_gives_one_connection_in_order(scen):
     exs = sorted(scen.values(), key=lambda e: e.index)
     conn = resolve_connection(exs, f"#{scen['b2'].index}")
-    assert conn is scen["b1"].connection
+    assert conn is not None and conn is scen["b1"].connection
     assert resolve_connection(exs, str(conn.id)) is conn
     assert resolve_connection(exs, f"conn:{conn.id}") is conn
     assert resolve_connection(exs, "10.0.1.2:40002") is conn
