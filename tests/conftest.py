@@ -1,11 +1,14 @@
 """Shared fixtures: the real RocketMQ cluster (session-scoped) and its live captures."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+# Helpers in tests/support/ assert too: rewrite their asserts as pytest does the tests' own,
+# so a failing helper explains itself (must run before anything imports them).
+pytest.register_assert_rewrite("tests.support")
 
 REQUIRED_TOOLS = {
     "java": "a JDK 17 runtime starts the name server, broker and proxy",
@@ -15,19 +18,14 @@ REQUIRED_TOOLS = {
 }
 
 
-def _unavailable(reason: str) -> None:
-    """Skip outside CI; in CI (CI=true) a missing prerequisite is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def rocketmq_cluster(tmp_path_factory):
     """A running name server + broker + proxy with the scenario topics and groups."""
+    from tests.support.prerequisites import unavailable  # after register_assert_rewrite above
+
     for tool, why in REQUIRED_TOOLS.items():
         if shutil.which(tool) is None:
-            _unavailable(f"`{tool}` not found on PATH ({why})")
+            unavailable(f"`{tool}` not found on PATH ({why})")
     from tests.rocketmq import build
     from tests.rocketmq.cluster import Cluster, Ports
 

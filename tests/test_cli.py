@@ -98,6 +98,7 @@ def test_read_jsonl_fields(capture: str) -> None:
     assert (rq["code"], rq["name"], rq["flag"], rq["language"], rq["version"], rq["serialize"]) == \
         (310, "SEND_MESSAGE_V2", 0, "JAVA", 373, "JSON")
     assert rq["version_name"] == "V4_8_0"
+    assert SEND.body is not None
     assert rq["body_len"] == len(SEND.body) and rq["remark"] is None
     # long field names for the V2 short keys
     assert rq["ext"]["producerGroup"] == "PG_orders" and rq["ext"]["topic"] == "orders"

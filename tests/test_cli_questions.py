@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from rmqsniff.cli import main
 from rmqsniff.pipeline import analyze
-from tests.test_filter import CAPTURES, SCENARIO, real_params, write_scenario
+from tests.support.captures import CAPTURES, real_params
+from tests.support.remoting_scenario import SCENARIO, write_scenario
 
 
 def run(*args: str):

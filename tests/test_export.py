@@ -16,7 +16,8 @@ from rmqsniff.filter import compile_filter
 from rmqsniff.pipeline import analyze
 from rmqsniff.sources.pcapfile import open_capture
 from rmqsniff.synth import write_capture
-from tests.test_filter import CAPTURES, SCENARIO, label_of, real_params, write_scenario
+from tests.support.captures import CAPTURES, real_params
+from tests.support.remoting_scenario import SCENARIO, label_of, write_scenario
 
 
 def signature(ex) -> tuple:

@@ -17,6 +17,7 @@ from rmqsniff.pipeline import analyze
 from rmqsniff.tui.store import ExchangeList, filter_into
 
 CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap"))
+CAPTURE_NAMES: list[str | None] = [p.name for p in CAPTURES] or [None]  # None: skipped, no captures
 
 EXPRESSIONS = [
     "code == SEND_MESSAGE_V2", "code != SEND_MESSAGE_V2", "code == 310", "code < 100", "code >= 300",
@@ -53,7 +54,7 @@ def _select_fast(exs, f, chunk):
     return list(out)
 
 
-@pytest.fixture(scope="module", params=[p.name for p in CAPTURES] or [None])
+@pytest.fixture(scope="module", params=CAPTURE_NAMES)
 def capture(request):
     if request.param is None:
         pytest.skip("no captures")

@@ -9,14 +9,14 @@ from hyperframe.frame import GoAwayFrame
 
 from dissectors.grpc import GrpcConnection
 from rmqsniff.capwriter import CaptureWriter, TcpSession
-from rmqsniff.model import ANSWERED, ORPHAN, UNANSWERED, Connection
+from rmqsniff.model import ANSWERED, ORPHAN, UNANSWERED, Exchange
 from rmqsniff.pairing import PairingSink
 from rmqsniff.pipeline import analyze
 from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.protocols.grpc.output import sides as grpc_sides
 from rmqsniff.stats import Stats
-
-from .test_grpc_traffic import (
+from tests.support.grpc_handler import CONN, run
+from tests.support.grpc_wire import (
     AUTH,
     CLIENT_ID,
     Wire,
@@ -40,25 +40,6 @@ from .test_grpc_traffic import (
     status_only,
     timestamp,
 )
-
-CONN = Connection(0, ("10.0.0.1", 50000), ("10.0.0.2", 8081))
-
-
-def run(chunks, mid_stream: bool = False, chunk: int | None = None, lost: dict | None = None):
-    """Feed (from_client, bytes, ts) chunks to a handler; returns (exchanges, stats)."""
-    stats = Stats()
-    out = []
-    sink = PairingSink(stats, out.append)
-    h = GrpcHandler(CONN, sink, stats, mid_stream=mid_stream)
-    for fc, data, ts in chunks:
-        if chunk:
-            for i in range(0, len(data), chunk):
-                h.data(fc, data[i:i + chunk], ts)
-        else:
-            h.data(fc, data, ts)
-    h.close()
-    sink.flush()
-    return out, stats
 
 
 def methods(exs):
@@ -164,11 +145,13 @@ def test_metadata_decoded_and_secrets_redacted_in_every_output():
     assert md["client_id"] == CLIENT_ID and md["language"] == "PYTHON" and md["client_version"] == "5.1.2"
     assert md["namespace"] == "" and md["request_id"] == "00000000-0000-0000-0000-000000000001"
     req, resp = grpc_sides(ex)
+    assert req is not None and resp is not None
     text = json.dumps([req, resp])
     assert "AKIDEXAMPLE42" not in text and "0123abcdef9876" not in text
     assert req["metadata"]["authorization"] == ("MQv2-HMAC-SHA1 Credential=<redacted>, "
                                                 "SignedHeaders=x-mq-date-time, Signature=<redacted>")
     raw, _ = grpc_sides(ex, redact=False)
+    assert raw is not None
     assert raw["metadata"]["authorization"] == AUTH
     assert req["method"] == "QueryRoute" and req["method_from"] == "path"
     assert resp["status_code"] == 20000 and resp["grpc_status"] == 0
@@ -184,6 +167,7 @@ def test_unknown_fields_survive_decoding_and_export():
     sysp = p.decoded["messages"][0]["system_properties"]
     assert sysp["_unknown"] == [[99, 2, b"future-field"]]
     req, _ = grpc_sides(send)
+    assert req is not None
     assert req["messages"][0]["decoded"]["messages"][0]["system_properties"]["_unknown"] == [
         [99, 2, "future-field"]]
 
@@ -290,7 +274,7 @@ def test_pipeline_reads_a_grpc_pcap_on_port_8081(tmp_path):
 def test_tls_on_the_grpc_port_is_recognised_and_left_alone():
     hello = bytes([0x16, 3, 1, 0, 4, 1, 0, 0, 0]) + bytes([0x17, 3, 3, 0, 2, 9, 9])
     stats = Stats()
-    out = []
+    out: list[Exchange] = []
     sink = PairingSink(stats, out.append)
     h = GrpcHandler(CONN, sink, stats, mid_stream=False)
     h.data(True, hello, 1.0)

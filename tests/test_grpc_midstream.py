@@ -4,13 +4,12 @@ from __future__ import annotations
 import pytest
 
 from dissectors.grpc.frames import Frame, FrameReader, Skipped
-from rmqsniff.model import ANSWERED, ORPHAN
+from rmqsniff.model import ANSWERED, ORPHAN, Exchange
 from rmqsniff.pairing import PairingSink
 from rmqsniff.protocols.grpc.handler import GrpcHandler
 from rmqsniff.stats import Stats
-
-from .test_grpc_calls import CONN, run
-from .test_grpc_traffic import Wire, message_id, producer_session, send_request, send_response
+from tests.support.grpc_handler import CONN, run
+from tests.support.grpc_wire import Wire, message_id, producer_session, send_request, send_response
 
 
 def cut(chunks, fraction: float, skew: int = 37):
@@ -87,7 +86,7 @@ def test_gap_inside_a_frame_keeps_frame_sync_and_later_calls_decode():
     lost_at = len(w.chunks) // 2
     # drop 10 bytes from the middle of a client chunk: reported as a gap
     st = Stats()
-    out = []
+    out: list[Exchange] = []
     sink = PairingSink(st, out.append)
     h = GrpcHandler(CONN, sink, st)
     done = False
@@ -102,9 +101,9 @@ def test_gap_inside_a_frame_keeps_frame_sync_and_later_calls_decode():
     h.close()
     sink.flush()
     assert done
-    sends = [ex for ex in out if ex.request and ex.request.command.method == "SendMessage"]
-    got = [ex.request.command.messages[0].message.messages[0].system_properties.message_id
-           for ex in sends if ex.request.command.messages and ex.request.command.messages[0].message]
+    sends = [ex.request for ex in out if ex.request and ex.request.command.method == "SendMessage"]
+    got = [req.command.messages[0].message.messages[0].system_properties.message_id
+           for req in sends if req.command.messages and req.command.messages[0].message]
     assert len(got) >= 36 and got[-10:] == truth["sent"][-10:]
     # the TCP layer counts gaps (tcp.HalfStream), for every protocol; a handler fed a gap directly
     # counts none (it used to count one more, so every gRPC gap in a capture counted twice)

@@ -25,6 +25,7 @@ import pytest
 from dissectors.grpc import schema
 from dissectors.grpc.proto import generate
 from rmqsniff.pipeline import analyze
+from tests.support.prerequisites import unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURES = ROOT / "captures"
@@ -38,13 +39,6 @@ _BYTES = {12}
 EMPTY = "<empty message>"  # a zero-length gRPC message: tshark shows no protobuf type for it
 
 
-def _unavailable(reason: str) -> None:
-    """Skip outside CI; in CI (CI=true) a missing tool is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def wkt_dir(tmp_path_factory):
     """google/protobuf/{duration,timestamp}.proto: Debian's tshark does not bundle them."""
@@ -55,7 +49,7 @@ def wkt_dir(tmp_path_factory):
 
 def tshark_packets(pcap: Path, wkt: Path) -> list[dict]:
     if shutil.which("tshark") is None:
-        _unavailable("`tshark` not found on PATH (Wireshark's CLI cross-checks the gRPC decode)")
+        unavailable("`tshark` not found on PATH (Wireshark's CLI cross-checks the gRPC decode)")
     # one UAT record per -o: (directory, load all its files); the WKT dir only serves imports
     cmd = ["tshark", "-n", "-r", str(pcap), "-d", f"tcp.port=={PORT},http2",
            "-o", f'uat:protobuf_search_paths:"{PROTO_DIR.as_posix()}","TRUE"',
@@ -222,7 +216,7 @@ def test_same_protobuf_messages_per_stream_and_direction(both):
 
 def test_field_values_tshark_extracted_equal_rmqsniffs(both):
     _, (_, t_msgs, _), (_, r_msgs) = both
-    compared = defaultdict(int)
+    compared: defaultdict[str, int] = defaultdict(int)
     for key, ours in r_msgs.items():
         for (_t_type, t_fields), (r_type, r_fields) in zip(t_msgs[key], ours, strict=False):
             t, r = _comparable(t_fields), _comparable(r_fields)

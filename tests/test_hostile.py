@@ -29,6 +29,7 @@ from dissectors.remoting.message import (
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.model import ANSWERED
 from rmqsniff.pipeline import Pipeline, analyze
+from tests.support.exchanges import request_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = ("10.0.0.10", 10911)
@@ -151,8 +152,10 @@ def test_frame_of_more_than_16_mib_is_skipped_whole(tmp_path) -> None:
     assert peak < 64 * 1024
     kinds = [type(e) for e in events]
     assert kinds == [DecodeError, Resync, Frame]
-    assert events[0].reason == "frame length exceeds maximum"
-    assert events[2].command.opaque == 2 and events[1].skipped == len(huge)
+    err, resync, frame = events
+    assert isinstance(err, DecodeError) and isinstance(resync, Resync) and isinstance(frame, Frame)
+    assert err.reason == "frame length exceeds maximum"
+    assert frame.command.opaque == 2 and resync.skipped == len(huge)
 
 
 # ------------------------------------------------------------------ JSON: deep, huge, invalid UTF-8
@@ -393,7 +396,7 @@ def test_flow_table_cap_evicts_and_counts(tmp_path) -> None:
     snap = p.stats.snapshot()["transport"]
     assert snap["flows"] == 5001 and snap["flows_evicted"] == 4001
     assert p.stats.counter("unanswered") == 5000
-    got = [x for x in out if x.request.command.opaque == 2]
+    got = [x for x in out if request_of(x).opaque == 2]
     assert len(got) == 1 and got[0].status == ANSWERED
 
 

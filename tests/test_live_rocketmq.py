@@ -41,11 +41,14 @@ def test_live_tap_equals_client_truth_and_stats_of_its_pcapng(rocketmq_cluster, 
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = ""
+        assert tap.stderr is not None  # stderr=PIPE
         while "listening on" not in seen:
             line = tap.stderr.readline()
             assert line or tap.poll() is None, seen
             seen += line
-        url = re.search(r"serving (http://\S+)/metrics", seen).group(1)
+        m = re.search(r"serving (http://\S+)/metrics", seen)
+        assert m, seen
+        url = m.group(1)
 
         pcap, truth = run_scenario(cluster, SCENARIO, tmp_path / "scenario")
         time.sleep(1.0)  # the tap is at most one ring block (50 ms) behind

@@ -16,7 +16,7 @@ import pytest
 
 from replay.proxy import GRPC, Mapping, ProxyConfig
 from replay.proxy.grpc import GOAWAY, INTERNAL_ERROR, FrameBoundary, frame
-from tests.test_proxy import ProxyThread
+from tests.support.proxy import ProxyThread
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -29,7 +29,7 @@ def _streams(path: Path) -> dict[tuple, list[tuple[bool, bytes, float]]]:
     r = open_capture(str(path))
     for ts, lt, frame in r:
         seg = tcp_segment(frame, lt)
-        if type(seg) is str:
+        if isinstance(seg, str):
             continue
         src, sport, dst, dport, _seq, _ack, flags, payload = seg
         a, b = (src, sport), (dst, dport)
@@ -148,7 +148,7 @@ def _forward(chunks, deferred: bool, cuts: list[int], every: int = 0) -> tuple[b
                 catch_up()
                 pieces = tap.from_server(part, ts)
                 assert all(type(p) is bytes for p in pieces)  # no route answers on a broker link
-                out.extend(b"".join(pieces))
+                out.extend(b"".join(p for p in pieces if isinstance(p, bytes)))
                 continue
             out.extend(fast)
             if deferred:

@@ -22,8 +22,9 @@ import sys
 
 import pytest
 
-from tests.test_proxy_rocketmq import ProxyProcess, _run_java
-from tests.test_proxy_transparent import check_transparent_run
+from tests.support.java_clients import run_java
+from tests.support.proxy import ProxyProcess
+from tests.support.transparent import check_transparent_run
 
 pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]
 
@@ -79,9 +80,9 @@ def namespace_behind_tproxy():
         _sh("ip", "link", "set", VETH_NS, "netns", NETNS)
         _sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", VETH_HOST)
         _sh("ip", "link", "set", VETH_HOST, "up")
-        for cmd in (("ip", "addr", "add", f"{NS_IP}/24", "dev", VETH_NS), ("ip", "link", "set", VETH_NS, "up"),
-                    ("ip", "link", "set", "lo", "up"), ("ip", "route", "add", "default", "via", HOST_IP)):
-            _sh("ip", "netns", "exec", NETNS, *cmd)
+        for ns_cmd in (("ip", "addr", "add", f"{NS_IP}/24", "dev", VETH_NS), ("ip", "link", "set", VETH_NS, "up"),
+                       ("ip", "link", "set", "lo", "up"), ("ip", "route", "add", "default", "via", HOST_IP)):
+            _sh("ip", "netns", "exec", NETNS, *ns_cmd)
         _sh("ip", "addr", "add", f"{CLUSTER_IP}/32", "dev", "lo")
         undo.append(("ip", "addr", "del", f"{CLUSTER_IP}/32", "dev", "lo"))
         # marked packets are delivered locally, to the socket TPROXY picked
@@ -139,7 +140,7 @@ def test_java_client_in_a_namespace_sent_by_tproxy_to_the_transparent_proxy(tpro
         intercept(int(listen.rsplit(":", 1)[1]))
         truth_path = tmp_path / "truth.json"
         # the client is given the cluster's real name server; only the kernel sends it to the proxy
-        _run_java(cluster, "clients/proxy_tproxy", "produce-consume", cluster.namesrv_addr, "TopicProxy",
+        run_java(cluster, "clients/proxy_tproxy", "produce-consume", cluster.namesrv_addr, "TopicProxy",
                   str(truth_path), prefix=("ip", "netns", "exec", NETNS))
         seen = check_transparent_run(p, cluster, json.loads(truth_path.read_text()), direct, direct_pcap)
         # and they came from the namespace, through the veth

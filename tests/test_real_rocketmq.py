@@ -51,7 +51,7 @@ def _grpc_proxy_view(pcap: Path, truth: dict) -> list[str]:
     want = {s["msg_id"] for s in truth["sent"]}
     if sent != want:
         problems.append(f"proxy->broker sends {len(sent)} ids != gRPC client's {len(want)}: "
-                        f"{sorted(sent ^ want)[:3]}")
+                        f"{sorted(sent ^ want, key=str)[:3]}")
     delivered = set()
     for e in res.exchanges:
         if e.code in (11, 200050) and e.response is not None and e.response.command.code == 0:
@@ -83,9 +83,9 @@ def test_cluster_is_registered_and_listening(rocketmq_cluster):
 @pytest.mark.parametrize("name", REMOTING)
 def test_remoting_capture_matches_client_truth(rocketmq_capture, name):
     if name == "remoting_go" and shutil.which("go") is None:
-        from tests.conftest import _unavailable
+        from tests.support.prerequisites import unavailable
 
-        _unavailable("`go` not found on PATH (builds the rocketmq-client-go/v2 scenario)")
+        unavailable("`go` not found on PATH (builds the rocketmq-client-go/v2 scenario)")
     pcap, truth = rocketmq_capture(name)
     assert 0 < pcap.stat().st_size <= MAX_CAPTURE
     assert truth["sent"], "client recorded no sends"
@@ -172,14 +172,14 @@ def test_checker_catches_wrong_go_truth(mutation):
 
 
 def test_missing_tool_skips_outside_ci_and_fails_in_ci(monkeypatch):
-    from tests.conftest import _unavailable
+    from tests.support.prerequisites import unavailable
 
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception):
-        _unavailable("no java")
+        unavailable("no java")
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception):
-        _unavailable("no java")
+        unavailable("no java")
 
 
 def test_ports_come_from_environment(monkeypatch):

@@ -44,8 +44,8 @@ def _rewrite(dst: Path, server_first: bool) -> None:
         assert c < s
         out[c][1], out[s][1] = out[s][1], out[c][1]  # the server's SETTINGS first, same timestamps
         # the two segments keep their sequence numbers, so the client's bytes are still in order
-    with dst.open("wb") as f:
-        w = dpkt.pcap.Writer(f, linktype=link)
+    with dst.open("wb") as out_file:
+        w = dpkt.pcap.Writer(out_file, linktype=link)
         for ts, eth in out:
             w.writepkt(bytes(eth), ts)
 

@@ -240,6 +240,7 @@ def test_raw_control_chars_in_json_string():
     hdr = (b'{"code":310,"extFields":{"a":"g","b":"T","i":"TAGS\x01A\x02WAIT\x01true\x02"},'
            b'"language":"DOTNET","opaque":1576,"remark":"SEND_MESSAGE_V2","serializeTypeCurrentRPC":"JSON","version":0}')
     got = decode_frame(raw_frame(hdr, b"body"))
+    assert got.ext is not None
     assert got.ext["i"] == "TAGS\x01A\x02WAIT\x01true\x02"
     assert got.flag == 0  # NewLife omits flag
     assert (got.code, got.opaque, got.language, got.body) == (310, 1576, "DOTNET", b"body")
@@ -299,6 +300,7 @@ def test_binary_unknown_language_and_invalid_utf8():
     hdr = binary_header(10, 99, 0, 1, 0, b"\xff\xfebad", [(b"k\xc3", b"\x80v")])
     got = decode_frame(raw_frame(hdr, stype=ROCKETMQ))
     assert got.language == "UNKNOWN(99)"
+    assert got.remark is not None and got.ext is not None
     assert got.remark.endswith("bad") and "\ufffd" in got.remark
     assert list(got.ext.values())[0].endswith("v")
 
@@ -609,11 +611,11 @@ def test_the_peek_reads_binary_extfields_as_the_decoder_does(pairs, damage):
 
     from dissectors.remoting.codec import _binary_ext, _check_binary_ext, _peek_binary_ext
 
-    blk = bytearray(b"".join(_struct.pack(">H", len(k)) + k + _struct.pack(">I", len(v)) + v for k, v in pairs))
+    buf = bytearray(b"".join(_struct.pack(">H", len(k)) + k + _struct.pack(">I", len(v)) + v for k, v in pairs))
     for at, byte in damage:
-        if blk:
-            blk[at % len(blk)] = byte
-    blk = bytes(blk)
+        if buf:
+            buf[at % len(buf)] = byte
+    blk = bytes(buf)
     try:
         full = _binary_ext(blk, 0, len(blk), 0)
     except FrameError:
@@ -676,6 +678,7 @@ def test_the_peek_reads_json_headers_as_the_decoder_does(header):
         return
     events = StreamDecoder().feed(frame)
     assert [type(e) for e in events] == [Frame], events
+    assert isinstance(events[0], Frame)
     cmd = events[0].command
     assert peeked == (cmd.code, cmd.flag, cmd.opaque, None if cmd.flag & 1 else cmd.ext)
 

@@ -165,6 +165,7 @@ def test_redact_ext():
 def test_redacted_command_and_describe_hide_secrets():
     cmd = RemotingCommand(code=105, ext=dict(SIGNED), opaque=3)
     red = headers.redacted_command(cmd)
+    assert red.ext is not None and cmd.ext is not None
     assert red.ext["Signature"] == "<redacted>" and red.opaque == 3 and cmd.ext["Signature"] != "<redacted>"
     rows = headers.describe(cmd)
     assert not any(secret in str(rows) for secret in ("ak-123", "c2lnbmF0dXJl", "tok-XYZ789"))

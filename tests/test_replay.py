@@ -40,6 +40,7 @@ from rmqsniff.cli_replay import replay
 from rmqsniff.filter import compile_filter
 from rmqsniff.model import ANSWERED, Connection, Exchange, Message
 from rmqsniff.pipeline import analyze
+from tests.support.exchanges import request_of
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 JSON_CAP = str(CAPTURES / "remoting_json.pcap")
@@ -129,7 +130,7 @@ def test_consistent_sampling(exchanges):
     assert all(keep(f"k{i}", 1.0) for i in range(100))
     by_key = build_plan(exchanges, sample_by=("key", 0.5))
     sends = [st for s in by_key.sessions for st in s.steps if st.code == c.SEND_MESSAGE_V2]
-    keys = {parse_properties(st.ex.request.command.ext["i"])["KEYS"] for st in sends}
+    keys = {parse_properties(request_of(st.ex).ext["i"])["KEYS"] for st in sends}
     assert all(keep(k, 0.5) for k in keys)
     assert 0 < len(sends) < 42
     # plumbing without a key (route lookups, heartbeats) is always kept
@@ -147,6 +148,7 @@ def test_rewrite_send_v2(exchanges):
                   set_properties={"env": "staging"}, drop_properties=("idx",))
     cmd = Rewriter(rules, copy=1).request(src, now_ms=1_900_000_000_000, queue_nums=1, broker_name="broker-s")
     e = cmd.ext
+    assert e is not None
     assert e["b"] == "Staging" and e["a"] == "PG_staging" and e["n"] == "broker-s"
     assert e["g"] == "1900000000000" and e["e"] == "0"
     props = parse_properties(e["i"])
@@ -156,18 +158,21 @@ def test_rewrite_send_v2(exchanges):
     assert props["TAGS"] == orig["TAGS"] and props["KEYS"] == orig["KEYS"]
     assert cmd.body == src.body and src.ext["b"] == "TopicTest"  # the capture is not modified
     fresh = Rewriter(Rules(fresh_ids=True)).request(src, now_ms=0)
+    assert fresh.ext is not None
     assert parse_properties(fresh.ext["i"])["UNIQ_KEY"] != orig["UNIQ_KEY"]
 
 
 def test_rewrite_batch_and_timer(exchanges):
     batch = _send(exchanges, code=c.SEND_BATCH_MESSAGE).request.command
     cmd = Rewriter(Rules(set_properties={"p": "1"}, drop_properties=("kind",))).request(batch, now_ms=5)
+    assert cmd.body is not None
     msgs, problems = decode_batch(cmd.body)
     assert not problems and len(msgs) == 5
     assert all(m.properties.get("p") == "1" and "kind" not in m.properties for m in msgs)
     src = RemotingCommand(c.SEND_MESSAGE_V2, ext={"a": "G", "b": "T", "g": "1000",
                                                   "i": "TIMER_DELIVER_MS\x015000\x02UNIQ_KEY\x01AB\x02"})
     out = Rewriter(Rules()).request(src, now_ms=11_000)
+    assert out.ext is not None
     assert parse_properties(out.ext["i"])["TIMER_DELIVER_MS"] == "15000"  # moved with the born time
 
 
@@ -176,16 +181,20 @@ def test_rewrite_heartbeat_client_ids_and_acl():
                          "consumerDataSet": [{"groupName": "CG", "subscriptionDataSet": [{"topic": "T"}]}]})
     hb = RemotingCommand(c.HEART_BEAT, ext={"AccessKey": "ak", "Signature": "sig"}, body=body)
     rw = Rewriter(Rules(topics={"T": "S"}, groups={"PG": "PG2", "CG": "CG2"}), copy=3)
-    d = orjson.loads(rw.request(hb, 0).body)
+    copied = rw.request(hb, 0)
+    assert copied.body is not None
+    d = orjson.loads(copied.body)
     assert d["clientID"] == "10.0.0.1@inst-replay3"
     assert d["producerDataSet"][0]["groupName"] == "PG2"
     assert d["consumerDataSet"][0]["subscriptionDataSet"][0]["topic"] == "S"
     out = rw.request(hb, 0, producer_only=True)
+    assert out.body is not None and out.ext is not None
     assert orjson.loads(out.body)["consumerDataSet"] == []
     assert "AccessKey" not in out.ext and "Signature" not in out.ext  # ACL fields dropped
     signed = Rewriter(Rules(access_key="AK", secret_key="SK")).request(
         RemotingCommand(c.UNREGISTER_CLIENT, ext={"producerGroup": "PG", "clientID": "x", "Signature": "old"}), 0)
     e = signed.ext
+    assert e is not None
     assert e["AccessKey"] == "AK"
     expected = base64.b64encode(hmac.new(b"SK", (e["AccessKey"] + e["clientID"] + e["producerGroup"]).encode(),
                                          hashlib.sha1).digest()).decode()
@@ -236,16 +245,18 @@ def test_ticker_runs_every_entry_in_due_order_never_early_and_batches_per_tick()
 
     async def main() -> tuple[list, int]:
         t0 = time.monotonic()
-        tk = Ticker(t0, tick=0.02)
-        ran: list[tuple[str, float, float]] = []
-        fires = 0
-        real_fire = tk._fire
 
-        def counted() -> None:
-            nonlocal fires
-            fires += 1
-            real_fire()
-        tk._fire = counted
+        class CountingTicker(Ticker):
+            """A ticker counting its wake-ups."""
+
+            fires = 0
+
+            def _fire(self) -> None:
+                self.fires += 1
+                super()._fire()
+
+        tk = CountingTicker(t0, tick=0.02)
+        ran: list[tuple[str, float, float]] = []
 
         def session(name: str, dues: list[float]) -> None:
             rest = iter(dues[1:])
@@ -259,7 +270,7 @@ def test_ticker_runs_every_entry_in_due_order_never_early_and_batches_per_tick()
         session("c", [0.0])
         await asyncio.sleep(0.15)
         tk.close()
-        return ran, fires
+        return ran, tk.fires
 
     ran, fires = asyncio.run(main())
     assert Counter(n for n, _d, _at in ran) == {"a": 4, "b": 2, "c": 1}  # none dropped
@@ -354,9 +365,11 @@ def _replayed_pop(recorded: RemotingCommand, order, *, fresh_ids=False, queue_sh
     import dataclasses
 
     from dissectors.remoting.message import encode_stored_message
+    assert recorded.body is not None and recorded.ext is not None
     msgs, problems = decode_stored_messages(recorded.body)
     assert not problems and len(msgs) == 10
-    out, starts = [], {}
+    out = []
+    starts: dict[int, int] = {}
     for i in order:
         m = dataclasses.replace(msgs[i], properties=dict(msgs[i].properties), body_crc=None)
         m.queue_id = (m.queue_id + queue_shift) % 4
@@ -412,6 +425,7 @@ def test_consumer_state_maps_acks_and_change_invisible(pop_exchanges):
     pop = _answered(pop_exchanges, c.POP_MESSAGE)[0]
     rec = pop.response.command
     replayed = _replayed_pop(rec, list(reversed(range(10))), queue_shift=1, offset_shift=100)
+    assert replayed.body is not None
     st = ConsumerState()
     sent = dataclasses.replace(pop.request.command, ext=dict(pop.request.command.ext, bname="broker-z"))
     assert st.expect(c.POP_MESSAGE) and st.pending == 1
@@ -426,6 +440,7 @@ def test_consumer_state_maps_acks_and_change_invisible(pop_exchanges):
         cmd = rw.request(src, 0)
         assert st.apply(src, cmd) is None
         e = cmd.ext
+        assert e is not None
         assert e["extraInfo"] in st.popped and e["topic"] == "T2" and e["consumerGroup"] == "G2"
         # the same message: the one with the captured message's UNIQ_KEY
         m = by_key[rec_by_pos[(int(src.ext["queueId"]), int(src.ext["offset"]))].unique_key]
@@ -447,13 +462,15 @@ def test_consumer_state_maps_acks_and_change_invisible(pop_exchanges):
     later = RemotingCommand(code=c.ACK_MESSAGE, ext=dict(ack.ext, extraInfo=" ".join(f)))
     out = rw.request(later, 0)
     assert st.apply(later, out) is None
+    assert out.ext is not None
     assert out.ext["extraInfo"].split()[1:4] == ["1900000009999", "9000", "2"]
     assert out.ext["extraInfo"] in st.popped
     # an ack of a message the replayed pop never returned is not sent
     f[1] = "123"
     stray = RemotingCommand(code=c.ACK_MESSAGE, ext=dict(ack.ext, extraInfo=" ".join(f)))
     assert st.needs(stray)
-    assert "did not return" in st.apply(stray, rw.request(stray, 0))
+    why = st.apply(stray, rw.request(stray, 0))
+    assert why is not None and "did not return" in why
 
 
 def test_consumer_state_maps_pull_offsets(exchanges):
@@ -475,20 +492,26 @@ def test_consumer_state_maps_pull_offsets(exchanges):
                                                           commitOffset=nxt))
     cmd = Rewriter(Rules()).request(later, 0)
     assert st.apply(later, cmd) is None
+    assert cmd.ext is not None
     assert cmd.ext["queueOffset"] == cmd.ext["commitOffset"] == str(int(nxt) + 1000)
-    upd = RemotingCommand(code=c.UPDATE_CONSUMER_OFFSET, ext={"topic": "TopicTest", "queueId": q,
-                                                             "consumerGroup": "g", "commitOffset": nxt})
+    upd_ext = {"topic": "TopicTest", "queueId": q, "consumerGroup": "g", "commitOffset": nxt}
+    upd = RemotingCommand(code=c.UPDATE_CONSUMER_OFFSET, ext=upd_ext)
     cmd = Rewriter(Rules()).request(upd, 0)
     st.apply(upd, cmd)
+    assert cmd.ext is not None
     assert cmd.ext["commitOffset"] == str(int(nxt) + 1000)
-    other = RemotingCommand(code=c.UPDATE_CONSUMER_OFFSET, ext=dict(upd.ext, queueId=str(int(q) + 1)))
+    other = RemotingCommand(code=c.UPDATE_CONSUMER_OFFSET, ext=dict(upd_ext, queueId=str(int(q) + 1)))
     cmd = Rewriter(Rules()).request(other, 0)
     st.apply(other, cmd)
+    assert cmd.ext is not None
     assert cmd.ext["commitOffset"] == nxt  # another queue: never seen, sent as recorded
 
 
 def test_rewrite_refreshes_pop_born_time(pop_exchanges):
     pop = _answered(pop_exchanges, c.POP_MESSAGE)[0].request.command
     cmd = Rewriter(Rules()).request(pop, 1_900_000_000_000)
+    assert cmd.ext is not None
     assert cmd.ext["bornTime"] == "1900000000000" and cmd.ext["pollTime"] == pop.ext["pollTime"]
-    assert Rewriter(Rules(refresh_born=False)).request(pop, 1).ext["bornTime"] == pop.ext["bornTime"]
+    kept = Rewriter(Rules(refresh_born=False)).request(pop, 1)
+    assert kept.ext is not None
+    assert kept.ext["bornTime"] == pop.ext["bornTime"]

@@ -16,27 +16,16 @@ from dissectors.remoting import codes as c
 from dissectors.remoting.message import decode_stored_messages
 from replay.engine import MAX, Guard, Options, Pacing, Replay, Rules, build_plan
 from replay.engine.safety import endpoint
-from replay.report import Report
 from rmqsniff.cli_replay import replay
 from rmqsniff.pipeline import analyze
+from tests.support.exchanges import request_of
+from tests.support.replay_report import Recording
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURE = ROOT / "captures" / "remoting_pop.pcap"
 TRUTH = ROOT / "captures" / "remoting_pop.truth.json"
 
 pytestmark = pytest.mark.rocketmq
-
-
-class _Recording(Report):
-    """The real report, also keeping every replayed request and its answer for the assertions."""
-
-    def __init__(self, *a, **kw) -> None:
-        super().__init__(*a, **kw)
-        self.pairs: list[tuple] = []
-
-    def answered(self, ex, resp, ts, size, recorded) -> None:
-        super().answered(ex, resp, ts, size, recorded)
-        self.pairs.append((ex.request.command, resp))
 
 
 def _handles(req, resp) -> dict[str, tuple[str, str, str]]:
@@ -52,6 +41,7 @@ def _handles(req, resp) -> dict[str, tuple[str, str, str]]:
     msgs, problems = decode_stored_messages(resp.body)
     assert not problems
     for m in msgs:
+        assert m.unique_key is not None  # the producer gave every message its UNIQ_KEY
         q, o = str(m.queue_id), str(m.queue_offset)
         handle = " ".join((starts[q], e["popTime"], e["invisibleTime"], e["reviveQid"], "0",
                            req.ext["bname"], q, o))
@@ -79,11 +69,11 @@ def test_pop_consumer_replay_acks_what_the_replayed_pop_returned(rocketmq_cluste
     assert sends["count"] == sends["success"] == 10
 
     # 2. the consumer part (everything but the sends), with state mapping
-    plan = build_plan(exchanges, consumers=True, flt=lambda ex: ex.request.command.code not in c.SEND_REQUESTS)
+    plan = build_plan(exchanges, consumers=True, flt=lambda ex: request_of(ex).code not in c.SEND_REQUESTS)
     opts = Options(target=endpoint(cluster.namesrv_addr), guard=Guard(["127.0.0.1"], plan.servers, prod),
                    pacing=Pacing(mode=MAX), rules=Rules(topics={"TopicPop": topic}, groups={"CG_pop": group}),
                    timeout=3.0, via_proxy=False)
-    rep = _Recording(opts.diff, None, plan.requests, MAX, cluster.namesrv_addr, "direct")
+    rep = Recording(opts.diff, None, plan.requests, MAX, cluster.namesrv_addr, "direct")
     asyncio.run(asyncio.wait_for(Replay(plan, opts, rep).run(), 120))
     d = rep.to_dict()
     codes = {r["name"]: r for r in d["codes"]}

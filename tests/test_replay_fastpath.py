@@ -14,7 +14,10 @@ from replay.engine import MAX, Guard, Options, Pacing, Replay, Rules, build_plan
 from replay.engine.safety import endpoint
 from rmqsniff.filter import compile_filter
 from rmqsniff.pipeline import analyze
-from tests.test_replay_rocketmq import CAPTURE, TRUTH, _consume
+from tests.support.exchanges import request_of
+from tests.support.replay_cluster import PRODUCER_CAPTURE as CAPTURE
+from tests.support.replay_cluster import PRODUCER_TRUTH as TRUTH
+from tests.support.replay_cluster import consume
 
 pytestmark = pytest.mark.rocketmq
 
@@ -33,7 +36,7 @@ def test_templated_sends_store_the_captured_messages(rocketmq_cluster):
     run = Replay(plan, opts)
     rep = asyncio.run(run.run()).to_dict()
 
-    sends = [st.ex.request.command for s in plan.sessions for st in s.steps]
+    sends = [request_of(st.ex) for s in plan.sessions for st in s.steps]
     oneway = sum(1 for cmd in sends if cmd.is_oneway)
     runs = COPIES * LOOPS
     assert rep["sent"] == rep["planned"] == runs * len(sends)
@@ -47,7 +50,7 @@ def test_templated_sends_store_the_captured_messages(rocketmq_cluster):
     truth = [m for m in json.loads(TRUTH.read_text())["sent"] if m["msg_id"] in ids]
     assert len(truth) == len(sends)
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth)
-    got = _consume(cluster, topic, expected=runs * len(sends))
+    got = consume(cluster, topic, expected=runs * len(sends))
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in got)
     assert consumed == Counter({k: runs * n for k, n in captured.items()})
     assert {m["msgId"] for m in got} <= ids

@@ -35,7 +35,10 @@ def test_template_renders_what_a_full_rewrite_encodes(capture):
     kinds = set()
     templated = 0
     for src in reqs:
-        t = build_template(lambda ms, src=src: rw.request(src, ms), NOW)
+        def rewrite(ms: int, src: RemotingCommand = src) -> RemotingCommand:
+            return rw.request(src, ms)
+
+        t = build_template(rewrite, NOW)
         if t is None:
             continue
         templated += 1
@@ -58,6 +61,7 @@ def test_born_timestamp_is_patched_in_send_frames():
     t = build_template(lambda ms: rw.request(send, ms), NOW)
     assert t is not None
     ext = decode_frame(t.render(42, NOW + 7)).ext
+    assert ext is not None
     assert ext["g"] == str(NOW + 7)
 
 
@@ -69,8 +73,10 @@ def test_requests_depending_on_more_than_opaque_and_clock_are_not_templated():
     signed = Rules(access_key="ak", secret_key="sk")
     assert build_template(lambda ms: Rewriter(signed).request(send, ms), NOW) is None
     # a timer message: TIMER_DELIVER_MS moves with the clock but is not the clock
+    assert send.ext is not None
     timed = RemotingCommand(send.code, send.flag, send.opaque, send.language, send.version, send.remark,
                             dict(send.ext), send.body, send.serialize)
+    assert timed.ext is not None
     born = int(timed.ext["g"])
     props = parse_properties(timed.ext.get("i", ""))
     props["TIMER_DELIVER_MS"] = str(born + 60_000)

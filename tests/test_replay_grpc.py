@@ -10,6 +10,7 @@ import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -20,6 +21,7 @@ from replay.engine.grpcdiff import compare
 from replay.engine.grpcrewrite import GrpcRewriter
 from rmqsniff.cli_replay import replay
 from rmqsniff.pipeline import analyze
+from tests.support.exchanges import request_of
 
 ROOT = Path(__file__).resolve().parent.parent
 JAVA = ROOT / "captures" / "grpc_java.pcap"
@@ -43,7 +45,8 @@ def test_send_message_round_trip_with_mapped_topic_and_properties():
     rules = Rules(topics={"PyTopic": "StagingTopic"}, set_properties={"replay": "yes"}, drop_properties=("idx",))
     now_ms = 1_900_000_000_123
     out = GrpcRewriter(rules, copy=1, access_point=("10.0.0.5", 18081)).request(src, now_ms)
-    back = parse("SendMessageRequest", out.SerializeToString())  # what staging receives
+    # messages built from the schema at run time: fields unknown to the type checker (Any)
+    back: Any = parse("SendMessageRequest", out.SerializeToString())  # what staging receives
     (m,), (s,) = back.messages, src.messages
     assert m.topic.name == "StagingTopic" and s.topic.name == "PyTopic"  # the capture is untouched
     assert m.body == s.body and m.system_properties.tag == s.system_properties.tag
@@ -60,8 +63,9 @@ def test_fresh_ids_and_delivery_time_moves_with_born_time():
     src = _request(ex).messages[0].system_properties
     delay = (src.delivery_timestamp.ToMilliseconds() - src.born_timestamp.ToMilliseconds())
     rw = GrpcRewriter(Rules(fresh_ids=True))
-    a = rw.request(_request(ex), 2_000_000_000_000).messages[0].system_properties
-    b = rw.request(_request(ex), 2_000_000_000_000).messages[0].system_properties
+    a_req: Any = rw.request(_request(ex), 2_000_000_000_000)
+    b_req: Any = rw.request(_request(ex), 2_000_000_000_000)
+    a, b = a_req.messages[0].system_properties, b_req.messages[0].system_properties
     assert a.delivery_timestamp.ToMilliseconds() - a.born_timestamp.ToMilliseconds() == delay > 0
     assert a.born_timestamp.ToMilliseconds() == 2_000_000_000_000
     ids = {a.message_id, b.message_id, src.message_id}
@@ -72,17 +76,17 @@ def test_fresh_ids_and_delivery_time_moves_with_born_time():
 def test_resources_and_access_point_are_mapped_in_every_request_type():
     rules = Rules(topics={"GrpcTopic": "T2", "FifoTopic": "F2"}, groups={"GID_push": "G2"})
     rw = GrpcRewriter(rules, access_point=("10.1.2.3", 9999))
-    route = rw.request(_request(_calls(JAVA, "QueryRoute")[0]))
+    route: Any = rw.request(_request(_calls(JAVA, "QueryRoute")[0]))
     assert [(a.host, a.port) for a in route.endpoints.addresses] == [("10.1.2.3", 9999)]
     assert route.endpoints.scheme == 1  # IPv4
-    tel = [rw.request(_request(ex)) for ex in _calls(JAVA, "Telemetry")]
+    tel: list[Any] = [rw.request(_request(ex)) for ex in _calls(JAVA, "Telemetry")]
     pub = [t.settings for t in tel if t.settings.HasField("publishing")]
     names = {r.name for s in pub for r in s.publishing.topics}
     assert "T2" in names and "F2" in names and "GrpcTopic" not in names
     assert all(s.access_point.addresses[0].port == 9999 for s in pub)
     subs = [t.settings.subscription for t in tel if t.settings.HasField("subscription")]
     assert "G2" in {s.group.name for s in subs} and "GID_push" not in {s.group.name for s in subs}
-    hb = [rw.request(_request(ex)) for ex in _calls(JAVA, "Heartbeat")]
+    hb: list[Any] = [rw.request(_request(ex)) for ex in _calls(JAVA, "Heartbeat")]
     assert any(h.group.name == "G2" for h in hb) and not any(h.group.name == "GID_push" for h in hb)
 
 
@@ -149,7 +153,7 @@ def test_receipt_handles_pair_by_message_id_then_position():
     # the two without a same-id partner pair by position among the unpaired ones
     assert {st.handles[got[0][1]][0], st.handles[got[1][1]][0]} == {"X0", "X1"}
     acks = [_request(ex) for ex in _calls(PY, "AckMessage")]
-    out = [GrpcRewriter(Rules()).request(a) for a in acks]
+    out: list[Any] = [GrpcRewriter(Rules()).request(a) for a in acks]
     assert all(st.apply("AckMessage", [m]) is None for m in out)
     assert sorted(e.receipt_handle for m in out for e in m.entries) == sorted(f"staging-handle-{i}" for i in range(10))
     # a handle staging never gave is not sent
@@ -168,15 +172,15 @@ def test_plan_selects_producer_calls_and_explains_the_rest():
     assert remoting_only.skipped["grpc (use --grpc-target)"] == n_grpc > 0
     assert not any(s.kind == "grpc" for s in remoting_only.sessions)
     plan = build_plan(exs, grpc=True, remoting=False)
-    methods = Counter(st.ex.request.command.method for s in plan.sessions for st in s.steps)
+    methods = Counter(request_of(st.ex).method for s in plan.sessions for st in s.steps)
     assert methods == Counter({"SendMessage": 10, "QueryRoute": 2, "Telemetry": 1, "NotifyClientTermination": 1})
     assert all(s.kind == "grpc" for s in plan.sessions)
     assert plan.skipped["gRPC consumer traffic (use --consumers)"] == 10 + 1 + 1 + 1  # acks, receive, telemetry, notify
     # a step waits for the Telemetry settings reply, not for the end of the long-lived stream
-    prod = next(s for s in plan.sessions if any(st.ex.request.command.method == "SendMessage" for st in s.steps))
-    tel = next(st for st in prod.steps if st.ex.request.command.method == "Telemetry")
+    prod = next(s for s in plan.sessions if any(request_of(st.ex).method == "SendMessage" for st in s.steps))
+    tel = next(st for st in prod.steps if request_of(st.ex).method == "Telemetry")
     waiter = next(st for st in prod.steps if tel.index in st.deps)
-    assert waiter.ex.request.command.method == "SendMessage"
+    assert request_of(waiter.ex).method == "SendMessage"
 
 
 def test_dry_run_lists_grpc_sessions_and_refuses_the_captured_server():
@@ -202,9 +206,9 @@ def _consume_all(cluster, topics: dict[str, int], timeout_ms: int) -> dict[str, 
     """Read each topic from the beginning with the remoting lite pull consumer, in parallel,
     until the expected count arrived (a rolled-back or wrongly resolved transactional
     message would take the place of a committed one)."""
-    from tests.test_replay_rocketmq import _consumer_classes
+    from tests.support.replay_cluster import consumer_classes
 
-    classes = _consumer_classes()
+    classes = consumer_classes()
     procs = {t: subprocess.Popen(cluster.java_cmd(f"clients/replay-{t}", classes, "ReplayConsumer",
                                                   cluster.namesrv_addr, t, f"CG_{t}", str(n), str(timeout_ms)),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -252,7 +256,7 @@ def test_replay_java_grpc_capture_twice_into_new_topics(rocketmq_cluster, tmp_pa
 
     codes = {r["name"]: r for r in rep["codes"]}
     plan = build_plan(analyze([str(JAVA)]).exchanges, grpc=True, remoting=False)
-    n_sends = sum(st.ex.request.command.method == "SendMessage" for s in plan.sessions for st in s.steps)
+    n_sends = sum(request_of(st.ex).method == "SendMessage" for s in plan.sessions for st in s.steps)
     assert n_sends == len(truth["sent"])  # one SendMessage per captured message
     assert codes["SendMessage"]["count"] == codes["SendMessage"]["success"] == 2 * n_sends
     assert codes["EndTransaction"]["count"] == codes["EndTransaction"]["success"] == 2 * 2

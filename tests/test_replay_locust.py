@@ -65,7 +65,7 @@ def test_parse_share_and_count_split():
     for bad in ("3/3", "x/2", "1", "-1/2", "1/0"):
         with pytest.raises(ValueError):
             parse_share(bad)
-    assert sum(share_count(10, i, 3) for i in range(3)) == 10
+    assert sum(share_count(10, i, 3) or 0 for i in range(3)) == 10  # (None only without a total)
     assert share_count(None, 0, 2) is None
 
 
@@ -79,8 +79,9 @@ def test_share_replays_keep_the_whole_run_schedule(plan):
     whole = run.report
     parts = [ShareReplay(plan, opts, i, 2) for i in range(2)]
     assert sum(p.report.planned for p in parts) == whole.planned == plan.requests * 3
-    assert sum(p.report.requested_rate for p in parts) == pytest.approx(100.0)  # the rate divided among workers
-    assert all(p.report.requested_rate > 0 for p in parts)
+    rates = [p.report.requested_rate or 0.0 for p in parts]  # None: no rate, fails both checks
+    assert sum(rates) == pytest.approx(100.0)  # the rate divided among workers
+    assert all(r > 0 for r in rates)
     due = [(si, c, st.index) for p in parts for si, c in p.units for st in plan.sessions[si].steps]
     assert sorted(due) == sorted((si, c, st.index) for si, s in enumerate(plan.sessions) for c in range(3)
                                  for st in s.steps)
@@ -141,7 +142,7 @@ def test_share_and_locust_refusals():
 
 @pytest.mark.rocketmq
 def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_cluster, tmp_path, plan):
-    from tests.test_replay_rocketmq import _consume, _prod_flag
+    from tests.support.replay_cluster import consume, prod_flag
 
     cluster = rocketmq_cluster
     topic = f"LocustTopic_{uuid.uuid4().hex[:6]}"
@@ -154,7 +155,7 @@ def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_clu
     scale = 2
     cmd = [sys.executable, "-m", "rmqsniff", "replay", str(CAPTURE), "--target", cluster.namesrv_addr,
            "--allow-target", "127.0.0.1", "--map-topic", f"TopicTest={topic}", "--scale", str(scale), "--max",
-           *_prod_flag(cluster), "--locust", "--workers", "2", "--headless", "--report", str(summary_file),
+           *prod_flag(cluster), "--locust", "--workers", "2", "--headless", "--report", str(summary_file),
            f"--locust-opt=--json-file={stats_file.with_suffix('')}", f"--locust-opt=--csv={tmp_path / 'run'}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -162,7 +163,7 @@ def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_clu
     # Locust's statistics: every replayed request, by name, none failed
     rows = json.loads(stats_file.read_text())
     got = Counter({(r["method"], r["name"]): r["num_requests"] for r in rows})
-    want = Counter()
+    want: Counter[tuple[str, str]] = Counter()
     for s in plan.sessions:
         for st in s.steps:
             want[("remoting-oneway" if st.oneway else "remoting", request_name(st.code))] += scale
@@ -185,5 +186,5 @@ def test_locust_master_and_two_workers_replay_into_the_real_cluster(rocketmq_clu
     truth = json.loads(TRUTH.read_text())
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth["sent"])
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"])
-                       for m in _consume(cluster, topic, expected=scale * len(truth["sent"])))
+                       for m in consume(cluster, topic, expected=scale * len(truth["sent"])))
     assert consumed == Counter({k: scale * n for k, n in captured.items()})

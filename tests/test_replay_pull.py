@@ -27,7 +27,8 @@ from replay.engine import SPEED, Guard, Options, Pacing, Replay, Rules, build_pl
 from replay.engine.client import Client
 from replay.engine.safety import endpoint
 from rmqsniff.pipeline import analyze
-from tests.test_replay_consumer import _Recording
+from tests.support.exchanges import request_of
+from tests.support.replay_report import Recording
 
 SRC = Path(__file__).resolve().parent / "rocketmq" / "consumer" / "OffsetScenario.java"
 BEFORE, N = 12, 20  # consumed before the capture / produced and consumed in it
@@ -92,6 +93,7 @@ async def _committed(broker: tuple[str, int], topic: str, group: str, queues: in
             r = await cl.request(RemotingCommand(c.QUERY_CONSUMER_OFFSET, ext={
                 "topic": topic, "consumerGroup": group, "queueId": str(q), "setZeroIfNotFound": "false"}))
             assert r.code == c.SUCCESS, (q, r.code, r.remark)
+            assert r.ext is not None
             out[q] = int(r.ext["offset"])
         return out
     finally:
@@ -102,8 +104,8 @@ def test_pull_consumer_replay_uses_the_offsets_staging_returned(rocketmq_cluster
     cluster = rocketmq_cluster
     pcap, rec_topic, rec_group = pull_capture
     exchanges = analyze([str(pcap)]).exchanges
-    rec_pulls = [ex for ex in exchanges if ex.code == c.PULL_MESSAGE and ex.request.command.ext["topic"] == rec_topic]
-    rec_offsets = {ex.request.command.ext["queueOffset"] for ex in rec_pulls}
+    rec_pulls = [ex for ex in exchanges if ex.code == c.PULL_MESSAGE and request_of(ex).ext["topic"] == rec_topic]
+    rec_offsets = {request_of(ex).ext["queueOffset"] for ex in rec_pulls}
     assert rec_offsets == {str(BEFORE // 4), str((BEFORE + N) // 4)}  # what the capture pulled at: 3 and 8
 
     sfx = uuid.uuid4().hex[:6]
@@ -124,14 +126,14 @@ def test_pull_consumer_replay_uses_the_offsets_staging_returned(rocketmq_cluster
                    pacing=Pacing(mode=SPEED, speed=2.0),
                    rules=Rules(topics={rec_topic: topic}, groups={rec_group: group}),
                    timeout=2.0, via_proxy=True)
-    rep = _Recording(opts.diff, None, plan.requests, SPEED, cluster.namesrv_addr, "proxy")
+    rep = Recording(opts.diff, None, plan.requests, SPEED, cluster.namesrv_addr, "proxy")
     asyncio.run(asyncio.wait_for(Replay(plan, opts, rep).run(), 120))
     d = rep.to_dict()
 
     # every pull of the topic asked at an offset staging handed out for that queue
     returned: dict[int, list[int]] = defaultdict(list)
     consumed: Counter = Counter()
-    pulled_ids = []
+    pulled_ids: list[str] = []
     for q, a in rep.pairs:
         if q.code == c.QUERY_CONSUMER_OFFSET and q.ext["topic"] == topic and a.code == c.SUCCESS:
             returned[int(q.ext["queueId"])].append(int(a.ext["offset"]))
@@ -144,7 +146,9 @@ def test_pull_consumer_replay_uses_the_offsets_staging_returned(rocketmq_cluster
                 msgs, problems = decode_stored_messages(a.body)
                 assert not problems
                 consumed[qid] += len(msgs)
-                pulled_ids += [m.unique_key for m in msgs]
+                for msg in msgs:
+                    assert msg.unique_key is not None  # the producer gave every message its UNIQ_KEY
+                    pulled_ids.append(msg.unique_key)
     assert sorted(pulled_ids) == sorted(m["msgId"] for m in staged), consumed  # each pulled once
     assert sorted(returned) == [0, 1, 2, 3] and all(r[0] == 0 for r in returned.values()), returned
 

@@ -3,46 +3,19 @@ another topic; a real consumer then reads exactly the captured messages, twice."
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from rmqsniff.cli_replay import replay
 from rmqsniff.pipeline import analyze
-
-ROOT = Path(__file__).resolve().parent.parent
-CAPTURE = ROOT / "captures" / "remoting_json.pcap"
-TRUTH = ROOT / "captures" / "remoting_json.truth.json"
-CONSUMER_SRC = Path(__file__).resolve().parent / "test_replay_consumer.java"
+from tests.support.replay_cluster import PRODUCER_CAPTURE as CAPTURE
+from tests.support.replay_cluster import PRODUCER_TRUTH as TRUTH
+from tests.support.replay_cluster import consume, prod_flag
 
 pytestmark = pytest.mark.rocketmq
-
-
-def _consumer_classes() -> Path:
-    from tests.rocketmq import build
-
-    lib = build.build_server()
-    return build._javac([CONSUMER_SRC], lib, build.cache_dir() / "replay-consumer-classes")
-
-
-def _consume(cluster, topic: str, expected: int, timeout_ms: int = 60_000) -> list[dict]:
-    cmd = cluster.java_cmd("clients/replay", _consumer_classes(), "ReplayConsumer", cluster.namesrv_addr,
-                           topic, f"CG_replay_{uuid.uuid4().hex[:6]}", str(expected), str(timeout_ms))
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_ms / 1000 + 60)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-
-
-def _prod_flag(cluster) -> list[str]:
-    """The capture was made on the default ports: if this cluster uses them too, its
-    addresses are the capture's own servers and replay rightly asks for the override."""
-    servers = {c.connection.server for c in analyze([str(CAPTURE)]).exchanges}
-    ours = {("127.0.0.1", cluster.ports.namesrv), ("127.0.0.1", cluster.ports.broker)}
-    return ["--i-know-this-is-production"] if servers & ours else []
 
 
 def test_replay_producer_capture_twice_into_another_topic(rocketmq_cluster, tmp_path):
@@ -53,13 +26,13 @@ def test_replay_producer_capture_twice_into_another_topic(rocketmq_cluster, tmp_
     res = CliRunner().invoke(replay, [
         str(CAPTURE), "--target", cluster.namesrv_addr, "--allow-target", "127.0.0.1",
         "--map-topic", f"TopicTest={topic}", "--scale", "2", "--max", "--report", str(report_file),
-        "--format", "json", "--no-progress", *_prod_flag(cluster)])
+        "--format", "json", "--no-progress", *prod_flag(cluster)])
     assert res.exit_code == 0, res.output
     rep = json.loads(report_file.read_text())
 
     truth = json.loads(TRUTH.read_text())
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth["sent"])
-    got = _consume(cluster, topic, expected=2 * len(truth["sent"]))
+    got = consume(cluster, topic, expected=2 * len(truth["sent"]))
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in got)
     assert consumed == Counter({k: 2 * n for k, n in captured.items()})
     # ids are kept per copy (see replay.engine.rewrite): every consumed id is a captured UNIQ_KEY
@@ -96,7 +69,7 @@ def test_replay_direct_with_rate_and_duration(rocketmq_cluster):
     res = CliRunner().invoke(replay, [
         str(CAPTURE), "--target", cluster.namesrv_addr, "--allow-target", "127.0.0.1", "--direct",
         "--map-topic", f"TopicTest={topic}", "--rate", "200/s", "--loop", "50", "--duration", "2s",
-        "--format", "json", "--no-progress", *_prod_flag(cluster)])
+        "--format", "json", "--no-progress", *prod_flag(cluster)])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["via"] == "direct" and rep["proxy"] is None

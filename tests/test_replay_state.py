@@ -21,6 +21,7 @@ from replay.engine.state import ConsumerState, decode_bitset, encode_bitset, pop
 from replay.report import Report
 from rmqsniff.cli_replay import replay
 from rmqsniff.pipeline import analyze
+from tests.support.exchanges import request_of, response_of
 
 ROOT = Path(__file__).resolve().parent.parent
 POP = ROOT / "captures" / "remoting_pop.pcap"
@@ -38,6 +39,7 @@ def _popped():
     ex = next(ex for ex in analyze([str(POP)]).exchanges
               if ex.code == c.POP_MESSAGE and ex.response is not None and ex.response.command.code == c.SUCCESS
               and ex.response.command.body)
+    assert ex.request is not None and ex.response is not None
     req, rec = ex.request.command, ex.response.command
     msgs, problems = decode_stored_messages(rec.body)
     assert msgs and not problems
@@ -112,7 +114,8 @@ def test_batch_ack_offsets_never_popped_are_left_out_and_counted():
     stranger = _wire(RemotingCommand(c.BATCH_ACK_MESSAGE, body=orjson.dumps({"acks": [
         {"c": "CG_pop", "t": "TopicPop", "r": "0", "so": 5, "q": 0, "rq": 0, "pt": 1, "it": 1,
          "b": encode_bitset(5, [5])}]})))
-    assert "did not return" in st.apply(stranger, Rewriter(Rules()).request(stranger, 0))
+    why = st.apply(stranger, Rewriter(Rules()).request(stranger, 0))
+    assert why is not None and "did not return" in why
     garbage = _wire(RemotingCommand(c.BATCH_ACK_MESSAGE, body=b"\x00garbage"))
     assert st.apply(garbage, Rewriter(Rules()).request(garbage, 0)) is not None  # explained, not sent
 
@@ -121,23 +124,25 @@ def test_end_transaction_names_the_replayed_half_message():
     exchanges = analyze([str(TRANSACTION)]).exchanges
     sends = [ex for ex in exchanges if ex.code == c.SEND_MESSAGE_V2]
     ends = [ex for ex in exchanges if ex.code == c.END_TRANSACTION
-            and ex.request.command.ext["fromTransactionCheck"] == "false"]
+            and request_of(ex).ext["fromTransactionCheck"] == "false"]
     assert len(sends) == len(ends) == 5
     txn: dict = {}
     for i, ex in enumerate(sends):  # staging stored each half message elsewhere
-        rec = ex.response.command
+        rec = response_of(ex)
         _remember_txn(txn, rec, RemotingCommand(c.SUCCESS, ext={
             **rec.ext, "queueOffset": str(100 + i), "msgId": f"7F00000100005A0F{10_000_000 + 500 * i:016X}"}))
     rep = Report()
     for i, ex in enumerate(ends):
-        cmd = RemotingCommand(c.END_TRANSACTION, ext=dict(ex.request.command.ext))
+        cmd = RemotingCommand(c.END_TRANSACTION, ext=dict(request_of(ex).ext))
         _map_end_transaction(cmd, txn, {}, rep)
-        assert cmd.ext["commitLogOffset"] == str(10_000_000 + 500 * i) != ex.request.command.ext["commitLogOffset"]
+        assert cmd.ext is not None
+        assert cmd.ext["commitLogOffset"] == str(10_000_000 + 500 * i) != request_of(ex).ext["commitLogOffset"]
         assert cmd.ext["tranStateTableOffset"] == str(100 + i)
     # after a check-back, staging's own offsets of the re-put half message win
-    tid = ends[0].request.command.ext["transactionId"]
-    cmd = RemotingCommand(c.END_TRANSACTION, ext={**ends[0].request.command.ext, "fromTransactionCheck": "true"})
+    tid = request_of(ends[0]).ext["transactionId"]
+    cmd = RemotingCommand(c.END_TRANSACTION, ext={**request_of(ends[0]).ext, "fromTransactionCheck": "true"})
     _map_end_transaction(cmd, txn, {tid: ("424242", "77")}, rep)
+    assert cmd.ext is not None
     assert (cmd.ext["commitLogOffset"], cmd.ext["tranStateTableOffset"]) == ("424242", "77")
     assert not rep.unmapped
 

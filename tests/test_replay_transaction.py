@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from rmqsniff.cli_replay import replay
 from rmqsniff.pipeline import analyze
-from tests.test_replay_rocketmq import _consume
+from tests.support.replay_cluster import consume
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURE = ROOT / "captures" / "remoting_transaction.pcap"
@@ -52,7 +52,7 @@ def test_transaction_replay_commits_exactly_what_was_committed(rocketmq_cluster,
     rolled_back = {m["msg_id"] for m in truth["sent"]} - committed
     assert len(committed) == 4 and len(rolled_back) == 1
     # wait for one more than were committed: the rolled-back message must not turn up meanwhile
-    got = _consume(cluster, topic, expected=len(committed) + 1, timeout_ms=15_000)
+    got = consume(cluster, topic, expected=len(committed) + 1, timeout_ms=15_000)
     ids = [m["msgId"] for m in got]
     assert sorted(ids) == sorted(committed), (ids, committed)
     assert not set(ids) & rolled_back

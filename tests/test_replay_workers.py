@@ -16,6 +16,7 @@ from replay.engine import build_plan
 from replay.report import Report
 from rmqsniff.pipeline import analyze
 from rmqsniff.stats import Stats
+from tests.support.exchanges import request_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CAPTURE = ROOT / "captures" / "remoting_json.pcap"
@@ -79,18 +80,18 @@ def test_workers_refuse_share():
 
 @pytest.mark.rocketmq
 def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluster, tmp_path):
-    from tests.test_replay_rocketmq import _consume, _prod_flag
+    from tests.support.replay_cluster import consume, prod_flag
 
     cluster = rocketmq_cluster
     plan = build_plan(analyze([str(CAPTURE)]).exchanges)
     topic = f"WorkersTopic_{uuid.uuid4().hex[:6]}"
-    looked_up = {st.ex.request.command.ext.get("topic") for s in plan.sessions for st in s.steps
+    looked_up = {request_of(st.ex).ext.get("topic") for s in plan.sessions for st in s.steps
                  if request_name(st.code) == "GET_ROUTEINFO_BY_TOPIC"}
     cluster.admin(f"topic={topic}", *(f"topic={t}" for t in sorted(looked_up) if t and t.startswith("%RETRY%")))
     report, scale = tmp_path / "report.json", 3
     proc = subprocess.run([sys.executable, "-m", "rmqsniff", "replay", str(CAPTURE), "--target", cluster.namesrv_addr,
                            "--allow-target", "127.0.0.1", "--map-topic", f"TopicTest={topic}", "--scale", str(scale),
-                           "--rate", "200/s", *_prod_flag(cluster), "--workers", "2", "--report", str(report)],
+                           "--rate", "200/s", *prod_flag(cluster), "--workers", "2", "--report", str(report)],
                           capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     d = json.loads(report.read_text())
@@ -98,7 +99,7 @@ def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluste
     # one report: the single-process plan's counts, per request code, nothing lost
     assert d["planned"] == d["sent"] == plan.requests * scale and not d["not_sent"]
     assert d["errors"] == 0 and d["answered"] + d["oneway"] == d["sent"]
-    want = Counter()
+    want: Counter[str] = Counter()
     for s in plan.sessions:
         for st in s.steps:
             want[request_name(st.code)] += scale
@@ -116,5 +117,5 @@ def test_two_workers_replay_the_whole_plan_into_the_real_cluster(rocketmq_cluste
     truth = json.loads(TRUTH.read_text())
     captured = Counter((m["body_sha256"], m["tags"], m["keys"]) for m in truth["sent"])
     consumed = Counter((m["body_sha256"], m["tags"], m["keys"])
-                       for m in _consume(cluster, topic, expected=scale * len(truth["sent"])))
+                       for m in consume(cluster, topic, expected=scale * len(truth["sent"])))
     assert consumed == Counter({k: scale * n for k, n in captured.items()})

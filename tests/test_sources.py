@@ -142,7 +142,9 @@ def session(v6: bool = False, cport: int = 50000, sport: int = 10911, req: bytes
             return ipv6(src, dst, seg, *(V6_EXT if v6_ext else (6, b"")))
     else:
         c, s = "10.1.0.1", "10.1.0.2"
-        ip = ipv4
+
+        def ip(src: str, dst: str, seg: bytes) -> bytes:
+            return ipv4(src, dst, seg)
     ci, si = 0xFFFFFF00, 77  # the client's sequence numbers wrap
     cs = [
         (True, tcp(cport, sport, ci, 0, SYN)),
@@ -225,7 +227,8 @@ def test_ipv6_extension_headers_are_walked(tmp_path) -> None:
     a = analyze([write(tmp_path, "c.pcap", pcap_file(recs, 1))])
     assert len(a.exchanges) == 1 and a.skipped == {}
     check_exchange(a.exchanges[0], BASE_SEC + recs[3][1] * 1e-6, BASE_SEC + recs[4][1] * 1e-6, v6=True)
-    assert a.exchanges[0].request.size == len(REQ_BYTES)
+    req = a.exchanges[0].request
+    assert req is not None and req.size == len(REQ_BYTES)
 
 
 def test_ipv4_options_and_ethernet_padding(tmp_path) -> None:
@@ -337,6 +340,7 @@ def test_pcapng_two_sections_reset_interfaces_and_byte_order(tmp_path) -> None:
     v6 = next(x for x in a.exchanges if ":" in x.connection.client[0])
     check_exchange(v4, BASE_SEC + 1 + 3e-6, BASE_SEC + 1 + 4e-6)
     check_exchange(v6, ns[3] / 1e9, ns[4] / 1e9, v6=True)
+    assert v6.request is not None
     assert v6.request.ts == pytest.approx(float(Fraction(ns[3], 10**9)), abs=2e-9)
 
 
@@ -556,8 +560,8 @@ def test_payload_cut_by_snaplen_becomes_a_counted_gap(tmp_path) -> None:
     t = a.stats.snapshot()["transport"]
     assert t["gap"] == 1 and t["gap_bytes"] == len(r1) - keep
     assert a.stats.counter("request_decoding_error") == 1  # the cut request, counted
-    answered = [x for x in a.exchanges if x.status == ANSWERED and x.request is not None]
-    assert [x.request.command.opaque for x in answered] == [2]
+    answered = [x.request for x in a.exchanges if x.status == ANSWERED and x.request is not None]
+    assert [r.command.opaque for r in answered] == [2]
 
 
 # ------------------------------------------------------------------ tshark / capinfos agreement
@@ -585,7 +589,9 @@ def test_tshark_and_capinfos_agree(tmp_path, fmt: str) -> None:
     path = str(tmp_path / f"s.{fmt}")
     written = write_capture(path, 60, seed=7, connections=6, fmt=fmt)
     out = subprocess.run([capinfos, "-c", "-M", path], capture_output=True, text=True, check=True).stdout
-    n_capinfos = int(re.search(r"Number of packets:\s*(\d+)", out).group(1))
+    m = re.search(r"Number of packets:\s*(\d+)", out)
+    assert m, out
+    n_capinfos = int(m.group(1))
     conv = subprocess.run([tshark, "-n", "-r", path, "-q", "-z", "conv,tcp"], capture_output=True,
                           text=True, check=True).stdout
     rows = [m for m in map(CONV_ROW.search, conv.splitlines()) if m]
@@ -664,9 +670,9 @@ def test_record_batches_do_not_depend_on_their_size(tmp_path, monkeypatch, batch
     data, starts = two_sessions_pcap()
     data = data[:24] + data[24:] * 40  # many batches even at 4 KiB
     if damage == "corrupt":
-        data = bytearray(data)
-        struct.pack_into("<I", data, starts[9] + 8 + 17 * (len(data) - 24) // 40, 0xFFFFFFF0)
-        data = bytes(data)
+        buf = bytearray(data)
+        struct.pack_into("<I", buf, starts[9] + 8 + 17 * (len(buf) - 24) // 40, 0xFFFFFFF0)
+        data = bytes(buf)
     elif damage == "cut":
         data = data[:-30]
     path = write(tmp_path, "b.pcap", data)

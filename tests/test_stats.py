@@ -50,6 +50,7 @@ class Driver:
         return ex
 
     def answer(self, ex: Exchange, rcode: int, latency_ms: float, size: int = 50) -> None:
+        assert ex.request is not None
         cmd = RemotingCommand(code=rcode, flag=FLAG_RESPONSE, opaque=ex.request.command.opaque)
         ex.response = Message(ex.request.ts + latency_ms / 1000.0, cmd, False, size=size)
         ex.status = ANSWERED
@@ -397,6 +398,8 @@ def test_collected_events_count_as_if_each_were_applied_at_once():
     rng = random.Random(7)
     batched, each = Stats(), Stats()
     open_: dict[str, list[int]] = {"remoting": [], "grpc": []}
+    # (code, oneway, response code, status, latency, size, topic, group, client, server)
+    ev: tuple[int, bool, int | None, str, float, int, str, str | None, str, tuple[str, int]]
     for i in range(5000):
         proto = rng.choice(("remoting", "remoting", "grpc"))
         roll = rng.random()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
-from rmqsniff.capwriter import TcpSession
+from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.flows import FlowTable
 from rmqsniff.pairing import PairingSink
 from rmqsniff.pipeline import Pipeline
@@ -149,7 +150,8 @@ def _messy_records(seed: int, conns: int, turns: int, drop: float, dup: float, o
     w = _Frames()
     sessions = []
     for c in range(conns):
-        s = TcpSession(w, (f"10.1.0.{c + 1}", 41000 + c), ("10.0.0.10", 10911),
+        # TcpSession only calls write(): _Frames stands in for the file writer
+        s = TcpSession(cast(CaptureWriter, w), (f"10.1.0.{c + 1}", 41000 + c), ("10.0.0.10", 10911),
                        isn_client=rng.randrange(1 << 32), isn_server=rng.randrange(1 << 32), mss=1460)
         if rng.random() < 0.8:
             s.handshake(1000.0)

@@ -19,6 +19,7 @@ from dissectors.remoting.codec import encode
 from dissectors.remoting.command import RemotingCommand
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.pipeline import analyze
+from tests.support.exchanges import request_of
 
 pytest.importorskip("textual")
 
@@ -354,7 +355,7 @@ def test_export_writes_the_listed_exchanges(reference, tmp_path):
     # the pcapng holds the packets of exactly those exchanges: read it back
     again = analyze([str(tmp_path / "out.pcapng")]).exchanges
     assert len(again) == len(want)
-    assert all(ex.request.command.code == SEND_V2 for ex in again)
+    assert all(request_of(ex).code == SEND_V2 for ex in again)
 
 
 # ---------------------------------------------------------------- yank and redaction

@@ -21,7 +21,8 @@ from rmqsniff.views import (
     restat,
     totals,
 )
-from tests.test_filter import BATCH, label_of, offset_id, real_params, write_scenario
+from tests.support.captures import real_params
+from tests.support.remoting_scenario import BATCH, label_of, offset_id, write_scenario
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def test_secret_properties_are_redacted():
 def test_follow_gives_one_connection_in_order(scen):
     exs = sorted(scen.values(), key=lambda e: e.index)
     conn = resolve_connection(exs, f"#{scen['b2'].index}")
-    assert conn is scen["b1"].connection
+    assert conn is not None and conn is scen["b1"].connection
     assert resolve_connection(exs, str(conn.id)) is conn
     assert resolve_connection(exs, f"conn:{conn.id}") is conn
     assert resolve_connection(exs, "10.0.1.2:40002") is conn
@@ -190,7 +191,7 @@ def test_interval_rows_sum_and_rate(synth):
 def test_real_message_view_ids_equal_client_truth(name):
     import json
 
-    from tests.test_filter import CAPTURES
+    from tests.support.captures import CAPTURES
 
     truth = json.loads((CAPTURES / f"{name}.truth.json").read_text())
     res = analyze([str(CAPTURES / f"{name}.pcap")])

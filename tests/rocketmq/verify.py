@@ -182,7 +182,7 @@ def _check_sends(p: list[str], res, truth: dict[str, Any], topic: str, send_code
     sent = truth["sent"]
     by_id = {s["msg_id"]: s for s in sent if s["kind"] != "batch"}
     members = [s for s in sent if s["kind"] == "batch"]
-    seen: dict[str, Any] = {}
+    seen: dict[str | None, Any] = {}
     batch_uniq: list[str] = []
     for e in res.exchanges:
         if e.request is None or _topic(e.request.command) != topic:
@@ -197,6 +197,7 @@ def _check_sends(p: list[str], res, truth: dict[str, Any], topic: str, send_code
             if s is None:
                 p.append(f"send of unknown UNIQ_KEY {uk}")
                 continue
+            assert uk is not None  # by_id has only ids
             _check_send(p, e, s, props, uk, truth)
         elif e.code == SEND_BATCH:
             uniq = _check_batch(p, e, members)
@@ -260,7 +261,7 @@ def _check_transactions(p: list[str], res, truth: dict[str, Any]) -> None:
     from dissectors.remoting.bodies import decode_body
 
     checked: Counter[str] = Counter()
-    states: Counter[tuple[str, str, str]] = Counter()
+    states: Counter[tuple[str | None, str | None, str | None]] = Counter()
     for e in res.exchanges:
         if e.code == CHECK_TX and e.request is not None:
             v = decode_body(e.request.command)
