@@ -107,7 +107,7 @@ def test_failure_answers_a_peeked_pending_request_in_the_clients_serialization(s
     c = stats.snapshot()["counters"]
     assert c["response_error"] == 1 and c["answered"] == 1 and c["request"] == 1
     shown = recent.select(None, 0)
-    assert len(shown) == 1 and shown[0].request.command.body == b"body"
+    assert len(shown) == 1 and shown[0].request is not None and shown[0].request.command.body == b"body"
 
 
 def _forward(chunks, deferred: bool, cuts: list[int], every: int = 0) -> tuple[bytes, bytes, dict, list[dict]]:

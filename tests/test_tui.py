@@ -27,8 +27,8 @@ from textual.widgets import DataTable, Input, Log, Static  # noqa: E402
 
 from rmqsniff.tui import RmqSniffApp  # noqa: E402
 from rmqsniff.tui.app import DetailTree  # noqa: E402
-from rmqsniff.tui.screens import FollowScreen, HelpScreen, StatsScreen  # noqa: E402
 from rmqsniff.tui.exchange_list import ExchangeTable  # noqa: E402
+from rmqsniff.tui.screens import FollowScreen, HelpScreen, StatsScreen  # noqa: E402
 
 CAPTURE = Path(__file__).resolve().parent.parent / "captures" / "remoting_json.pcap"
 needs_capture = pytest.mark.skipif(not CAPTURE.exists(), reason="no real capture in captures/ yet")
