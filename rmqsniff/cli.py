@@ -23,14 +23,12 @@ _fail = fail
 
 def _report(p: Pipeline, quiet: bool = False) -> int:
     """Print read problems as one line each; exit code 2 when nothing could be read."""
-    shown = 0
-    for e in p.errors:
+    for shown, e in enumerate(p.errors):
         if shown >= 20:
             _fail(f"... and {len(p.errors) - shown} more problems (see the stats' decoding-error counters)")
             break
         if not quiet:
             _fail(e)
-        shown += 1
     other = p.table.other_flows
     if other and not quiet:
         for why, n in sorted(other.items()):
