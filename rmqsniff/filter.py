@@ -40,6 +40,7 @@ from dissectors.remoting import codes
 
 from .model import Exchange
 from .protocols import PROTOCOLS, protocol_named, protocol_of
+from .units import parse_duration_ms, parse_size
 
 Getter = Callable[[Exchange], Any]
 Predicate = Callable[[Exchange], bool]
@@ -124,35 +125,7 @@ def tokenize(expr: str) -> list[Token]:
 
 # ---------------------------------------------------------------- literals
 
-_DURATION = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|min|h)?$", re.I)
-_DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0,
-                "min": 60000.0, "h": 3600000.0}
-_SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)?$", re.I)
-_SIZE_MULT = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000 ** 2,
-              "mb": 1000 ** 2, "mib": 1024 ** 2, "mi": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
-              "gib": 1024 ** 3, "gi": 1024 ** 3, "t": 1000 ** 4, "tb": 1000 ** 4, "tib": 1024 ** 4,
-              "ti": 1024 ** 4}
 _VERSION = re.compile(r"^V(\d)_(\d)_(\d)(_SNAPSHOT)?$", re.I)
-
-
-def parse_duration_ms(text: str) -> float | None:
-    """``"50ms"`` -> 50.0, ``"1.5s"`` -> 1500.0, ``"7"`` -> 7.0 (ms); None if not a duration."""
-    m = _DURATION.match(text.strip())
-    if not m:
-        return None
-    unit = m.group(2) or "ms"
-    return float(m.group(1)) * _DURATION_MS[unit if unit == "µs" else unit.lower()]
-
-
-def parse_size(text: str) -> int | None:
-    """``"4KiB"`` -> 4096, ``"1.5kB"`` -> 1500, ``"100"`` -> 100; None if not a size."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        return None
-    mult = _SIZE_MULT.get((m.group(2) or "").lower())
-    if mult is None:
-        return None
-    return int(float(m.group(1)) * mult)
 
 
 def _version_value(text: str) -> int | None:
