@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ns|us|µs|ms|s|m|min|h)?", re.I)
-_DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0,
+_DURATION_MS = {"ns": 1e-6, "us": 1e-3, "µs": 1e-3, "μs": 1e-3, "ms": 1.0, "s": 1000.0, "m": 60000.0,
                 "min": 60000.0, "h": 3600000.0}
-_DURATION_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0,
-               "h": 3600.0}
+_DURATION_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 0.001, "s": 1.0, "m": 60.0,
+               "min": 60.0, "h": 3600.0}
 _SIZE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]i?b?|b)?$", re.I)
 _SIZE_MULT = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "ki": 1024, "m": 1000 ** 2,
               "mb": 1000 ** 2, "mib": 1024 ** 2, "mi": 1024 ** 2, "g": 1000 ** 3, "gb": 1000 ** 3,
@@ -28,8 +28,11 @@ def _duration(text: str, bare: str, scale: dict[str, float]) -> float | None:
     m = _DURATION.fullmatch(text.strip())
     if not m:
         return None
-    unit = m.group(2) or bare
-    return float(m.group(1)) * scale[unit if unit == "µs" else unit.lower()]
+    # (the micro sign and the Greek mu both mean micro; a case-insensitive match that is no
+    # unit once lowered, such as the long s "ſ", is no duration)
+    unit = (m.group(2) or bare).lower()
+    mult = scale.get(unit)
+    return float(m.group(1)) * mult if mult is not None else None
 
 
 def parse_duration_ms(text: str, bare: str = "ms") -> float | None:
