@@ -38,7 +38,7 @@ from typing import Any
 
 from dissectors.remoting import codes
 
-from .model import Exchange
+from .model import Exchange, endpoint_text
 from .protocols import PROTOCOLS, protocol_named, protocol_of
 from .units import parse_duration_ms, parse_size
 
@@ -216,11 +216,6 @@ def _protocol_code(text: str) -> tuple[frozenset[str] | None, int] | None:
     return None
 
 
-def _ep_text(ep: tuple[str, int]) -> str:
-    host, port = ep
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _status(ex: Exchange) -> tuple[str, ...]:
     if ex.response is not None:
         cl = protocol_of(ex).classifier  # the stats' success/no_message/error rule
@@ -236,14 +231,14 @@ def _size(ex: Exchange) -> int:
 def _broker(ex: Exchange) -> tuple[str, ...]:
     srv = ex.connection.server
     name = _proto_getter("broker_name")(ex)
-    return (_ep_text(srv), srv[0], name) if name else (_ep_text(srv), srv[0])
+    return (endpoint_text(srv), srv[0], name) if name else (endpoint_text(srv), srv[0])
 
 
 COMMON_FIELDS: dict[str, Getter] = {
     "status": _status,
     "latency": lambda ex: ex.latency_ms,
     "size": _size,
-    "client": lambda ex: (_ep_text(ex.connection.client), ex.connection.client[0]),
+    "client": lambda ex: (endpoint_text(ex.connection.client), ex.connection.client[0]),
     "broker": _broker,
     "conn": lambda ex: ex.connection.id,
     "protocol": lambda ex: ex.protocol,
