@@ -52,7 +52,7 @@ class Connection:
 def endpoint_text(ep: object) -> str:
     """``host:port``, or ``[host]:port`` for an IPv6 host.  Anything that is not a tuple or a
     list (a stats key that is a name, not an endpoint) is shown as ``str(ep)``."""
-    if not isinstance(ep, (tuple, list)):
+    if type(ep) is not tuple and not isinstance(ep, (tuple, list)):  # (a plain tuple skips isinstance: hot)
         return str(ep)
     host = ep[0]
     return f"[{host}]:{ep[1]}" if ":" in host else f"{host}:{ep[1]}"
