@@ -23,14 +23,12 @@ _fail = fail
 
 def _report(p: Pipeline, quiet: bool = False) -> int:
     """Print read problems as one line each; exit code 2 when nothing could be read."""
-    shown = 0
-    for e in p.errors:
+    for shown, e in enumerate(p.errors):
         if shown >= 20:
             _fail(f"... and {len(p.errors) - shown} more problems (see the stats' decoding-error counters)")
             break
         if not quiet:
             _fail(e)
-        shown += 1
     other = p.table.other_flows
     if other and not quiet:
         for why, n in sorted(other.items()):
@@ -126,7 +124,7 @@ FILTER_HELP = "Display filter, e.g. 'code == SEND_MESSAGE_V2 and topic ~ \"order
 @click.pass_context
 def main(ctx: click.Context, debug: bool, max_frame: str) -> None:
     """rmqsniff: RocketMQ traffic analyzer. Decode captures into request/response exchanges and stats."""
-    from .filter import parse_size
+    from .units import parse_size
 
     limit = parse_size(max_frame)
     if limit is None or limit < 64:
@@ -260,9 +258,9 @@ def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str,
 def _interval(value: str | None) -> float | None:
     if value is None:
         return None
-    from .filter import parse_duration_ms
+    from .units import parse_duration_ms
 
-    ms = parse_duration_ms(value if value[-1:].isalpha() else value + "s")
+    ms = parse_duration_ms(value, bare="s")
     if ms is None or ms <= 0:
         _fail(f"--interval: {value!r} is not a positive duration (e.g. 1s, 500ms, 1m)")
         raise _BadInput()

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from . import cliutil
+from . import cliutil, units
 from .live import DEFAULT_IDLE, LiveSnapshot, LiveTap
 from .model import Exchange
 from .sources.afpacket import DEFAULT_BUFFER, DEFAULT_SNAPLEN, AfPacketSource, CaptureSetupError, PcapngWriter
@@ -23,10 +23,7 @@ EXIT_SETUP = 1
 
 def parse_duration(text: str) -> float:
     """``30s``, ``500ms``, ``2m``, ``1h``; a bare number is seconds (tcpdump's habit)."""
-    from .filter import parse_duration_ms
-
-    t = text.strip()
-    ms = parse_duration_ms(t + "s" if t.replace(".", "", 1).isdigit() else t)
+    ms = units.parse_duration_ms(text, bare="s")
     if ms is None or ms <= 0:
         raise click.BadParameter(f"{text!r} is not a positive duration (e.g. 30s, 500ms, 2m)")
     return ms / 1000.0
@@ -34,10 +31,8 @@ def parse_duration(text: str) -> float:
 
 def parse_size(text: str, bare_unit: int) -> int:
     """``100MB`` (10^6), ``64MiB`` (2^20), ``512k``...; a bare number is in ``bare_unit`` bytes."""
-    from .filter import parse_size as size
-
     t = text.strip()
-    n = int(float(t) * bare_unit) if t.replace(".", "", 1).isdigit() else size(t)
+    n = int(float(t) * bare_unit) if t.replace(".", "", 1).isdigit() else units.parse_size(t)
     if n is None or n <= 0:
         raise click.BadParameter(f"{text!r} is not a positive size (e.g. 100MB, 64MiB)")
     return n

@@ -40,18 +40,25 @@ class Connection:
 
     @property
     def label(self) -> str:
-        return f"{_ep(self.client)} -> {_ep(self.server)}"
+        return f"{endpoint_text(self.client)} -> {endpoint_text(self.server)}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"id": self.id, "client": _ep(self.client), "server": _ep(self.server)}
+        d = {"id": self.id, "client": endpoint_text(self.client), "server": endpoint_text(self.server)}
         if self.recognised_by:
             d["recognised_by"] = self.recognised_by
         return d
 
 
-def _ep(ep: Endpoint) -> str:
-    host, port = ep
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def endpoint_text(ep: object) -> str:
+    """``host:port``, or ``[host]:port`` for an IPv6 host.  Anything that is not a tuple or a
+    list (a stats key that is a name, not an endpoint) is shown as ``str(ep)``."""
+    if type(ep) is not tuple and not isinstance(ep, (tuple, list)):  # (a plain tuple skips isinstance: hot)
+        return str(ep)
+    host = ep[0]
+    return f"[{host}]:{ep[1]}" if ":" in host else f"{host}:{ep[1]}"
+
+
+_ep = endpoint_text  # the name rmqsniff's modules import
 
 
 @dataclass(slots=True)

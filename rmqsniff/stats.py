@@ -83,6 +83,7 @@ from typing import Any, Callable
 from hdrh.histogram import HdrHistogram
 
 from rmqsniff.model import ANSWERED, Exchange
+from rmqsniff.model import endpoint_text as _ep
 from rmqsniff.protocols import Classifier, classifier, protocol_named
 
 ENVOY_COUNTERS: tuple[str, ...] = (
@@ -227,13 +228,6 @@ class _ProtoState:
         if len(self.klass) > 65536:
             self.klass.clear()
         return k
-
-
-def _ep(ep: Any) -> str:
-    if isinstance(ep, tuple):
-        host, port = ep
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(ep)
 
 
 class Stats:

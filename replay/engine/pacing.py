@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from rmqsniff.units import parse_duration as parse_duration  # re-exported by replay.engine
+
 from .plan import Plan
 
 SPEED, RATE, MAX = "speed", "rate", "max"
@@ -49,14 +51,6 @@ def parse_rate(text: str) -> float:
     if not v > 0:
         raise ValueError(f"rate {text!r} must be > 0")
     return v
-
-
-def parse_duration(text: str) -> float:
-    """``30s`` / ``5m`` / ``250ms`` / ``10`` (seconds) -> seconds."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", text.lower())
-    if not m:
-        raise ValueError(f"duration {text!r}: expected e.g. 30s, 5m, 250ms")
-    return float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from rmqsniff.model import Endpoint
+from rmqsniff.model import endpoint_text as ep_text
 
 
 class SafetyError(RuntimeError):
@@ -32,10 +33,6 @@ def endpoint(text: str) -> Endpoint:
     if port is None:
         raise SafetyError(f"{text!r}: expected HOST:PORT")
     return host, port
-
-
-def ep_text(ep: Endpoint) -> str:
-    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
 
 
 class Guard:

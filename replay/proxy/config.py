@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rmqsniff.model import endpoint_text as endpoint_text  # re-exported: the proxy's modules import it here
+
 Endpoint = tuple[str, int]
 
 NAMESRV = "namesrv"
@@ -29,11 +31,6 @@ def parse_endpoint(text: str, default_host: str = "127.0.0.1", what: str = "addr
     if not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{what} {text!r}: expected HOST:PORT")
     return (host or default_host, int(port))
-
-
-def endpoint_text(ep: Endpoint) -> str:
-    host, port = ep
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exporters.statsfmt import render_envoy
-from ..model import Exchange
+from ..model import Exchange, endpoint_text
 from ..stats import NONE, OTHER
 from ..views import GROUPS, grouped_rows
 from .store import Store, result_of
@@ -84,14 +84,10 @@ def connections_table(exchanges: Sequence[Exchange]) -> Table:
     rows, filters = [], []
     for cid in sorted(acc):
         c, proto, n, errs, nbytes = acc[cid]
-        rows.append((str(cid), _ep(c.client), _ep(c.server), proto, str(n), str(errs), str(nbytes),
-                     c.role_source))
+        rows.append((str(cid), endpoint_text(c.client), endpoint_text(c.server), proto, str(n), str(errs),
+                     str(nbytes), c.role_source))
         filters.append(f"conn == {cid}")
     return Table(CONN_COLUMNS, rows, filters)
-
-
-def _ep(ep: tuple[str, int]) -> str:
-    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
 
 
 TABS = ("envoy",) + GROUPS + ("conns",)
