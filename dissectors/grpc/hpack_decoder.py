@@ -5,21 +5,35 @@ dynamic-table entry inserted before the capture started (or before a gap) decode
 to :data:`UNKNOWN` and is listed in :attr:`HeaderBlock.unresolved`; entries keep being
 inserted (unknown names included) so later indices stay aligned.  Once more than the
 table's maximum size has been inserted since the cut, every older entry has been
-evicted and decoding is exact again.  Huffman strings use the ``hpack`` package's
-decoder and static table.
+evicted and decoding is exact again.  The static table (RFC 7541 Appendix A) and the
+Huffman code (Appendix B) are written here, so nothing depends on the internals of the
+``hpack`` package (whose public API has no Huffman decoder and no static table).
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
 
-from hpack.exceptions import HPACKDecodingError
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
-
 UNKNOWN = "<unknown>"
-STATIC: tuple[tuple[str, str], ...] = tuple(
-    (n.decode("latin-1"), v.decode("latin-1")) for n, v in HeaderTable.STATIC_TABLE)
+# RFC 7541 Appendix A: the static table, index 1..61
+STATIC: tuple[tuple[str, str], ...] = (
+    (":authority", ""), (":method", "GET"), (":method", "POST"), (":path", "/"),
+    (":path", "/index.html"), (":scheme", "http"), (":scheme", "https"), (":status", "200"),
+    (":status", "204"), (":status", "206"), (":status", "304"), (":status", "400"),
+    (":status", "404"), (":status", "500"), ("accept-charset", ""), ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""), ("accept-ranges", ""), ("accept", ""), ("access-control-allow-origin", ""),
+    ("age", ""), ("allow", ""), ("authorization", ""), ("cache-control", ""),
+    ("content-disposition", ""), ("content-encoding", ""), ("content-language", ""), ("content-length", ""),
+    ("content-location", ""), ("content-range", ""), ("content-type", ""), ("cookie", ""),
+    ("date", ""), ("etag", ""), ("expect", ""), ("expires", ""),
+    ("from", ""), ("host", ""), ("if-match", ""), ("if-modified-since", ""),
+    ("if-none-match", ""), ("if-range", ""), ("if-unmodified-since", ""), ("last-modified", ""),
+    ("link", ""), ("location", ""), ("max-forwards", ""), ("proxy-authenticate", ""),
+    ("proxy-authorization", ""), ("range", ""), ("referer", ""), ("refresh", ""),
+    ("retry-after", ""), ("server", ""), ("set-cookie", ""), ("strict-transport-security", ""),
+    ("transfer-encoding", ""), ("user-agent", ""), ("vary", ""), ("via", ""),
+    ("www-authenticate", ""),
+)
 N_STATIC = len(STATIC)  # 61
 DEFAULT_TABLE_SIZE = 4096
 UNSEEN_SETTINGS_LIMIT = 65536  # SETTINGS not captured: accept what real peers use
@@ -213,6 +227,116 @@ def _int(data: bytes, pos: int, prefix: int) -> tuple[int, int]:
             raise HpackError("integer too long")
 
 
+# RFC 7541 Appendix B: the Huffman code length of every symbol 0..255 and EOS (256).  The code
+# is canonical (codes of one length are consecutive, in symbol order, shorter codes first), so
+# the lengths determine every code; :func:`_huffman_tables` rebuilds them.
+_HUFFMAN_LENGTHS = (
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28,  # 0x00
+    28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 28,  # 0x10
+    6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6,  # 0x20  !"#$%&'()*+,-./
+    5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10,  # 0x30 0-9:;<=>?
+    13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,  # 0x40 @A-O
+    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6,  # 0x50 P-Z[\]^_
+    15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5,  # 0x60 `a-o
+    6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28,  # 0x70 p-z{|}~ DEL
+    20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23,  # 0x80
+    24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24,  # 0x90
+    22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23,  # 0xa0
+    21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23,  # 0xb0
+    26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25,  # 0xc0
+    19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27,  # 0xd0
+    20, 24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23,  # 0xe0
+    26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26,  # 0xf0
+    30,  # EOS
+)
+_EOS = 256
+_PEEK = 12  # bits looked up at once: all codes of up to 12 bits, one or two symbols per step
+_PEEK_MASK = (1 << _PEEK) - 1
+
+
+def _huffman_tables() -> tuple[list[int], list[bytes], list[int], dict[int, tuple[int, int, list[int]]]]:
+    """Lookup tables for the next ``_PEEK`` bits ``w`` of a Huffman string:
+
+    * ``single[w]``: ``symbol << 5 | length`` of the code ``w`` starts with, 0 if it is longer;
+    * ``chunk[w]``, ``used[w]``: every whole code at the start of ``w`` (the symbols and their
+      total length in bits; 0 bits if the first code is longer than ``_PEEK``);
+    * ``long[length] = (first code, count, symbols)`` for the longer codes.
+    """
+    order = sorted(range(len(_HUFFMAN_LENGTHS)), key=lambda sym: (_HUFFMAN_LENGTHS[sym], sym))
+    single = [0] * (1 << _PEEK)
+    long: dict[int, tuple[int, int, list[int]]] = {}
+    code, prev = -1, _HUFFMAN_LENGTHS[order[0]]
+    for sym in order:  # canonical codes: each is the previous one + 1, shifted to its length
+        ln = _HUFFMAN_LENGTHS[sym]
+        code = (code + 1) << (ln - prev)
+        prev = ln
+        if ln <= _PEEK:
+            lo, n = code << (_PEEK - ln), 1 << (_PEEK - ln)
+            single[lo:lo + n] = [sym << 5 | ln] * n
+        else:
+            first, count, syms = long.get(ln, (code, 0, []))
+            syms.append(sym)
+            long[ln] = (first, count + 1, syms)
+    chunk, used = [b""] * (1 << _PEEK), [0] * (1 << _PEEK)
+    for w in range(1 << _PEEK):
+        bits, out = 0, bytearray()
+        while True:
+            e = single[(w << bits) & _PEEK_MASK]
+            if not e or bits + (e & 31) > _PEEK:
+                break
+            bits += e & 31
+            out.append(e >> 5)
+        chunk[w], used[w] = bytes(out), bits
+    return single, chunk, used, long
+
+
+_SINGLE, _CHUNK, _USED, _LONG_CODES = _huffman_tables()
+_LONG_LENGTHS = tuple(sorted(_LONG_CODES))
+
+
+def huffman_decode(raw: bytes) -> bytes:
+    """Decode an HPACK Huffman string (RFC 7541 section 5.2); :class:`HpackError` if it is
+    not one (a code cut off, EOS inside, padding longer than 7 bits or not all ones)."""
+    v = int.from_bytes(raw, "big")
+    rem = len(raw) * 8  # bits not yet consumed: the low ``rem`` bits of v
+    chunk, used = _CHUNK, _USED
+    out = bytearray()
+    while rem >= _PEEK:
+        w = (v >> (rem - _PEEK)) & _PEEK_MASK
+        n = used[w]
+        if n:
+            out += chunk[w]
+            rem -= n
+        else:
+            rem = _long_code(v, rem, out)
+    while rem:  # fewer than _PEEK bits left: whole codes, then the padding
+        tail = v & ((1 << rem) - 1)
+        if rem < 8 and tail == (1 << rem) - 1:  # padding: the most significant bits of EOS
+            break
+        e = _SINGLE[(tail << (_PEEK - rem)) | ((1 << (_PEEK - rem)) - 1)]
+        if not e or e & 31 > rem:
+            raise HpackError("bad Huffman string: code cut off or bad padding")
+        out.append(e >> 5)
+        rem -= e & 31
+    return bytes(out)
+
+
+def _long_code(v: int, rem: int, out: bytearray) -> int:
+    """Decode the code longer than ``_PEEK`` bits that starts the low ``rem`` bits of ``v``."""
+    for ln in _LONG_LENGTHS:
+        if ln > rem:
+            break
+        first, count, syms = _LONG_CODES[ln]
+        i = ((v >> (rem - ln)) & ((1 << ln) - 1)) - first
+        if 0 <= i < count:
+            sym = syms[i]
+            if sym == _EOS:
+                raise HpackError("bad Huffman string: EOS inside")
+            out.append(sym)
+            return rem - ln
+    raise HpackError("bad Huffman string: code cut off")
+
+
 def _str(data: bytes, pos: int) -> tuple[str, int]:
     if pos >= len(data):
         raise HpackError("truncated string")
@@ -223,8 +347,5 @@ def _str(data: bytes, pos: int) -> tuple[str, int]:
         raise HpackError("truncated string")
     raw = data[pos:end]
     if huff:
-        try:
-            raw = decode_huffman(raw)
-        except HPACKDecodingError as e:
-            raise HpackError(f"bad Huffman string: {e}") from None
+        raw = huffman_decode(raw)
     return raw.decode("utf-8", "replace"), end

@@ -162,7 +162,7 @@ class Cluster:
         return self.base_dir / component
 
     def server_log(self, component: str) -> Path:
-        return self.dir(component) / "logs" / "rocketmqlogs" / f"{component}.log"
+        return self.dir(component) / "logs" / "rocketmqlogs" / f"{_role(component)}.log"
 
     # ---- configuration -----------------------------------------------------------------
     def write_configs(self) -> None:
@@ -218,6 +218,9 @@ class Cluster:
         }
         (home / "rmq-proxy.json").write_text(json.dumps(proxy_cfg, indent=2) + "\n")
 
+    def _proxy_config(self, component: str) -> Path:
+        return self.base_dir / "home" / "conf" / f"rmq-{component}.json"
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["ROCKETMQ_HOME"] = str(self.base_dir / "home")
@@ -226,17 +229,17 @@ class Cluster:
 
     def _cmd(self, component: str) -> list[str]:
         d = self.dir(component)
+        role = _role(component)
         jvm = [o for o in JVM_COMMON if ":" not in self.host or not o.startswith("-Djava.net.preferIPv4Stack")]
-        cmd = ["java", *HEAPS[component], *jvm, f"-Duser.home={d}",
-               f"-Drmq.logback.configurationFile=rmq.{component}.logback.xml",
-               "-cp", f"{self.lib}/*", MAIN_CLASS[component]]
-        if component == "namesrv":
+        cmd = ["java", *HEAPS[role], *jvm, f"-Duser.home={d}",
+               f"-Drmq.logback.configurationFile=rmq.{role}.logback.xml",
+               "-cp", f"{self.lib}/*", MAIN_CLASS[role]]
+        if role == "namesrv":
             cmd += ["-c", str(self.base_dir / "namesrv.conf")]
-        elif component == "broker":
+        elif role == "broker":
             cmd += ["-c", str(self.base_dir / "broker.conf")]
         else:
-            cmd += ["-pm", "cluster", "-pc", str(self.base_dir / "home" / "conf" / "rmq-proxy.json"),
-                    "-n", self.namesrv_addr]
+            cmd += ["-pm", "cluster", "-pc", str(self._proxy_config(component)), "-n", self.namesrv_addr]
         return cmd
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -311,6 +314,42 @@ class Cluster:
         self.startup_seconds = time.monotonic() - t0
         return self
 
+    def start_extra_proxy(self, name: str, grpc_port: int, remoting_port: int, timeout: float = 120.0,
+                          **config: object) -> None:
+        """Start one more cluster-mode proxy ``proxy-NAME`` (own folder, own ports, ``config``
+        added to rmq-proxy.json) next to the running cluster, e.g. to serve gRPC on an unusual
+        port; :meth:`stop` stops it first."""
+        component = f"proxy-{name}"
+        busy = [p for p in (grpc_port, remoting_port) if not port_free(p, self.host)]
+        if busy:
+            raise ClusterError(f"{component}: ports already in use: {busy}")
+        self.dir(component).mkdir(parents=True, exist_ok=True)
+        cfg = json.loads(self._proxy_config("proxy").read_text())
+        cfg.update(grpcServerPort=grpc_port, remotingListenPort=remoting_port, **config)
+        self._proxy_config(component).write_text(json.dumps(cfg, indent=2) + "\n")
+        self._spawn(component)
+        try:
+            self._wait_port(component, grpc_port, timeout)
+            self._wait_port(component, remoting_port, timeout)
+        except BaseException:
+            self.stop_component(component)
+            raise
+
+    def stop_component(self, component: str, timeout: float = 30.0) -> None:
+        """SIGTERM one component this object started or adopted, SIGKILL after ``timeout``."""
+        pid = self.pids.get(component)
+        if pid is None:
+            return
+        proc = self._procs.get(component)
+        if proc is None and not _is_ours(pid, self.base_dir):
+            self.pids.pop(component, None)  # pid reused by another process: leave it alone
+            return
+        t0 = time.monotonic()
+        _terminate(pid, proc, timeout)
+        self.stop_seconds[component] = round(time.monotonic() - t0, 1)
+        self.pids.pop(component, None)
+        self._procs.pop(component, None)
+
     def setup(self) -> str:
         """Create the typed topics and groups the scenarios use (one admin JVM)."""
         ops = [f"topic={t}:{k}" if k else f"topic={t}" for t, k in TOPICS]
@@ -344,20 +383,10 @@ class Cluster:
         return {c: self._alive(c) for c in ("namesrv", "broker", "proxy")}
 
     def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM proxy, broker, namesrv (in that order), SIGKILL after ``timeout``."""
-        for component in ("proxy", "broker", "namesrv"):
-            pid = self.pids.get(component)
-            if pid is None:
-                continue
-            proc = self._procs.get(component)
-            if proc is None and not _is_ours(pid, self.base_dir):
-                self.pids.pop(component, None)  # pid reused by another process: leave it alone
-                continue
-            t0 = time.monotonic()
-            _terminate(pid, proc, timeout)
-            self.stop_seconds[component] = round(time.monotonic() - t0, 1)
-            self.pids.pop(component, None)
-            self._procs.pop(component, None)
+        """SIGTERM the proxies, broker, namesrv (in that order), SIGKILL after ``timeout``."""
+        extra = sorted(c for c in self.pids if c.startswith("proxy-"))
+        for component in (*extra, "proxy", "broker", "namesrv"):
+            self.stop_component(component, timeout)
 
     # ---- state (for `python -m tests.rocketmq up/down`) ----------------------------------
     def to_state(self) -> dict:
@@ -369,6 +398,11 @@ class Cluster:
         c = cls(Path(state["base_dir"]), ports=Ports(**state["ports"]), lib=Path(state["lib"]))
         c.pids = {k: int(v) for k, v in state["pids"].items()}
         return c
+
+
+def _role(component: str) -> str:
+    """``proxy-NAME`` (an extra proxy) runs as a proxy; the others are their own role."""
+    return "proxy" if component.startswith("proxy-") else component
 
 
 def pid_alive(pid: int | None) -> bool:

@@ -1,27 +1,95 @@
 """Python ``rocketmq-python-client`` (gRPC, plaintext) producer + simple consumer with ground truth.
 
 Runs inside the client's own venv (see build.python_client_venv), never the project env.
-Usage: python py_client_scenario.py ENDPOINT TOPIC OUT_JSON
+Usage: python py_client_scenario.py ENDPOINT TOPIC OUT_JSON [--group G] [--messages N] [--late-preface-ms MS]
+
+``--late-preface-ms MS`` puts a byte relay (:class:`LatePrefaceRelay`) between the client and
+ENDPOINT: every connection the client opens is connected through to ENDPOINT at once, but the
+client's bytes (its HTTP/2 preface first) are held back for MS milliseconds, so the server has
+that long to speak first. The relay changes no byte; it records what the server sent meanwhile.
 """
 from __future__ import annotations
 
+import argparse
+import contextlib
 import hashlib
 import json
+import socket
 import sys
+import threading
 import time
 
 
-def main(endpoint: str, topic: str, out: str) -> int:
+class LatePrefaceRelay:
+    """127.0.0.1:PORT -> ``upstream``, unchanged bytes both ways; client bytes start ``delay`` s late."""
+
+    def __init__(self, upstream: str, delay: float) -> None:
+        host, port = upstream.rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.delay = delay
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[dict] = []  # per upstream connection: what the server sent during the delay
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        up = socket.create_connection(self.upstream)
+        for s in (client, up):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        rec = {"local_port": up.getsockname()[1], "server_bytes_during_delay": 0}
+        with self._lock:
+            self.connections.append(rec)
+        t_connect = time.monotonic()
+        # server -> client flows at once; count what the server says before the client may speak
+        threading.Thread(target=self._pump, args=(up, client, rec, t_connect), daemon=True).start()
+        time.sleep(self.delay)
+        self._pump(client, up, None, t_connect)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, rec: dict | None, t_connect: float) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if rec is not None:
+                    waited = time.monotonic() - t_connect
+                    rec.setdefault("server_first_bytes_after_ms", round(waited * 1000))
+                    if waited < self.delay:
+                        rec["server_bytes_during_delay"] += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for how, s in ((socket.SHUT_WR, dst), (socket.SHUT_RD, src)):
+                with contextlib.suppress(OSError):
+                    s.shutdown(how)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def main(endpoint: str, topic: str, out: str, group: str = "GID_py", messages: int = 10,
+         late_preface_ms: int = 0) -> int:
     from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
 
     t0 = time.time()
-    cfg = ClientConfiguration(endpoint, Credentials())
+    relay = LatePrefaceRelay(endpoint, late_preface_ms / 1000) if late_preface_ms else None
+    cfg = ClientConfiguration(relay.address if relay else endpoint, Credentials())
     counts: dict[str, int] = {}
     sent: list[dict] = []
     producer = Producer(cfg, (topic,))
     producer.startup()
     try:
-        for i in range(10):
+        for i in range(messages):
             m = Message()
             m.topic = topic
             m.body = f"python grpc message {i}".encode()
@@ -41,9 +109,9 @@ def main(endpoint: str, topic: str, out: str) -> int:
         producer.shutdown()
 
     got: list[dict] = []
-    consumer = SimpleConsumer(cfg, "GID_py", {topic: FilterExpression()}, await_duration=5)
+    consumer = SimpleConsumer(cfg, group, {topic: FilterExpression()}, await_duration=5)
     consumer.startup()
-    want = {str(i) for i in range(10)}
+    want = {str(i) for i in range(messages)}
     deadline = time.time() + 90
     try:
         while {g["idx"] for g in got} < want and time.time() < deadline:
@@ -82,6 +150,10 @@ def main(endpoint: str, topic: str, out: str) -> int:
         "counts": counts, "sent": sent, "received": {"simple": got},
         "elapsed_ms": int((time.time() - t0) * 1000),
     }
+    if relay is not None:
+        relay.close()
+        truth["late_preface"] = {"delay_ms": late_preface_ms, "relay": relay.address,
+                                 "connections": relay.connections}
     with open(out, "w") as f:
         json.dump(truth, f, indent=2)
         f.write("\n")
@@ -90,4 +162,12 @@ def main(endpoint: str, topic: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("endpoint")
+    ap.add_argument("topic")
+    ap.add_argument("out")
+    ap.add_argument("--group", default="GID_py")
+    ap.add_argument("--messages", type=int, default=10)
+    ap.add_argument("--late-preface-ms", type=int, default=0)
+    a = ap.parse_args()
+    sys.exit(main(a.endpoint, a.topic, a.out, a.group, a.messages, a.late_preface_ms))

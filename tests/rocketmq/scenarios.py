@@ -57,7 +57,24 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                          "SimpleConsumer (receive, ack, change invisible duration), PushConsumer"),
     Scenario("grpc_python", "grpc-python", "all", "PyTopic", protocol="grpc",
              description="Python rocketmq-python-client via proxy: producer + SimpleConsumer"),
+    Scenario("grpc_late_preface", "grpc-python", "all", "LateTopic", protocol="grpc",
+             description="Python rocketmq-python-client to a second real proxy whose gRPC port is "
+                         "unusual (8081+10000 by default); a relay holds the client's bytes back "
+                         "200 ms after each connect: the proxy stays silent until the client's "
+                         "preface arrives. Producer ×5 + SimpleConsumer receive/ack",
+             extra={"admin": ("topic=LateTopic:NORMAL", "group=GID_late"), "extra_proxy": "late",
+                    # routes name the port the client used (the relay's), not grpcServerPort, so
+                    # every connection the client makes goes through the relay
+                    "extra_proxy_config": {"useEndpointPortFromRequest": True},
+                    "client_args": ("--group", "GID_late", "--messages", "5", "--late-preface-ms", "200")}),
 ]}
+
+
+def extra_proxy_ports(cluster: Cluster) -> tuple[int, int]:
+    """(gRPC, remoting) ports of a scenario's extra proxy: ``$RMQSNIFF_LATE_GRPC_PORT`` or the
+    cluster's gRPC port + 10000 (18081 by default: no decoder's default), remoting one below."""
+    grpc = int(os.environ.get("RMQSNIFF_LATE_GRPC_PORT", cluster.ports.grpc + 10000))
+    return grpc, grpc - 1
 
 
 def capture_ports(cluster: Cluster) -> list[int]:
@@ -66,7 +83,7 @@ def capture_ports(cluster: Cluster) -> list[int]:
     return [p.namesrv, p.broker, p.broker - 2, p.proxy, p.grpc]
 
 
-def client_command(cluster: Cluster, sc: Scenario, truth_path: Path) -> list[str]:
+def client_command(cluster: Cluster, sc: Scenario, truth_path: Path, grpc_addr: str) -> list[str]:
     if sc.kind == "remoting":
         classes = build.build_remoting_programs()
         return cluster.java_cmd(f"clients/{sc.name}", classes, "RemotingScenario", sc.mode,
@@ -75,12 +92,13 @@ def client_command(cluster: Cluster, sc: Scenario, truth_path: Path) -> list[str
         return [str(build.build_go_scenario()), cluster.namesrv_addr, sc.topic, str(truth_path)]
     if sc.kind == "grpc-java":
         classes = build.build_grpc_programs()
-        return cluster.java_cmd(f"clients/{sc.name}", classes, "GrpcScenario", cluster.grpc_addr,
+        return cluster.java_cmd(f"clients/{sc.name}", classes, "GrpcScenario", grpc_addr,
                                 str(truth_path), lib=build.grpc_lib(),
                                 jvm=[*sc.jvm, f"-Drmqsniff.client.version={build.GRPC_CLIENT_VERSION}"])
     if sc.kind == "grpc-python":
         py = build.python_client_venv()
-        return [str(py), str(HERE / "py_client_scenario.py"), cluster.grpc_addr, sc.topic, str(truth_path)]
+        return [str(py), str(HERE / "py_client_scenario.py"), grpc_addr, sc.topic, str(truth_path),
+                *sc.extra.get("client_args", ())]
     raise ValueError(sc.kind)
 
 
@@ -93,26 +111,36 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
     truth_path = out_dir / f"{name}.truth.json"
     for p in (pcap, truth_path):
         p.unlink(missing_ok=True)
-    cmd = client_command(cluster, sc, truth_path)  # build before capturing
+    grpc_port, remoting_port = cluster.ports.grpc, cluster.ports.proxy
+    extra_proxy = sc.extra.get("extra_proxy")
+    if extra_proxy:
+        grpc_port, remoting_port = extra_proxy_ports(cluster)
+    cmd = client_command(cluster, sc, truth_path, f"{cluster.host}:{grpc_port}")  # build before capturing
     if sc.extra.get("admin"):
         cluster.admin(*sc.extra["admin"])  # e.g. the topic a client cannot auto-create
     home = cluster.dir(f"clients/{sc.name}")
     home.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, HOME=str(home))
     env.pop("NAMESRV_ADDR", None)
-    cap = Capture(pcap, capture_ports(cluster))
-    cap.start()
-    t0 = time.monotonic()
+    if extra_proxy:  # started before the capture, stopped after it, like the cluster's own proxy
+        cluster.start_extra_proxy(extra_proxy, grpc_port, remoting_port, **sc.extra.get("extra_proxy_config", {}))
     try:
+        cap = Capture(pcap, sorted({*capture_ports(cluster), grpc_port}))
+        cap.start()
+        t0 = time.monotonic()
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=home)
-        except subprocess.TimeoutExpired as e:
-            out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-            raise ScenarioError(f"scenario {name} timed out after {timeout:.0f}s:\n"
-                                + "\n".join(out.splitlines()[-40:])) from None
-        time.sleep(1.0)  # let the last FIN/ACKs and oneway frames reach the capture
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=home)
+            except subprocess.TimeoutExpired as e:
+                out = (e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
+                raise ScenarioError(f"scenario {name} timed out after {timeout:.0f}s:\n"
+                                    + "\n".join(out.splitlines()[-40:])) from None
+            time.sleep(1.0)  # let the last FIN/ACKs and oneway frames reach the capture
+        finally:
+            cap.stop()
     finally:
-        cap.stop()
+        if extra_proxy:
+            cluster.stop_component(f"proxy-{extra_proxy}")
     elapsed = time.monotonic() - t0
     (home / "client-output.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 or not truth_path.exists():
@@ -127,7 +155,11 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
         "filter": cap.filter,
         "ports": {"namesrv": cluster.ports.namesrv, "broker": cluster.ports.broker,
                   "broker_fast": cluster.ports.broker - 2, "proxy_remoting": cluster.ports.proxy,
-                  "proxy_grpc": cluster.ports.grpc},
+                  "proxy_grpc": grpc_port},
+        **({"extra_proxy": {"grpc": grpc_port, "remoting": remoting_port,
+                            "note": "the scenario's own proxy; the cluster's proxy_remoting and "
+                                    f"gRPC {cluster.ports.grpc} carry no client traffic"}}
+           if extra_proxy else {}),
         "seconds": round(elapsed, 1),
         "bytes": pcap.stat().st_size,
     }

@@ -16,7 +16,9 @@ Allowed exceptions to "every request answered", each explained:
   when tcpdump stopped; inter-server traffic keeps going after the client exits);
 * the Go client's (language GO) UPDATE_CONSUMER_OFFSET requests when nothing else follows them on
   their connection: its consumer shutdown persists offsets with a "oneway" call that sets no
-  RPC_ONEWAY flag and then closes the connection at once, before the broker's answer arrives.
+  RPC_ONEWAY flag and then closes the connection at once, before the broker's answer arrives;
+* a gRPC call the client itself cancelled (RST_STREAM), e.g. the Python SimpleConsumer's last
+  Heartbeat as it shuts down.
 
 Clients other than Java's say how they differ in optional truth keys (default: the Java client):
 ``send_request_code`` (10 = SEND_MESSAGE with long header keys, 310 = SEND_MESSAGE_V2),
@@ -77,7 +79,7 @@ def unexplained_statuses(res) -> list[str]:
         first_on_conn.setdefault(e.connection.id, e.index)
         if e.code != UPDATE_CONSUMER_OFFSET:
             last_other_on_conn[e.connection.id] = e.index
-        if e.request is not None and e.code in LONG_POLL:
+        if e.request is not None and e.code in LONG_POLL and e.protocol != "grpc":  # remoting codes
             ext = e.request.command.ext or {}
             key = (e.connection.id, e.code, ext.get("topic"), ext.get("queueId"))
             last_poll[key] = e.index
@@ -89,17 +91,10 @@ def unexplained_statuses(res) -> list[str]:
                 problems.append(f"exchange {e.index} status oneway but request not flagged oneway")
             continue
         if e.status == "unanswered":
-            ext = e.request.command.ext or {}
-            key = (e.connection.id, e.code, ext.get("topic"), ext.get("queueId"))
-            if e.code in LONG_POLL and last_poll.get(key) == e.index:
-                continue
-            if end_ts - e.ts <= TAIL_SECONDS:
-                continue
-            if (e.code == UPDATE_CONSUMER_OFFSET and e.request.command.language == "GO"
-                    and last_other_on_conn.get(e.connection.id, -1) < e.index):
-                continue
-            problems.append(f"unanswered request code {e.code} at +{e.ts - exs[0].ts:.2f}s on "
-                            f"{e.connection.label} ({ext})")
+            if end_ts - e.ts > TAIL_SECONDS and not _unanswered_explained(e, last_poll, last_other_on_conn):
+                what = e.request.command.method if e.protocol == "grpc" else e.request.command.ext
+                problems.append(f"unanswered request code {e.code} at +{e.ts - exs[0].ts:.2f}s on "
+                                f"{e.connection.label} ({what})")
             continue
         if e.status == "orphan":
             # On a connection opened before the capture began, a request sent before the start
@@ -110,6 +105,18 @@ def unexplained_statuses(res) -> list[str]:
             continue
         problems.append(f"exchange {e.index} has unknown status {e.status!r}")
     return problems
+
+
+def _unanswered_explained(e, last_poll: dict[tuple, int], last_other_on_conn: dict[int, int]) -> bool:
+    """An unanswered request that is one of the documented exceptions (module docstring)."""
+    if e.protocol == "grpc":
+        return any(n.startswith("reset by the client") for n in e.notes)
+    ext = e.request.command.ext or {}
+    key = (e.connection.id, e.code, ext.get("topic"), ext.get("queueId"))
+    if e.code in LONG_POLL and last_poll.get(key) == e.index:
+        return True
+    return (e.code == UPDATE_CONSUMER_OFFSET and e.request.command.language == "GO"
+            and last_other_on_conn.get(e.connection.id, -1) < e.index)
 
 
 def check_remoting(pcap: Path, truth: dict[str, Any], res=None) -> list[str]:
