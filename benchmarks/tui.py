@@ -31,8 +31,8 @@ from textual import events  # noqa: E402
 from rmqsniff.filter import Columns, compile_filter  # noqa: E402
 from rmqsniff.synth import write_capture  # noqa: E402
 from rmqsniff.tui import RmqSniffApp  # noqa: E402
-from rmqsniff.tui.store import filter_into  # noqa: E402
 from rmqsniff.tui.exchange_list import ExchangeTable  # noqa: E402
+from rmqsniff.tui.store import filter_into  # noqa: E402
 
 FILTERS = ('code == SEND_MESSAGE_V2', 'latency > 3ms', 'topic == "orders"', 'status == error or conn == 3')
 GOAL_FIRST_SCREEN = 2.0
