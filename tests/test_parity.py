@@ -231,3 +231,53 @@ def _walk(node):
     yield node
     for c in node.children:
         yield from _walk(c)
+
+
+def test_tui_follow_and_export_a_grpc_connection(tmp_path):
+    """The TUI's follow (f) and :export (jsonl, pcapng) on gRPC calls, as for remoting (test_tui)."""
+    pytest.importorskip("textual")
+    from textual.widgets import Input, Log
+
+    from rmqsniff.tui import RmqSniffApp
+    from rmqsniff.tui.screens import FollowScreen
+
+    path = CAPTURES / "grpc_java.pcap"
+    ref = analyze([str(path)]).exchanges
+    sends = [ex for ex in ref if ex.protocol == "grpc" and ex.request and ex.request.command.method == "SendMessage"]
+    conn = sends[0].connection.id
+
+    async def main():
+        app = RmqSniffApp([str(path)])
+        async with app.run_test(size=(160, 48)) as pilot:
+            for _ in range(400):
+                if not app.store.loading and app.view_ready.is_set():
+                    break
+                await pilot.pause(0.05)
+            assert app.apply_filter("protocol == grpc and code == SendMessage")
+            for _ in range(100):
+                if app.view_ready.is_set() and len(app.view) == len(sends):
+                    break
+                await pilot.pause(0.05)
+            for name in ("sends.jsonl", "sends.pcapng"):
+                await pilot.press("colon")
+                app.query_one("#line", Input).value = f"export {tmp_path / name}"
+                await pilot.press("enter")
+                for _ in range(200):
+                    if f"to {tmp_path / name}" in app.last_export or "failed" in app.last_export:
+                        break
+                    await pilot.pause(0.05)
+                assert "failed" not in app.last_export and f"to {tmp_path / name}" in app.last_export
+            await pilot.press("f")
+            for _ in range(200):
+                if isinstance(app.screen, FollowScreen) and app.screen.query_one(Log).line_count > 3:
+                    break
+                await pilot.pause(0.05)
+            text = "\n".join(app.screen.query_one(Log).lines)
+            assert f"Follow: rocketmq connection {conn}" in text
+            assert "SendMessageRequest (" in text and "SendMessageResponse (" in text
+    asyncio.run(main())
+    lines = (tmp_path / "sends.jsonl").read_text().splitlines()
+    assert sorted(orjson.loads(x)["index"] for x in lines) == [ex.index for ex in sends]
+    again = [ex for ex in analyze([str(tmp_path / "sends.pcapng")]).exchanges if ex.protocol == "grpc"]
+    assert sorted(r.unique_key for ex in again for r in messages_of(ex)) == \
+        sorted(r.unique_key for ex in sends for r in messages_of(ex))
