@@ -198,11 +198,13 @@ class Keyboard:
 @click.option("--refresh", default="1s", show_default=True, metavar="DURATION", help="Console refresh interval.")
 @click.option("--capture-mode", type=click.Choice(["ring", "recv"]), default="ring", show_default=True,
               help="ring: TPACKET_V3 mmap ring (fast); recv: one recvmsg per packet.")
+@click.option("--recent", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
+              help="Keep the latest N exchanges for --prometheus' /exchanges (0: none).")
 @click.pass_context
 def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports: tuple[str, ...], only_ports: bool,
          count: int, duration: str | None, write: str | None, rotate: str | None, keep: int | None,
          stat_prefix: str, prometheus: str | None, expr: str | None, snaplen: int, buffer: str, no_promisc: bool,
-         idle: str, refresh: str, capture_mode: str) -> None:
+         idle: str, refresh: str, capture_mode: str, recent: int) -> None:
     """Decode a network interface as traffic flows: the same exchanges and stats as for a
     capture file, on a refreshing console view (p: pause, q or Ctrl-C: stop).
 
@@ -220,6 +222,7 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
         "idle": parse_duration(idle),
         "refresh": parse_duration(refresh),
         "ports": _ports(ports),
+        "recent": recent,
     }
     select = display_filter(expr)
     debug = bool((ctx.obj or {}).get("debug"))
@@ -245,7 +248,7 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
 def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, write: str | None,
          keep: int | None, stat_prefix: str, prometheus: str | None, select: Callable[[Exchange], bool] | None,
          snaplen: int, promisc: bool, mode: str, *, duration: float | None, rotate: int | None, buffer: int,
-         idle: float, refresh: float, ports: list[int]) -> int:
+         idle: float, refresh: float, ports: list[int | tuple[int, str]], recent: int) -> int:
     from .exporters.promhttp import StatsEndpoint, parse_address
 
     sources: list[AfPacketSource] = []
@@ -259,7 +262,7 @@ def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, w
             writer = PcapngWriter(write, [(s.name, s.linktype) for s in sources], snaplen=snaplen,
                                   rotate=rotate, keep=keep)
         tap = LiveTap(sources, stat_prefix=stat_prefix, ports=ports, only_ports=only_ports, select=select,
-                      writer=writer, idle=idle)
+                      recent=recent, writer=writer, idle=idle)
         if prometheus:
             endpoint = StatsEndpoint(parse_address(prometheus), tap.route()).start()
             _fail(f"serving {endpoint.url}/metrics (Prometheus) and {endpoint.url}/stats (Envoy)")

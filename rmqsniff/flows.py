@@ -40,7 +40,6 @@ from .sources.link import (
 from .tcp import HalfStream
 
 _U32 = struct.Struct("!I").unpack_from
-NAMESRV_PORT = 9876
 _PORTS = struct.Struct("!HH").pack
 
 

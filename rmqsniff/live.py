@@ -66,7 +66,7 @@ class LiveTap:
         *,
         stats: Stats | None = None,
         stat_prefix: str = "rmqsniff",
-        ports: Iterable[int] = (),
+        ports: Iterable[int | tuple[int, str]] = (),
         only_ports: bool = False,
         select: Callable[[Exchange], bool] | None = None,
         writer: PcapngWriter | None = None,
@@ -223,7 +223,3 @@ class LiveTap:
         return StatsRoute(self.reading, select=self.recent_exchanges if self.recent is not None else None,
                           redact=redact, why_none="this tap keeps no recent exchanges (--recent 0)")
 
-    def read_locked(self, fn: Callable[[Stats], Any]) -> Any:
-        """Run ``fn(stats)`` under the lock (for readers in other threads)."""
-        with self.lock:
-            return fn(self.stats)

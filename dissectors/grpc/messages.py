@@ -11,7 +11,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from .schema import BY_NAME, CLASSES, RPCS, Rpc
+from .schema import CLASSES, RPCS, Rpc
 
 _TS = "google.protobuf.Timestamp"
 _DUR = "google.protobuf.Duration"
@@ -181,7 +181,3 @@ def candidates(requests: list[bytes], responses: list[bytes], *, grpc_status: in
         out.append((rank, rpc))
     out.sort(key=lambda x: x[0])
     return [r for _, r in out]
-
-
-def rpc_named(name: str) -> Rpc | None:
-    return BY_NAME.get(name)

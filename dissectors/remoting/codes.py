@@ -559,7 +559,6 @@ V4_8_0 = 373
 V4_9_4 = 401
 V5_0_0 = 413
 V5_3_3 = 479
-CURRENT_VERSION = V5_3_3
 
 
 def version_ordinal(major: int, minor: int, patch: int, snapshot: bool = False) -> int:

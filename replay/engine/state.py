@@ -73,7 +73,6 @@ OFFSET_ANSWERS = frozenset({c.PULL_MESSAGE, c.LITE_PULL_MESSAGE, c.QUERY_CONSUME
                             c.GET_MIN_OFFSET, c.SEARCH_OFFSET_BY_TIMESTAMP})
 OFFSET_REQUESTS = {c.PULL_MESSAGE: ("queueOffset", "commitOffset"), c.LITE_PULL_MESSAGE: ("queueOffset",),
                    c.UPDATE_CONSUMER_OFFSET: ("commitOffset",)}
-STATEFUL_REQUESTS = HANDLE_CODES | frozenset(OFFSET_REQUESTS) | {c.BATCH_ACK_MESSAGE}
 MAX_ACK_BITS = 1 << 16  # a bit set wider than this is not believed
 
 

@@ -18,7 +18,6 @@ from .config import Endpoint, endpoint_text
 if TYPE_CHECKING:
     from .server import Proxy
 
-MAX_REQUEST = 16 * 1024
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}
 
 
