@@ -311,14 +311,15 @@ class FlowTable:
                                             apply(remoting, events)
                                             events.clear()
                                         acked(other, _U32(buf, s + ETH_IP4_TCP_ACK)[0], ts)
-                                    if h.lane(buf, t, n, ts, half.from_client, events, apply):
+                                    pos = half.pos
+                                    if h.lane(buf, t, n, ts, half.from_client, pos, events, apply):
                                         nbytes += n
                                         peeked += 1
                                         half.next_seq = (seq + n) & 0xFFFFFFFF
                                         if ts - flow.last_ts > 1.0:
                                             flows.move_to_end(flow.conn.id)
                                         flow.last_ts = ts
-                                        half.pos += n
+                                        half.pos = pos + n
                                         continue
                 if events:
                     apply(remoting, events)

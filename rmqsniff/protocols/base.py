@@ -41,7 +41,7 @@ class Handler(TypingProtocol):
     def track(self, packets_for: Callable[[bool, int, int], list[int]]) -> None:
         """Fill ``Message.packets`` with the packets that carried each side."""
 
-    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, events: list[Any],
+    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, start: int, events: list[Any],
              apply: Callable[[str, list[Any]], None]) -> bool:
         """Stats-only fast lane for a segment ``buf[t:t+n]`` (only called when ``lane_ok``)."""
         return False

@@ -93,7 +93,7 @@ class GrpcHandler:
     def swap(self) -> None:
         """Roles are decided before a gRPC handler exists (the preface / SETTINGS says)."""
 
-    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, events: list[Any],
+    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, start: int, events: list[Any],
              apply: Callable[[str, list[Any]], None]) -> bool:
         return False
 

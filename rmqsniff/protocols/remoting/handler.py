@@ -52,7 +52,7 @@ class Owner(Protocol):
 class RemotingHandler:
     """Remoting on one TCP connection, both directions."""
 
-    __slots__ = ("conn", "sink", "stats", "dec", "partial_ts", "pairing", "candidate", "held", "owner",
+    __slots__ = ("conn", "sink", "stats", "dec", "dec_c", "dec_s", "partial_ts", "pairing", "candidate", "held", "owner",
                  "packets_for", "on_frame", "lane_ok")
 
     def __init__(self, conn: Connection, sink: Any, stats: Any, *, mid_stream: bool | tuple[bool, bool] = False,
@@ -63,8 +63,9 @@ class RemotingHandler:
         # mid_stream: for both directions, or (client's, server's): their start was not seen
         mc, ms = mid_stream if isinstance(mid_stream, tuple) else (mid_stream, mid_stream)
         # by direction: True = client -> server
-        self.dec = {True: StreamDecoder(max_frame=max_frame, start_in_resync=mc or candidate),
-                    False: StreamDecoder(max_frame=max_frame, start_in_resync=ms or candidate)}
+        self.dec_c = StreamDecoder(max_frame=max_frame, start_in_resync=mc or candidate)
+        self.dec_s = StreamDecoder(max_frame=max_frame, start_in_resync=ms or candidate)
+        self.dec = {True: self.dec_c, False: self.dec_s}
         self.partial_ts = {True: 0.0, False: 0.0}  # when the frame now buffered began
         self.pairing = Pairing(conn, sink)
         self.candidate = candidate
@@ -131,7 +132,8 @@ class RemotingHandler:
     def swap(self) -> None:
         """The roles were the wrong way round: what was the client's is the server's."""
         d, p = self.dec, self.partial_ts
-        d[True], d[False] = d[False], d[True]
+        self.dec_c, self.dec_s = self.dec_s, self.dec_c
+        d[True], d[False] = self.dec_c, self.dec_s
         p[True], p[False] = p[False], p[True]
         pr = self.pairing
         pr.pending_c, pr.pending_s = pr.pending_s, pr.pending_c
@@ -198,16 +200,14 @@ class RemotingHandler:
             self.owner.problem(f"{self.conn.label} stream offset {ev.offset}: {ev.reason}{hint}")
 
     # -- fast lanes ----------------------------------------------------------------------
-    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, events: list[Any],
+    def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, start: int, events: list[Any],
              apply: Callable[[str, list[Any]], None]) -> bool:
-        """Stats-only runs: the segment ``buf[t:t+n]`` if it is exactly one whole frame that
-        peeks; paired in place (a request that needs no special rule is kept pending as a
-        tuple, its answer closes it) and added to ``events`` as stats events, which the
-        caller applies in batches with ``apply``.  False: the caller feeds it to
+        """Stats-only runs: the segment ``buf[t:t+n]`` (stream offset ``start``) if it is exactly
+        one whole frame that peeks; paired in place (a request that needs no special rule is
+        kept pending as a tuple, its answer closes it) and added to ``events`` as stats events,
+        which the caller applies in batches with ``apply``.  False: the caller feeds it to
         :meth:`data` instead.  Only for runs whose exchanges nobody reads."""
-        dec = self.dec[from_client]
-        start = dec.offset
-        r = dec.peek_one(buf, t, n)
+        r = (self.dec_c if from_client else self.dec_s).peek_one(buf, t, n)
         if r is None:
             return False
         code, flag, opaque, ext = r
