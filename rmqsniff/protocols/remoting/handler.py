@@ -52,8 +52,8 @@ class Owner(Protocol):
 class RemotingHandler:
     """Remoting on one TCP connection, both directions."""
 
-    __slots__ = ("conn", "sink", "stats", "dec", "dec_c", "dec_s", "partial_ts", "pairing", "candidate", "held", "owner",
-                 "packets_for", "on_frame", "lane_ok")
+    __slots__ = ("conn", "sink", "stats", "dec", "dec_c", "dec_s", "partial_ts", "pairing", "candidate", "held",
+                 "owner", "packets_for", "on_frame", "lane_ok")
 
     def __init__(self, conn: Connection, sink: Any, stats: Any, *, mid_stream: bool | tuple[bool, bool] = False,
                  candidate: bool = False, max_frame: int = DEFAULT_MAX_FRAME, owner: Owner | None = None) -> None:
