@@ -121,7 +121,8 @@ def _printable(v: str) -> str:
 def render_conversation(conn: Connection, frames: list[tuple[Exchange, Message]], redact: bool = True) -> str:
     """tshark ``-z follow`` style text: a header, then one block per frame."""
     bar = "=" * 72
-    lines = [bar, f"Follow: rocketmq connection {conn.id}  {conn.label}", bar]
+    how = f"  ({frames[0][0].protocol}, known by {conn.recognised_by})" if frames and conn.recognised_by else ""
+    lines = [bar, f"Follow: rocketmq connection {conn.id}  {conn.label}{how}", bar]
     for ex, m in frames:
         d = frame_to_dict(ex, m, redact)
         t = _dt.datetime.fromtimestamp(m.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import shutil
@@ -74,6 +75,17 @@ def test_messages_view_lists_the_clients_messages(capture):
     r = cli("read", str(path), "--messages", "--format", "jsonl")
     assert r.returncode == 0, r.stderr
     rows = [orjson.loads(x) for x in r.stdout.splitlines()]
+    out = cli("read", str(path), "--messages", "--body", "--format", "jsonl").stdout
+    full = [orjson.loads(x) for x in out.splitlines()]
+    assert len(full) == len(rows)
+    digests = {s["msg_id"]: s["body_sha256"] for s in t["sent"] if "body_sha256" in s}
+
+    def sha(text: str) -> str:
+        return hashlib.sha256(bytes.fromhex(text[4:]) if text.startswith("hex:") else text.encode()).hexdigest()
+    checked = [f for f in full if f["kind"] == "sent" and f["unique_key"] in digests]
+    assert checked and all(sha(f["body"]) == digests[f["unique_key"]] for f in checked)
+    table = cli("read", str(path), "--messages")
+    assert table.returncode == 0 and len(table.stdout.splitlines()) > len(rows)
     sent_ids = {s["msg_id"] for s in t["sent"]}
     seen = {row["unique_key"] for row in rows if row["kind"] in ("sent", "batch-sent")}
     seen |= {row["msg_id"] for row in rows if row["kind"] in ("sent", "batch-sent")}
@@ -192,7 +204,7 @@ def test_export_pcapng_of_selected_grpc_calls(tmp_path):
 
 # ---------------------------------------------------------------- the TUI, both protocols
 
-@pytest.mark.parametrize("name", ["grpc_python", "remoting_pop"])
+@pytest.mark.parametrize("name", ALL)
 def test_tui_detail_hex_copy_and_follow_for_every_exchange(name):
     pytest.importorskip("textual")
     from textual.widgets import Static
