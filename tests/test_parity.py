@@ -291,5 +291,5 @@ def test_tui_follow_and_export_a_grpc_connection(tmp_path):
     lines = (tmp_path / "sends.jsonl").read_text().splitlines()
     assert sorted(orjson.loads(x)["index"] for x in lines) == [ex.index for ex in sends]
     again = [ex for ex in analyze([str(tmp_path / "sends.pcapng")]).exchanges if ex.protocol == "grpc"]
-    assert sorted(r.unique_key for ex in again for r in messages_of(ex)) == \
-        sorted(r.unique_key for ex in sends for r in messages_of(ex))
+    assert sorted(r.unique_key or "" for ex in again for r in messages_of(ex)) == \
+        sorted(r.unique_key or "" for ex in sends for r in messages_of(ex))
