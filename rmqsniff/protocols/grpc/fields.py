@@ -1,7 +1,7 @@
 """gRPC's filter fields: method and status codes, topic, group, tags / keys / message ids."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from dissectors.grpc import call as gcall
 from dissectors.grpc import schema
@@ -17,7 +17,7 @@ _cache: list[Any] = [None, None]  # [exchange, carried(exchange)]
 def _carried(ex: Exchange) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     if _cache[0] is not ex:
         _cache[0], _cache[1] = ex, carried(ex)
-    return _cache[1]
+    return cast("tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]", _cache[1])
 
 
 def _stream_id(ex: Exchange) -> int | None:

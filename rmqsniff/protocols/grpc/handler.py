@@ -97,7 +97,7 @@ class GrpcHandler:
              apply: Callable[[str, list[Any]], None]) -> bool:
         return False
 
-    def _events(self, events: list) -> None:
+    def _events(self, events: list[Any]) -> None:
         for ev in events:
             t = type(ev)
             if t is CallStarted:

@@ -1,7 +1,7 @@
 """Remoting's filter fields: codes, topic, group, the tags / keys / ids of carried messages."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from dissectors.remoting import bodies, codes, headers
 from dissectors.remoting.message import parse_properties
@@ -27,7 +27,7 @@ def carried_ids(ex: Exchange) -> tuple[tuple[str, ...], tuple[str, ...], tuple[s
     """(tags, keys, message ids) of the messages an exchange carries or names (cached for
     the last exchange asked about, since one filter may ask three times)."""
     if _carried_cache[0] is ex:
-        return _carried_cache[1]
+        return cast("tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]", _carried_cache[1])
     tags: list[str] = []
     keys: list[str] = []
     ids: list[str] = []
