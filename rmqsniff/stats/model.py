@@ -101,7 +101,9 @@ class Stats:
 
     def request_started(self, ex: Exchange) -> None:
         """A request was seen (oneway ones too); its answer is not known yet."""
-        cmd = ex.request.command
+        req = ex.request
+        assert req is not None  # the pairing layer calls this for requests only
+        cmd = req.command
         self.started(ex.protocol, cmd.code, cmd.is_oneway)
 
     def started(self, protocol: str, code: int, oneway: bool) -> None:
@@ -150,7 +152,7 @@ class Stats:
             self._ev = []
             self.apply(ev[0], islice(ev, 1, None))
 
-    def apply(self, protocol: str, events: Iterable[Any]) -> None:
+    def apply(self, protocol: str, events: Iterable[Any]) -> None:  # noqa: C901 - hot loop: every stats event
         """Stats events of one protocol, in order: the one implementation behind
         :meth:`started` and :meth:`finished`, fed in batches by the stats-only fast path.
 
@@ -290,13 +292,13 @@ class Stats:
                 # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
                 # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
                 # so at most ~47k distinct values up to 1 h) and feed hdr when read
-                for v, k in Counter(lats).items():
+                for v, cnt in Counter(lats).items():
                     q = v.bit_length() - 11
                     if q > 0:
                         v = (v >> q) << q
-                    pend[v] = pend.get(v, 0) + k
+                    pend[v] = pend.get(v, 0) + cnt
                     i = bucket_of(v)  # an hdr-equivalent value keeps its log bucket
-                    bks[i] = bks.get(i, 0) + k
+                    bks[i] = bks.get(i, 0) + cnt
             # the request itself was counted in the code row at request_started
             for t, k, first in ((ps.codes, code, 0), (self._bd_topic, topic or NONE, n),
                                 (self._bd_group, group or NONE, n),
@@ -372,7 +374,7 @@ class Stats:
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         self._hist.add(other._hist)
-        self._le_counts = [a + b for a, b in zip(self._le_counts, other._le_counts)]
+        self._le_counts = [a + b for a, b in zip(self._le_counts, other._le_counts, strict=True)]
         self._h_n += other._h_n
         self._h_sum_us += other._h_sum_us
         self._h_min_us = min(self._h_min_us, other._h_min_us)
@@ -451,7 +453,7 @@ class Stats:
 
         buckets: list[list[float]] = []
         cum = 0
-        for le, cnt in zip(ENVOY_BUCKETS_MS, self._le_counts):
+        for le, cnt in zip(ENVOY_BUCKETS_MS, self._le_counts, strict=True):
             cum += cnt
             buckets.append([le, cum])
         return {
