@@ -12,8 +12,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from dissectors.remoting.message import StoredMessage, encode_stored_message, properties_to_string
 
 from .capwriter import CaptureWriter, TcpSession

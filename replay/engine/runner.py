@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from dissectors.remoting import codes as c
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import FLAG_ONEWAY, RemotingCommand
+from dissectors.remoting.frame import encode
 from dissectors.remoting.headers import topic_of
 from dissectors.remoting.message import decode_offset_msg_id
 from rmqsniff.model import Connection, Endpoint
