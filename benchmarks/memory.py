@@ -34,8 +34,8 @@ from typing import Any
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 
-from dissectors.remoting.codec import encode  # noqa: E402
 from dissectors.remoting.command import ROCKETMQ, RemotingCommand  # noqa: E402
+from dissectors.remoting.frame import encode  # noqa: E402
 
 GOAL_MB = 150
 PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1)

@@ -83,8 +83,8 @@ class InstantServer(asyncio.Protocol):
         self.t, self.buf = transport, bytearray()
 
     def data_received(self, data: bytes) -> None:
-        from dissectors.remoting.codec import decode_frame, encode
         from dissectors.remoting.command import FLAG_RESPONSE, RemotingCommand
+        from dissectors.remoting.frame import decode_frame, encode
 
         b = self.buf
         b += data

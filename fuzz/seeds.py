@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 
 from . import targets
 

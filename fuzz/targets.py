@@ -16,18 +16,9 @@ import io
 from collections.abc import Callable
 
 from dissectors.remoting import bodies, fastjson, headers
-from dissectors.remoting.codec import (
-    DEFAULT_MAX_FRAME,
-    DecodeError,
-    Frame,
-    FrameError,
-    Resync,
-    StreamDecoder,
-    decode_frame,
-    encode,
-)
 from dissectors.remoting.codes import LANGUAGES
 from dissectors.remoting.command import JSON, RemotingCommand
+from dissectors.remoting.frame import DEFAULT_MAX_FRAME, FrameError, decode_frame, encode
 from dissectors.remoting.message import (
     PayloadError,
     decode_batch,
@@ -35,6 +26,7 @@ from dissectors.remoting.message import (
     decompress_body,
     parse_properties,
 )
+from dissectors.remoting.stream import DecodeError, Frame, Resync, StreamDecoder
 
 MAX_PAYLOAD = 1 << 16  # decompression cap used by the body targets (keeps bombs cheap)
 _I31 = 1 << 31

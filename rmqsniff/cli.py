@@ -326,8 +326,9 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
                 for r in rows:
                     grouped.setdefault(r["start"], []).append(r)
                 rows = [r for g in grouped.values() for r in sort_rows(g, sort, top)]
-            doc = {"interval_s": secs, "by": by, "rows": rows}
+            doc: dict[str, Any] = {"interval_s": secs, "by": by, "rows": rows}
         else:
+            assert by is not None  # tabular without --interval
             doc = {"by": by, "rows": grouped_rows(st, by, top, sort), "total": totals(st)}
         if out_fmt == "json":
             sys.stdout.write(orjson.dumps(doc).decode() + "\n")

@@ -6,11 +6,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from . import cliutil, units
+from .flows import PortSpec
 from .live import DEFAULT_IDLE, LiveSnapshot, LiveTap
 from .model import Exchange
 from .sources.afpacket import DEFAULT_BUFFER, DEFAULT_SNAPLEN, AfPacketSource, CaptureSetupError, PcapngWriter
@@ -135,7 +136,9 @@ def _top_table(title: str, rows: dict[str, dict[str, Any]]) -> Any:
     from rich.table import Table
 
     t = Table(title=f"top {title}s", box=None, pad_edge=False, header_style="dim")
-    for col, just in ((title, "left"), ("req", "right"), ("err", "right"), ("p99 ms", "right")):
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
+        (title, "left"), ("req", "right"), ("err", "right"), ("p99 ms", "right"))
+    for col, just in columns:
         t.add_column(col, justify=just, overflow="ellipsis", no_wrap=True, max_width=28 if just == "left" else None)
     for key, r in sorted(rows.items(), key=lambda kv: -kv[1]["requests"])[:TOP]:
         t.add_row(key, f"{r['requests']:,}", f"{r['errors']:,}", f"{r['p99']:.2f}",
@@ -215,20 +218,18 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
         raise click.UsageError("--rotate needs -w FILE")
     if keep and not rotate:
         raise click.UsageError("--keep needs --rotate SIZE")
-    opts = {
-        "duration": parse_duration(duration) if duration else None,
-        "rotate": parse_size(rotate, 1_000_000) if rotate else None,
-        "buffer": parse_size(buffer, 1024),
-        "idle": parse_duration(idle),
-        "refresh": parse_duration(refresh),
-        "ports": _ports(ports),
-        "recent": recent,
-    }
+    duration_s = parse_duration(duration) if duration else None
+    rotate_bytes = parse_size(rotate, 1_000_000) if rotate else None
+    buffer_bytes = parse_size(buffer, 1024)
+    idle_s = parse_duration(idle)
+    refresh_s = parse_duration(refresh)
+    port_specs = _ports(ports)
     select = display_filter(expr)
     debug = bool((ctx.obj or {}).get("debug"))
     try:
         code = _run(list(dict.fromkeys(interfaces)), bpf, only_ports, count, write, keep, stat_prefix, prometheus,
-                    select, snaplen, not no_promisc, capture_mode, **opts)
+                    select, snaplen, not no_promisc, capture_mode, duration=duration_s, rotate=rotate_bytes,
+                    buffer=buffer_bytes, idle=idle_s, refresh=refresh_s, ports=port_specs, recent=recent)
     except CaptureSetupError as e:
         _fail(str(e))
         code = EXIT_SETUP
@@ -248,7 +249,7 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
 def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, write: str | None,
          keep: int | None, stat_prefix: str, prometheus: str | None, select: Callable[[Exchange], bool] | None,
          snaplen: int, promisc: bool, mode: str, *, duration: float | None, rotate: int | None, buffer: int,
-         idle: float, refresh: float, ports: list[int | tuple[int, str]], recent: int) -> int:
+         idle: float, refresh: float, ports: list[PortSpec], recent: int) -> int:
     from .exporters.promhttp import StatsEndpoint, parse_address
 
     sources: list[AfPacketSource] = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -45,7 +46,8 @@ def _mark(text: str) -> int:
 @click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken in /exchanges.")
 @click.option("--recent", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
               help="Recent exchanges kept for /exchanges (0: none, which saves their CPU and memory).")
-@click.option("--duration", type=click.FloatRange(min=0), default=0, help="Stop after this many seconds (0: run until Ctrl-C).")
+@click.option("--duration", type=click.FloatRange(min=0), default=0,
+              help="Stop after this many seconds (0: run until Ctrl-C).")
 @click.option("--stats-on-exit", is_flag=True, help="Print the Envoy stats when stopping.")
 @click.pass_context
 def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...], grpc: tuple[str, ...],
@@ -84,20 +86,16 @@ def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...]
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
         t0 = time.monotonic()
         try:
             while not stop.is_set():
                 timeout = 1.0
                 if duration:
                     timeout = min(timeout, max(0.0, t0 + duration - time.monotonic()))
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout)
-                except asyncio.TimeoutError:
-                    pass
                 if duration and time.monotonic() - t0 >= duration:
                     break
         finally:

@@ -225,6 +225,7 @@ def _run(a: dict) -> int:
     if a["dry_run"]:
         _print_plan(plan, opts, Schedule(plan, pacing, opts.copies), guard)
         return 0
+    assert guard is not None  # only a dry run goes on without one
     try:
         if tgt is not None:
             guard.check(tgt, "target name server")

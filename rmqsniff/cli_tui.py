@@ -1,13 +1,13 @@
 """``rmqsniff tui``: the terminal UI over capture files (a thin shell over rmqsniff.tui)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import click
 
 from .cliutil import parse_ports
-
 
 _ports = parse_ports
 
@@ -49,10 +49,8 @@ def tui(captures: tuple[str, ...], interfaces: tuple[str, ...], bpf: str | None,
 
     app = RmqSniffApp(captures, redact=not no_redact, ports=_ports(ports), only_ports=only_ports,
                       initial_filter=expr, interfaces=interfaces, bpf=bpf)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         app.run()
-    except KeyboardInterrupt:
-        pass
     if app.return_code:
         sys.exit(app.return_code)
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
 from .filter import Filter
+
+if TYPE_CHECKING:
+    from .flows import PortSpec
 
 
 class BadInput(Exception):
@@ -17,12 +21,12 @@ def fail(msg: str) -> None:
     click.echo(f"rmqsniff: {msg}", err=True)
 
 
-def parse_ports(values: Iterable[str], param_hint: str = "--port") -> list[int | tuple[int, str]]:
+def parse_ports(values: Iterable[str], param_hint: str = "--port") -> list[PortSpec]:
     """``("9876,10911", "8080", "18081=grpc")`` -> ``[9876, 10911, 8080, (18081, "grpc")]``: server
     ports, each optionally with the protocol it carries; a bad value is a usage error."""
     from .protocols import PROTOCOLS
 
-    out: list[int | tuple[int, str]] = []
+    out: list[PortSpec] = []
     for v in values:
         for part in filter(None, (p.strip() for p in v.split(","))):
             port, _, proto = part.partition("=")

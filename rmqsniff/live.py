@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .exporters.statsroute import Reading, StatsRoute
-from .flows import FlowTable
+from .flows import FlowTable, PortSpec
 from .model import Exchange
 from .pairing import PairingSink
 from .sinks import Recent, SelectedStats
@@ -66,7 +66,7 @@ class LiveTap:
         *,
         stats: Stats | None = None,
         stat_prefix: str = "rmqsniff",
-        ports: Iterable[int | tuple[int, str]] = (),
+        ports: Iterable[PortSpec] = (),
         only_ports: bool = False,
         select: Callable[[Exchange], bool] | None = None,
         writer: PcapngWriter | None = None,

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dissectors.remoting.codec import FrameError, decode_frame
 from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.frame import FrameError, decode_frame
 from dissectors.remoting.headers import group_in, topic_in
 
 from .model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Connection, Exchange, Message

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .flows import FlowTable
+from .flows import FlowTable, PortSpec
 from .model import Exchange
 from .pairing import PairingSink
 from .sinks import Sink
@@ -38,7 +38,7 @@ class Pipeline:
         *,
         stats: Stats | None = None,
         stat_prefix: str = "rmqsniff",
-        ports: Iterable[int] = (),
+        ports: Iterable[PortSpec] = (),
         only_ports: bool = False,
         ordered: bool = True,
         max_frame: int = 16 * 1024 * 1024,

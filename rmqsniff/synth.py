@@ -12,8 +12,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from dissectors.remoting.message import StoredMessage, encode_stored_message, properties_to_string
 
 from .capwriter import CaptureWriter, TcpSession
@@ -109,10 +109,12 @@ def conversation(rng: random.Random, n: int, kind: str, ser_mix: float = 0.2) ->
             yield _pull(rng, opaque, ser, i)
 
 
-def write_capture(path: str, exchanges: int, seed: int = 1, connections: int = 20, fmt: str = "pcap") -> dict:
-    """Write a capture of about ``exchanges`` exchanges; returns what was written (counts)."""
+def write_capture(path: str, exchanges: int, seed: int = 1, connections: int = 20,
+                  fmt: str = "pcap") -> dict[str | int, int]:
+    """Write a capture of about ``exchanges`` exchanges; returns what was written: the
+    ``exchanges`` and ``packets`` counts and, per request code, its requests."""
     rng = random.Random(seed)
-    counts: dict[str, int] = {"exchanges": 0, "packets": 0}
+    counts: dict[str | int, int] = {"exchanges": 0, "packets": 0}
     with open(path, "wb") as f:
         w = CaptureWriter(f, fmt)
         orig_write = w.write

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.cli import main
 from rmqsniff.stats import ENVOY_COUNTERS, GAUGES

@@ -18,14 +18,15 @@ import pytest
 import zstandard
 
 from dissectors.remoting import bodies, fastjson
-from dissectors.remoting.codec import DecodeError, Frame, Resync, StreamDecoder, encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from dissectors.remoting.message import (
     DecompressionLimitExceeded,
     StoredMessage,
     decode_stored_messages,
     encode_stored_message,
 )
+from dissectors.remoting.stream import DecodeError, Frame, Resync, StreamDecoder
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.model import ANSWERED
 from rmqsniff.pipeline import Pipeline, analyze

@@ -23,8 +23,8 @@ import pytest
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from rmqsniff.cli_live import live, parse_duration, parse_size
 from rmqsniff.exporters.promhttp import StatsEndpoint, parse_address
 from rmqsniff.exporters.statsfmt import render_envoy

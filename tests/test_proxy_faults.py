@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from dissectors.remoting import RemotingCommand, StreamDecoder, codes, decode_frame, encode
-from dissectors.remoting.codec import Frame
+from dissectors.remoting.stream import Frame
 from tests.rocketmq.capture import Capture
 from tests.support.proxy import ProxyProcess, free_port
 from tests.support.tcp_streams import frames, tcp_streams

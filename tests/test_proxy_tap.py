@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dissectors.remoting import JSON, ROCKETMQ, RemotingCommand, StreamDecoder, encode
-from dissectors.remoting.codec import Frame
+from dissectors.remoting.stream import Frame
 from replay.proxy.remoting import RemotingTap
 from rmqsniff.exporters.exchanges import exchange_to_dict
 from rmqsniff.model import Connection

@@ -7,8 +7,8 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.frame import encode
 from rmqsniff.flows import FlowTable
 from rmqsniff.pairing import PairingSink
 from rmqsniff.sources.link import TH_ACK, TH_SYN

@@ -609,7 +609,8 @@ def test_the_peek_reads_binary_extfields_as_the_decoder_does(pairs, damage):
     blocks the decoder reads without error."""
     import struct as _struct
 
-    from dissectors.remoting.codec import _binary_ext, _check_binary_ext, _peek_binary_ext
+    from dissectors.remoting.frame import _binary_ext
+    from dissectors.remoting.stream import _check_binary_ext, _peek_binary_ext
 
     buf = bytearray(b"".join(_struct.pack(">H", len(k)) + k + _struct.pack(">I", len(v)) + v for k, v in pairs))
     for at, byte in damage:
@@ -693,7 +694,8 @@ def test_the_peek_takes_the_common_json_headers():
 def test_a_key_length_java_reads_as_negative_is_refused_by_every_reader():
     """A 32 KiB key: its 16-bit length is negative to Java, so the decoder reports it and
     neither peek reader takes it, although the block's lengths add up."""
-    from dissectors.remoting.codec import _binary_ext, _check_binary_ext, _peek_binary_ext
+    from dissectors.remoting.frame import _binary_ext
+    from dissectors.remoting.stream import _check_binary_ext, _peek_binary_ext
 
     blk = struct.pack(">H", 0x8000) + b"k" * 0x8000 + struct.pack(">I", 1) + b"v"
     with pytest.raises(FrameError):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from dissectors.remoting import codes as c
-from dissectors.remoting.codec import decode_frame, encode
 from dissectors.remoting.command import ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import decode_frame, encode
 from dissectors.remoting.message import parse_properties, properties_to_string
 from replay.engine import Rewriter, Rules
 from replay.engine.frames import build_template

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from dissectors.remoting import codes as c
 from dissectors.remoting.bodies import decode_body
-from dissectors.remoting.codec import decode_frame, encode
 from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.frame import decode_frame, encode
 from dissectors.remoting.message import decode_stored_messages, encode_stored_message
 from replay.engine import Rewriter, Rules, build_plan
 from replay.engine.runner import _map_end_transaction, _remember_txn

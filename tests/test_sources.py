@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from rmqsniff.model import ANSWERED, UNANSWERED
 from rmqsniff.pipeline import analyze
 from rmqsniff.sources.pcapfile import CaptureError, CaptureReader, open_capture

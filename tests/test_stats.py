@@ -363,7 +363,7 @@ def _mixed_traffic(s: Stats) -> None:
 def test_bulk_row_updates_do_not_depend_on_when_they_are_folded(monkeypatch):
     """Exchanges are accumulated per row key and folded into rows and histograms in bulk:
     folding after every few exchanges gives the same numbers as folding once."""
-    import rmqsniff.stats as stats_mod
+    import rmqsniff.stats.model as stats_mod
 
     once = Stats()
     _mixed_traffic(once)

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, ROCKETMQ, RemotingCommand
+from dissectors.remoting.frame import encode
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.flows import FlowTable
 from rmqsniff.pairing import PairingSink

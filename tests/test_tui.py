@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from dissectors.remoting import codes, headers
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.frame import encode
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.pipeline import analyze
 from tests.support.exchanges import request_of

@@ -2,16 +2,9 @@
 from __future__ import annotations
 
 from . import codes, headers
-from .codec import (
-    DecodeError,
-    Frame,
-    FrameError,
-    Resync,
-    StreamDecoder,
-    decode_frame,
-    encode,
-)
 from .command import JSON, ROCKETMQ, RemotingCommand
+from .frame import FrameError, decode_frame, encode
+from .stream import DecodeError, Frame, Resync, StreamDecoder
 
 __all__ = [
     "RemotingCommand", "encode", "decode_frame", "StreamDecoder", "Frame", "DecodeError",

@@ -10,9 +10,9 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from dissectors.remoting.codec import FrameError, decode_frame, encode
 from dissectors.remoting.codes import REQUEST_CODE_NOT_SUPPORTED
 from dissectors.remoting.command import FLAG_ONEWAY, FLAG_RESPONSE, RemotingCommand
+from dissectors.remoting.frame import FrameError, decode_frame, encode
 from rmqsniff.model import Endpoint
 
 MAX_FRAME = 16 * 1024 * 1024

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import JSON, RemotingCommand
+from dissectors.remoting.frame import encode
 
 OPAQUE, MILLIS = 0, 1
 _BIN_OPAQUE = 5  # header offset of the binary opaque: code (2) + language (1) + version (2)

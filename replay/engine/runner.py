@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from dissectors.remoting import codes as c
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import FLAG_ONEWAY, RemotingCommand
+from dissectors.remoting.frame import encode
 from dissectors.remoting.headers import topic_of
 from dissectors.remoting.message import decode_offset_msg_id
 from rmqsniff.model import Connection, Endpoint
@@ -33,7 +33,7 @@ from .via import Via, ViaProxy
 @dataclass(slots=True)
 class Options:
     target: Endpoint | None  # staging name server (None: gRPC sessions only)
-    guard: Guard
+    guard: Guard | None  # None only for a dry run's plan printout (no --allow-target); a Replay needs one
     pacing: Pacing = field(default_factory=Pacing)
     rules: Rules = field(default_factory=Rules)
     diff: DiffRules = field(default_factory=DiffRules)
@@ -66,8 +66,11 @@ class Replay:
     """Run a plan against staging; results accumulate in ``report``."""
 
     def __init__(self, plan: Plan, opts: Options, report: Report | None = None) -> None:
+        if opts.guard is None:
+            raise ValueError("a replay needs a Guard (only a dry run goes without one)")
         self.plan = plan
         self.opts = opts
+        self.guard: Guard = opts.guard
         self.schedule = Schedule(plan, opts.pacing, opts.copies)
         self.report = report or Report(opts.diff, self.schedule.requested_rate(opts.loops),
                                        plan.requests * opts.copies * opts.loops, opts.pacing.mode,
@@ -90,10 +93,10 @@ class Replay:
         """Pick the staging endpoint of every session (routes asked of the target name server)."""
         opts = self.opts
         if opts.target is not None:
-            opts.guard.check(opts.target, "target name server")
-            self.routes = Routes(opts.target, opts.guard, opts.connect_timeout)
+            self.guard.check(opts.target, "target name server")
+            self.routes = Routes(opts.target, self.guard, opts.connect_timeout)
         if opts.grpc_target is not None:
-            opts.guard.check(opts.grpc_target, "target gRPC endpoint")
+            self.guard.check(opts.grpc_target, "target gRPC endpoint")
         ns_ep = await self.via.start(opts.target, opts.grpc_target)
         grpc_ep = await self.via.grpc(opts.grpc_target) if opts.grpc_target is not None else None
         rw = Rewriter(opts.rules)
@@ -138,7 +141,7 @@ class Replay:
         for t, r in routes:
             if r.write_queues.get(bname):
                 queue_nums[t] = r.write_queues[bname]
-        self.opts.guard.check(addr, "staging broker")
+        self.guard.check(addr, "staging broker")
         return Target(await self.via.broker(addr), addr, bname, queue_nums)
 
     # -- run ---------------------------------------------------------------------------

@@ -17,8 +17,8 @@ import struct
 from dataclasses import dataclass
 
 from dissectors.remoting import codes, encode, fastjson
-from dissectors.remoting.codec import Frame
 from dissectors.remoting.command import FLAG_RESPONSE, RemotingCommand
+from dissectors.remoting.stream import Frame
 from rmqsniff.model import Connection, Message
 from rmqsniff.pairing import Pairing, command_of
 from rmqsniff.protocols.remoting.handler import RemotingHandler

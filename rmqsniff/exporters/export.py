@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import struct
 from collections.abc import Iterable, Sequence
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 import orjson
 
@@ -84,7 +84,7 @@ class PcapngWriter:
     """A minimal pcapng writer: one section, an interface per link type, enhanced
     packet blocks with microsecond timestamps."""
 
-    def __init__(self, f: BinaryIO, snaplen: int = 262144) -> None:
+    def __init__(self, f: IO[bytes], snaplen: int = 262144) -> None:
         self.f = f
         self.snaplen = snaplen
         self.ifaces: dict[int, int] = {}
@@ -114,7 +114,7 @@ class PcapngWriter:
         self.packets += 1
 
 
-def write_pcapng(paths: Sequence[str], wanted: set[int], out: BinaryIO) -> int:
+def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes]) -> int:
     """Copy the packets numbered in ``wanted`` (ordinals across ``paths``, as the pipeline
     counted them) from the captures to a pcapng; returns the number written."""
     w = PcapngWriter(out)

@@ -12,6 +12,7 @@ copy is dropped in the kernel, as libpcap does.  Kernel drop counters come from
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import mmap
@@ -133,6 +134,39 @@ class Counters:
     freezes: int = 0  # ring full events (TPACKET_V3)
 
 
+def _interface(interface: str) -> tuple[int, int]:
+    """(index, ARPHRD hardware type) of a named interface; the type is 0 when unknown (read cooked)."""
+    try:
+        index = socket.if_nametoindex(interface)
+    except OSError:
+        raise CaptureSetupError(f"no interface named {interface!r} "
+                                f"(available: {', '.join(interface_names())})") from None
+    try:
+        hw = _hardware_type(interface)
+    except OSError:
+        hw = 0  # unknown: read it cooked
+    return index, hw
+
+
+def _packet_socket(interface: str, kind: int) -> socket.socket:
+    """An AF_PACKET socket for ``interface``; no permission is explained as CAP_NET_RAW."""
+    try:
+        # protocol 0: nothing arrives until bind(), so nothing passes unfiltered
+        return socket.socket(socket.AF_PACKET, kind, 0 if interface != "any" else socket.htons(ETH_P_ALL))
+    except PermissionError:
+        raise CaptureSetupError(
+            f"cannot capture on {interface}: permission denied - capturing needs the CAP_NET_RAW "
+            "capability; run as root or grant it, e.g. "
+            f"`sudo setcap cap_net_raw,cap_net_admin+eip {os.path.realpath(_python())}`") from None
+
+
+def _loopback_index() -> int | None:
+    try:
+        return socket.if_nametoindex("lo")
+    except OSError:
+        return None
+
+
 class AfPacketSource:
     """Packets of one interface (``any`` for all), filtered in the kernel."""
 
@@ -145,39 +179,16 @@ class AfPacketSource:
         self._sock: socket.socket | None = None
         self._mm: mmap.mmap | None = None
         any_ = interface == "any"
-        if not any_:
-            try:
-                index = socket.if_nametoindex(interface)
-            except OSError:
-                raise CaptureSetupError(f"no interface named {interface!r} "
-                                        f"(available: {', '.join(interface_names())})") from None
-            try:
-                hw = _hardware_type(interface)
-            except OSError:
-                hw = 0  # unknown: read it cooked
-        else:
-            index, hw = 0, 0
+        index, hw = _interface(interface) if not any_ else (0, 0)
         self.cooked = any_ or hw not in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
         self.linktype = LINKTYPE_LINUX_SLL if self.cooked else LINKTYPE_ETHERNET
-        kind = socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW
-        try:
-            # protocol 0: nothing arrives until bind(), so nothing passes unfiltered
-            sock = socket.socket(socket.AF_PACKET, kind, 0 if not any_ else socket.htons(ETH_P_ALL))
-        except PermissionError:
-            raise CaptureSetupError(
-                f"cannot capture on {interface}: permission denied - capturing needs the CAP_NET_RAW "
-                "capability; run as root or grant it, e.g. "
-                f"`sudo setcap cap_net_raw,cap_net_admin+eip {os.path.realpath(_python())}`") from None
-        self._sock = sock
+        sock = self._sock = _packet_socket(interface, socket.SOCK_DGRAM if self.cooked else socket.SOCK_RAW)
         try:
             program = compile_bpf(bpf or "tcp", _DLT_RAW if self.cooked else LINKTYPE_ETHERNET, snaplen)
         except CaptureSetupError:
             self.close()
             raise
-        try:
-            lo = socket.if_nametoindex("lo")
-        except OSError:
-            lo = None
+        lo = _loopback_index()
         if lo is not None and (any_ or index == lo):
             program = drop_loopback_outgoing(program, lo)
         try:
@@ -195,12 +206,7 @@ class AfPacketSource:
                 except OSError:  # no TPACKET_V3 here (old kernel, restricted mmap): one recvmsg per packet
                     self.mode = mode = "recv"
             if mode == "recv":
-                self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_size)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
-                self._buf = bytearray(snaplen)
+                self._recv_setup(buffer_size)
             if not any_:
                 sock.bind((interface, ETH_P_ALL))
                 if promisc and hw == ARPHRD_ETHER:
@@ -213,6 +219,17 @@ class AfPacketSource:
         self._backlog: list[Packet] = self._drain() if any_ and mode == "ring" else []
         # reads that empty what the kernel holds: one per ring block, or 1024 packets each
         self.drain_limit = self._nblocks + 1 if self._mm is not None else 1 + buffer_size // (1024 * 1024)
+
+    def _recv_setup(self, buffer_size: int) -> None:
+        """One recvmsg per packet: kernel timestamps, the socket buffer as large as asked."""
+        sock = self._sock
+        assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_size)
+        self._buf = bytearray(self.snaplen)
 
     def _ring(self, buffer_size: int) -> None:
         sock = self._sock
@@ -254,8 +271,8 @@ class AfPacketSource:
     def read(self) -> list[Packet]:
         """Packets ready now: one ring block (or up to 1024 queued packets); [] when none."""
         if self._backlog:
-            out, self._backlog = self._backlog, []
-            return out
+            backlog, self._backlog = self._backlog, []
+            return backlog
         if self._mm is None:
             return self._recv()
         mm = self._mm
@@ -327,10 +344,8 @@ class AfPacketSource:
 
     def close(self) -> None:
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self.poll_stats()
-            except OSError:
-                pass
         if self._mm is not None:
             self._mm.close()
             self._mm = None
@@ -420,10 +435,8 @@ class PcapngWriter:
         self.files.append(name)
         while self.keep and len(self.files) > self.keep:
             old = self.files.popleft()
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(old)
-            except FileNotFoundError:
-                pass
 
     def write(self, iface: int, ts_ns: int, frame: bytes, wire: int) -> None:
         cap = len(frame)

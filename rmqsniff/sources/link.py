@@ -43,15 +43,10 @@ _V6_NEXT_SKIPPABLE = {0, 43, 60}  # hop-by-hop, routing, destination options
 def ip_of(frame: bytes, linktype: int) -> tuple[int, int] | None:
     """Return (ip_version, offset of the IP header) for a frame, or None."""
     if linktype == DLT_EN10MB:
-        if len(frame) < 14:
+        r = _ethernet(frame)
+        if r is None:
             return None
-        et = _u16(frame, 12)[0]
-        off = 14
-        while et in (0x8100, 0x88A8, 0x9100):
-            if len(frame) < off + 4:
-                return None
-            et = _u16(frame, off + 2)[0]
-            off += 4
+        et, off = r
     elif linktype == DLT_LINUX_SLL:
         if len(frame) < 16:
             return None
@@ -60,17 +55,8 @@ def ip_of(frame: bytes, linktype: int) -> tuple[int, int] | None:
         if len(frame) < 20:
             return None
         et, off = _u16(frame, 0)[0], 20
-    elif linktype == DLT_NULL or linktype == DLT_LOOP:
-        if len(frame) < 4:
-            return None
-        fam = _u32be(frame, 0)[0] if linktype == DLT_LOOP else _u32le(frame, 0)[0]
-        if fam > 0xFFFF:  # written in the other byte order
-            fam = _u32be(frame, 0)[0]
-        if fam == 2:
-            return 4, 4
-        if fam in (10, 24, 28, 30):
-            return 6, 4
-        return None
+    elif linktype in (DLT_NULL, DLT_LOOP):
+        return _bsd_loopback(frame, linktype)
     elif linktype == DLT_RAW or linktype in DLT_RAW_ALT:
         if not frame:
             return None
@@ -85,7 +71,35 @@ def ip_of(frame: bytes, linktype: int) -> tuple[int, int] | None:
     return None
 
 
-def tcp_segment(frame: bytes, linktype: int) -> Segment | str:
+def _ethernet(frame: bytes) -> tuple[int, int] | None:
+    """(ethertype, offset of the payload) behind an Ethernet header and any 802.1Q / QinQ tags."""
+    if len(frame) < 14:
+        return None
+    et = _u16(frame, 12)[0]
+    off = 14
+    while et in (0x8100, 0x88A8, 0x9100):
+        if len(frame) < off + 4:
+            return None
+        et = _u16(frame, off + 2)[0]
+        off += 4
+    return et, off
+
+
+def _bsd_loopback(frame: bytes, linktype: int) -> tuple[int, int] | None:
+    """(ip_version, 4) from a BSD NULL / LOOP header's address family, or None."""
+    if len(frame) < 4:
+        return None
+    fam = _u32be(frame, 0)[0] if linktype == DLT_LOOP else _u32le(frame, 0)[0]
+    if fam > 0xFFFF:  # written in the other byte order
+        fam = _u32be(frame, 0)[0]
+    if fam == 2:
+        return 4, 4
+    if fam in (10, 24, 28, 30):
+        return 6, 4
+    return None
+
+
+def tcp_segment(frame: bytes, linktype: int) -> Segment | str:  # noqa: C901 - hot path: once per packet, layers inline
     """Decode a frame down to its TCP segment, or return a skip reason."""
     # Fastest path: Ethernet + IPv4 without options or VLAN + TCP, one unpack.
     if linktype == DLT_EN10MB and len(frame) >= 54:

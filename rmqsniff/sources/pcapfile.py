@@ -187,7 +187,7 @@ class CaptureReader:
             )
 
     # -- pcapng ---------------------------------------------------------------
-    def _iter_pcapng(self) -> Iterator[tuple[float, int, bytes]]:
+    def _iter_pcapng(self) -> Iterator[tuple[float, int, bytes]]:  # noqa: C901 - hot loop: every pcapng block
         win = _Window(self.f.read, 0, self._head)
         pos = 0
         endian = "<"
@@ -329,7 +329,9 @@ class _Window:
         does not grow with the file."""
         if self.mapped and pos - self.released >= RELEASE:
             end = pos - pos % mmap.PAGESIZE
-            self.buf.madvise(mmap.MADV_DONTNEED, self.released, end - self.released)
+            buf = self.buf
+            assert isinstance(buf, mmap.mmap)  # mapped
+            buf.madvise(mmap.MADV_DONTNEED, self.released, end - self.released)
             self.released = end
 
     @property

@@ -3,6 +3,7 @@ lines, stats/follow/help views.  Loading, filtering and sorting run in threads;
 the list only ever renders its visible rows."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -20,15 +21,16 @@ from textual.css.query import NoMatches
 from textual.widgets import Input, ProgressBar, Static, Tree
 
 from ..filter import FilterError, compile_filter
+from ..flows import PortSpec
 from ..pipeline import Pipeline
 from ..sources.wire import WireReader
 from . import commands
 from .commands import CommandError, CommandSuggester, FilterSuggester
 from .detail import Node, exchange_json, exchange_tree, frame_bytes, hexdump
+from .exchange_list import ExchangeTable
 from .exporting import export_exchanges
 from .screens import FollowScreen, HelpScreen, StatsScreen
 from .store import COLUMNS, Store, View, filter_into, load, load_live, sort_view
-from .exchange_list import ExchangeTable
 
 TICK = 0.2  # seconds between list/progress refreshes while loading
 SWITCH_INTERVAL = 0.0005  # seconds; see on_mount
@@ -83,7 +85,7 @@ class RmqSniffApp(App[None]):
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, paths: Sequence[str] = (), *, redact: bool = True, ports: Sequence[int] = (),
+    def __init__(self, paths: Sequence[str] = (), *, redact: bool = True, ports: Sequence[PortSpec] = (),
                  only_ports: bool = False, initial_filter: str | None = None, interfaces: Sequence[str] = (),
                  bpf: str | None = None) -> None:
         super().__init__()
@@ -165,10 +167,8 @@ class RmqSniffApp(App[None]):
         return self.store.exchanges
 
     def _tick(self) -> None:
-        try:
+        with contextlib.suppress(NoMatches):  # shutting down: the widgets are gone already
             self._update_list()
-        except NoMatches:  # shutting down: the widgets are gone already
-            pass
 
     def _update_list(self) -> None:
         n = len(self.store.exchanges)
@@ -271,13 +271,14 @@ class RmqSniffApp(App[None]):
         out = array("l")
         upto = 0
         first = True
+        shown = [0.0]  # when the partial list was last shown
         try:
             while gen == self._gen:
                 loading = self.store.loading
                 n = len(exchanges)
                 t0 = time.monotonic()
                 if pred is not None:
-                    shown = [time.monotonic() - 1.0]
+                    shown[0] = time.monotonic() - 1.0
 
                     def partial(_done: int) -> None:  # the list fills while the filter runs
                         nonlocal first
@@ -375,9 +376,7 @@ class RmqSniffApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """List actions only while the main view is on screen."""
-        if action in self._LIST_ACTIONS and len(self.screen_stack) > 1:
-            return False
-        return True
+        return not (action in self._LIST_ACTIONS and len(self.screen_stack) > 1)
 
     def _current(self):
         pos = self._q(ExchangeTable).current
@@ -444,7 +443,7 @@ class RmqSniffApp(App[None]):
         self.push_screen(HelpScreen())
 
     def action_pane(self, delta: int) -> None:
-        line = self._q("#line", Input)
+        line: Input = self._q("#line", Input)
         if self.focused is line:
             if line._suggestion:  # tab completes
                 line.value = line._suggestion

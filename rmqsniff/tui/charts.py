@@ -80,7 +80,7 @@ def rate_series(exchanges: Sequence[Exchange], view: View, bins: int = 60) -> Se
     n = int((hi - start) // step) + 1
     counts = [0] * n
     errors = [0] * n
-    for t, i in zip(ts, view):
+    for t, i in zip(ts, view, strict=False):  # a view still being filled may have grown since ts was read
         b = int((t - start) // step)
         counts[b] += 1
         if result_of(exchanges[i]) == "error":
@@ -98,7 +98,7 @@ def render_rate(s: Series | None, height: int = 10) -> Text:
                style="bold")
     for row in range(height, 0, -1):
         out.append(f"{top * row / height:>8.0f} │" if row in (height, 1) else "         │")
-        for c, e in zip(s.counts, s.errors):
+        for c, e in zip(s.counts, s.errors, strict=True):
             level = c * height / top - (row - 1)
             ch = _BLOCKS[max(0, min(8, round(level * 8)))] if level > 0 else " "
             out.append(ch, style="red" if e else "cyan")

@@ -32,7 +32,7 @@ def _fit(text: str, width: int, right: bool) -> str:
 
 def format_cells(cells: Sequence[str]) -> str:
     """One line of the table: each cell fitted to its column."""
-    return " ".join(_fit(c, col.width, col.right) for c, col in zip(cells, COLUMNS))
+    return " ".join(_fit(c, col.width, col.right) for c, col in zip(cells, COLUMNS, strict=True))
 
 
 class ExchangeTable(ScrollView, can_focus=True):

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..exporters import export as ex_mod
+from ..flows import PortSpec
 from ..model import Exchange
 from ..pipeline import Pipeline
 
@@ -14,7 +15,7 @@ FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv
 
 
 def export_exchanges(target: str, exchanges: Sequence[Exchange], *, captures: Sequence[str], redact: bool = True,
-                     ports: Sequence[int] = (), only_ports: bool = False) -> str:
+                     ports: Sequence[PortSpec] = (), only_ports: bool = False) -> str:
     """Write ``exchanges`` to ``target``; returns what was written, for the status line.
 
     pcapng copies the original packets (found by re-reading the captures with packet
@@ -36,8 +37,5 @@ def export_exchanges(target: str, exchanges: Sequence[Exchange], *, captures: Se
             n = ex_mod.write_pcapng(captures, packets, f)
         return f"wrote {n} packets of {len(exchanges)} exchanges to {path}"
     with path.open("w", encoding="utf-8", newline="") as f:
-        if fmt == "csv":
-            n = ex_mod.write_csv(exchanges, f)
-        else:
-            n = ex_mod.write_jsonl(exchanges, f, redact=redact)
+        n = ex_mod.write_csv(exchanges, f) if fmt == "csv" else ex_mod.write_jsonl(exchanges, f, redact=redact)
     return f"wrote {n} exchanges to {path} ({fmt})"

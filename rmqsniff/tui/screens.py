@@ -66,9 +66,8 @@ class StatsScreen(Screen[str | None]):
                 with TabPane(tab, id=f"tab-{tab}"):
                     yield VimTable(id=f"t-{tab}", cursor_type="row", zebra_stripes=True)
             for tab in CHART_TABS:
-                with TabPane(tab, id=f"tab-{tab}"):
-                    with VerticalScroll():
-                        yield Static(Text("computing…"), id=f"c-{tab}", classes="chart")
+                with TabPane(tab, id=f"tab-{tab}"), VerticalScroll():
+                    yield Static(Text("computing…"), id=f"c-{tab}", classes="chart")
 
     def on_mount(self) -> None:
         self._load(self.initial)

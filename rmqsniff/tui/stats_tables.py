@@ -49,7 +49,7 @@ def envoy_table(store: Store) -> Table:
     """The Envoy stat set as (stat, value) rows (per-code stats are in the code table)."""
     with store.lock:
         text = render_envoy(store.stats)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for line in text.splitlines():
         name, _, value = line.partition(": ")
         if ".request_code." in name or ".response_code." in name:
@@ -62,7 +62,7 @@ def grouped_table(store: Store, by: str) -> Table:
     """Requests, errors and latency per code, topic, group, client or broker."""
     with store.lock:
         rows = grouped_rows(store.stats, by)
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in rows:
         key = r["key"] + (f" ({r['role']})" if r.get("role") == "nameserver" else "")
         out.append((key, str(r["requests"]), str(r["errors"]), f"{r['error_pct']:.1f}", f"{r['p50']:.3f}",
@@ -81,7 +81,8 @@ def connections_table(exchanges: Sequence[Exchange]) -> Table:
         a[2] += 1
         a[3] += result_of(ex) == "error"
         a[4] += (ex.request.size if ex.request else 0) + (ex.response.size if ex.response else 0)
-    rows, filters = [], []
+    rows: list[tuple[str, ...]] = []
+    filters: list[str | None] = []
     for cid in sorted(acc):
         c, proto, n, errs, nbytes = acc[cid]
         rows.append((str(cid), endpoint_text(c.client), endpoint_text(c.server), proto, str(n), str(errs),

@@ -9,6 +9,7 @@ positions into ``Store.exchanges`` (or a ``range`` when nothing is filtered or s
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 from ..exporters.exchanges import result_of
 from ..filter import Columns, Filter, getter
+from ..flows import PortSpec
 from ..model import Exchange, _ep
 from ..pipeline import Pipeline
 from ..protocols import protocol_of
@@ -96,7 +98,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("status", 10, lambda ex: ex.status, result_of),
     Column("response", 16, response_name, response_name),
     Column("ms", 9, _lat_text, _lat_key, right=True),
-    Column("bytes req/resp", 14, lambda ex: "%d/%d" % _sizes(ex), lambda ex: sum(_sizes(ex)), right=True),
+    Column("bytes req/resp", 14, lambda ex: "{}/{}".format(*_sizes(ex)), lambda ex: sum(_sizes(ex)), right=True),
 )
 
 ROW_STYLE = {"success": "green", "no_message": "green", "error": "bold red", "unanswered": "yellow",
@@ -177,10 +179,8 @@ class Store:
 def _total_size(paths: Sequence[str]) -> int:
     total = 0
     for p in paths:
-        try:
+        with contextlib.suppress(OSError):
             total += os.path.getsize(p)
-        except OSError:
-            pass
     return total
 
 
@@ -258,7 +258,7 @@ def load(store: Store, paths: Sequence[str], pipeline: Pipeline, stop: threading
 
 
 def load_live(store: Store, interfaces: Sequence[str], bpf: str | None, stop: threading.Event, *,
-              ports: Sequence[int] = (), only_ports: bool = False, tick: float = 0.25,
+              ports: Sequence[PortSpec] = (), only_ports: bool = False, tick: float = 0.25,
               on_batch: Callable[[], None] = lambda: None) -> None:
     """Capture on ``interfaces`` into ``store`` until ``stop`` (call it in a thread).  The
     tap appends each exchange under its lock, which becomes ``store.lock``."""

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from dissectors.remoting import RemotingCommand, StreamDecoder
-from dissectors.remoting.codec import Frame
+from dissectors.remoting.stream import Frame
 from replay.proxy import Proxy, ProxyConfig
 from replay.proxy.server import new_event_loop
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
-from dissectors.remoting.codec import encode
 from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.frame import encode
 from dissectors.remoting.message import (
     BatchMessage,
     StoredMessage,

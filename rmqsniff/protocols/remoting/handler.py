@@ -22,8 +22,9 @@ import struct
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from dissectors.remoting.codec import DEFAULT_MAX_FRAME, DecodeError, Frame, Resync, StreamDecoder
+from dissectors.remoting.frame import DEFAULT_MAX_FRAME
 from dissectors.remoting.headers import topic_group_in
+from dissectors.remoting.stream import DecodeError, Frame, Resync, StreamDecoder
 
 from ...model import ANSWERED, Connection, Message
 from ...pairing import MAX_PENDING_PER_CONNECTION, Pairing

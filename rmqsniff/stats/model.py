@@ -1,84 +1,12 @@
-"""The one stats model: Envoy's ``rocketmq_proxy`` stat set plus richer breakdowns.
-
-Captures, the live tap, the proxy and replay all feed the same :class:`Stats` with
-events from the pairing layer.  Names are rooted at ``rocketmq.<prefix>.``.
-
-Envoy stats (all really updated; Envoy itself never updates some of them):
-
-| name | type | meaning in rmqsniff |
-|---|---|---|
-| request | counter | every request seen, decoded or not |
-| request_decoding_success | counter | requests decoded (``request_started`` calls) |
-| request_decoding_error | counter | request frames that failed to decode |
-| response | counter | every response seen, decoded or not (orphans included) |
-| response_decoding_success | counter | responses decoded |
-| response_decoding_error | counter | response frames that failed to decode |
-| response_success | counter | decoded responses classified success *or* no_message: "nothing to deliver" answers (PULL_NOT_FOUND, NO_MESSAGE, POLLING_TIMEOUT, ...) count as success |
-| response_error | counter | decoded responses classified error; unanswered requests are not counted here (see ``unanswered``) |
-| heartbeat | counter | HEART_BEAT (34) requests seen |
-| unregister | counter | UNREGISTER_CLIENT (35) requests seen |
-| get_topic_route | counter | GET_ROUTEINFO_BY_TOPIC (105) requests seen |
-| send_message_v1 | counter | SEND_MESSAGE (10) requests seen |
-| send_message_v2 | counter | SEND_MESSAGE_V2 (310) requests seen; SEND_BATCH_MESSAGE (320) is not included (Envoy does not know it), it has its own ``request_code.SEND_BATCH_MESSAGE.requests`` |
-| pop_message | counter | POP_MESSAGE (200050) requests seen |
-| ack_message | counter | ACK_MESSAGE (200051) requests seen |
-| get_consumer_list | counter | GET_CONSUMER_LIST_BY_GROUP (38) requests seen |
-| maintenance_failure | counter | error answers to heartbeat, unregister, get_consumer_list and get_topic_route (the requests Envoy answers itself) |
-| request_active | gauge | non-oneway requests in flight now |
-| send_message_v1_active | gauge | SEND_MESSAGE requests in flight |
-| send_message_v2_active | gauge | SEND_MESSAGE_V2 requests in flight |
-| pop_message_active | gauge | POP_MESSAGE requests in flight |
-| get_topic_route_active | gauge | GET_ROUTEINFO_BY_TOPIC requests in flight |
-| send_message_pending | gauge | proxy only: sends waiting for an upstream connection (0 for captures) |
-| pop_message_pending | gauge | proxy only: pops waiting for an upstream connection |
-| get_topic_route_pending | gauge | proxy only: route queries waiting for an upstream connection |
-| total_pending | gauge | proxy only: sum of the three above |
-| request_time_ms | histogram | request->response latency of answered exchanges (hdrhistogram, 3 significant digits, recorded in us, reported in ms) |
-
-Beyond Envoy (same root):
-
-| name | type | meaning |
-|---|---|---|
-| answered | counter | exchanges with a request and its response |
-| unanswered | counter | requests never answered (end of capture, evicted, or displaced by a duplicate) |
-| oneway | counter | oneway requests (no answer expected) |
-| orphan | counter | responses whose request was not seen |
-| duplicate | counter | requests reusing a still-pending (connection, direction, opaque) |
-| response_no_message | counter | the "nothing to deliver" part of response_success |
-| ``<gauge>_max`` | gauge | highest value each gauge reached |
-| request_code.``<NAME>``.requests | counter | requests per request code (every code, 320 included) |
-| request_code.``<NAME>``.errors | counter | error answers per request code |
-| request_code.``<NAME>``.request_time_ms | histogram | latency per request code (log buckets, <= 3.2 % error) |
-| response_code.``<NAME>`` | counter | responses per response code (orphans included) |
-| transport.``<kind>`` | counter | packets, bytes, flows, flows_evicted, gap, gap_bytes, retransmission, out_of_order, resync |
-
-Breakdowns (JSON and Prometheus only): ``by_topic``, ``by_group``, ``by_client``
-(client IP), ``by_broker`` (server ``ip:port``) and ``by_nameserver``.  A server
-endpoint is a name server when its port is 9876 or once a name-server-only request
-(100-106, 206, 216, 217, 219, 224, 304) is sent to it; its earlier rows then move from
-by_broker to by_nameserver.  Each row: requests, errors, error_pct, bytes (request +
-response ``Message.size``), answered, mean and p50/p90/p99/max latency in ms (log
-buckets, <= 3.2 % error; max exact).  Rows count exchanges that had a request
-(answered, unanswered, oneway), so each breakdown sums to ``answered + unanswered +
-oneway`` (by_broker and by_nameserver together); orphans are left out.  Requests without
-a topic or group count under ``<none>``.  At most ``max_keys`` rows per breakdown:
-after ``max_keys - 1`` keys, new keys fold into ``<other>`` and ``overflow`` counts the
-exchanges folded.
-
-Pairing contract: ``request_started`` once per decoded request (oneway too);
-``exchange_done`` once per exchange (orphans only get this); ``duplicate`` only counts
-(the displaced request still gets ``exchange_done`` as unanswered).  Per-exchange work
-is a few dict operations; row updates and hdrhistogram recording are batched and done
-when the stats are read.  Not thread-safe: feed and read from one thread (or lock).
-"""
+"""The stats model: :class:`Stats`, fed with pairing events (applied in batches) and
+read as counters, gauges, the latency histogram, per-code rows and breakdowns."""
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import Any, Callable
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
@@ -86,130 +14,26 @@ from rmqsniff.model import ANSWERED, Exchange
 from rmqsniff.model import endpoint_text as _ep
 from rmqsniff.protocols import Classifier, classifier, protocol_named
 
-ENVOY_COUNTERS: tuple[str, ...] = (
-    "request", "request_decoding_error", "request_decoding_success",
-    "response", "response_decoding_error", "response_decoding_success",
-    "response_error", "response_success",
-    "heartbeat", "unregister", "get_topic_route", "send_message_v1", "send_message_v2",
-    "pop_message", "ack_message", "get_consumer_list", "maintenance_failure",
+from .breakdowns import NONE, OTHER, REQ, Table, merge_row, merge_table, row_dict
+from .buckets import bucket_of
+from .names import (
+    BREAKDOWNS,
+    ENVOY_BUCKETS_MS,
+    ENVOY_COUNTERS,
+    ENVOY_QUANTILES,
+    EXTRA_COUNTERS,
+    GAUGES,
+    PENDING_KINDS,
+    TRANSPORT_KINDS,
+    quantile_name,
 )
-EXTRA_COUNTERS: tuple[str, ...] = (
-    "answered", "unanswered", "oneway", "orphan", "duplicate", "response_no_message",
-)
-GAUGES: tuple[str, ...] = (
-    "request_active", "send_message_v1_active", "send_message_v2_active",
-    "pop_message_active", "get_topic_route_active",
-    "send_message_pending", "pop_message_pending", "get_topic_route_pending", "total_pending",
-)
-PENDING_KINDS: tuple[str, ...] = ("send_message", "pop_message", "get_topic_route")
-TRANSPORT_KINDS: tuple[str, ...] = (
-    "packets", "bytes", "flows", "flows_evicted", "gap", "gap_bytes",
-    "retransmission", "out_of_order", "resync",
-)
-BREAKDOWNS: tuple[str, ...] = ("by_topic", "by_group", "by_client", "by_broker", "by_nameserver")
-# Envoy's /stats summary quantiles
-ENVOY_QUANTILES: tuple[float, ...] = (0, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 100)
-# Envoy's default histogram buckets (ms), used for the Prometheus histogram
-ENVOY_BUCKETS_MS: tuple[float, ...] = (
-    0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-    300000, 600000, 1800000, 3600000,
-)
+
 _BUCKETS_US = [le * 1000 for le in ENVOY_BUCKETS_MS]
 _ALL_PCTS = tuple(sorted(set(ENVOY_QUANTILES) | {50, 90, 99}))
-OTHER = "<other>"
-NONE = "<none>"
 _MAX_US = 3_600_000_000  # one hour: larger latencies are clamped
 _AGG_FLUSH = 16384  # distinct pending row keys before they are folded into the rows
 _AGG_VALS_FLUSH = 1 << 16  # pending latencies (all keys) before that
 _EV_BATCH = 256  # started / finished events collected before they are applied
-
-
-# ---------------------------------------------------------------- log-bucket histogram
-# Values (us) below 32 are exact; above, 16 sub-buckets per power of two (<=3.2 % error
-# at the bucket midpoint).  A row stores {bucket: count}: a few dozen entries at most.
-
-def bucket_of(us: int) -> int:
-    """Log bucket index of a latency in microseconds."""
-    if us < 32:
-        return us
-    b = us.bit_length()
-    return (b << 4) | ((us >> (b - 5)) & 15)
-
-
-def bucket_value(idx: int) -> float:
-    """Representative (midpoint) value in microseconds of a bucket index."""
-    if idx < 32:
-        return float(idx)
-    shift = (idx >> 4) - 5
-    low = (16 | (idx & 15)) << shift
-    return low + ((1 << shift) - 1) / 2.0
-
-
-def bucket_percentiles(buckets: dict[int, int], n: int, max_us: int,
-                       ps: tuple[float, ...] = (50, 90, 99)) -> list[float]:
-    """Percentiles (ms) from log buckets; the value at rank ceil(p/100*n), capped by max."""
-    if n <= 0:
-        return [0.0 for _ in ps]
-    items = sorted(buckets.items())
-    out: list[float] = []
-    for p in ps:
-        rank = max(1, math.ceil(p / 100.0 * n))
-        seen = 0
-        val = float(max_us)
-        for idx, cnt in items:
-            seen += cnt
-            if seen >= rank:
-                val = min(bucket_value(idx), float(max_us))
-                break
-        out.append(val / 1000.0)
-    return out
-
-
-# row layout (lists for speed): requests, errors, bytes, lat_n, lat_sum_us, lat_max_us, buckets
-_REQ, _ERR, _BYTES, _LN, _LSUM, _LMAX, _BK = range(7)
-
-
-def _new_row() -> list:
-    return [0, 0, 0, 0, 0, 0, {}]
-
-
-def _merge_row(dst: list, src: list) -> None:
-    for i in (_REQ, _ERR, _BYTES, _LN, _LSUM):
-        dst[i] += src[i]
-    dst[_LMAX] = max(dst[_LMAX], src[_LMAX])
-    bk = dst[_BK]
-    for k, v in src[_BK].items():
-        bk[k] = bk.get(k, 0) + v
-
-
-class Table:
-    """A bounded key -> row map of at most ``cap`` rows; once ``cap - 1`` keys exist,
-    new keys fold into ``<other>`` and ``overflow`` counts the folded events."""
-
-    __slots__ = ("rows", "cap", "overflow")
-
-    def __init__(self, cap: int) -> None:
-        self.rows: dict[Any, list] = {}
-        self.cap = cap
-        self.overflow = 0
-
-    def new(self, key: Any, n: int = 1) -> list:
-        """Row for a key not yet present (called only on a miss, for ``n`` events)."""
-        rows = self.rows
-        if len(rows) >= self.cap - 1:  # keep the last slot for <other>
-            self.overflow += n
-            key = OTHER
-            row = rows.get(key)
-            if row is not None:
-                return row
-        row = rows[key] = _new_row()
-        return row
-
-
-def _merge_table(dst: Table, src: Table) -> None:
-    for key, row in src.rows.items():
-        _merge_row(dst.rows.get(key) or dst.new(key, row[_REQ]), row)
-    dst.overflow += src.overflow
 
 
 class _ProtoState:
@@ -277,7 +101,9 @@ class Stats:
 
     def request_started(self, ex: Exchange) -> None:
         """A request was seen (oneway ones too); its answer is not known yet."""
-        cmd = ex.request.command
+        req = ex.request
+        assert req is not None  # the pairing layer calls this for requests only
+        cmd = req.command
         self.started(ex.protocol, cmd.code, cmd.is_oneway)
 
     def started(self, protocol: str, code: int, oneway: bool) -> None:
@@ -326,7 +152,7 @@ class Stats:
             self._ev = []
             self.apply(ev[0], islice(ev, 1, None))
 
-    def apply(self, protocol: str, events: Iterable[Any]) -> None:
+    def apply(self, protocol: str, events: Iterable[Any]) -> None:  # noqa: C901 - hot loop: every stats event
         """Stats events of one protocol, in order: the one implementation behind
         :meth:`started` and :meth:`finished`, fed in batches by the stats-only fast path.
 
@@ -466,13 +292,13 @@ class Stats:
                 # hdrhistogram's record_value costs ~1-2 us in pure Python: count per
                 # hdr-equivalent value (3 significant digits = 2048 sub-buckets per octave,
                 # so at most ~47k distinct values up to 1 h) and feed hdr when read
-                for v, k in Counter(lats).items():
+                for v, cnt in Counter(lats).items():
                     q = v.bit_length() - 11
                     if q > 0:
                         v = (v >> q) << q
-                    pend[v] = pend.get(v, 0) + k
+                    pend[v] = pend.get(v, 0) + cnt
                     i = bucket_of(v)  # an hdr-equivalent value keeps its log bucket
-                    bks[i] = bks.get(i, 0) + k
+                    bks[i] = bks.get(i, 0) + cnt
             # the request itself was counted in the code row at request_started
             for t, k, first in ((ps.codes, code, 0), (self._bd_topic, topic or NONE, n),
                                 (self._bd_group, group or NONE, n),
@@ -508,7 +334,7 @@ class Stats:
             self._ns_servers.add(srv)
             old = self._bd["by_broker"].rows.pop(srv, None)
             if old is not None:
-                _merge_row(ns.rows.get(srv) or ns.new(srv, old[_REQ]), old)
+                merge_row(ns.rows.get(srv) or ns.new(srv, old[REQ]), old)
         return ns
 
     # ------------------------------------------------------------------ transfer and merge
@@ -548,19 +374,19 @@ class Stats:
             for k, v in theirs.items():
                 mine[k] = mine.get(k, 0) + v
         self._hist.add(other._hist)
-        self._le_counts = [a + b for a, b in zip(self._le_counts, other._le_counts)]
+        self._le_counts = [a + b for a, b in zip(self._le_counts, other._le_counts, strict=True)]
         self._h_n += other._h_n
         self._h_sum_us += other._h_sum_us
         self._h_min_us = min(self._h_min_us, other._h_min_us)
         self._h_max_us = max(self._h_max_us, other._h_max_us)
         for p, ps in other._protos.items():
             mine_ps = self._ps(p)
-            _merge_table(mine_ps.codes, ps.codes)
-            _merge_table(mine_ps.responses, ps.responses)
+            merge_table(mine_ps.codes, ps.codes)
+            merge_table(mine_ps.responses, ps.responses)
         for name, t in other._bd.items():
-            _merge_table(self._bd[name], t)
+            merge_table(self._bd[name], t)
         self._ns_servers |= other._ns_servers
-        _merge_table(self._decode_reasons, other._decode_reasons)
+        merge_table(self._decode_reasons, other._decode_reasons)
 
     def decoding_error(self, is_request: bool, reason: str, conn: Any = None) -> None:
         """A frame that could not be decoded."""
@@ -627,7 +453,7 @@ class Stats:
 
         buckets: list[list[float]] = []
         cum = 0
-        for le, cnt in zip(ENVOY_BUCKETS_MS, self._le_counts):
+        for le, cnt in zip(ENVOY_BUCKETS_MS, self._le_counts, strict=True):
             cum += cnt
             buckets.append([le, cum])
         return {
@@ -635,36 +461,20 @@ class Stats:
             "sum": self._h_sum_us / 1000.0,
             "mean": (self._h_sum_us / n / 1000.0) if n else 0.0,
             "min": pct(0), "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": mx,
-            "quantiles": {_qname(q): pct(q) for q in ENVOY_QUANTILES},
+            "quantiles": {quantile_name(q): pct(q) for q in ENVOY_QUANTILES},
             "buckets": buckets,
         }
-
-    @staticmethod
-    def _row_dict(row: list, quantiles: bool = False) -> dict[str, Any]:
-        p50, p90, p99 = bucket_percentiles(row[_BK], row[_LN], row[_LMAX])
-        req = row[_REQ]
-        d = {
-            "requests": req, "errors": row[_ERR],
-            "error_pct": round(100.0 * row[_ERR] / req, 3) if req else 0.0,
-            "bytes": row[_BYTES], "answered": row[_LN], "sum": row[_LSUM] / 1000.0,
-            "mean": (row[_LSUM] / row[_LN] / 1000.0) if row[_LN] else 0.0,
-            "p50": p50, "p90": p90, "p99": p99, "max": row[_LMAX] / 1000.0,
-        }
-        if quantiles:
-            vals = bucket_percentiles(row[_BK], row[_LN], row[_LMAX], ENVOY_QUANTILES)
-            d["quantiles"] = {_qname(q): v for q, v in zip(ENVOY_QUANTILES, vals)}
-        return d
 
     def breakdown(self, name: str, top: int | None = None) -> dict[str, Any]:
         """One breakdown: rows (busiest first, at most ``top``), cap and overflow."""
         self._catch_up()
         self._flush_rows()
         t = self._bd[name]
-        items = sorted(list(t.rows.items()), key=lambda kv: -kv[1][_REQ])
+        items = sorted(list(t.rows.items()), key=lambda kv: -kv[1][REQ])
         if top is not None:
             items = items[:top]
         return {"cap": t.cap, "overflow": t.overflow,
-                "rows": {_ep(k): self._row_dict(r) for k, r in items}}
+                "rows": {_ep(k): row_dict(r) for k, r in items}}
 
     def snapshot(self, top: int | None = None) -> dict[str, Any]:
         """Everything as plain JSON-able data (see the module docstring for meanings)."""
@@ -677,7 +487,7 @@ class Stats:
             cl = ps.cl
             pre = protocol_named(proto).code_prefix
             for code, row in list(ps.codes.rows.items()):
-                d = self._row_dict(row, quantiles=True)
+                d = row_dict(row, quantiles=True)
                 d["name"] = OTHER if code == OTHER else cl.request_name(code)
                 d["code"] = code
                 d["protocol"] = proto
@@ -701,6 +511,3 @@ class Stats:
             "decoding_errors": {k: r[0] for k, r in list(self._decode_reasons.rows.items())},
         }
 
-
-def _qname(q: float) -> str:
-    return f"{q:g}"
