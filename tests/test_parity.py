@@ -205,7 +205,7 @@ def test_export_pcapng_of_selected_grpc_calls(tmp_path):
 # ---------------------------------------------------------------- the TUI, both protocols
 
 @pytest.mark.parametrize("name", ALL)
-def test_tui_detail_hex_copy_and_follow_for_every_exchange(name):
+def test_tui_detail_hex_and_copy(name):
     pytest.importorskip("textual")
     from textual.widgets import Static
 
@@ -219,16 +219,13 @@ def test_tui_detail_hex_copy_and_follow_for_every_exchange(name):
     async def main():
         app = RmqSniffApp([str(path)])
         async with app.run_test(size=(160, 48)) as pilot:
-            for _ in range(400):
-                if not app.store.loading and app.view_ready.is_set():
-                    break
-                await pilot.pause(0.05)
+            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             assert len(app.store.exchanges) == len(ref)
-            for i, ex in enumerate(app.store.exchanges[:40]):
-                app.open_detail(i) if hasattr(app, "open_detail") else None
+            for ex in app.store.exchanges[:40]:  # the first 40 rows, in list order
                 await pilot.press("enter")
                 tree = app.query_one(DetailTree)
                 labels = [str(n.label) for n in _walk(tree.root)]
+                assert labels[0].startswith(f"#{ex.index} {ex.protocol} "), labels[0]
                 assert any(lbl.startswith(("Request", "Response")) for lbl in labels), labels[:5]
                 caption = str(app.query_one("#hex-caption", Static).render())
                 assert "as captured" in caption or "no request" in caption, caption
@@ -237,6 +234,15 @@ def test_tui_detail_hex_copy_and_follow_for_every_exchange(name):
                 await pilot.press("escape")
                 await pilot.press("j")
     asyncio.run(main())
+
+
+async def _until(pilot, cond, timeout: float = 20.0) -> None:
+    """Let the app run until ``cond()`` holds (an AssertionError after ``timeout`` seconds)."""
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not reached")
 
 
 def _walk(node):
@@ -261,10 +267,7 @@ def test_tui_follow_and_export_a_grpc_connection(tmp_path):
     async def main():
         app = RmqSniffApp([str(path)])
         async with app.run_test(size=(160, 48)) as pilot:
-            for _ in range(400):
-                if not app.store.loading and app.view_ready.is_set():
-                    break
-                await pilot.pause(0.05)
+            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             assert app.apply_filter("protocol == grpc and code == SendMessage")
             for _ in range(100):
                 if app.view_ready.is_set() and len(app.view) == len(sends):
@@ -308,29 +311,22 @@ def test_tui_stats_view_drills_down_to_a_grpc_method():
     ref = analyze([str(path)]).exchanges
     n_send = sum(1 for ex in ref if ex.protocol == "grpc" and ex.request and ex.request.command.method == "SendMessage")
 
-    async def wait(pilot, cond) -> None:
-        for _ in range(200):
-            if cond():
-                return
-            await pilot.pause(0.05)
-        raise AssertionError("condition not reached")
-
     async def main():
         app = RmqSniffApp([str(path)])
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait(pilot, lambda: not app.store.loading and app.view_ready.is_set())
+            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             await pilot.press("s")
-            await wait(pilot, lambda: isinstance(app.screen, StatsScreen))
+            await _until(pilot, lambda: isinstance(app.screen, StatsScreen))
             await pilot.press("l")  # the code tab
             code_t = app.screen.query_one("#t-code", DataTable)
-            await wait(pilot, lambda: code_t.row_count > 0)
+            await _until(pilot, lambda: code_t.row_count > 0)
             keys = [str(code_t.get_row_at(i)[0]) for i in range(code_t.row_count)]
             assert "SEND_MESSAGE_V2" in keys  # the proxy's own remoting traffic, in the same table
             row = keys.index("grpc:SendMessage")
             assert str(code_t.get_row_at(row)[1]) == str(n_send)
             code_t.move_cursor(row=row)
             await pilot.press("enter")
-            await wait(pilot, lambda: not isinstance(app.screen, StatsScreen) and app.view_ready.is_set()
+            await _until(pilot, lambda: not isinstance(app.screen, StatsScreen) and app.view_ready.is_set()
                        and len(app.view) == n_send)
             from dissectors.grpc.schema import BY_NAME
 
