@@ -189,7 +189,7 @@ def _settings(a: dict) -> tuple:
 
 
 def _run(a: dict) -> int:
-    from replay.engine import DiffRules, Guard, Options, Replay, SafetyError, Schedule, build_plan
+    from replay.engine import DiffRules, Options, Replay, Schedule, build_plan
     from rmqsniff.pipeline import Pipeline
 
     from .cli import _BadInput, _compile, _ports
@@ -211,28 +211,18 @@ def _run(a: dict) -> int:
     if plan.requests == 0:
         raise _bad("nothing to replay in the capture(s) with this selection"
                    + (f" (left out: {_counts(plan.skipped)})" if plan.skipped else ""))
-    try:
-        guard = Guard(list(a["allow"]), plan.servers, a["prod_ok"])
-    except SafetyError as e:
-        if not a["dry_run"]:
-            raise _bad(str(e)) from None
-        guard = None
+    guard, tgt, gtgt, verdicts = _approve(a, plan.servers, tgt, gtgt)
     opts = Options(target=tgt, guard=guard, pacing=pacing, rules=rules,
                    diff=DiffRules(noise=not a["no_diff_noise"], ignore=frozenset(a["diff_ignore"]),
                                   keep=frozenset(a["diff_keep"]), names={**rules.topics, **rules.groups}),
                    copies=a["scale"], loops=a["loops"], duration=dur, max_requests=a["max_requests"],
                    timeout=a["timeout"], via_proxy=a["via_proxy"], grpc_target=gtgt)
     if a["dry_run"]:
-        _print_plan(plan, opts, Schedule(plan, pacing, opts.copies), guard)
-        return 0
-    assert guard is not None  # only a dry run goes on without one
-    try:
-        if tgt is not None:
-            guard.check(tgt, "target name server")
-        if gtgt is not None:
-            guard.check(gtgt, "target gRPC endpoint")
-    except SafetyError as e:
-        raise _bad(str(e)) from None
+        _print_plan(plan, opts, Schedule(plan, pacing, opts.copies), verdicts)
+        refused = [v for v in verdicts.values() if v.startswith("REFUSED")]
+        if refused:
+            _line(f"dry run: refused ({refused[0].removeprefix('REFUSED: ')})")
+        return 1 if refused or guard is None else 0
 
     if a["locust"] or a["locust_print"]:
         return _locust(a)
@@ -257,6 +247,38 @@ def _run(a: dict) -> int:
 
         report.render(_console())
     return 0 if report.sent or not report.planned else 1  # an empty --share has nothing to send
+
+
+def _approve(a: dict, servers, tgt, gtgt) -> tuple:
+    """The guard and the targets as it resolved them (replay connects to those addresses, no second
+    lookup), with a verdict per target for --dry-run; a refusal outside --dry-run raises _Stop."""
+    from replay.engine import Guard, SafetyError
+    from replay.engine.safety import ep_text
+
+    guard: Guard | None = None
+    verdicts: dict[str, str] = {}  # what -> "allowed: ADDR" or "REFUSED: why" (for --dry-run)
+    try:
+        guard = Guard(list(a["allow"]), servers, a["prod_ok"])
+    except SafetyError as e:
+        if not a["dry_run"]:
+            raise _bad(str(e)) from None
+        verdicts = {what: f"REFUSED: {e}" for what, ep in (("target name server", tgt),
+                                                          ("target gRPC endpoint", gtgt)) if ep}
+    if guard is not None:  # resolved once here: replay connects to the addresses approved
+        for what, ep in (("target name server", tgt), ("target gRPC endpoint", gtgt)):
+            if ep is None:
+                continue
+            try:
+                got = guard.approve(ep, what)
+            except SafetyError as e:
+                if not a["dry_run"]:
+                    raise _bad(str(e)) from None
+                verdicts[what] = f"REFUSED: {str(e).removeprefix('refused: ')}"
+                continue
+            verdicts[what] = "allowed" + ("" if got == ep else f": {ep_text(got)}")
+            if not a["dry_run"]:
+                tgt, gtgt = (got, gtgt) if what == "target name server" else (tgt, got)
+    return guard, tgt, gtgt, verdicts
 
 
 def _share_engine(plan, opts, a: dict):
@@ -357,10 +379,10 @@ def _counts(c: Counter) -> str:
     return ", ".join(f"{k} {v}" for k, v in c.most_common())
 
 
-def _print_plan(plan, opts, schedule, guard) -> None:
+def _print_plan(plan, opts, schedule, verdicts: dict[str, str]) -> None:
     from replay.engine import Rewriter
     from replay.engine.plan import GRPC, NAMESRV
-    from replay.engine.safety import SafetyError, ep_text
+    from replay.engine.safety import ep_text
 
     from .protocols import protocol_of
 
@@ -378,15 +400,8 @@ def _print_plan(plan, opts, schedule, guard) -> None:
     for what, ep in (("target name server", opts.target), ("target gRPC endpoint", opts.grpc_target)):
         if ep is None:
             continue
-        verdict = "allowed"
-        if guard is None:
-            verdict = "REFUSED: no --allow-target"
-        else:
-            try:
-                guard.check(ep, what)
-            except SafetyError as e:
-                verdict = f"REFUSED: {e}"
-        click.echo(f"{what} {ep_text(ep)} ({verdict}); via {'proxy' if opts.via_proxy else 'direct'}")
+        click.echo(f"{what} {ep_text(ep)} ({verdicts.get(what, 'REFUSED')}); "
+                   f"via {'proxy' if opts.via_proxy else 'direct'}")
     for s in plan.sessions:
         codes = Counter(protocol_of(st.ex).classifier.request_name(st.code) for st in s.steps)
         if s.kind == GRPC:

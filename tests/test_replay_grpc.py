@@ -186,7 +186,7 @@ def test_plan_selects_producer_calls_and_explains_the_rest():
 def test_dry_run_lists_grpc_sessions_and_refuses_the_captured_server():
     res = CliRunner().invoke(replay, [str(PY), "--grpc-target", "127.0.0.1:8081", "--allow-target", "127.0.0.1",
                                       "--map-topic", "PyTopic=Staged", "--dry-run"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # a refusal fails the dry run too
     assert "target gRPC endpoint 127.0.0.1:8081 (REFUSED" in res.output and "production" in res.output
     assert "[grpc] 13 request(s): SendMessage 10" in res.output and "topics Staged" in res.output
     res = CliRunner().invoke(replay, [str(PY), "--grpc-target", "127.0.0.1:8081", "--allow-target", "127.0.0.1",

@@ -158,7 +158,8 @@ def test_consumers_only_selects_the_consumer_side():
     assert everything.requests == plan.requests + sum(v for k, v in plan.skipped.items()
                                                       if "--consumers-only" in k)
 
-    res = CliRunner().invoke(replay, [str(POP), "--target", "127.0.0.2:9876", "--allow-target", "127.0.0.2",
+    # (127.0.0.2:9876 would be the captured 127.0.0.1:9876 to the guard: any loopback address, same port)
+    res = CliRunner().invoke(replay, [str(POP), "--target", "127.0.0.2:19876", "--allow-target", "127.0.0.2",
                                       "--consumers-only", "--dry-run"])
     assert res.exit_code == 0, res.output
     assert "POP_MESSAGE" in res.output and "ACK_MESSAGE" in res.output

@@ -52,9 +52,9 @@ class Routes:
 
     async def _conn(self) -> Client:
         if self._client is None or self._client.error is not None:
-            self.guard.check(self.namesrv, "target name server")
+            ep = self.guard.approve(self.namesrv, "target name server")
             try:
-                self._client = await Client.connect(self.namesrv, self.timeout)
+                self._client = await Client.connect(ep, self.timeout)
             except (OSError, asyncio.TimeoutError) as e:
                 raise RouteError(f"cannot connect to the target name server "
                                  f"{self.namesrv[0]}:{self.namesrv[1]}: {e or 'timeout'}") from None

@@ -92,24 +92,23 @@ class Replay:
     async def resolve(self) -> dict[int, Target | str]:
         """Pick the staging endpoint of every session (routes asked of the target name server)."""
         opts = self.opts
-        if opts.target is not None:
-            self.guard.check(opts.target, "target name server")
-            self.routes = Routes(opts.target, self.guard, opts.connect_timeout)
-        if opts.grpc_target is not None:
-            self.guard.check(opts.grpc_target, "target gRPC endpoint")
-        ns_ep = await self.via.start(opts.target, opts.grpc_target)
-        grpc_ep = await self.via.grpc(opts.grpc_target) if opts.grpc_target is not None else None
+        # the guard resolves each target once; what it approved (numeric) is what is connected to
+        ns = self.guard.approve(opts.target, "target name server") if opts.target is not None else None
+        gt = self.guard.approve(opts.grpc_target, "target gRPC endpoint") if opts.grpc_target is not None else None
+        if ns is not None:
+            self.routes = Routes(ns, self.guard, opts.connect_timeout)
+        ns_ep = await self.via.start(ns, gt)
+        grpc_ep = await self.via.grpc(gt) if gt is not None else None
         rw = Rewriter(opts.rules)
         for s in self.plan.sessions:
             if s.kind == GRPC:
-                self.targets[s.id] = (Target(grpc_ep, opts.grpc_target) if grpc_ep and opts.grpc_target
-                                      else "no --grpc-target")
+                self.targets[s.id] = Target(grpc_ep, gt) if grpc_ep and gt else "no --grpc-target"
                 continue
-            if opts.target is None or ns_ep is None:
+            if ns is None or ns_ep is None:
                 self.targets[s.id] = "no --target (remoting session)"
                 continue
             if s.kind != BROKER:
-                self.targets[s.id] = Target(ns_ep, opts.target)
+                self.targets[s.id] = Target(ns_ep, ns)
                 continue
             self.targets[s.id] = await self._broker_target(s, rw)
         return self.targets
@@ -141,7 +140,7 @@ class Replay:
         for t, r in routes:
             if r.write_queues.get(bname):
                 queue_nums[t] = r.write_queues[bname]
-        self.guard.check(addr, "staging broker")
+        addr = self.guard.approve(addr, "staging broker")  # learnt from staging's answer: checked like a target
         return Target(await self.via.broker(addr), addr, bname, queue_nums)
 
     # -- run ---------------------------------------------------------------------------
