@@ -13,7 +13,6 @@ Grammar (keywords also as ``&&``, ``||``, ``!``)::
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from ..model import Exchange
 from .columns import ColumnarFilter, Columns, _uses_columns
 from .fields import FIELDS, Field, Predicate, coerce, getter
 from .lexer import FilterError, Token, tokenize
+from .regex import compile_regex
 
 
 class Filter:
@@ -233,11 +233,7 @@ def _compare(field: Field, op: str, tok: Token, p: _Parser) -> Predicate:
     get = getter(field.name)
     multi = field.multi
     if op == "~":
-        try:
-            rx = re.compile(tok.text)
-        except re.error as e:
-            raise p.err(f"bad regular expression: {e}", tok) from None
-        search = rx.search
+        search = compile_regex(tok, p.expr).search
         if field.kind == "code":
             get = getter("code_name" if field.name == "code" else "response_code_name")
         if multi:
