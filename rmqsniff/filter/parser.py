@@ -22,6 +22,11 @@ from .fields import FIELDS, Field, Predicate, coerce, getter
 from .lexer import FilterError, Token, tokenize
 from .regex import compile_regex
 
+# How deep parentheses and ``not`` may nest: the parser (and the tree's walkers) recurse
+# once per level, so an expression of thousands of "(" must be a filter error, not a
+# RecursionError (an HTTP 500 from the proxy's admin endpoint).
+MAX_DEPTH = 64
+
 
 class Filter:
     """A compiled filter: call it with an exchange, or (over a :class:`Columns` store of
@@ -88,6 +93,7 @@ class _Parser:
         self.expr = expr
         self.toks = tokenize(expr)
         self.i = 0
+        self.depth = 0  # how many "(" and "not" the parser is inside
         self.fields: set[str] = set()
 
     # helpers
@@ -146,17 +152,27 @@ class _Parser:
         t = self.tok
         if self.kw("not") or (t.kind == "op" and t.text == "!"):
             self.take()
+            self.enter(t)
             node = self.unary()
+            self.depth -= 1
             inner = node.pred
             return _Node("not", lambda ex: not inner(ex), [node])
         if t.kind == "punct" and t.text == "(":
             self.take()
+            self.enter(t)
             group = self.or_()
             if not (self.tok.kind == "punct" and self.tok.text == ")"):
                 raise self.err("expected ')'", self.tok)
             self.take()
+            self.depth -= 1
             return group
         return self.test()
+
+    def enter(self, t: Token) -> None:
+        """One more level of nesting, opened by ``t``: a FilterError past MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.err(f"filter nested too deeply (more than {MAX_DEPTH} levels)", t)
 
     def test(self) -> _Node:
         t = self.take()
