@@ -20,7 +20,7 @@ from ..model import Exchange
 from .columns import ColumnarFilter, Columns, _uses_columns
 from .fields import FIELDS, Field, Predicate, coerce, getter
 from .lexer import FilterError, Token, tokenize
-from .regex import compile_regex
+from .regex import compile_search
 
 # How deep parentheses and ``not`` may nest: the parser (and the tree's walkers) recurse
 # once per level, so an expression of thousands of "(" must be a filter error, not a
@@ -249,12 +249,12 @@ def _compare(field: Field, op: str, tok: Token, p: _Parser) -> Predicate:
     get = getter(field.name)
     multi = field.multi
     if op == "~":
-        search = compile_regex(tok, p.expr).search
+        search = compile_search(tok, p.expr)
         if field.kind == "code":
             get = getter("code_name" if field.name == "code" else "response_code_name")
         if multi:
             return lambda ex: (v := get(ex)) is not None and any(search(str(x)) for x in v)
-        return lambda ex: (v := get(ex)) is not None and search(str(v)) is not None
+        return lambda ex: (v := get(ex)) is not None and search(str(v))
     lit = coerce(field, tok, p.expr)
     norm = _norm(field)
     if field.kind == "code":
