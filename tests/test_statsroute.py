@@ -6,11 +6,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rmqsniff.exporters.statsroute import Reading, StatsRoute
+from rmqsniff.filter.parser import MAX_DEPTH
 from rmqsniff.pipeline import Pipeline
 from rmqsniff.sinks import Recent
 
@@ -53,6 +55,16 @@ def test_stats_metrics_ready_and_errors():
     assert route.respond("GET", "/ready") == (200, "text/plain; charset=utf-8", b"LIVE\n")
     status, _, body = route.respond("GET", "/exchanges?filter=code%20%3D%3D%20%3D%3D")
     assert status == 400 and json.loads(body)["error"].startswith("bad filter")
+    # filters that once froze or crashed the proxy: a 400 with the filter error, at once
+    deep = quote("(" * 330 + "topic" + ")" * 330)
+    status, _, body = route.respond("GET", f"/exchanges?filter={deep}")
+    assert status == 400 and json.loads(body) == {
+        "error": f"bad filter: filter nested too deeply (more than {MAX_DEPTH} levels)", "position": MAX_DEPTH}
+    status, _, body = route.respond("GET", "/exchanges?filter=" + quote(r'topic ~ "(a)\\1"'))
+    assert status == 400 and json.loads(body) == {
+        "error": "bad filter: unsupported in filters (RE2): backreference \\1", "position": 8}
+    status, _, body = route.respond("GET", "/exchanges?filter=" + quote('topic ~ "(a+)+$"'))
+    assert status == 200 and "exchanges" in json.loads(body)
     assert route.respond("GET", "/exchanges?limit=x")[0] == 400
     assert route.respond("GET", "/nope")[0] == 404
     assert route.respond("POST", "/stats")[0] == 405

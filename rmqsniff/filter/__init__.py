@@ -8,8 +8,9 @@ exchange (``topic`` of a heartbeat, ``latency`` of a oneway send) is *missing*:
 every comparison on it is false, so ``not`` of it is true.  Multi-valued fields
 (``tag``, ``keys``, ``msgid`` of a batch or a pull) match when any value does;
 ``!=`` is ``not ==`` and ``not in`` is ``not (in)``, both for a present field.
-``~`` is a regex search (on the name for codes); regexes are compiled and code names
-resolved when the filter is compiled.  Durations are in ms unless a unit is given
+``~`` is a regex search (on the name for codes), with RE2 (linear time; no backreferences
+or lookaround: :mod:`.regex`); regexes are compiled and code names resolved when the
+filter is compiled.  Durations are in ms unless a unit is given
 (ns, us, ms, s, m, h); sizes in bytes unless given (B, kB, KiB, MB, MiB, GB, GiB).
 
 Protocol-specific fields come from each protocol's ``fields`` (:mod:`rmqsniff.protocols`);
@@ -20,6 +21,7 @@ The modules, in the order a filter goes through them:
 
 * :mod:`.lexer`   - tokens, and :class:`FilterError` (with the position of the problem);
 * :mod:`.fields`  - the fields, their getters, literals read as a field's kind;
+* :mod:`.regex`   - the ``~`` regexes, compiled with RE2;
 * :mod:`.parser`  - the grammar, :func:`compile_filter` and :class:`Filter`;
 * :mod:`.columns` - :class:`Columns` and :class:`ColumnarFilter`: a filter over whole
   chunks of a store of many exchanges (the TUI).

@@ -13,7 +13,6 @@ Grammar (keywords also as ``&&``, ``||``, ``!``)::
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -21,6 +20,12 @@ from ..model import Exchange
 from .columns import ColumnarFilter, Columns, _uses_columns
 from .fields import FIELDS, Field, Predicate, coerce, getter
 from .lexer import FilterError, Token, tokenize
+from .regex import compile_search
+
+# How deep parentheses and ``not`` may nest: the parser (and the tree's walkers) recurse
+# once per level, so an expression of thousands of "(" must be a filter error, not a
+# RecursionError (an HTTP 500 from the proxy's admin endpoint).
+MAX_DEPTH = 64
 
 
 class Filter:
@@ -88,6 +93,7 @@ class _Parser:
         self.expr = expr
         self.toks = tokenize(expr)
         self.i = 0
+        self.depth = 0  # how many "(" and "not" the parser is inside
         self.fields: set[str] = set()
 
     # helpers
@@ -146,17 +152,27 @@ class _Parser:
         t = self.tok
         if self.kw("not") or (t.kind == "op" and t.text == "!"):
             self.take()
+            self.enter(t)
             node = self.unary()
+            self.depth -= 1
             inner = node.pred
             return _Node("not", lambda ex: not inner(ex), [node])
         if t.kind == "punct" and t.text == "(":
             self.take()
+            self.enter(t)
             group = self.or_()
             if not (self.tok.kind == "punct" and self.tok.text == ")"):
                 raise self.err("expected ')'", self.tok)
             self.take()
+            self.depth -= 1
             return group
         return self.test()
+
+    def enter(self, t: Token) -> None:
+        """One more level of nesting, opened by ``t``: a FilterError past MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.err(f"filter nested too deeply (more than {MAX_DEPTH} levels)", t)
 
     def test(self) -> _Node:
         t = self.take()
@@ -233,16 +249,12 @@ def _compare(field: Field, op: str, tok: Token, p: _Parser) -> Predicate:
     get = getter(field.name)
     multi = field.multi
     if op == "~":
-        try:
-            rx = re.compile(tok.text)
-        except re.error as e:
-            raise p.err(f"bad regular expression: {e}", tok) from None
-        search = rx.search
+        search = compile_search(tok, p.expr)
         if field.kind == "code":
             get = getter("code_name" if field.name == "code" else "response_code_name")
         if multi:
             return lambda ex: (v := get(ex)) is not None and any(search(str(x)) for x in v)
-        return lambda ex: (v := get(ex)) is not None and search(str(v)) is not None
+        return lambda ex: (v := get(ex)) is not None and search(str(v))
     lit = coerce(field, tok, p.expr)
     norm = _norm(field)
     if field.kind == "code":
