@@ -195,6 +195,7 @@ def _read_exchanges(exchanges: Iterable[Exchange], fmt: str, count: int, redact:
 
 
 def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bool, redact: bool) -> None:
+    from .text import shown
     from .views import MESSAGE_COLUMNS, full_body, message_row, message_to_dict, messages_of
 
     rows = (m for ex in exchanges for m in messages_of(ex))
@@ -210,7 +211,7 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
     for m in _limited(rows, count):
         console.print(Text(render(message_row(m)), style=style.get(m.kind, "")))
         if body:
-            console.print(Text(full_body(m.body)), style="dim")
+            console.print(Text("\n".join(shown(line) for line in full_body(m.body).split("\n"))), style="dim")
 
 
 # ---------------------------------------------------------------- follow
@@ -350,6 +351,9 @@ def _bytes_text(n: float) -> str:
 def _print_stats_table(doc: dict[str, Any]) -> None:
     from rich import box
     from rich.table import Table
+    from rich.text import Text
+
+    from .text import shown
 
     console = _console()
     interval = "interval_s" in doc
@@ -367,7 +371,8 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
     for key, title in cols:
         t.add_column(title, justify="left" if key in ("time", "key", "role") else "right", overflow="fold")
 
-    def cells(r: dict[str, Any]) -> list[str]:
+    def cells(r: dict[str, Any]) -> list[Text]:
+        """Plain Text cells: a key from the wire is neither markup nor terminal control."""
         out = []
         for key, _ in cols:
             v = r.get(key, "")
@@ -380,8 +385,8 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
             elif key == "bytes":
                 out.append(_bytes_text(v))
             else:
-                out.append(str(v))
-        return out
+                out.append(shown(v))
+        return [Text(c) for c in out]
 
     for r in doc["rows"]:
         t.add_row(*cells(r), style="red" if r["errors"] else None)

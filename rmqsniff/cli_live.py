@@ -15,6 +15,7 @@ from .flows import PortSpec
 from .live import DEFAULT_IDLE, LiveSnapshot, LiveTap
 from .model import Exchange
 from .sources.afpacket import DEFAULT_BUFFER, DEFAULT_SNAPLEN, AfPacketSource, CaptureSetupError, PcapngWriter
+from .text import shown
 
 TOP = 5
 EXIT_SETUP = 1
@@ -128,12 +129,13 @@ def render_view(snap: LiveSnapshot, rates: dict[str, float], paused: bool = Fals
         grid.add_row(envoy, Group(lat, *tops))
     parts: list[Any] = [head, grid]
     if snap.errors:
-        parts.append(Text(f"last decoding problem: {snap.errors[-1]}", style="yellow"))
+        parts.append(Text(f"last decoding problem: {shown(snap.errors[-1])}", style="yellow"))
     return Group(*parts)
 
 
 def _top_table(title: str, rows: dict[str, dict[str, Any]]) -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=f"top {title}s", box=None, pad_edge=False, header_style="dim")
     columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
@@ -141,7 +143,7 @@ def _top_table(title: str, rows: dict[str, dict[str, Any]]) -> Any:
     for col, just in columns:
         t.add_column(col, justify=just, overflow="ellipsis", no_wrap=True, max_width=28 if just == "left" else None)
     for key, r in sorted(rows.items(), key=lambda kv: -kv[1]["requests"])[:TOP]:
-        t.add_row(key, f"{r['requests']:,}", f"{r['errors']:,}", f"{r['p99']:.2f}",
+        t.add_row(Text(shown(key)), f"{r['requests']:,}", f"{r['errors']:,}", f"{r['p99']:.2f}",
                   style="red" if r["errors"] else None)
     return t
 

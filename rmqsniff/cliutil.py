@@ -17,8 +17,11 @@ class BadInput(Exception):
 
 
 def fail(msg: str) -> None:
-    """One line on stderr, prefixed like every rmqsniff message."""
-    click.echo(f"rmqsniff: {msg}", err=True)
+    """One line on stderr, prefixed like every rmqsniff message (control characters, e.g. from
+    a capture's bytes, shown escaped)."""
+    from .text import shown
+
+    click.echo(f"rmqsniff: {shown(msg)}", err=True)
 
 
 def parse_ports(values: Iterable[str], param_hint: str = "--port") -> list[PortSpec]:

@@ -3,6 +3,27 @@ from __future__ import annotations
 
 import datetime as _dt
 
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(c: str) -> str:
+    if c in _NAMED:
+        return _NAMED[c]
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def shown(value: object) -> str:
+    """``value`` as text safe for a terminal: control characters (C0 incl. ESC, BEL, CR, LF,
+    TAB; DEL; C1 U+0080–U+009F) and other non-printable characters (format characters such
+    as bidi overrides, separators, unassigned code points, lone surrogates) become visible
+    escapes (``\\x1b``, ``\\n``, ``\\u202e`` …); printable text, including non-ASCII, is
+    unchanged.  For everything a person reads; machine formats (JSON, CSV) keep the value."""
+    s = value if isinstance(value, str) else str(value)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape_char(c) for c in s)
+
 
 def is_text(body: bytes) -> str | None:
     """The body as text when it is printable UTF-8, else None."""

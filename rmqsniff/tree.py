@@ -8,19 +8,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .text import preview_any
+from .text import preview_any, shown
 
 MAX_CHILDREN = 200  # list items / dict keys shown per tree node
 
 
 @dataclass
 class Node:
-    """A line of the detail tree; ``side`` marks the request/response nodes (for ``p``)."""
+    """A line of the detail tree; ``side`` marks the request/response nodes (for ``p``).
+    The label is for a person: control characters in it (from the wire) are kept escaped."""
 
     label: str
     children: list[Node] = field(default_factory=list)
     side: str | None = None
     expand: bool = False
+
+    def __post_init__(self) -> None:
+        self.label = shown(self.label)
 
     def add(self, label: str, **kw: Any) -> Node:
         n = Node(label, **kw)

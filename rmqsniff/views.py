@@ -23,7 +23,7 @@ from .filter import getter
 from .model import Connection, Exchange, Message, MessageRow, _ep
 from .protocols import protocol_named, protocol_of
 from .stats import NONE, Stats, bucket_of, bucket_percentiles
-from .text import full_body, ms_text, preview
+from .text import full_body, ms_text, preview, shown
 
 # ---------------------------------------------------------------- messages
 
@@ -63,15 +63,16 @@ MESSAGE_COLUMNS = ("#", "kind", "topic", "queue", "offset", "unique key", "msg i
 
 
 def message_row(r: MessageRow) -> tuple[str, ...]:
-    """A table row for a message (``MESSAGE_COLUMNS``)."""
+    """A table row for a message (``MESSAGE_COLUMNS``), wire text with controls escaped."""
     def t(ms: int | None) -> str:
         s = ms_text(ms)
         return s[11:23] if s else "-"
     born = f"{r.born_host or '-'} {t(r.born_ts)}"
     stored = f"{r.store_host or '-'} {t(r.store_ts)}"
-    return (str(r.exchange), r.kind, r.topic or "-", "-" if r.queue is None else str(r.queue),
-            "-" if r.offset is None else str(r.offset), r.unique_key or "-", r.msg_id or "-",
-            r.tags or "-", " ".join(r.keys) or "-", born, stored, str(len(r.body)), preview(r.body, 32))
+    cells = (str(r.exchange), r.kind, r.topic or "-", "-" if r.queue is None else str(r.queue),
+             "-" if r.offset is None else str(r.offset), r.unique_key or "-", r.msg_id or "-",
+             r.tags or "-", " ".join(r.keys) or "-", born, stored, str(len(r.body)), preview(r.body, 32))
+    return tuple(shown(c) for c in cells)
 
 
 # ---------------------------------------------------------------- follow
@@ -114,15 +115,16 @@ def frame_to_dict(ex: Exchange, m: Message, redact: bool = True) -> dict[str, An
 def _printable(v: str) -> str:
     """A header value on one line: message properties as ``{K=V; ...}``, controls escaped."""
     if "\x01" in v:
-        return "{" + "; ".join(f"{k}={x}" for k, x in parse_properties(v).items()) + "}"
-    return v if v.isprintable() else v.encode("unicode_escape").decode("ascii")
+        return "{" + "; ".join(f"{shown(k)}={shown(x)}" for k, x in parse_properties(v).items()) + "}"
+    return shown(v)
 
 
 def render_conversation(conn: Connection, frames: list[tuple[Exchange, Message]], redact: bool = True) -> str:
-    """tshark ``-z follow`` style text: a header, then one block per frame."""
+    """tshark ``-z follow`` style text: a header, then one block per frame (for a terminal:
+    wire text has its control characters escaped)."""
     bar = "=" * 72
     how = f"  ({frames[0][0].protocol}, known by {conn.recognised_by})" if frames and conn.recognised_by else ""
-    lines = [bar, f"Follow: rocketmq connection {conn.id}  {conn.label}{how}", bar]
+    lines = [bar, shown(f"Follow: rocketmq connection {conn.id}  {conn.label}{how}"), bar]
     for ex, m in frames:
         d = frame_to_dict(ex, m, redact)
         t = _dt.datetime.fromtimestamp(m.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")
@@ -131,11 +133,11 @@ def render_conversation(conn: Connection, frames: list[tuple[Exchange, Message]]
         head = f"{indent}{t} {arrow} #{ex.index} {d['role']} {d['name']} ({d['code']}) opaque={d['opaque']}"
         if d["remark"]:
             head += f" remark={d['remark']!r}"
-        lines.append(head)
+        lines.append(shown(head))
         if d["ext"]:
-            lines.append(indent + "      " + " ".join(f"{k}={_printable(v)}" for k, v in d["ext"].items()))
-        for line in d["body"].splitlines():
-            lines.append(indent + "      " + line)
+            lines.append(indent + "      " + " ".join(f"{shown(k)}={_printable(v)}" for k, v in d["ext"].items()))
+        for line in d["body"].split("\n") if d["body"] else ():  # at LF only: other controls show escaped
+            lines.append(indent + "      " + shown(line))
     lines.append(bar)
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Exchange
 from ..protocols import protocol_of
+from ..text import shown
 
 
 def exchange_to_dict(ex: Exchange, redact: bool = True) -> dict[str, Any]:
@@ -37,7 +38,8 @@ COLUMNS = ("#", "time", "connection", "request", "topic/group", "status", "respo
 
 
 def row(ex: Exchange) -> tuple[str, ...]:
-    """One table row: index, time, connection, request name, topic/group, status, answer, latency, bytes."""
+    """One table row: index, time, connection, request name, topic/group, status, answer, latency, bytes
+    (wire text with its control characters escaped: the row is for a terminal)."""
     req = ex.request.command if ex.request else None
     resp = ex.response.command if ex.response else None
     cl = protocol_of(ex).classifier
@@ -53,7 +55,7 @@ def row(ex: Exchange) -> tuple[str, ...]:
     direction = "<-" if ex.server_initiated else "->"
     conn = ex.connection
     label = f"{conn.client[0]}:{conn.client[1]} {direction} {conn.server[0]}:{conn.server[1]}"
-    return (str(ex.index), t, label, name, where, ex.status, answer, lat, str(size))
+    return (str(ex.index), t, label, shown(name), shown(where), ex.status, shown(answer), lat, str(size))
 
 
 def result_of(ex: Exchange) -> str:

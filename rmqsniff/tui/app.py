@@ -24,6 +24,7 @@ from ..filter import FilterError, compile_filter
 from ..flows import PortSpec
 from ..pipeline import Pipeline
 from ..sources.wire import WireReader
+from ..text import shown
 from . import commands
 from .commands import CommandError, CommandSuggester, FilterSuggester
 from .detail import Node, exchange_json, exchange_tree, frame_bytes, hexdump
@@ -192,10 +193,10 @@ class RmqSniffApp(App[None]):
         names = (f"live: {', '.join(self.interfaces)}" + (f" ({self.bpf})" if self.bpf else "") if self.interfaces
                  else ", ".join(Path(p).name for p in self.paths) or "(no capture)")
         n = len(st.exchanges)
-        shown = len(self.view)
+        listed = len(self.view)
         t = Text(f" rmqsniff  {names}  ·  {n} exchanges", style="bold")
         if self.filter_text:
-            t.append(f"  ·  {shown} shown  ·  filter: {self.filter_text}", style="bold yellow")
+            t.append(f"  ·  {listed} shown  ·  filter: {shown(self.filter_text)}", style="bold yellow")
         if self.sort is not None:
             col, rev = self.sort
             t.append(f"  ·  sort: {COLUMNS[col].title} {'▼' if rev else '▲'}")
@@ -216,9 +217,10 @@ class RmqSniffApp(App[None]):
         if self._view_busy:
             status.append("  ·  filtering/sorting…", style="italic")
         if st.errors:
-            status.append(f"  ·  {len(st.errors)} problem(s): {st.errors[0]}", style="bold red")
+            status.append(f"  ·  {len(st.errors)} problem(s): {shown(st.errors[0])}", style="bold red")
             while self._errors_shown < min(5, len(st.errors)):
-                self.notify(st.errors[self._errors_shown], title="capture", severity="error", timeout=10)
+                self.notify(shown(st.errors[self._errors_shown]), title="capture", severity="error", timeout=10,
+                            markup=False)
                 self._errors_shown += 1
         if not st.loading and st.files_read == 0 and self.paths and not st.live:
             status.append("  ·  nothing could be read", style="bold red")
@@ -524,7 +526,7 @@ class RmqSniffApp(App[None]):
         try:
             self.run_command(event.value)
         except CommandError as e:
-            self.notify(str(e), title="command", severity="error")
+            self.notify(shown(str(e)), title="command", severity="error", markup=False)
             self._line_message(str(e))
 
     def run_command(self, line: str) -> None:

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Log, Static, TabbedContent, TabPane
 
 from ..model import Exchange
+from ..text import shown
 from ..views import conversation, render_conversation
 from . import charts, stats_tables
 from .commands import COMMANDS, KEYS
@@ -106,14 +107,14 @@ class StatsScreen(Screen[str | None]):
                 head = Text(f"over the {len(self.view)} listed exchanges{self.what}\n\n", style="dim")
                 self.query_one(f"#c-{tab}", Static).update(head + result)
             else:
-                self.notify(str(result), severity="error")
+                self.notify(shown(str(result)), severity="error", markup=False)
             return
         assert isinstance(result, stats_tables.Table)
         t = self.query_one(f"#t-{tab}", VimTable)
         t.clear(columns=True)
         t.add_columns(*result.columns)
-        for i, row in enumerate(result.rows):
-            t.add_row(*row, key=str(i))
+        for i, row in enumerate(result.rows):  # Text cells: a str cell would be parsed as markup
+            t.add_row(*(Text(c) for c in row), key=str(i))
         self.filters[tab] = result.filters
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from ..exporters.statsfmt import render_envoy
 from ..model import Exchange, endpoint_text
 from ..stats import NONE, OTHER
+from ..text import shown
 from ..views import GROUPS, grouped_rows
 from .store import Store, result_of
 
@@ -18,8 +19,8 @@ CONN_COLUMNS = ("conn", "client", "server", "protocol", "exchanges", "errors", "
 
 @dataclass
 class Table:
-    """One table of the stats view: its rows and, per row, the filter it drills down to
-    (None: not a drill-down row)."""
+    """One table of the stats view: its rows (text as shown: wire text escaped) and, per row,
+    the filter it drills down to (None: not a drill-down row)."""
 
     columns: tuple[str, ...]
     rows: list[tuple[str, ...]]
@@ -55,7 +56,7 @@ def envoy_table(store: Store) -> Table:
         if ".request_code." in name or ".response_code." in name:
             continue
         rows.append((name, value))
-    return Table(("stat", "value"), rows, [None] * len(rows))
+    return Table(("stat", "value"), [tuple(shown(c) for c in r) for r in rows], [None] * len(rows))
 
 
 def grouped_table(store: Store, by: str) -> Table:
@@ -65,7 +66,7 @@ def grouped_table(store: Store, by: str) -> Table:
     out: list[tuple[str, ...]] = []
     for r in rows:
         key = r["key"] + (f" ({r['role']})" if r.get("role") == "nameserver" else "")
-        out.append((key, str(r["requests"]), str(r["errors"]), f"{r['error_pct']:.1f}", f"{r['p50']:.3f}",
+        out.append((shown(key), str(r["requests"]), str(r["errors"]), f"{r['error_pct']:.1f}", f"{r['p50']:.3f}",
                     f"{r['p90']:.3f}", f"{r['p99']:.3f}", f"{r['max']:.3f}", str(r["bytes"])))
     return Table(GROUP_COLUMNS, out, [drill_filter(by, r) for r in rows])
 
@@ -86,7 +87,7 @@ def connections_table(exchanges: Sequence[Exchange]) -> Table:
     for cid in sorted(acc):
         c, proto, n, errs, nbytes = acc[cid]
         rows.append((str(cid), endpoint_text(c.client), endpoint_text(c.server), proto, str(n), str(errs),
-                     str(nbytes), c.role_source))
+                     str(nbytes), shown(c.role_source)))
         filters.append(f"conn == {cid}")
     return Table(CONN_COLUMNS, rows, filters)
 

@@ -28,6 +28,7 @@ from ..model import Exchange, _ep
 from ..pipeline import Pipeline
 from ..protocols import protocol_of
 from ..stats import Stats
+from ..text import shown
 
 View = Sequence[int]  # positions into Store.exchanges
 
@@ -106,7 +107,8 @@ ROW_STYLE = {"success": "green", "no_message": "green", "error": "bold red", "un
 
 
 def row_cells(ex: Exchange) -> list[str]:
-    return [c.text(ex) for c in COLUMNS]
+    """The list's cells for ``ex``, wire text with its control characters escaped."""
+    return [shown(c.text(ex)) for c in COLUMNS]
 
 
 # ---------------------------------------------------------------- filtering and sorting
