@@ -495,6 +495,29 @@ def test_corrupt_pcapng_block_resumes_at_the_next_block(tmp_path) -> None:
     decoded(a, 2)
 
 
+def test_corrupt_pcapng_section_header_skips_that_block_only(tmp_path) -> None:
+    """A Section Header Block declaring 0xFFFFFFFC bytes in the middle of a 2000-exchange
+    capture: its length is checked before it resets the section (byte order, interface
+    table), so it is one error line and a skipped block, and every exchange decodes."""
+    convs = [[part for k in range(100) for part in good_exchange(100 * c + k)] for c in range(20)]
+    path = capture(tmp_path, convs, name="w.pcapng", fmt="pcapng")
+    data = Path(path).read_bytes()
+    offs, off = [], 0
+    while off < len(data):
+        offs.append(off)
+        off += struct.unpack_from("<I", data, off + 4)[0]
+    cut = offs[len(offs) // 2]
+    bogus = struct.pack("<IIIHHqI", 0x0A0D0D0A, 0xFFFFFFFC, 0x1A2B3C4D, 1, 0, -1, 28)
+    bad = tmp_path / "bad.pcapng"
+    bad.write_bytes(data[:cut] + bogus + data[cut:])
+    a = analyze([str(bad)])
+    assert a.errors == [f"{bad}: corrupt pcapng block (length {0xFFFFFFFC}) at byte {cut}; "
+                        f"skipped {len(bogus)} bytes, resumed at byte {cut + len(bogus)}"]
+    assert a.packets == len(offs) - 2
+    assert len(a.exchanges) == 2000 and all(x.status == ANSWERED for x in a.exchanges)
+    assert a.stats.counter("request_decoding_error") == 0
+
+
 # ------------------------------------------------------------------ the user's view: one clear line
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

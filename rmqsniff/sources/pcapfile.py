@@ -15,6 +15,9 @@ plausible one (pcap: two record headers in a row with sane lengths and
 timestamps near the last good one; pcapng: an aligned block whose trailing
 length matches) and reading resumes; the bytes skipped are counted in
 :attr:`CaptureReader.corrupt_bytes`. A truncated file keeps what was read.
+A block's length is checked before the block acts on anything: a corrupt section
+header is skipped like any corrupt block and leaves the section (byte order,
+interfaces) as it was.
 """
 from __future__ import annotations
 
@@ -202,22 +205,19 @@ class CaptureReader:
             off = pos - base
             btype, blen = hdr(buf, off)
             problem = None
+            section = None  # a new section's byte order, applied once its header block checks out
             if btype == _PCAPNG_SHB:
                 if len(buf) - off < 12:
                     break
                 bom = buf[off + 8:off + 12]
                 if bom == b"\x4d\x3c\x2b\x1a":
-                    endian = "<"
+                    section = "<"
                 elif bom == b"\x1a\x2b\x3c\x4d":
-                    endian = ">"
+                    section = ">"
                 else:
                     problem = "bad pcapng byte-order magic"
-                if problem is None:
-                    hdr = struct.Struct(endian + "II").unpack_from
-                    epb = struct.Struct(endian + "IIIII").unpack_from
-                    spb_len = struct.Struct(endian + "I").unpack_from
-                    btype, blen = hdr(buf, off)
-                    ifaces.clear()  # interface ids are per section
+                if section is not None:
+                    blen = struct.unpack_from(section + "I", buf, off + 4)[0]
             if problem is None:
                 if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                     problem = f"corrupt pcapng block (length {blen})"
@@ -226,7 +226,9 @@ class CaptureReader:
                 else:
                     buf, base = win.buf, win.base
                     off = pos - base
-                    if spb_len(buf, off + blen - 4)[0] != blen:
+                    tail = struct.unpack_from(section + "I", buf, off + blen - 4)[0] if section else \
+                        spb_len(buf, off + blen - 4)[0]
+                    if tail != blen:
                         problem = f"corrupt pcapng block (length {blen} does not match its trailing length)"
             if problem is not None:
                 q = _pcapng_resync(win, pos, endian)
@@ -242,6 +244,12 @@ class CaptureReader:
                 self.corrupt_bytes += q - pos
                 pos = q
                 continue
+            if section is not None:  # a valid section header: its byte order, and interface ids start over
+                endian = section
+                hdr = struct.Struct(endian + "II").unpack_from
+                epb = struct.Struct(endian + "IIIII").unpack_from
+                spb_len = struct.Struct(endian + "I").unpack_from
+                ifaces.clear()
             if btype == 6:  # Enhanced Packet Block
                 if blen < 32:
                     self.errors.append(f"{self.name}: packet block at byte {pos} too short ({blen} bytes); skipped")
