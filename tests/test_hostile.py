@@ -34,6 +34,7 @@ from tests.support.exchanges import request_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = ("10.0.0.10", 10911)
+BROKER_LABEL = "10.0.1.1:40000 -> 10.0.0.10:10911"  # the first connection capture() writes
 
 
 def req(opaque: int, ser: int = JSON, body: bytes | None = b"payload") -> RemotingCommand:
@@ -336,6 +337,45 @@ def test_grpc_message_over_the_limit_is_skipped_and_counted() -> None:
     assert calls[1].request.messages == [] and calls[3].request.messages == []
     good = calls[5].request.messages
     assert len(good) == 1 and good[0].decoded == {"topic": {"name": "T"}}
+
+
+def continuation_flood(sid: int) -> bytes:
+    """A HEADERS frame on ``sid`` whose header block runs past the 16 MiB limit, then 3000
+    more CONTINUATION frames, the last one ending the block."""
+    return (h2(1, 0, sid, bytes(1000)) + b"".join(h2(9, 0, sid, bytes(1 << 20)) for _ in range(17))
+            + b"".join(h2(9, 0, sid, bytes(10)) for _ in range(3000)) + h2(9, 0x4, sid, bytes(10)))
+
+
+def flood_connection() -> tuple[bytes, bytes]:
+    """Five good calls (streams 1, 3, 5, 9, 11) around a CONTINUATION flood on stream 7."""
+    enc_c, enc_s = hpack.Encoder(), hpack.Encoder()
+    calls = [grpc_call_bytes(enc_c, enc_s, sid, b"\x0a\x03\x12\x01T") for sid in (1, 3, 5, 9, 11)]
+    client = PREFACE + h2(4, 0, 0, b"") + b"".join(c for c, _ in calls[:3]) + continuation_flood(7) \
+        + b"".join(c for c, _ in calls[3:])
+    return client, h2(4, 0, 0, b"") + b"".join(s for _, s in calls)
+
+
+def test_grpc_header_block_over_the_limit_is_one_problem_and_its_continuations_are_skipped() -> None:
+    calls, problems = run_grpc(*flood_connection())
+    assert [(p.reason, p.stream_id) for p in problems] == [("header block over the size limit", 7)]
+    assert sorted(calls) == [1, 3, 5, 9, 11]
+    assert all(len(c.request.messages) == 1 and c.ended_by == "trailers" for c in calls.values())
+    # the lost block may have changed the header table: later calls' :path refers to it
+    assert calls[5].request.messages[0].decoded == {"topic": {"name": "T"}}
+
+
+def test_grpc_continuation_flood_counts_its_real_calls_and_reports_on_stderr(tmp_path) -> None:
+    """Six calls, one of them a header block over the limit followed by 3000 CONTINUATION
+    frames: six requests, one decoding error, five answered calls, and the problem on
+    stderr in one line (before: 3008 requests, 3003 decoding errors, nothing on stderr)."""
+    path = capture(tmp_path, [[(True, client), (False, server)] for client, server in [flood_connection()]])
+    a = analyze([path])
+    assert a.stats.counter("request") == 6 and a.stats.counter("request_decoding_error") == 1
+    assert len(a.exchanges) == 5 and all(x.status == ANSWERED for x in a.exchanges)
+    assert a.errors == [f"{BROKER_LABEL} client stream 7: grpc: header block over the size limit"]
+    r = run_cli("read", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"rmqsniff: {a.errors[0]}"]
 
 
 def test_grpc_gzip_bomb_is_capped() -> None:
