@@ -587,6 +587,24 @@ def test_cli_errors_are_one_line_each_without_traceback(tmp_path) -> None:
         assert any(what in ln for ln in lines), (args, r.stderr)
 
 
+def test_cli_repeated_problems_are_one_line_per_kind_with_counts(tmp_path) -> None:
+    """Three connections each opening with a frame over the size cap, plus a gRPC header
+    block over the limit: one line per kind, with the count and where it first happened."""
+    bad = [[(True, struct.pack(">iI", 2**31 - 1, 16) + encode(req(1)))] for _ in range(3)]
+    remoting = capture(tmp_path, bad, name="r.pcap")
+    r = run_cli("stats", remoting)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rmqsniff: 3× frame length exceeds maximum"), r.stderr
+    assert lines[0].endswith(f"(first: {BROKER_LABEL} stream offset 0)"), r.stderr
+
+    from rmqsniff.cli import summarise_problems
+
+    assert summarise_problems(["a.pcap: cannot open", "b.pcap: cannot open", "x:1 -> y:2 stream 3: grpc: e",
+                               "x:5 -> y:2 stream 1: grpc: e", "x:1 -> y:2 stream 5: grpc: f"]) == [
+        "a.pcap: cannot open", "b.pcap: cannot open", "2× grpc: e (first: x:1 -> y:2 stream 3)",
+        "x:1 -> y:2 stream 5: grpc: f"]
+
+
 def test_reader_on_a_pipe_like_object_never_raises() -> None:
     from rmqsniff.sources.pcapfile import CaptureReader
 
