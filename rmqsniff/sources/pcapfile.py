@@ -205,19 +205,27 @@ class CaptureReader:
             off = pos - base
             btype, blen = hdr(buf, off)
             problem = None
-            section = None  # a new section's byte order, applied once its header block checks out
             if btype == _PCAPNG_SHB:
                 if len(buf) - off < 12:
                     break
                 bom = buf[off + 8:off + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    section = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    section = ">"
-                else:
+                section = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
+                if section is None:
                     problem = "bad pcapng byte-order magic"
-                if section is not None:
-                    blen = struct.unpack_from(section + "I", buf, off + 4)[0]
+                else:
+                    u32 = struct.Struct(section + "I").unpack_from
+                    blen = u32(buf, off + 4)[0]
+                    # the block must check out before it resets the section; if it does not,
+                    # the checks below name the problem and skip this block only
+                    if 12 <= blen <= MAX_BLOCK and blen % 4 == 0 and win.ensure(pos, blen):
+                        buf, base = win.buf, win.base
+                        off = pos - base
+                        if u32(buf, off + blen - 4)[0] == blen:
+                            endian = section
+                            hdr = struct.Struct(endian + "II").unpack_from
+                            epb = struct.Struct(endian + "IIIII").unpack_from
+                            spb_len = u32
+                            ifaces.clear()  # interface ids are per section
             if problem is None:
                 if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                     problem = f"corrupt pcapng block (length {blen})"
@@ -226,9 +234,7 @@ class CaptureReader:
                 else:
                     buf, base = win.buf, win.base
                     off = pos - base
-                    tail = struct.unpack_from(section + "I", buf, off + blen - 4)[0] if section else \
-                        spb_len(buf, off + blen - 4)[0]
-                    if tail != blen:
+                    if spb_len(buf, off + blen - 4)[0] != blen:
                         problem = f"corrupt pcapng block (length {blen} does not match its trailing length)"
             if problem is not None:
                 q = _pcapng_resync(win, pos, endian)
@@ -244,12 +250,6 @@ class CaptureReader:
                 self.corrupt_bytes += q - pos
                 pos = q
                 continue
-            if section is not None:  # a valid section header: its byte order, and interface ids start over
-                endian = section
-                hdr = struct.Struct(endian + "II").unpack_from
-                epb = struct.Struct(endian + "IIIII").unpack_from
-                spb_len = struct.Struct(endian + "I").unpack_from
-                ifaces.clear()
             if btype == 6:  # Enhanced Packet Block
                 if blen < 32:
                     self.errors.append(f"{self.name}: packet block at byte {pos} too short ({blen} bytes); skipped")
