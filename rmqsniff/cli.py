@@ -21,14 +21,37 @@ _BadInput = BadInput
 _fail = fail
 
 
+MAX_PROBLEM_LINES = 20
+KEPT_PROBLEMS = 1000  # a flow table keeps this many problem lines (rmqsniff.flows)
+
+
+def summarise_problems(errors: Iterable[str]) -> list[str]:
+    """One line per kind of decoding problem: a connection's problem reads
+    ``<client> -> <server> <where>: <reason>``; repeats of one reason become
+    ``N× <reason> (first: <where>)``.  Other lines (capture files) are kept as they are."""
+    kinds: dict[str, list[Any]] = {}
+    for e in errors:
+        where, sep, reason = e.partition(": ")
+        key = reason if sep and " -> " in where else e
+        row = kinds.get(key)
+        if row is None:
+            kinds[key] = [1, e, where]
+        else:
+            row[0] += 1
+    return [first if n == 1 else f"{n}× {key} (first: {where})" for key, (n, first, where) in kinds.items()]
+
+
 def _report(p: Pipeline, quiet: bool = False) -> int:
-    """Print read problems as one line each; exit code 2 when nothing could be read."""
-    for shown, e in enumerate(p.errors):
-        if shown >= 20:
-            _fail(f"... and {len(p.errors) - shown} more problems (see the stats' decoding-error counters)")
+    """Print read problems, one line per kind with counts; exit code 2 when nothing could be read."""
+    lines = summarise_problems(p.errors)
+    for shown, line in enumerate(lines):
+        if shown >= MAX_PROBLEM_LINES:
+            _fail(f"... and {len(lines) - shown} more kinds of problem (see the stats' decoding-error counters)")
             break
         if not quiet:
-            _fail(e)
+            _fail(line)
+    if len(p.errors) >= KEPT_PROBLEMS and not quiet:
+        _fail(f"counts above are of the first {KEPT_PROBLEMS} problems (see the stats' decoding-error counters)")
     other = p.table.other_flows
     if other and not quiet:
         for why, n in sorted(other.items()):

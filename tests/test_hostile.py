@@ -34,6 +34,7 @@ from tests.support.exchanges import request_of
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKER = ("10.0.0.10", 10911)
+BROKER_LABEL = "10.0.1.1:40000 -> 10.0.0.10:10911"  # the first connection capture() writes
 
 
 def req(opaque: int, ser: int = JSON, body: bytes | None = b"payload") -> RemotingCommand:
@@ -338,6 +339,45 @@ def test_grpc_message_over_the_limit_is_skipped_and_counted() -> None:
     assert len(good) == 1 and good[0].decoded == {"topic": {"name": "T"}}
 
 
+def continuation_flood(sid: int) -> bytes:
+    """A HEADERS frame on ``sid`` whose header block runs past the 16 MiB limit, then 3000
+    more CONTINUATION frames, the last one ending the block."""
+    return (h2(1, 0, sid, bytes(1000)) + b"".join(h2(9, 0, sid, bytes(1 << 20)) for _ in range(17))
+            + b"".join(h2(9, 0, sid, bytes(10)) for _ in range(3000)) + h2(9, 0x4, sid, bytes(10)))
+
+
+def flood_connection() -> tuple[bytes, bytes]:
+    """Five good calls (streams 1, 3, 5, 9, 11) around a CONTINUATION flood on stream 7."""
+    enc_c, enc_s = hpack.Encoder(), hpack.Encoder()
+    calls = [grpc_call_bytes(enc_c, enc_s, sid, b"\x0a\x03\x12\x01T") for sid in (1, 3, 5, 9, 11)]
+    client = PREFACE + h2(4, 0, 0, b"") + b"".join(c for c, _ in calls[:3]) + continuation_flood(7) \
+        + b"".join(c for c, _ in calls[3:])
+    return client, h2(4, 0, 0, b"") + b"".join(s for _, s in calls)
+
+
+def test_grpc_header_block_over_the_limit_is_one_problem_and_its_continuations_are_skipped() -> None:
+    calls, problems = run_grpc(*flood_connection())
+    assert [(p.reason, p.stream_id) for p in problems] == [("header block over the size limit", 7)]
+    assert sorted(calls) == [1, 3, 5, 9, 11]
+    assert all(len(c.request.messages) == 1 and c.ended_by == "trailers" for c in calls.values())
+    # the lost block may have changed the header table: later calls' :path refers to it
+    assert calls[5].request.messages[0].decoded == {"topic": {"name": "T"}}
+
+
+def test_grpc_continuation_flood_counts_its_real_calls_and_reports_on_stderr(tmp_path) -> None:
+    """Six calls, one of them a header block over the limit followed by 3000 CONTINUATION
+    frames: six requests, one decoding error, five answered calls, and the problem on
+    stderr in one line (before: 3008 requests, 3003 decoding errors, nothing on stderr)."""
+    path = capture(tmp_path, [[(True, client), (False, server)] for client, server in [flood_connection()]])
+    a = analyze([path])
+    assert a.stats.counter("request") == 6 and a.stats.counter("request_decoding_error") == 1
+    assert len(a.exchanges) == 5 and all(x.status == ANSWERED for x in a.exchanges)
+    assert a.errors == [f"{BROKER_LABEL} client stream 7: grpc: header block over the size limit"]
+    r = run_cli("read", path)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [f"rmqsniff: {a.errors[0]}"]
+
+
 def test_grpc_gzip_bomb_is_capped() -> None:
     """A gzip-compressed gRPC message inflating to 64 MiB against a 1 MiB limit: a
     counted Problem and a note on the call; the next call decodes."""
@@ -495,6 +535,29 @@ def test_corrupt_pcapng_block_resumes_at_the_next_block(tmp_path) -> None:
     decoded(a, 2)
 
 
+def test_corrupt_pcapng_section_header_skips_that_block_only(tmp_path) -> None:
+    """A Section Header Block declaring 0xFFFFFFFC bytes in the middle of a 2000-exchange
+    capture: its length is checked before it resets the section (byte order, interface
+    table), so it is one error line and a skipped block, and every exchange decodes."""
+    convs = [[part for k in range(100) for part in good_exchange(100 * c + k)] for c in range(20)]
+    path = capture(tmp_path, convs, name="w.pcapng", fmt="pcapng")
+    data = Path(path).read_bytes()
+    offs, off = [], 0
+    while off < len(data):
+        offs.append(off)
+        off += struct.unpack_from("<I", data, off + 4)[0]
+    cut = offs[len(offs) // 2]
+    bogus = struct.pack("<IIIHHqI", 0x0A0D0D0A, 0xFFFFFFFC, 0x1A2B3C4D, 1, 0, -1, 28)
+    bad = tmp_path / "bad.pcapng"
+    bad.write_bytes(data[:cut] + bogus + data[cut:])
+    a = analyze([str(bad)])
+    assert a.errors == [f"{bad}: corrupt pcapng block (length {0xFFFFFFFC}) at byte {cut}; "
+                        f"skipped {len(bogus)} bytes, resumed at byte {cut + len(bogus)}"]
+    assert a.packets == len(offs) - 2
+    assert len(a.exchanges) == 2000 and all(x.status == ANSWERED for x in a.exchanges)
+    assert a.stats.counter("request_decoding_error") == 0
+
+
 # ------------------------------------------------------------------ the user's view: one clear line
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -522,6 +585,24 @@ def test_cli_errors_are_one_line_each_without_traceback(tmp_path) -> None:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert lines and all(ln.startswith(("rmqsniff: ", "    ")) for ln in lines), (args, r.stderr)
         assert any(what in ln for ln in lines), (args, r.stderr)
+
+
+def test_cli_repeated_problems_are_one_line_per_kind_with_counts(tmp_path) -> None:
+    """Three connections each opening with a frame over the size cap, plus a gRPC header
+    block over the limit: one line per kind, with the count and where it first happened."""
+    bad = [[(True, struct.pack(">iI", 2**31 - 1, 16) + encode(req(1)))] for _ in range(3)]
+    remoting = capture(tmp_path, bad, name="r.pcap")
+    r = run_cli("stats", remoting)
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rmqsniff: 3× frame length exceeds maximum"), r.stderr
+    assert lines[0].endswith(f"(first: {BROKER_LABEL} stream offset 0)"), r.stderr
+
+    from rmqsniff.cli import summarise_problems
+
+    assert summarise_problems(["a.pcap: cannot open", "b.pcap: cannot open", "x:1 -> y:2 stream 3: grpc: e",
+                               "x:5 -> y:2 stream 1: grpc: e", "x:1 -> y:2 stream 5: grpc: f"]) == [
+        "a.pcap: cannot open", "b.pcap: cannot open", "2× grpc: e (first: x:1 -> y:2 stream 3)",
+        "x:1 -> y:2 stream 5: grpc: f"]
 
 
 def test_reader_on_a_pipe_like_object_never_raises() -> None:

@@ -149,6 +149,8 @@ class GrpcConnection:
         self._closed_set: set[int] = set()
         self.max_sid = 0
         self.ended = 0
+        # a header block being assembled: (stream id, flags, block so far, frame bytes); -1 bytes: the
+        # block went over the size limit and its CONTINUATIONs are skipped up to END_HEADERS
         self.block: dict[bool, tuple[int, int, bytearray, int] | None] = {True: None, False: None}
         self.goaway: tuple[int, int] | None = None  # (last stream id, error code)
         self.slot_methods: dict[int, set[str]] = {}
@@ -278,11 +280,16 @@ class GrpcConnection:
                 self.hpack[fc].reset()
             return
         sid, flags, buf, size = pend
+        if size < 0:  # the rest of a block already reported over the limit: dropped up to its end
+            if f.flags & fr.END_HEADERS:
+                self.block[fc] = None
+            return
         buf += f.payload
         size += len(f.payload) + 9
         if len(buf) > self.max_message:
+            # one problem for the block; its remaining CONTINUATIONs are passed over
             self._problem(fc, "header block over the size limit", sid)
-            self.block[fc] = None
+            self.block[fc] = None if f.flags & fr.END_HEADERS else (sid, flags, bytearray(), -1)
             self.hpack[fc].reset()
             return
         if f.flags & fr.END_HEADERS:

@@ -15,6 +15,9 @@ plausible one (pcap: two record headers in a row with sane lengths and
 timestamps near the last good one; pcapng: an aligned block whose trailing
 length matches) and reading resumes; the bytes skipped are counted in
 :attr:`CaptureReader.corrupt_bytes`. A truncated file keeps what was read.
+A block's length is checked before the block acts on anything: a corrupt section
+header is skipped like any corrupt block and leaves the section (byte order,
+interfaces) as it was.
 """
 from __future__ import annotations
 
@@ -206,18 +209,23 @@ class CaptureReader:
                 if len(buf) - off < 12:
                     break
                 bom = buf[off + 8:off + 12]
-                if bom == b"\x4d\x3c\x2b\x1a":
-                    endian = "<"
-                elif bom == b"\x1a\x2b\x3c\x4d":
-                    endian = ">"
-                else:
+                section = "<" if bom == b"\x4d\x3c\x2b\x1a" else ">" if bom == b"\x1a\x2b\x3c\x4d" else None
+                if section is None:
                     problem = "bad pcapng byte-order magic"
-                if problem is None:
-                    hdr = struct.Struct(endian + "II").unpack_from
-                    epb = struct.Struct(endian + "IIIII").unpack_from
-                    spb_len = struct.Struct(endian + "I").unpack_from
-                    btype, blen = hdr(buf, off)
-                    ifaces.clear()  # interface ids are per section
+                else:
+                    u32 = struct.Struct(section + "I").unpack_from
+                    blen = u32(buf, off + 4)[0]
+                    # the block must check out before it resets the section; if it does not,
+                    # the checks below name the problem and skip this block only
+                    if 12 <= blen <= MAX_BLOCK and blen % 4 == 0 and win.ensure(pos, blen):
+                        buf, base = win.buf, win.base
+                        off = pos - base
+                        if u32(buf, off + blen - 4)[0] == blen:
+                            endian = section
+                            hdr = struct.Struct(endian + "II").unpack_from
+                            epb = struct.Struct(endian + "IIIII").unpack_from
+                            spb_len = u32
+                            ifaces.clear()  # interface ids are per section
             if problem is None:
                 if blen < 12 or blen % 4 or blen > MAX_BLOCK:
                     problem = f"corrupt pcapng block (length {blen})"

@@ -47,7 +47,7 @@ class Grpc(Protocol):
         from .handler import GrpcHandler
 
         return GrpcHandler(conn, sink, stats, mid_stream=bool(mid_stream if isinstance(mid_stream, bool)
-                                                               else mid_stream[0]))
+                                                               else mid_stream[0]), owner=owner)
 
     # what the rest of rmqsniff asks, answered by this package's modules
     fields: Mapping[str, Getter] = _fields.FIELDS

@@ -12,7 +12,7 @@ of a call from before the capture was seen).  How calls count in the stats:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dissectors.grpc.call import GrpcCall
 from dissectors.grpc.connection import (
@@ -27,6 +27,9 @@ from dissectors.grpc.connection import (
 from ...model import ANSWERED, ORPHAN, UNANSWERED, Connection, Exchange, Message
 from ...pairing import PairingSink
 
+if TYPE_CHECKING:
+    from ..remoting.handler import Owner
+
 MAX_SETUP_PACKETS = 64  # connection-level frames' packets kept per connection (SETTINGS come first)
 
 
@@ -35,12 +38,15 @@ class GrpcHandler:
 
     lane_ok = False  # no stats-only lane: HTTP/2 frames do not line up with segments
 
-    __slots__ = ("conn", "sink", "stats", "dec", "exchanges", "why", "packets_for", "packets", "mid_stream")
+    __slots__ = ("conn", "sink", "stats", "dec", "exchanges", "why", "packets_for", "packets", "mid_stream",
+                 "owner")
 
-    def __init__(self, conn: Connection, sink: PairingSink, stats: Any, mid_stream: bool = False) -> None:
+    def __init__(self, conn: Connection, sink: PairingSink, stats: Any, mid_stream: bool = False,
+                 owner: Owner | None = None) -> None:
         self.conn = conn
         self.sink = sink
         self.stats = stats
+        self.owner = owner  # told each problem, one line for the user
         self.mid_stream = mid_stream
         self.dec = GrpcConnection(mid_stream=mid_stream)
         self.exchanges: dict[int, Exchange] = {}  # started calls by stream id
@@ -105,12 +111,20 @@ class GrpcHandler:
             elif t is CallEnded:
                 self._ended(ev.call)
             elif t is Problem:
-                self.stats.decoding_error(ev.from_client, f"grpc: {ev.reason}", self.conn)
+                self._problem(ev)
             elif t is Resynced:
                 self.stats.tcp("resync", 1)
             elif t is Encrypted:
                 self.why = "TLS: encrypted, cannot be decoded"
                 self.stats.tcp("flows_other", 1)
+
+    def _problem(self, ev: Problem) -> None:
+        self.stats.decoding_error(ev.from_client, f"grpc: {ev.reason}", self.conn)
+        if self.owner is not None:
+            where = f"{self.conn.label} {'client' if ev.from_client else 'server'}"
+            if ev.stream_id:
+                where += f" stream {ev.stream_id}"
+            self.owner.problem(f"{where}: grpc: {ev.reason}")
 
     def _started(self, call: GrpcCall) -> None:
         req = call.request
