@@ -55,12 +55,14 @@ public class GrpcScenario {
         String endpoint = a[0], out = a[1];
         long t0 = System.currentTimeMillis();
         pv = ClientServiceProvider.loadService();
-        ClientConfiguration cfg = ClientConfiguration.newBuilder().setEndpoints(endpoint).enableSsl(false)
+        // -Drmqsniff.tls=true: the client's own default (TLS on, any server certificate trusted)
+        boolean tls = Boolean.getBoolean("rmqsniff.tls");
+        ClientConfiguration cfg = ClientConfiguration.newBuilder().setEndpoints(endpoint).enableSsl(tls)
                 .setRequestTimeout(Duration.ofSeconds(10)).build();
         truth.put("client", "java rocketmq-client-java " + System.getProperty("rmqsniff.client.version", "?"));
         truth.put("protocol", "grpc");
         truth.put("endpoint", endpoint);
-        truth.put("tls", false);
+        truth.put("tls", tls);
 
         Producer p = pv.newProducerBuilder().setClientConfiguration(cfg).setTopics(NORMAL, FIFO, DELAY).build();
         for (int i = 0; i < 10; i++) {
