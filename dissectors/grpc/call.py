@@ -7,6 +7,7 @@ side, the response code (see :func:`response_code`) on the response side.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from urllib.parse import unquote
 
 from google.protobuf.message import Message as PbMessage
 
+from .hpack_decoder import UNKNOWN
 from .messages import to_dict
 from .schema import BY_CODE, METHOD_OTHER, METHOD_UNKNOWN, code_name
 
@@ -36,12 +38,53 @@ GRPC_OK_NO_STATUS = -100  # grpc-status 0 and no RocketMQ Status in the body
 NO_STATUS = -101  # neither a grpc-status nor a RocketMQ Status was seen
 
 
+# What makes a value whose header name is lost (HPACK reference into a dynamic table the
+# capture never showed) look like a credential:
+# * an HTTP auth scheme first (RocketMQ's ``MQv2-HMAC-SHA1``, ``Bearer``, ``Basic`` …) or a
+#   ``Credential=`` / ``Signature=`` part anywhere;
+# * an opaque token: a run of at least CREDENTIAL_TOKEN_MIN base64/base64url/hex characters
+#   that mixes letters and digits and carries at least CREDENTIAL_MIN_ENTROPY bits per
+#   character.  Dashes are not token characters, so UUIDs (request ids) and words joined by
+#   ``-``/``.``/``/`` stay readable; date-times (``20261207T174800Z``) are too short.
+_AUTH_SCHEME = re.compile(r"\s*(MQv\d|Bearer|Basic|Digest|AWS4|HMAC|Negotiate|OAuth)\b", re.I)
+_TOKEN = re.compile(r"[A-Za-z0-9+/_=]{20,}")
+CREDENTIAL_TOKEN_MIN = 20
+CREDENTIAL_MIN_ENTROPY = 3.0
+
+
+def _opaque(token: str) -> bool:
+    if not (any(c.isdigit() for c in token) and any(c.isalpha() for c in token)):
+        return False
+    n = len(token)
+    counts: dict[str, int] = {}
+    for c in token:
+        counts[c] = counts.get(c, 0) + 1
+    return -sum(k / n * math.log2(k / n) for k in counts.values()) >= CREDENTIAL_MIN_ENTROPY
+
+
+def looks_like_credential(value: str) -> bool:
+    """True when a header value looks like a credential (see the rules above)."""
+    if _AUTH_SCHEME.match(value) or _AUTH_PART.search(value):
+        return True
+    return any(_opaque(t) for t in _TOKEN.findall(value))
+
+
 def redact_value(name: str, value: str) -> str:
-    """A header value with its secrets replaced (``authorization`` keeps its shape)."""
-    if name == "authorization":
+    """A header value with its secrets replaced (``authorization`` keeps its shape).  A value
+    whose name was lost (:data:`~.hpack_decoder.UNKNOWN`) is redacted when it
+    :func:`looks_like_credential`."""
+    if name == "authorization" or (name == UNKNOWN and value != UNKNOWN and looks_like_credential(value)):
         red = _AUTH_PART.sub(lambda m: f"{m.group(1)}={REDACTED}", value)
         return red if red != value else REDACTED
     return REDACTED if name in SECRET_HEADERS else value
+
+
+def secret_spans(name: str, value: str) -> list[tuple[int, int]]:
+    """Character spans of the secret parts of a header value ([] when :func:`redact_value`
+    keeps it): the ``Credential``/``Signature`` values of an authorization, else all of it."""
+    if not value or redact_value(name, value) == value:
+        return []
+    return [m.span(2) for m in _AUTH_PART.finditer(value) if m.group(2)] or [(0, len(value))]
 
 
 def grpc_status_name(n: int) -> str:

@@ -9,6 +9,7 @@ from dissectors.grpc.call import (
     GrpcMessage,
     GrpcPayload,
     method_name,
+    redact_value,
     response_code_name,
 )
 from dissectors.grpc.messages import jsonable
@@ -46,7 +47,7 @@ def _side(m: Message, is_response: bool, redact: bool) -> dict[str, Any]:
         d["method_from"] = cmd.how or "unknown"
         d["metadata"] = cmd.metadata(redact)
     else:
-        d["trailers"] = [list(h) for h in cmd.trailers]
+        d["trailers"] = [[k, redact_value(k, v) if redact else v] for k, v in cmd.trailers]
         d["grpc_status"] = cmd.grpc_status
         d["grpc_message"] = cmd.grpc_message
         d["status_code"] = cmd.status_code
