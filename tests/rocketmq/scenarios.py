@@ -35,6 +35,12 @@ class Scenario:
     extra: dict = field(default_factory=dict)
 
 
+SECRET_ACCESS_KEY = "RMQSNIFFak7Q2w9ZleakMe"
+SECRET_SECRET_KEY = "rmqsniffSK-3f9c2e1d0b"
+SECRET_SECURITY_TOKEN = "STSrmqsniffTok3n9XvQ7bW2kL5pZ8rT4yH6"
+SECRETS_JVM = (f"-Drmqsniff.accessKey={SECRET_ACCESS_KEY}", f"-Drmqsniff.secretKey={SECRET_SECRET_KEY}",
+               f"-Drmqsniff.securityToken={SECRET_SECURITY_TOKEN}")
+
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("remoting_json", "remoting", "produce-consume", "TopicTest",
              description="Java remoting client, JSON headers: sync/async/oneway/batch/ordered/delay/"
@@ -67,6 +73,17 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                     # every connection the client makes goes through the relay
                     "extra_proxy_config": {"useEndpointPortFromRequest": True},
                     "client_args": ("--group", "GID_late", "--messages", "5", "--late-preface-ms", "200")}),
+    # ACL credentials on the wire (opt-in switches of the client programs): for tests that no
+    # secret leaks.  The keys are made up and distinctive so a leak is easy to find in output.
+    Scenario("secrets_remoting", "remoting", "pop", "TopicSecret", jvm=SECRETS_JVM,
+             description="Java remoting client signing every request with AclClientRPCHook (extFields "
+                         "AccessKey, Signature, SecurityToken), JSON headers: 10 sync sends + POP push consumer"),
+    Scenario("secrets_remoting_bin", "remoting", "pop", "TopicSecretBin",
+             jvm=(*SECRETS_JVM, "-Drocketmq.serialize.type=ROCKETMQ"),
+             description="as secrets_remoting with ROCKETMQ binary headers on the client"),
+    Scenario("secrets_grpc", "grpc-java", "all", "GrpcTopic", protocol="grpc", jvm=SECRETS_JVM,
+             description="Java 5.x gRPC client with StaticSessionCredentialsProvider: every call carries "
+                         "authorization: MQv2-HMAC-SHA1 Credential=AK, ..., Signature=... and x-mq-session-token"),
 ]}
 
 

@@ -9,8 +9,12 @@ import java.util.Map;
 import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
 import org.apache.rocketmq.client.apis.ClientConfiguration;
+import org.apache.rocketmq.client.apis.ClientConfigurationBuilder;
 import org.apache.rocketmq.client.apis.ClientServiceProvider;
+import org.apache.rocketmq.client.apis.SessionCredentials;
+import org.apache.rocketmq.client.apis.StaticSessionCredentialsProvider;
 import org.apache.rocketmq.client.apis.consumer.ConsumeResult;
 import org.apache.rocketmq.client.apis.consumer.FilterExpression;
 import org.apache.rocketmq.client.apis.consumer.PushConsumer;
@@ -57,8 +61,19 @@ public class GrpcScenario {
         pv = ClientServiceProvider.loadService();
         // -Drmqsniff.tls=true: the client's own default (TLS on, any server certificate trusted)
         boolean tls = Boolean.getBoolean("rmqsniff.tls");
-        ClientConfiguration cfg = ClientConfiguration.newBuilder().setEndpoints(endpoint).enableSsl(tls)
-                .setRequestTimeout(Duration.ofSeconds(10)).build();
+        // -Drmqsniff.accessKey=AK -Drmqsniff.secretKey=SK: every call carries a signed `authorization`
+        ClientConfigurationBuilder cb = ClientConfiguration.newBuilder().setEndpoints(endpoint).enableSsl(tls)
+                .setRequestTimeout(Duration.ofSeconds(10));
+        String ak = System.getProperty("rmqsniff.accessKey"), sk = System.getProperty("rmqsniff.secretKey");
+        // -Drmqsniff.securityToken=TOKEN: also x-mq-session-token, a fresh one (TOKEN + a counter) on
+        // every call, like short-lived STS tokens: HPACK then sends each as a new value under a name
+        // from its dynamic table, which a capture cut mid-connection cannot name
+        String token = System.getProperty("rmqsniff.securityToken");
+        AtomicLong tokens = new AtomicLong();
+        if (ak != null && sk != null) cb.setCredentialProvider(token == null
+                ? new StaticSessionCredentialsProvider(ak, sk)
+                : () -> new SessionCredentials(ak, sk, token + tokens.incrementAndGet()));
+        ClientConfiguration cfg = cb.build();
         truth.put("client", "java rocketmq-client-java " + System.getProperty("rmqsniff.client.version", "?"));
         truth.put("protocol", "grpc");
         truth.put("endpoint", endpoint);

@@ -25,7 +25,10 @@ import org.apache.rocketmq.common.message.Message;
 import org.apache.rocketmq.common.message.MessageClientExt;
 import org.apache.rocketmq.common.message.MessageConst;
 import org.apache.rocketmq.common.message.MessageExt;
+import org.apache.rocketmq.remoting.RPCHook;
 import org.apache.rocketmq.remoting.protocol.heartbeat.MessageModel;
+import org.apache.rocketmq.acl.common.AclClientRPCHook;
+import org.apache.rocketmq.acl.common.SessionCredentials;
 
 /**
  * Real 4.x-API remoting traffic with its own ground truth.
@@ -37,6 +40,9 @@ import org.apache.rocketmq.remoting.protocol.heartbeat.MessageModel;
  *   MODE transaction     : half messages (UNKNOW then COMMIT on check-back, plus COMMIT and
  *                          ROLLBACK right away), then a push consumer for the committed ones
  * Header serialization follows -Drocketmq.serialize.type (JSON default, or ROCKETMQ).
+ * -Drmqsniff.accessKey=AK -Drmqsniff.secretKey=SK: producers and consumers sign every request with
+ * AclClientRPCHook (extFields AccessKey and Signature; SecurityToken too with
+ * -Drmqsniff.securityToken=TOKEN); off by default.
  */
 public class RemotingScenario {
     static final int N = 10;
@@ -130,8 +136,16 @@ public class RemotingScenario {
         return e;
     }
 
+    /** The ACL signing hook when -Drmqsniff.accessKey/secretKey are set, else null (the clients' default). */
+    static RPCHook hook() {
+        String ak = System.getProperty("rmqsniff.accessKey"), sk = System.getProperty("rmqsniff.secretKey");
+        String token = System.getProperty("rmqsniff.securityToken");
+        return ak == null || sk == null ? null : new AclClientRPCHook(token == null
+                ? new SessionCredentials(ak, sk) : new SessionCredentials(ak, sk, token));
+    }
+
     static DefaultMQProducer producer(String group) throws Exception {
-        DefaultMQProducer p = new DefaultMQProducer(group);
+        DefaultMQProducer p = new DefaultMQProducer(group, hook());
         p.setNamesrvAddr(ns);
         p.setSendMsgTimeout(15000);
         p.setRetryTimesWhenSendFailed(0);
@@ -226,7 +240,7 @@ public class RemotingScenario {
     }
 
     static DefaultMQPushConsumer pushConsumer(String group, MessageModel model, String name) throws Exception {
-        DefaultMQPushConsumer c = new DefaultMQPushConsumer(group);
+        DefaultMQPushConsumer c = new DefaultMQPushConsumer(group, hook());
         c.setNamesrvAddr(ns);
         c.setInstanceName(name + "-" + ProcessHandle.current().pid());
         c.setMessageModel(model);
@@ -333,7 +347,7 @@ public class RemotingScenario {
         }
         count("sync", N);
         p.shutdown();
-        DefaultMQPushConsumer c = new DefaultMQPushConsumer("CG_pop");
+        DefaultMQPushConsumer c = new DefaultMQPushConsumer("CG_pop", hook());
         c.setNamesrvAddr(ns);
         c.setInstanceName("pop-" + ProcessHandle.current().pid());
         c.setClientRebalance(false); // ask the broker for the assignment: POP mode (setConsumeMode)
