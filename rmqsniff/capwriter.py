@@ -2,14 +2,18 @@
 
 Used wherever rmqsniff has bytes but no packets — the proxy's ``-w``, exports
 and the benchmark/test capture generators — so that the result opens in
-rmqsniff, tshark and Wireshark like any capture.
+rmqsniff, tshark and Wireshark like any capture; and :func:`patch_tcp_payload`, which
+overwrites bytes of a captured TCP segment and keeps its checksum right.
 """
 from __future__ import annotations
 
 import ipaddress
+import struct
 from typing import BinaryIO
 
 import dpkt
+
+from .sources.link import ip_of
 
 MSS = 16384
 
@@ -96,3 +100,57 @@ class TcpSession:
         self.w.write(ts, self._frame(True, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, c, s))
         self.w.write(ts, self._frame(False, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, s, c + 1))
         self.w.write(ts, self._frame(True, dpkt.tcp.TH_ACK, c + 1, s + 1))
+
+
+# ------------------------------------------------------------- rewriting captured frames
+
+def _ones_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def _tcp_layout(frame: bytes, linktype: int) -> tuple[bytes, int, int, int] | None:
+    """(checksum pseudo-header, offset of the TCP header, offset of its payload, end of the IP
+    packet) of a TCP/IP frame, or None (not TCP over IP, fragment, extension headers)."""
+    r = ip_of(frame, linktype)
+    if r is None:
+        return None
+    ver, off = r
+    if (ver == 4 and len(frame) >= off + 20 and frame[off + 9] == 6
+            and not struct.unpack_from("!H", frame, off + 6)[0] & 0x3FFF):
+        t = off + (frame[off] & 0x0F) * 4
+        end = off + struct.unpack_from("!H", frame, off + 2)[0]
+        pseudo = frame[off + 12:off + 20] + struct.pack("!BBH", 0, 6, end - t)
+    elif ver == 6 and len(frame) >= off + 40 and frame[off + 6] == 6:
+        t = off + 40
+        end = t + struct.unpack_from("!H", frame, off + 4)[0]
+        pseudo = frame[off + 8:off + 40] + struct.pack("!IxxxB", end - t, 6)
+    else:
+        return None
+    if end < t + 20 or len(frame) < t + 20:
+        return None
+    return pseudo, t, t + (frame[t + 12] >> 4) * 4, end
+
+
+def patch_tcp_payload(frame: bytes, linktype: int, patches: list[tuple[int, bytes]]) -> bytes | None:
+    """``frame`` with the TCP payload bytes at each (offset, bytes) of ``patches`` replaced and
+    the TCP checksum recomputed (left alone when the capture cut the packet short, since then
+    it cannot be known); None if the frame is not TCP over IPv4/IPv6."""
+    lay = _tcp_layout(frame, linktype)
+    if lay is None:
+        return None
+    pseudo, t, p, end = lay
+    out = bytearray(frame)
+    stop = min(end, len(frame))
+    for off, data in patches:
+        a = p + off
+        data = data[:max(0, stop - a)]
+        out[a:a + len(data)] = data
+    if end <= len(frame):
+        out[t + 16:t + 18] = b"\0\0"
+        out[t + 16:t + 18] = struct.pack("!H", ~_ones_sum(pseudo + bytes(out[t:end])) & 0xFFFF)
+    return bytes(out)

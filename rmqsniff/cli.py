@@ -446,17 +446,22 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             return EXIT_BAD_INPUT
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"])
-        selected = _selected(p, captures, flt)
         if pcapng:
-            wanted = ex_mod.packets_of(selected, control=with_handshake)
+            scrub = None if no_redact else ex_mod.Scrub()
+            seen = p.run(captures) if scrub is None else scrub.watch(p.run(captures))
+            wanted = ex_mod.packets_of(seen if flt is None else filter(flt, seen), control=with_handshake)
             rc = _report(p)
             if rc:
                 return rc
+            if scrub is not None:
+                scrub.locate(captures, wanted)
             with click.open_file(output, "wb") as f:
-                n = ex_mod.write_pcapng(captures, wanted, f)
+                n = ex_mod.write_pcapng(captures, wanted, f, scrub)
+            click.echo(scrub.line() if scrub is not None else "secrets kept as captured (--no-redact)", err=True)
             if output != "-":
                 click.echo(f"wrote {n} packets to {output}", err=True)
             return 0
+        selected = _selected(p, captures, flt)
         with click.open_file(output, "w", encoding="utf-8") as f:
             n = ex_mod.write_jsonl(selected, f, redact=not no_redact) if fmt == "jsonl" else ex_mod.write_csv(
                 selected, f)

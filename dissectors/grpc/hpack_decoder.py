@@ -291,6 +291,32 @@ def _huffman_tables() -> tuple[list[int], list[bytes], list[int], dict[int, tupl
 
 
 _SINGLE, _CHUNK, _USED, _LONG_CODES = _huffman_tables()
+
+
+def _huffman_codes() -> tuple[int, ...]:
+    """The code of every symbol (the canonical code rebuilt from the lengths)."""
+    codes = [0] * len(_HUFFMAN_LENGTHS)
+    code, prev = -1, 0
+    for sym in sorted(range(len(_HUFFMAN_LENGTHS)), key=lambda s: (_HUFFMAN_LENGTHS[s], s)):
+        code = (code + 1) << (_HUFFMAN_LENGTHS[sym] - prev)
+        prev = _HUFFMAN_LENGTHS[sym]
+        codes[sym] = code
+    return tuple(codes)
+
+
+HUFFMAN_CODES = _huffman_codes()
+HUFFMAN_LENGTHS = _HUFFMAN_LENGTHS
+"""RFC 7541 Appendix B: code and code length (bits) of every byte value (and EOS, 256)."""
+
+
+def huffman_encode(data: bytes) -> bytes:
+    """``data`` as an HPACK Huffman string: the codes, padded with the top bits of EOS (ones)."""
+    v = bits = 0
+    for b in data:
+        v = (v << _HUFFMAN_LENGTHS[b]) | HUFFMAN_CODES[b]
+        bits += _HUFFMAN_LENGTHS[b]
+    pad = -bits % 8
+    return ((v << pad) | ((1 << pad) - 1)).to_bytes((bits + pad) // 8, "big")
 _LONG_LENGTHS = tuple(sorted(_LONG_CODES))
 
 

@@ -4,16 +4,21 @@ The pcapng export copies, from the original capture file(s), exactly the packets
 whose payload carried a frame of a selected exchange (``Message.packets``, filled by
 ``Pipeline(track_packets=True)``), optionally with the SYN/FIN/RST packets of their
 connections, in capture order with their timestamps and link types.  The result opens in rmqsniff, tshark and Wireshark.
+Unless asked not to, secret values (AccessKey, Signature, gRPC ``authorization`` …) are
+overwritten in place with bytes of the same length (:func:`plan_scrub`), so every frame stays
+valid and decodes as before with the secrets replaced.
 """
 from __future__ import annotations
 
 import csv
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 import orjson
 
+from ..capwriter import patch_tcp_payload
 from ..model import Exchange
 from ..sources.pcapfile import CaptureError, open_capture
 from .exchanges import exchange_to_dict, result_of
@@ -114,10 +119,8 @@ class PcapngWriter:
         self.packets += 1
 
 
-def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes]) -> int:
-    """Copy the packets numbered in ``wanted`` (ordinals across ``paths``, as the pipeline
-    counted them) from the captures to a pcapng; returns the number written."""
-    w = PcapngWriter(out)
+def _packets(paths: Sequence[str]) -> Iterator[tuple[int, float, int, bytes]]:
+    """(ordinal, ts, link type, frame) of every packet of ``paths``, numbered as the pipeline did."""
     base = 0
     for path in paths:
         try:
@@ -126,10 +129,140 @@ def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes]) -> int:
             continue  # the pipeline skipped (and reported) it too, counting no packets
         try:
             for no, (ts, linktype, frame) in enumerate(reader, base):
-                if no in wanted:
-                    w.write(ts, linktype, frame)
+                yield no, ts, linktype, frame
         finally:
             base += reader.packets
             reader.f.close()
+
+
+def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes], scrub: Scrub | None = None) -> int:
+    """Copy the packets numbered in ``wanted`` (ordinals across ``paths``, as the pipeline
+    counted them) from the captures to a pcapng, with the secret values ``scrub`` located
+    overwritten in place; returns the number written."""
+    w = PcapngWriter(out)
+    patches = scrub.patches if scrub is not None else {}
+    for no, ts, linktype, frame in _packets(paths):
+        if no in wanted:
+            todo = patches.get(no)
+            if todo:
+                new = patch_tcp_payload(frame, linktype, todo)
+                if new is not None and new != frame:
+                    frame = new
+                    assert scrub is not None
+                    scrub.frames += 1
+            w.write(ts, linktype, frame)
     out.flush()
     return w.packets
+
+
+# ------------------------------------------------------------------ secrets in the packets
+
+MAX_SECRET_SCAN = 1 << 20  # bytes of one side's TCP payload searched for its secret values
+
+
+@dataclass
+class _Side:
+    forms: list[list[tuple[bytes, bytes]]]
+    packets: list[int]
+    left: set[int] = field(default_factory=set)
+    chunks: list[tuple[int, int, bytes]] = field(default_factory=list)  # (ordinal, seq, payload)
+
+
+@dataclass
+class Scrub:
+    """Where the secret values of a run's exchanges lie in its packets.  :meth:`add` every
+    exchange (selected or not: packets are shared), :meth:`locate` them in the packets to be
+    written; ``patches`` then maps a packet ordinal to (offset in its TCP payload,
+    replacement bytes) for :func:`write_pcapng`.  Needs ``track_packets=True``."""
+
+    patches: dict[int, list[tuple[int, bytes]]] = field(default_factory=dict)
+    frames: int = 0  # frames changed by :func:`write_pcapng`
+    sides: list[_Side] = field(default_factory=list)
+    # distinct secret values looked for -> found in some packet; a value HPACK sent as a
+    # reference into its dynamic table is not in the bytes of that side (but where it was
+    # first sent, or before the capture started)
+    found: dict[bytes, bool] = field(default_factory=dict)
+
+    def add(self, ex: Exchange) -> None:
+        """Note the sides of ``ex`` that carry secrets (their forms and packets, nothing else)."""
+        from ..protocols import protocol_of
+
+        proto = protocol_of(ex)
+        for m in (ex.request, ex.response):
+            if m is not None and m.packets:
+                forms = proto.wire_secrets(m)
+                if forms:
+                    self.sides.append(_Side(forms, list(m.packets)))
+
+    def watch(self, exchanges: Iterable[Exchange]) -> Iterator[Exchange]:
+        """The exchanges, each :meth:`add`-ed on the way."""
+        for ex in exchanges:
+            self.add(ex)
+            yield ex
+
+    def locate(self, paths: Sequence[str], wanted: set[int]) -> None:
+        """Find the secret values of the sides written (some packet in ``wanted``).  A side's
+        payload is put back together in sequence order, so a value split across TCP segments
+        is found and overwritten in each of them."""
+        from ..sources.link import tcp_segment
+
+        by_packet: dict[int, list[_Side]] = {}
+        todo = [side for side in self.sides if not wanted.isdisjoint(side.packets)]
+        self.sides = []
+        for side in todo:
+            side.left = set(side.packets)
+            for no in side.left:
+                by_packet.setdefault(no, []).append(side)
+        last = max(by_packet, default=-1)
+        for no, _ts, linktype, frame in _packets(paths) if by_packet else ():
+            for side in by_packet.pop(no, ()):
+                seg = tcp_segment(frame, linktype)
+                if not isinstance(seg, str) and seg[7] and sum(len(c[2]) for c in side.chunks) < MAX_SECRET_SCAN:
+                    side.chunks.append((no, seg[4], bytes(seg[7])))
+                side.left.discard(no)
+                if not side.left:
+                    self._scan(side)
+            if no >= last:
+                break
+        for side in todo:
+            if side.left:  # packets the captures no longer hold
+                self._scan(side)
+
+    def _scan(self, side: _Side) -> None:
+        """Locate the side's secret values in its reassembled payload and note the patches."""
+        placed: list[tuple[int, int, bytes]] = []  # (sequence relative to the first packet, ordinal, payload)
+        for no, seq, data in side.chunks:
+            rel = (seq - side.chunks[0][1]) & 0xFFFFFFFF
+            placed.append((rel - (1 << 32) if rel >= 1 << 31 else rel, no, data))
+        side.chunks, side.left = [], set()
+        placed.sort()
+        start = placed[0][0] if placed else 0
+        stream = bytearray()
+        for rel, _no, data in placed:
+            end = start + len(stream)
+            if rel > end:
+                stream += b"\0" * (rel - end)  # a hole: nothing is found across it
+            if rel + len(data) > start + len(stream):
+                stream += data[start + len(stream) - rel:]
+        for forms in side.forms:
+            found = False
+            for wire, repl in forms:
+                at = stream.find(wire)
+                while at >= 0:
+                    found = True
+                    a, b = start + at, start + at + len(wire)
+                    for rel, no, data in placed:  # every segment (retransmissions too) holding a part
+                        lo, hi = max(a, rel), min(b, rel + len(data))
+                        if lo < hi:
+                            self.patches.setdefault(no, []).append((lo - rel, repl[lo - a:hi - a]))
+                    at = stream.find(wire, at + len(wire))
+            self.found[forms[0][0]] = found or self.found.get(forms[0][0], False)
+
+    def line(self) -> str:
+        """What was done, in one line."""
+        text = f"secrets overwritten in place in {self.frames} frame{'s' if self.frames != 1 else ''}"
+        missed = sum(not f for f in self.found.values())
+        if missed:
+            text += (f"; {missed} of {len(self.found)} secret values are in no written packet as such "
+                     "(sent before the capture, or split across HTTP/2 frames)")
+        return text + " (--no-redact keeps them)"

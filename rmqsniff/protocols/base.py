@@ -147,6 +147,12 @@ class Protocol:
         encoded so that they cannot be found in its bytes (e.g. Huffman-coded)."""
         return [], False
 
+    def wire_secrets(self, m: Message) -> list[list[tuple[bytes, bytes]]]:
+        """For every secret value of one side, the forms it may take in the TCP payload, each
+        with a replacement of the same length that keeps the frames valid (for overwriting
+        in place)."""
+        return []
+
     def messages(self, ex: Exchange) -> list[MessageRow]:
         """The messages the exchange carries (sent, delivered …), one row each."""
         return []

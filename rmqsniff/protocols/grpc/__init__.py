@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from dissectors.grpc.call import redact_value
-
 from ...model import Connection, Message
 from ..base import Getter, Protocol
 from . import fields as _fields
 from . import messages as _messages
 from . import output as _output
+from . import secrets as _secrets
 from .classify import CLASSIFIER
 
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -57,8 +56,10 @@ class Grpc(Protocol):
     follow = staticmethod(_output.follow)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
-        found = [v for k, v in m.command.headers if v and redact_value(k, v) != v]
-        return [v.encode() for v in found], bool(found)  # HPACK may have Huffman-coded them
+        return [w for forms in _secrets.wire_secrets(m.command) for w, _ in forms], False  # raw and Huffman
+
+    def wire_secrets(self, m: Message) -> list[list[tuple[bytes, bytes]]]:
+        return _secrets.wire_secrets(m.command)
 
     @property
     def planner(self) -> Any:

@@ -43,8 +43,13 @@ class Remoting(Protocol):
     follow = staticmethod(_output.follow)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
+        return [w for forms in self.wire_secrets(m) for w, _ in forms], False
+
+    def wire_secrets(self, m: Message) -> list[list[tuple[bytes, bytes]]]:
+        # JSON header strings and binary (ROCKETMQ) header values both hold the value's UTF-8
+        # bytes (fastjson escapes none of the characters of base64 or an AccessKey)
         ext = m.command.ext or {}
-        return [v.encode() for k, v in ext.items() if v and is_secret(k)], False
+        return [[(w, b"*" * len(w))] for k, v in ext.items() if v and is_secret(k) for w in (v.encode(),)]
 
     def pending_kind(self, code: int) -> str | None:
         return "send_message" if code == SEND_BATCH_MESSAGE else super().pending_kind(code)
