@@ -73,6 +73,8 @@ class _Stop(Exception):
               help="Compare this header although the noise rules ignore it.")
 @click.option("--no-diff-noise", is_flag=True,
               help="Drop the default noise rules (ids, offsets, timestamps, queue ids).")
+@click.option("--no-redact", is_flag=True,
+              help="Show AccessKey/Signature/SecurityToken/authorization values in the report's diff.")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, writable=True), metavar="FILE.json",
               help="Write the final report as JSON.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
@@ -105,7 +107,7 @@ def replay(ctx: click.Context, captures: tuple[str, ...], target: str | None, gr
            fresh_ids: bool, access_key: str | None, secret_key: str | None, speed: str, max_gap: str | None,
            rate: str | None, as_fast: bool, duration: str | None, loops: int, scale: int,
            max_requests: int | None, sample: str | None, sample_by: tuple[str, str] | None, timeout: float,
-           diff_ignore: tuple[str, ...], diff_keep: tuple[str, ...], no_diff_noise: bool,
+           diff_ignore: tuple[str, ...], diff_keep: tuple[str, ...], no_diff_noise: bool, no_redact: bool,
            report_file: str | None, fmt: str, progress: bool | None, ports: tuple[str, ...], share: str | None,
            events_file: str | None, locust: bool, workers: int, headless: bool, locust_print: bool,
            locust_opt: tuple[str, ...]) -> None:
@@ -214,7 +216,8 @@ def _run(a: dict) -> int:
     guard, tgt, gtgt, verdicts = _approve(a, plan.servers, tgt, gtgt)
     opts = Options(target=tgt, guard=guard, pacing=pacing, rules=rules,
                    diff=DiffRules(noise=not a["no_diff_noise"], ignore=frozenset(a["diff_ignore"]),
-                                  keep=frozenset(a["diff_keep"]), names={**rules.topics, **rules.groups}),
+                                  keep=frozenset(a["diff_keep"]), names={**rules.topics, **rules.groups},
+                                  redact=not a["no_redact"]),
                    copies=a["scale"], loops=a["loops"], duration=dur, max_requests=a["max_requests"],
                    timeout=a["timeout"], via_proxy=a["via_proxy"], grpc_target=gtgt)
     if a["dry_run"]:

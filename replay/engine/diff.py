@@ -3,6 +3,8 @@
 Noise (ignored by default): header fields that differ on every run by nature - message
 ids, offsets, timestamps, queue ids, handles. ``ignore`` adds keys, ``keep`` compares
 keys the default rules would ignore, ``noise=False`` drops the default rules.
+Secret header values (AccessKey, Signature, SecurityToken …) are shown ``<redacted>`` on
+both sides unless ``redact=False`` (a differing secret still counts as a mismatch).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 
 from dissectors.remoting.codes import response_name
 from dissectors.remoting.command import RemotingCommand
+from dissectors.remoting.headers import REDACTED, is_secret
 
 DEFAULT_NOISE = re.compile(r"(msgid|offset|time|queue|qid|handle|transactionid|region|"
                            r"^id$|^bname$|brokername|brokerid|trace_on)", re.I)
@@ -28,6 +31,7 @@ class DiffRules:
     ignore: frozenset[str] = frozenset()
     keep: frozenset[str] = frozenset()
     names: dict[str, str] = field(default_factory=dict)  # captured name -> replayed name (map-topic/group)
+    redact: bool = True  # secret values shown as <redacted> on both sides
     _memo: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
     _remarks: dict[tuple[str | None, bool], str] = field(default_factory=dict, repr=False, compare=False)
     _keys: dict[tuple, list[str]] = field(default_factory=dict, repr=False, compare=False)
@@ -97,5 +101,7 @@ def compare(recorded: RemotingCommand | None, replayed: RemotingCommand | None,
         if a is not None and b is not None and rules.names.get(a) == b:
             continue
         if a != b:
-            out.append((f"header {k}", "-" if a is None else a[:80], "-" if b is None else b[:80]))
+            hide = rules.redact and is_secret(k)
+            out.append((f"header {k}", "-" if a is None else REDACTED if hide else a[:80],
+                        "-" if b is None else REDACTED if hide else b[:80]))
     return out

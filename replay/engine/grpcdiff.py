@@ -1,12 +1,14 @@
 """Replayed vs recorded gRPC answers: the response code (gRPC status, else the RocketMQ
 ``Status.code``), the Status message without what varies between runs, and the status of
 each entry of a multi-entry answer (SendMessage, AckMessage). Message ids, receipt handles,
-offsets and timestamps are never compared (the noise rules of :mod:`.diff`)."""
+offsets and timestamps are never compared (the noise rules of :mod:`.diff`).  With
+``rules.redact`` a status message that looks like a credential is shown redacted."""
 from __future__ import annotations
 
 from typing import Any
 
-from dissectors.grpc.call import GrpcMessage, response_code_name
+from dissectors.grpc.call import GrpcMessage, redact_value, response_code_name
+from dissectors.grpc.hpack_decoder import UNKNOWN
 
 from .diff import NO_ANSWER, DiffRules, remark_class
 
@@ -35,6 +37,8 @@ def compare(recorded: GrpcMessage | None, replayed: GrpcMessage | None,
     a = remark_class(recorded.status_message or recorded.grpc_message, rules.names)
     b = remark_class(replayed.status_message or replayed.grpc_message)
     if a != b and not rules.is_noise("status.message"):
+        if rules.redact:  # a text nobody named: redacted by the rules for nameless metadata
+            a, b = redact_value(UNKNOWN, a), redact_value(UNKNOWN, b)
         out.append(("status message", a or "-", b or "-"))
     ea, eb = entry_codes(recorded), entry_codes(replayed)
     if ea != eb:
