@@ -355,7 +355,7 @@ class RmqSniffApp(App[None]):
             return
         ex = self.store.exchanges[self.detail_pos]
         try:
-            data, caption = frame_bytes(ex, self.side, self.wire, self.redact)
+            data, caption = frame_bytes(ex, self.side, self.wire, self.redact, self.store.exchanges)
         except (OSError, ValueError) as e:
             data, caption = None, f"cannot read the {self.side}'s bytes: {type(e).__name__}: {e}"
         self._q("#hex-caption", Static).update(Text(f" {caption}  (p: request ↔ response)", style="bold"))

@@ -5,6 +5,7 @@ Every protocol builds its own branches (:meth:`rmqsniff.protocols.base.Protocol.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ..exporters.exchanges import exchange_to_dict
@@ -31,11 +32,13 @@ def exchange_tree(ex: Exchange, redact: bool = True) -> Node:
     return root
 
 
-def frame_bytes(ex: Exchange, side: str, wire: Any = None, redact: bool = True) -> tuple[bytes | None, str]:
+def frame_bytes(ex: Exchange, side: str, wire: Any = None, redact: bool = True,
+                others: Iterable[Exchange] = ()) -> tuple[bytes | None, str]:
     """The captured bytes of the request or response side and a caption: the TCP payload of the
     packets that carried it, read back from the capture (``wire``: a
     :class:`rmqsniff.sources.wire.WireReader`), with secret values overwritten unless
-    ``redact`` is False."""
+    ``redact`` is False — its own and those of ``others`` (the exchanges of the connection:
+    HTTP/2 streams share packets, so one side's packets may carry another's headers)."""
     m = ex.request if side == "request" else ex.response
     if m is None:
         return None, f"no {side}"
@@ -46,6 +49,12 @@ def frame_bytes(ex: Exchange, side: str, wire: Any = None, redact: bool = True) 
     caption = f"{side}: {len(data)} B of TCP payload in {n} packet{'s' if n != 1 else ''} as captured"
     if redact:
         secrets, hidden = protocol_of(ex).secrets(m)
+        mine = set(m.packets)
+        for o in others:
+            if o is not ex and o.connection.id == ex.connection.id:
+                for om in (o.request, o.response):
+                    if om is not None and om.packets and not mine.isdisjoint(om.packets):
+                        secrets = secrets + protocol_of(o).secrets(om)[0]
         masked = data
         for v in secrets:
             masked = masked.replace(v, b"*" * len(v))

@@ -26,3 +26,38 @@ def real_params():
         return [pytest.param(None, marks=pytest.mark.skip(
             reason="no remoting capture with ground truth in captures/ yet (python -m tests.rocketmq writes them)"))]
     return names
+
+
+def cut_connection_starts(src: Path, dst: Path, server_port: int, fraction: float) -> int:
+    """Copy the pcap ``src`` to ``dst`` without the start of every TCP connection to
+    ``server_port``: its packets before the first ``fraction`` of its payload-carrying
+    packets (handshake included) are dropped, as if the capture had begun mid-connection.
+    Other packets are kept as they are.  Returns the number of packets dropped."""
+    import dpkt
+
+    def key(frame: bytes) -> tuple | None:
+        eth = dpkt.ethernet.Ethernet(frame)
+        ip, tcp = eth.data, getattr(eth.data, "data", None)
+        if not isinstance(tcp, dpkt.tcp.TCP) or server_port not in (tcp.sport, tcp.dport):
+            return None
+        return tuple(sorted(((ip.src, tcp.sport), (ip.dst, tcp.dport)))), bool(tcp.data)
+
+    with open(src, "rb") as inp:
+        packets = list(dpkt.pcap.Reader(inp))
+    carrying: dict[tuple, int] = {}
+    for _ts, frame in packets:
+        k = key(frame)
+        if k is not None and k[1]:
+            carrying[k[0]] = carrying.get(k[0], 0) + 1
+    skip = {c: int(n * fraction) for c, n in carrying.items()}
+    dropped = 0
+    with open(dst, "wb") as out:
+        w = dpkt.pcap.Writer(out, snaplen=262144, linktype=dpkt.pcap.DLT_EN10MB)
+        for ts, frame in packets:
+            k = key(frame)
+            if k is not None and skip.get(k[0], 0) > 0:
+                skip[k[0]] -= k[1]
+                dropped += 1
+                continue
+            w.writepkt(frame, ts=ts)
+    return dropped
