@@ -342,3 +342,37 @@ def test_scrub_reports_values_not_on_the_wire():
     scrub.locate([path], wanted)
     assert scrub.patches
     assert "--no-redact keeps them" in scrub.line()
+
+
+def test_replay_dry_run_shows_no_secret():
+    path = cap("secrets_remoting")
+    from rmqsniff.cli_replay import replay
+
+    res = CliRunner().invoke(replay, [path, "--target", "127.0.0.1:1", "--allow-target", "127.0.0.1", "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "dry run: nothing sent" in res.output and not leaks(res.output, secrets_in(path))
+
+
+# -- the real cluster ------------------------------------------------------------------------
+
+@pytest.mark.rocketmq
+@pytest.mark.parametrize("name", ["secrets_remoting", "secrets_grpc"])
+def test_fresh_capture_of_the_real_clients_leaks_nothing(rocketmq_cluster, rocketmq_capture, name, tmp_path):
+    """The harness records the credentialed Java client again; decode and exports hold no
+    secret unless --no-redact."""
+    pcap, _truth = rocketmq_capture(name)
+    port = ("--port", f"{rocketmq_cluster.ports.grpc}=grpc")
+    secrets = {SECRET_ACCESS_KEY, SECRET_SECURITY_TOKEN}
+    assert SECRET_ACCESS_KEY.encode() in pcap.read_bytes()
+
+    def cli(*args: str) -> str:
+        res = CliRunner().invoke(main, [*args, *port], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    assert not leaks(cli("read", str(pcap), "--format", "jsonl"), secrets)
+    assert SECRET_ACCESS_KEY in cli("read", str(pcap), "--format", "jsonl", "--no-redact")
+    out = tmp_path / "x.pcapng"
+    assert "secrets overwritten in place" in cli("export", str(pcap), "--format", "pcapng", "-o", str(out))
+    assert not leaks(out.read_bytes(), secrets)
+    assert not leaks(cli("read", str(out), "--format", "jsonl", "--no-redact"), secrets)

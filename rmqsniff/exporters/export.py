@@ -166,6 +166,7 @@ class _Side:
     packets: list[int]
     left: set[int] = field(default_factory=set)
     chunks: list[tuple[int, int, bytes]] = field(default_factory=list)  # (ordinal, seq, payload)
+    size: int = 0  # payload bytes in chunks
 
 
 @dataclass
@@ -217,8 +218,9 @@ class Scrub:
         for no, _ts, linktype, frame in _packets(paths) if by_packet else ():
             for side in by_packet.pop(no, ()):
                 seg = tcp_segment(frame, linktype)
-                if not isinstance(seg, str) and seg[7] and sum(len(c[2]) for c in side.chunks) < MAX_SECRET_SCAN:
+                if not isinstance(seg, str) and seg[7] and side.size < MAX_SECRET_SCAN:
                     side.chunks.append((no, seg[4], bytes(seg[7])))
+                    side.size += len(seg[7])
                 side.left.discard(no)
                 if not side.left:
                     self._scan(side)
