@@ -446,6 +446,8 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             return EXIT_BAD_INPUT
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"])
+        if no_redact and output != "-" and fmt != "csv":
+            ex_mod.private_file(output)  # it will hold AccessKey/Signature values
         if pcapng:
             scrub = None if no_redact else ex_mod.Scrub()
             seen = p.run(captures) if scrub is None else scrub.watch(p.run(captures))

@@ -145,6 +145,7 @@ def test_no_secret_in_export_jsonl_csv(name, tmp_path):
         assert not leaks(out.read_bytes(), secrets), fmt
     run("export", path, "--format", "jsonl", "-o", str(tmp_path / "n.jsonl"), "--no-redact")
     assert SECRET_ACCESS_KEY.encode() in (tmp_path / "n.jsonl").read_bytes()
+    assert (tmp_path / "n.jsonl").stat().st_mode & 0o777 == 0o600
 
 
 def _read_jsonl(path: str) -> list[dict]:
@@ -174,6 +175,7 @@ def test_pcapng_export_overwrites_secrets_in_place(name, tmp_path):
     assert "secrets kept as captured (--no-redact)" in res.output
     assert not leaks(red.read_bytes(), secrets)
     assert SECRET_ACCESS_KEY.encode() in kept.read_bytes()
+    assert kept.stat().st_mode & 0o777 == 0o600  # it holds the secrets
     assert red.stat().st_size == kept.stat().st_size
 
     before, after = _read_jsonl(str(kept)), _read_jsonl(str(red))
@@ -376,3 +378,52 @@ def test_fresh_capture_of_the_real_clients_leaks_nothing(rocketmq_cluster, rocke
     assert "secrets overwritten in place" in cli("export", str(pcap), "--format", "pcapng", "-o", str(out))
     assert not leaks(out.read_bytes(), secrets)
     assert not leaks(cli("read", str(out), "--format", "jsonl", "--no-redact"), secrets)
+
+
+def test_huffman_coded_authorization_is_overwritten_in_place(tmp_path):
+    """A stand-in for a client that Huffman-codes its metadata (the real Java and Python
+    clients send it raw): HTTP/2 by two ``h2`` peers, whose ``hpack`` encoder Huffman-codes
+    every value that gets shorter.  Each call signs anew, so every authorization is a literal."""
+    from rmqsniff.capwriter import CaptureWriter, TcpSession
+    from tests.support import grpc_wire as gw
+
+    ak = "AKhuffmanLeak7Q2w9Z"
+    sigs = [f"{0xC0FFEE * (i + 3):040X}" for i in range(5)]
+    auths = [f"MQv2-HMAC-SHA1 Credential={ak}, SignedHeaders=x-mq-date-time, Signature={sig}" for sig in sigs]
+    w = gw.Wire()
+    for i, auth in enumerate(auths):
+        sid = w.c.get_next_available_stream_id()
+        w.c.send_headers(sid, [(k, auth if k == "authorization" else v)
+                               for k, v in gw.request_headers("SendMessage", i)])
+        w.pump()
+        w.send(sid, gw.send_request("TopicA", i), end=True)
+        w.respond(sid)
+        w.send(sid, gw.send_response(i), from_client=False)
+        w.trailers(sid)
+    src = tmp_path / "huff.pcap"
+    with open(src, "wb") as f:
+        s = TcpSession(CaptureWriter(f), ("127.0.0.1", 40000), ("127.0.0.1", 8081))
+        s.handshake(w.t)
+        for from_client, data, ts in w.chunks:
+            s.send(ts, from_client, data)
+        s.close(w.t + 1)
+    raw = src.read_bytes()
+    assert ak.encode() not in raw and all(huffman_encode(a.encode()) in raw for a in auths)  # Huffman-coded
+    out = tmp_path / "out.pcapng"
+    res = CliRunner().invoke(main, ["export", str(src), "--format", "pcapng", "-o", str(out)], catch_exceptions=False)
+    assert "secrets overwritten in place in 5 frames" in res.output
+    data = out.read_bytes()
+    assert not any(huffman_encode(a.encode()) in data for a in auths)
+    after = [orjson.loads(x) for x in run("read", str(out), "--format", "jsonl", "--no-redact").splitlines()]
+    assert len(after) == 5
+    for row, sig in zip(after, sigs, strict=True):
+        auth = dict(row["request"]["headers"])["authorization"]
+        shape = re.fullmatch(r"MQv2-HMAC-SHA1 Credential=(\S+), SignedHeaders=x-mq-date-time, Signature=(\S+)", auth)
+        assert shape and len(shape[1]) == len(ak) and len(shape[2]) == len(sig)
+        assert ak not in auth and sig not in auth
+        assert row["response"]["name"] == "OK"
+    names = subprocess.run(["tshark", "-r", str(out), "-d", "tcp.port==8081,http2", "-T", "fields",
+                            "-e", "http2.header.name"], capture_output=True, text=True, check=True).stdout
+    before = subprocess.run(["tshark", "-r", str(src), "-d", "tcp.port==8081,http2", "-T", "fields",
+                             "-e", "http2.header.name"], capture_output=True, text=True, check=True).stdout
+    assert names.split() == before.split() and names.count("authorization") == 5

@@ -11,6 +11,7 @@ valid and decodes as before with the secrets replaced.
 from __future__ import annotations
 
 import csv
+import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,13 @@ from .exchanges import exchange_to_dict, result_of
 CSV_COLUMNS = ("index", "ts", "protocol", "connection", "client", "server", "status", "result", "code", "name",
                "response_code", "response_name", "opaque", "topic", "group", "latency_ms", "request_bytes",
                "response_bytes")
+
+
+def private_file(path: str) -> None:
+    """Create (or empty) ``path`` readable and writable by its owner only (0600), for an
+    export that keeps secrets (``--no-redact``)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+    os.chmod(path, 0o600)  # it may have existed with a wider mode
 
 
 def write_jsonl(exchanges: Iterable[Exchange], out: IO[str], redact: bool = True) -> int:
