@@ -427,3 +427,19 @@ def test_huffman_coded_authorization_is_overwritten_in_place(tmp_path):
     before = subprocess.run(["tshark", "-r", str(src), "-d", "tcp.port==8081,http2", "-T", "fields",
                              "-e", "http2.header.name"], capture_output=True, text=True, check=True).stdout
     assert names.split() == before.split() and names.count("authorization") == 5
+
+
+@pytest.mark.parametrize("name", ["secrets_remoting", "secrets_grpc"])
+def test_tui_export_to_pcapng_overwrites_secrets(name, tmp_path):
+    from rmqsniff.tui.exporting import export_exchanges
+
+    path = cap(name)
+    secrets = secrets_in(path)
+    exchanges = decode(path)
+    msg = export_exchanges(str(tmp_path / "r.pcapng"), exchanges, captures=[path], ports=parse_ports([PORT[1]]))
+    assert "frames with secrets overwritten" in msg
+    assert not leaks((tmp_path / "r.pcapng").read_bytes(), secrets)
+    msg = export_exchanges(str(tmp_path / "k.pcapng"), exchanges, captures=[path], redact=False,
+                           ports=parse_ports([PORT[1]]))
+    assert "secrets kept" in msg and SECRET_ACCESS_KEY.encode() in (tmp_path / "k.pcapng").read_bytes()
+    assert (tmp_path / "k.pcapng").stat().st_mode & 0o777 == 0o600

@@ -19,8 +19,9 @@ def export_exchanges(target: str, exchanges: Sequence[Exchange], *, captures: Se
     """Write ``exchanges`` to ``target``; returns what was written, for the status line.
 
     pcapng copies the original packets (found by re-reading the captures with packet
-    tracking; exchange indices are the same on every read of the same files), so it
-    holds whatever the packets held, secrets included."""
+    tracking; exchange indices are the same on every read of the same files), with the
+    secret values overwritten in place unless ``redact`` is False
+    (:class:`rmqsniff.exporters.export.Scrub`)."""
     path = Path(target).expanduser()
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -31,11 +32,17 @@ def export_exchanges(target: str, exchanges: Sequence[Exchange], *, captures: Se
                              "`rmqsniff live -w FILE`, or export .jsonl/.csv")
         wanted_idx = {ex.index for ex in exchanges}
         p = Pipeline(ports=ports, only_ports=only_ports, track_packets=True)
-        selected = (ex for ex in p.run(captures) if ex.index in wanted_idx)
-        packets = ex_mod.packets_of(selected)
+        scrub = ex_mod.Scrub() if redact else None
+        seen = p.run(captures) if scrub is None else scrub.watch(p.run(captures))
+        packets = ex_mod.packets_of(ex for ex in seen if ex.index in wanted_idx)
+        if scrub is not None:
+            scrub.locate(captures, packets)
+        else:
+            ex_mod.private_file(str(path))
         with path.open("wb") as f:
-            n = ex_mod.write_pcapng(captures, packets, f)
-        return f"wrote {n} packets of {len(exchanges)} exchanges to {path}"
+            n = ex_mod.write_pcapng(captures, packets, f, scrub)
+        done = f"{scrub.frames} frames with secrets overwritten" if scrub is not None else "secrets kept"
+        return f"wrote {n} packets of {len(exchanges)} exchanges to {path} ({done})"
     with path.open("w", encoding="utf-8", newline="") as f:
         n = ex_mod.write_csv(exchanges, f) if fmt == "csv" else ex_mod.write_jsonl(exchanges, f, redact=redact)
     return f"wrote {n} exchanges to {path} ({fmt})"
