@@ -56,7 +56,9 @@ class Grpc(Protocol):
     follow = staticmethod(_output.follow)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
-        return [w for forms in _secrets.wire_secrets(m.command) for w, _ in forms], False  # raw and Huffman
+        # raw and Huffman forms; a value found in neither (split across HTTP/2 frames) may still be there
+        found = _secrets.wire_secrets(m.command)
+        return [w for forms in found for w, _ in forms], bool(found)
 
     def wire_secrets(self, m: Message) -> list[list[tuple[bytes, bytes]]]:
         return _secrets.wire_secrets(m.command)
