@@ -8,19 +8,26 @@ server: a request line in, (status, content type, body) out.
 
 A source gives a :class:`Reading` (the stats and its capture counters) and, when it keeps
 any, its recent exchanges; sources add routes of their own (the proxy's ``/routes``).
+
+:meth:`StatsRoute.steps` answers in small steps (a generator that yields between them) for a
+server that must not stop for long, the proxy's event loop; :meth:`StatsRoute.respond` takes
+all the steps at once.  :func:`authorized` checks a bearer token.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import hmac
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..model import Exchange
+from ..sinks import Recent
 from .exchanges import exchange_to_dict
 from .statsfmt import StatsCollector, render_envoy, render_json
 
@@ -28,6 +35,8 @@ TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 PROMETHEUS = CONTENT_TYPE_LATEST
 Response = tuple[int, str, bytes]
+Steps = Generator[None, None, Response]
+STEP_ITEMS = 16  # kept exchanges decoded, filtered or turned into JSON per step of /exchanges
 
 
 @dataclass
@@ -62,11 +71,37 @@ class _CaptureCollector:
 
 def render_metrics(r: Reading) -> bytes:
     """Prometheus exposition of a reading (the stats, and capture counters when there are any)."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(StatsCollector(r.stats))
+    return b"".join(_metric_parts(r))
+
+
+class _Family(Collector):
+    """One metric family as the registry ``generate_latest`` writes out."""
+
+    def __init__(self, fam: Metric) -> None:
+        self.fam = fam
+
+    def collect(self) -> list[Metric]:
+        return [self.fam]
+
+
+def _metric_parts(r: Reading) -> Generator[bytes, None, None]:
+    """The exposition one metric family at a time (generate_latest on a registry of all the
+    collectors writes the same families one after the other)."""
+    collectors: list[Any] = [StatsCollector(r.stats)]
     if r.captures:
-        reg.register(_CaptureCollector(r.stats["stat_prefix"], r.captures))
-    return generate_latest(reg)
+        collectors.append(_CaptureCollector(r.stats["stat_prefix"], r.captures))
+    for c in collectors:
+        for fam in c.collect():
+            yield generate_latest(_Family(fam))
+
+
+def authorized(header: str | None, token: str | None) -> bool:
+    """Whether an ``Authorization`` header value carries ``Bearer <token>`` (any when ``token``
+    is None); compared in constant time."""
+    if token is None:
+        return True
+    scheme, _, given = (header or "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def render_stats(r: Reading) -> str:
@@ -88,17 +123,27 @@ class StatsRoute:
     no exchanges kept) picks recent exchanges; ``extra`` maps more paths to handlers of the
     query (a dict); ``why_none`` says why ``/exchanges`` has nothing."""
 
-    def __init__(self, read: Callable[[], Reading], *, select: Select | None = None, redact: bool = True,
-                 extra: dict[str, Callable[[dict[str, str]], Response]] | None = None,
+    def __init__(self, read: Callable[[], Reading], *, select: Select | None = None, recent: Recent | None = None,
+                 redact: bool = True, extra: dict[str, Callable[[dict[str, str]], Response]] | None = None,
                  why_none: str = "no recent exchanges are kept") -> None:
         self.read = read
         self.select = select
+        self.recent = recent  # kept on the serving thread: decoded and filtered in steps (instead of select)
         self.redact = redact
         self.extra = extra or {}
         self.why_none = why_none
 
     def respond(self, method: str, target: str) -> Response:
         """(status, content type, body) for one request."""
+        steps = self.steps(method, target)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def steps(self, method: str, target: str) -> Steps:
+        """The answer to one request in steps; the generator returns (status, content type, body)."""
         if method not in ("GET", "HEAD"):
             return 405, TEXT, b"only GET\n"
         url = urlsplit(target)
@@ -106,13 +151,20 @@ class StatsRoute:
         path = url.path.rstrip("/") or "/"
         fmt = q.get("format", "")
         if path in ("/metrics", "/stats/prometheus") or (path == "/stats" and fmt == "prometheus"):
-            return 200, PROMETHEUS, render_metrics(self.read())
+            reading = self.read()
+            parts: list[bytes] = []
+            for part in _metric_parts(reading):
+                yield
+                parts.append(part)
+            return 200, PROMETHEUS, b"".join(parts)
         if path == "/stats":
+            reading = self.read()
+            yield
             if fmt == "json":
-                return 200, JSON, render_json(self.read().stats).encode()
-            return 200, TEXT, render_stats(self.read()).encode()
+                return 200, JSON, render_json(reading.stats).encode()
+            return 200, TEXT, render_stats(reading).encode()
         if path == "/exchanges":
-            return self._exchanges(q)
+            return (yield from self._exchanges(q))
         if path == "/ready":
             return 200, TEXT, b"LIVE\n"
         if path in self.extra:
@@ -124,8 +176,8 @@ class StatsRoute:
     def paths(self) -> list[str]:
         return ["/stats", "/metrics", "/stats?format=json", "/exchanges?filter=...&limit=N", "/ready", *self.extra]
 
-    def _exchanges(self, q: dict[str, str]) -> Response:
-        if self.select is None:
+    def _exchanges(self, q: dict[str, str]) -> Steps:
+        if self.select is None and self.recent is None:
             return 404, JSON, orjson.dumps({"error": self.why_none})
         flt = None
         expr = q.get("filter", "").strip()
@@ -140,6 +192,20 @@ class StatsRoute:
             limit = int(q.get("limit", "100"))
         except ValueError:
             return 400, JSON, orjson.dumps({"error": "limit must be an integer"})
-        items = [exchange_to_dict(ex, redact=self.redact) for ex in self.select(flt, limit)]
-        return 200, JSON, orjson.dumps({"count": len(items), "exchanges": items},
-                                       option=orjson.OPT_NON_STR_KEYS, default=str)
+        if self.recent is not None:
+            kept = list(self.recent.items)
+            picked: list[Exchange] = []
+            for i in range(0, len(kept), STEP_ITEMS):
+                yield
+                picked += self.recent.select(flt, 0, kept[i:i + STEP_ITEMS])
+                if limit > 0:
+                    del picked[:-limit]
+        else:
+            assert self.select is not None  # one of the two, checked above
+            picked = self.select(flt, limit)
+        items: list[bytes] = []
+        for i in range(0, len(picked), STEP_ITEMS):
+            yield
+            items += [orjson.dumps(exchange_to_dict(ex, redact=self.redact), option=orjson.OPT_NON_STR_KEYS,
+                                   default=str) for ex in picked[i:i + STEP_ITEMS]]
+        return 200, JSON, b'{"count":%d,"exchanges":[%s]}' % (len(items), b",".join(items))
