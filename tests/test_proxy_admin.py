@@ -21,15 +21,20 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import select
 import socket
+import statistics
+import subprocess
+import sys
 import time
 
 import pytest
 
-from dissectors.remoting import RemotingCommand, codes, encode
+from dissectors.remoting import RemotingCommand, StreamDecoder, codes, encode
+from dissectors.remoting.stream import Frame
 from replay.proxy.admin import ADMIN_MAX_CONNECTIONS, ADMIN_TIMEOUT
-from tests.support.proxy import ProxyProcess, free_port, read_frames
+from tests.support.proxy import ProxyProcess, free_port
 
 pytestmark = pytest.mark.timeout(600)
 VER = codes.version_ordinal(5, 3, 3)
@@ -61,13 +66,24 @@ def route_query(topic: str, opaque: int, body: bytes | None = None) -> bytes:
                                   body=body))
 
 
+def answer(c: socket.socket, timeout: float = 5.0) -> RemotingCommand | None:
+    """The next frame on ``c`` (None: closed first)."""
+    c.settimeout(timeout)
+    dec = StreamDecoder()
+    while data := c.recv(65536):
+        for ev in dec.feed(data):
+            if isinstance(ev, Frame):
+                return ev.command
+    return None
+
+
 def answered(listen: tuple[str, int], timeout: float = 5.0) -> RemotingCommand:
     """One route query over a new data-path connection, and its answer."""
     with socket.create_connection(listen, timeout=timeout) as c:
         c.sendall(route_query("TopicAdminTest", 1))
-        frames, _closed = read_frames(c, 1, timeout)
-    assert frames, "no answer on the data path"
-    return frames[0]
+        got = answer(c, timeout)
+    assert got is not None, "no answer on the data path"
+    return got
 
 
 def namesrv_listen(p: ProxyProcess) -> tuple[str, int]:
@@ -121,9 +137,9 @@ def test_admin_connections_over_the_cap_are_refused_at_once_and_forwarding_goes_
             s.close()
     try:
         deadline = time.monotonic() + 10
-        while (status := get(p, "/stats?format=json"))[0] != 200 and time.monotonic() < deadline:
+        while (reply := get(p, "/stats?format=json"))[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        stats = json.loads(status[2])
+        stats = json.loads(reply[2])
         assert stats["transport"]["admin_refused"] >= extra + 1
         assert stats["transport"]["accept_errors"] == 0
         assert "rocketmq_transport_events" in get(p, "/metrics")[2].decode()
@@ -189,5 +205,122 @@ def test_a_given_token_is_asked_for_on_loopback_too_and_none_is_made_up():
     try:
         assert get(p, "/stats")[0] == 200  # loopback and no token given: none asked for
         assert not [ln for ln in p.lines if "admin token" in ln or "warning" in ln]
+    finally:
+        p.stop()
+
+
+# ------------------------------------------------------------------ real name server upstream
+
+def proc_fds(p: ProxyProcess) -> int:
+    return len(os.listdir(f"/proc/{p.proc.pid}/fd"))
+
+
+@pytest.mark.rocketmq
+def test_out_of_file_descriptors_backs_off_is_counted_and_the_proxy_recovers(rocketmq_cluster):
+    p = ProxyProcess("--namesrv", f"127.0.0.1:0={rocketmq_cluster.namesrv_addr}", "--admin", "127.0.0.1:0",
+                     prefix=ulimit(256))
+    lst = namesrv_listen(p)
+    held: list[socket.socket] = []
+    try:
+        # 100 sessions (two descriptors each) pass the admin endpoint's reserve: it refuses
+        for i in range(100):
+            c = socket.create_connection(lst, timeout=10)
+            held.append(c)
+            c.sendall(route_query("TopicAdminTest", i))
+            got = answer(c, 10)
+            assert got is not None and got.code == codes.TOPIC_NOT_EXIST
+        assert proc_fds(p) > 200
+        assert get(p, "/stats")[0] == 503
+        # 80 more than the limit holds: accepting and upstream connects run out (EMFILE)
+        for i in range(80):
+            c = socket.create_connection(lst, timeout=10)
+            held.append(c)
+            c.sendall(route_query("TopicAdminTest", i))
+        codes_seen = [getattr(answer(c, 10), "code", None) for c in held[100:]]
+        assert set(codes_seen) <= {codes.TOPIC_NOT_EXIST, codes.SYSTEM_ERROR} and None not in codes_seen
+    finally:
+        for c in held:
+            c.close()
+    try:
+        deadline = time.monotonic() + 20
+        while proc_fds(p) > 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answered(lst).code == codes.TOPIC_NOT_EXIST  # back to normal
+        status, _h, body = get(p, "/stats?format=json")
+        assert status == 200
+        transport = json.loads(body)["transport"]
+        assert transport["accept_errors"] >= 1 and transport["admin_refused"] >= 1
+        assert "transport.accept_errors: " in get(p, "/stats")[2].decode()
+        assert 'kind="accept_errors"' in get(p, "/metrics")[2].decode()
+        told = [ln for ln in p.lines if ln.startswith("accepting on ")]
+        assert len(told) == 1 and "EMFILE" in told[0], p.lines
+        no_tracebacks(p)
+    finally:
+        p.stop()
+
+
+ADMIN_LOAD = r'''
+import sys, time, urllib.parse, urllib.request
+url, stop_after = sys.argv[1], float(sys.argv[2])
+filters = ['topic ~ "(a+)+$" or group ~ "(x+x+)+y" or client ~ "(1|11)+z"', 'topic ~ "^(a|aa)+b$"']
+n, busy, t_end = 0, 0.0, time.monotonic() + stop_after
+while time.monotonic() < t_end:
+    q = urllib.parse.urlencode({"filter": filters[n % 2], "limit": "0"})
+    t0 = time.monotonic()
+    with urllib.request.urlopen(f"{url}/exchanges?{q}", timeout=60) as r:
+        assert r.status == 200, r.status
+        r.read()
+    busy += time.monotonic() - t0
+    n += 1
+print(n, busy)
+'''
+
+
+def latencies(c: socket.socket, n: int, topic: str) -> list[float]:
+    """Milliseconds for ``n`` route queries, one at a time (5 ms apart)."""
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        c.sendall(route_query(topic, i))
+        got = answer(c, 10)
+        out.append((time.perf_counter() - t0) * 1000)
+        assert got is not None and got.code == codes.TOPIC_NOT_EXIST
+        time.sleep(0.005)
+    return out
+
+
+def pct(xs: list[float], p: float) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(len(xs) * p / 100))]
+
+
+@pytest.mark.rocketmq
+def test_heavy_exchange_filters_leave_forwarding_latency_within_10_ms(rocketmq_cluster, tmp_path):
+    """Route queries to the real name server through the proxy, timed one by one, while
+    another process asks ``/exchanges`` with catastrophic-backtracking filters over a full
+    ring (1000 exchanges) back to back; against the same queries without it."""
+    p = ProxyProcess("--namesrv", f"127.0.0.1:0={rocketmq_cluster.namesrv_addr}", "--admin", "127.0.0.1:0",
+                     "--recent", "1000")
+    topic = "a" * 100 + "b"
+    try:
+        with socket.create_connection(namesrv_listen(p), timeout=10) as c:
+            for i in range(1000):  # fill the ring
+                c.sendall(route_query(topic, i))
+                assert answer(c, 10) is not None
+            base = latencies(c, 300, topic)
+            load = subprocess.Popen([sys.executable, "-c", ADMIN_LOAD, p.admin_url or "", "25"],
+                                    stdout=subprocess.PIPE, text=True)
+            time.sleep(1.0)
+            loaded = latencies(c, 300, topic)
+            base += latencies(c, 300, topic) if load.wait(60) == 0 else []
+        out = load.stdout.read().split() if load.stdout else []
+        assert load.returncode == 0 and len(out) == 2
+        n, busy = int(out[0]), float(out[1])
+        report = (f"forwarding ms: without p50 {statistics.median(base):.2f} p90 {pct(base, 90):.2f}; "
+                  f"with {n} heavy /exchanges ({busy / max(n, 1) * 1000:.0f} ms each) "
+                  f"p50 {statistics.median(loaded):.2f} p90 {pct(loaded, 90):.2f}")
+        print(report)
+        assert n >= 5, report  # the admin requests did run, back to back
+        assert statistics.median(loaded) - statistics.median(base) < 10.0, report
+        no_tracebacks(p)
     finally:
         p.stop()

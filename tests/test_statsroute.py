@@ -9,9 +9,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rmqsniff.exporters.statsroute import Reading, StatsRoute
+from rmqsniff.exporters.statsfmt import StatsCollector
+from rmqsniff.exporters.statsroute import STEP_ITEMS, STEP_SAMPLES, Reading, StatsRoute, authorized
 from rmqsniff.filter.parser import MAX_DEPTH
 from rmqsniff.pipeline import Pipeline
 from rmqsniff.sinks import Recent
@@ -76,3 +78,45 @@ def test_recent_is_bounded():
     route, p = _route("remoting_json", maxlen=5)
     doc = json.loads(route.respond("GET", "/exchanges?limit=0")[2])
     assert doc["count"] == 5
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=7", "limit=100", "limit=-1",
+                                   "limit=0&filter=" + quote('topic ~ "(a+)+$" or code == SEND_MESSAGE_V2'),
+                                   "limit=3&filter=" + quote("status == answered")])
+def test_exchanges_in_steps_give_what_select_gives(query):
+    """The proxy's way (``recent``: a few kept exchanges a step) and live's (``select``) answer alike."""
+    recent = Recent(100_000)
+    p = Pipeline(sinks=[recent])
+    list(p.run([str(CAPTURES / "remoting_rocketmq.pcap")]))
+    stepped = StatsRoute(lambda: Reading(p.stats.snapshot()), recent=recent)
+    whole = StatsRoute(lambda: Reading(p.stats.snapshot()), select=recent.select)
+    steps = stepped.steps("GET", f"/exchanges?{query}")
+    n = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            got = done.value
+            break
+        n += 1
+    assert got == whole.respond("GET", f"/exchanges?{query}") and got[0] == 200
+    assert n >= len(recent.items) // STEP_ITEMS
+
+
+def test_metrics_in_parts_are_the_exposition_of_the_whole_registry():
+    route, p = _route("remoting_rocketmq")
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(StatsCollector(p.stats.snapshot()))
+    whole = generate_latest(reg)
+    assert route.respond("GET", "/metrics")[2] == whole
+    steps = route.steps("GET", "/metrics")
+    n = sum(1 for _ in steps)
+    assert n > len(list(text_string_to_metric_families(whole.decode())))  # some families came in parts
+    assert max(len(f.samples) for f in StatsCollector(p.stats.snapshot()).collect()) > STEP_SAMPLES
+
+
+def test_bearer_token_check():
+    assert authorized(None, None) and authorized("Basic x", None)
+    assert authorized("Bearer tok-1", "tok-1") and authorized("bearer  tok-1 ", "tok-1")
+    for header in (None, "", "Bearer", "Bearer tok-2", "Bearer tok-1x", "Basic tok-1", "tok-1", "Bearer tök"):
+        assert not authorized(header, "tok-1"), header

@@ -40,7 +40,7 @@ ADMIN_MAX_CONNECTIONS = 64  # admin connections open at once; more are answered 
 ADMIN_FD_RESERVE = 128  # file descriptors (below the soft RLIMIT_NOFILE) the admin endpoint leaves to the data path
 ADMIN_TIMEOUT = 10.0  # seconds to send the request, and again to read the answer
 ADMIN_SLICE = 0.001  # an answer is worked on for about this long at a time ...
-ADMIN_PAUSE = 0.002  # ... then forwarding has the loop for at least this long
+ADMIN_PAUSE = 0.004  # ... then forwarding has the loop for at least this long
 ADMIN_MAX_HEAD = 16 * 1024  # bytes of request line and headers
 ADMIN_REFUSED = "admin_refused"  # transport counter: admin connections answered 503 (cap or fd reserve)
 
@@ -85,6 +85,7 @@ class AdminServer:
         self._turn = asyncio.Lock()  # one answer worked out at a time
         self._fd_ceiling = _fd_ceiling()
         proxy.stats.tcp(ADMIN_REFUSED, 0)
+        _warm_up()
 
     async def start(self, listen: Endpoint) -> None:
         from .server import ProxyError
@@ -183,6 +184,15 @@ class AdminServer:
         p = self.proxy
         return 200, JSON, orjson.dumps(p.routes() | {"sessions": p.active_sessions, "failures": list(p.failures),
                                                      "tasks": len(asyncio.all_tasks())})
+
+
+def _warm_up() -> None:
+    """Import what the first /exchanges needs now: a first import would hold the loop for
+    a tenth of a second."""
+    import rmqsniff.pairing  # noqa: F401 - decodes kept exchanges
+    from rmqsniff.filter import compile_filter
+
+    compile_filter('topic ~ "^warm(up)+$"')
 
 
 async def _stepwise(steps: Steps) -> Response:
