@@ -105,6 +105,14 @@ def closed_within(s: socket.socket, timeout: float) -> bytes | None:
     return got
 
 
+def refused(socks: list[socket.socket], quiet: float = 1.0) -> list[socket.socket]:
+    """The sockets the server said something on (or closed), once none did for ``quiet`` seconds."""
+    out: list[socket.socket] = []
+    while readable := select.select([s for s in socks if s not in out], [], [], quiet)[0]:
+        out += readable
+    return out
+
+
 def no_tracebacks(p: ProxyProcess) -> None:
     assert not [ln for ln in p.lines if "Traceback" in ln], "\n".join(p.lines)
 
@@ -120,12 +128,11 @@ def test_admin_connections_over_the_cap_are_refused_at_once_and_forwarding_goes_
     try:
         for _ in range(ADMIN_MAX_CONNECTIONS + extra):
             idle.append(socket.create_connection(("127.0.0.1", admin_port(p)), timeout=5))
-        # the ones over the cap got a 503 and were closed; the first ADMIN_MAX_CONNECTIONS are held
-        over = [closed_within(s, 5.0) for s in idle[ADMIN_MAX_CONNECTIONS:]]
-        assert all(got is not None and (got == b"" or got.startswith(b"HTTP/1.1 503 ")) for got in over), over
-        assert sum(1 for got in over if got and got.startswith(b"HTTP/1.1 503 ")) >= extra // 2
-        readable, _w, _x = select.select(idle[:ADMIN_MAX_CONNECTIONS], [], [], 0.5)
-        assert readable == []  # still open, nothing said
+        # the ones over the cap got a 503 and were closed at once; ADMIN_MAX_CONNECTIONS are held
+        # (which ones: the order of accepting, which a full listen backlog may change)
+        over = refused(idle)
+        assert len(over) == extra
+        assert all((got := closed_within(s, 5.0)) is not None and got.startswith(b"HTTP/1.1 503 ") for s in over)
         # the data path answers (the proxy's own SYSTEM_ERROR: nothing listens upstream)
         ans = answered(namesrv_listen(p))
         assert ans.code == codes.SYSTEM_ERROR and "cannot connect to upstream" in (ans.remark or "")
@@ -169,11 +176,11 @@ def test_a_wildcard_admin_bind_asks_for_a_token_made_up_and_printed_once():
     """Bound to 0.0.0.0 (every interface, so not loopback) and asked over 127.0.0.1."""
     p = ProxyProcess("--namesrv", f"127.0.0.1:0=127.0.0.1:{free_port()}", "--admin", "0.0.0.0:0")
     try:
-        told = [ln for ln in p.lines if "admin token" in ln]
+        told = [ln for ln in p.lines if "token (send" in ln]
         deadline = time.monotonic() + 5
         while not told and time.monotonic() < deadline:
             time.sleep(0.05)
-            told = [ln for ln in p.lines if "admin token" in ln]
+            told = [ln for ln in p.lines if "token (send" in ln]
         assert len(told) == 1
         token = told[0].rsplit(" ", 1)[1]
         assert len(token) >= 32
@@ -198,13 +205,13 @@ def test_a_given_token_is_asked_for_on_loopback_too_and_none_is_made_up():
         assert get(p, "/stats")[0] == 401
         assert get(p, "/stats", token="s3cret-tokem")[0] == 401
         assert get(p, "/stats", token="s3cret-token")[0] == 200
-        assert not [ln for ln in p.lines if "admin token" in ln or "s3cret" in ln or "warning" in ln]
+        assert not [ln for ln in p.lines if "token (send" in ln or "s3cret" in ln or "warning" in ln]
     finally:
         p.stop()
     p = ProxyProcess("--namesrv", f"127.0.0.1:0=127.0.0.1:{free_port()}", "--admin", "127.0.0.1:0")
     try:
         assert get(p, "/stats")[0] == 200  # loopback and no token given: none asked for
-        assert not [ln for ln in p.lines if "admin token" in ln or "warning" in ln]
+        assert not [ln for ln in p.lines if "token (send" in ln or "warning" in ln]
     finally:
         p.stop()
 
@@ -307,8 +314,9 @@ def test_heavy_exchange_filters_leave_forwarding_latency_within_10_ms(rocketmq_c
                 c.sendall(route_query(topic, i))
                 assert answer(c, 10) is not None
             base = latencies(c, 300, topic)
+            # the load runs niced: it is the test's harness, the proxy is what is measured
             load = subprocess.Popen([sys.executable, "-c", ADMIN_LOAD, p.admin_url or "", "25"],
-                                    stdout=subprocess.PIPE, text=True)
+                                    stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.nice(19))
             time.sleep(1.0)
             loaded = latencies(c, 300, topic)
             base += latencies(c, 300, topic) if load.wait(60) == 0 else []

@@ -19,26 +19,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import resource
-import secrets
 import socket
 import time
 from typing import TYPE_CHECKING
 
 import orjson
 
-from rmqsniff.exporters.statsroute import JSON, TEXT, Reading, Response, StatsRoute, Steps, authorized
+from rmqsniff.exporters.statsroute import (
+    BUSY,
+    JSON,
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    TEXT,
+    Reading,
+    Response,
+    StatsRoute,
+    Steps,
+    authorized,
+    guard,
+)
 
 from .accept import Acceptor
-from .config import WILDCARD_HOSTS, Endpoint, endpoint_text
+from .config import Endpoint, endpoint_text
 
 if TYPE_CHECKING:
     from .server import Proxy
 
-ADMIN_MAX_CONNECTIONS = 64  # admin connections open at once; more are answered 503 and closed
+ADMIN_MAX_CONNECTIONS = MAX_CONNECTIONS  # admin connections open at once; more are answered 503 and closed
 ADMIN_FD_RESERVE = 128  # file descriptors (below the soft RLIMIT_NOFILE) the admin endpoint leaves to the data path
-ADMIN_TIMEOUT = 10.0  # seconds to send the request, and again to read the answer
+ADMIN_TIMEOUT = REQUEST_TIMEOUT  # seconds to send the request, and again to read the answer
 ADMIN_SLICE = 0.001  # an answer is worked on for about this long at a time ...
 ADMIN_PAUSE = 0.004  # ... then forwarding has the loop for at least this long
 ADMIN_MAX_HEAD = 16 * 1024  # bytes of request line and headers
@@ -46,16 +56,6 @@ ADMIN_REFUSED = "admin_refused"  # transport counter: admin connections answered
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             408: "Request Timeout", 500: "Internal Server Error", 503: "Service Unavailable"}
-_BUSY_BODY = b"admin endpoint busy: retry later\n"
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
-         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _fd_ceiling() -> int:
@@ -106,13 +106,9 @@ class AdminServer:
         where = self.address = (sockname[0], sockname[1])
         self.server = Acceptor(sock, self._accepted, lambda e: self.proxy.accept_failed(where, e))
         self.proxy.notify(f"admin http://{endpoint_text(self.address)}/stats")
-        host = self.address[0]
-        if host in WILDCARD_HOSTS:
-            self.proxy.notify(f"warning: the admin endpoint listens on every interface ({host}): anyone who can "
-                              "reach it can try; it asks for the bearer token")
-        if self.token is None and not _loopback(host):
-            self.token = secrets.token_urlsafe(24)
-            self.proxy.notify(f"admin token (send 'Authorization: Bearer TOKEN'; shown once): {self.token}")
+        self.token, lines = guard(self.address[0], self.token, "admin endpoint")
+        for line in lines:
+            self.proxy.notify(line)
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -124,7 +120,7 @@ class AdminServer:
         if self.active >= ADMIN_MAX_CONNECTIONS or conn.fileno() >= self._fd_ceiling:
             self.proxy.stats.tcp(ADMIN_REFUSED)
             with contextlib.suppress(OSError):
-                conn.send(_BUSY)
+                conn.send(BUSY)
             conn.close()
             return
         self.active += 1

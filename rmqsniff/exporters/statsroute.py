@@ -11,11 +11,18 @@ any, its recent exchanges; sources add routes of their own (the proxy's ``/route
 
 :meth:`StatsRoute.steps` answers in small steps (a generator that yields between them) for a
 server that must not stop for long, the proxy's event loop; :meth:`StatsRoute.respond` takes
-all the steps at once.  :func:`authorized` checks a bearer token.
+all the steps at once.
+
+Both servers (the proxy's admin endpoint, ``live --prometheus``) keep the same rules: at
+most :data:`MAX_CONNECTIONS` connections (more are answered :data:`BUSY` and closed),
+:data:`REQUEST_TIMEOUT` seconds for a request, and off loopback a bearer token
+(:func:`guard`, :func:`authorized`).
 """
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import secrets
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +45,12 @@ Response = tuple[int, str, bytes]
 Steps = Generator[None, None, Response]
 STEP_ITEMS = 4  # kept exchanges decoded, filtered or turned into JSON per step of /exchanges (~0.5 ms)
 STEP_SAMPLES = 32  # Prometheus samples written per step of /metrics
+MAX_CONNECTIONS = 64  # connections an HTTP endpoint serves at once; more are answered BUSY and closed
+REQUEST_TIMEOUT = 10.0  # seconds a client has to send its request (and again to read the answer)
+_BUSY_BODY = b"endpoint busy: retry later\n"
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
 
 
 @dataclass
@@ -102,6 +115,28 @@ def _metric_parts(r: Reading) -> Generator[bytes, None, None]:
                 while i and text.startswith(b"# "):  # the family's head was written with its first part
                     text = text.split(b"\n", 1)[1]
                 yield text
+
+
+def loopback(host: str) -> bool:
+    """Whether ``host`` (an address, or ``localhost``) is a loopback address."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def guard(host: str, token: str | None, what: str) -> tuple[str | None, list[str]]:
+    """The bearer token ``what`` (an endpoint bound to ``host``) asks for: ``token``, or one
+    made up when ``host`` is not loopback (None: none asked for); and the lines to tell once
+    (the made-up token, a warning about a wildcard address)."""
+    lines = []
+    if host in WILDCARDS:
+        lines.append(f"warning: the {what} listens on every interface ({host or '*'}): anyone who can reach it "
+                     "can try it; it asks for a bearer token")
+    if token is None and not loopback(host):
+        token = secrets.token_urlsafe(24)
+        lines.append(f"{what} token (send 'Authorization: Bearer TOKEN'; shown once): {token}")
+    return token, lines
 
 
 def authorized(header: str | None, token: str | None) -> bool:
