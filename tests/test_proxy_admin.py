@@ -30,6 +30,7 @@ import sys
 import time
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dissectors.remoting import RemotingCommand, StreamDecoder, codes, encode
 from dissectors.remoting.stream import Frame
@@ -149,7 +150,11 @@ def test_admin_connections_over_the_cap_are_refused_at_once_and_forwarding_goes_
         stats = json.loads(reply[2])
         assert stats["transport"]["admin_refused"] >= extra + 1
         assert stats["transport"]["accept_errors"] == 0
-        assert "rocketmq_transport_events" in get(p, "/metrics")[2].decode()
+        metrics = get(p, "/metrics")[2].decode()
+        events = {smp.labels["kind"]: smp.value for fam in text_string_to_metric_families(metrics)
+                  if fam.name == "rocketmq_transport_events" for smp in fam.samples}
+        assert events["accept_errors"] == 0 and events["admin_refused"] == stats["transport"]["admin_refused"]
+        assert "transport.admin_refused: " in get(p, "/stats")[2].decode()
         no_tracebacks(p)
     finally:
         p.stop()
