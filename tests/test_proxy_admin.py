@@ -125,25 +125,25 @@ def test_admin_connections_over_the_cap_are_refused_at_once_and_forwarding_goes_
     p = ProxyProcess("--namesrv", f"127.0.0.1:0=127.0.0.1:{dead}", "--admin", "127.0.0.1:0",
                      "--connect-timeout", "1", prefix=ulimit(256))
     extra = 100
-    idle: list[socket.socket] = []
     try:
-        for _ in range(ADMIN_MAX_CONNECTIONS + extra):
-            idle.append(socket.create_connection(("127.0.0.1", admin_port(p)), timeout=5))
-        # the ones over the cap got a 503 and were closed at once; ADMIN_MAX_CONNECTIONS are held
-        # (which ones: the order of accepting, which a full listen backlog may change)
-        over = refused(idle)
-        assert len(over) == extra
-        assert all((got := closed_within(s, 5.0)) is not None and got.startswith(b"HTTP/1.1 503 ") for s in over)
-        # the data path answers (the proxy's own SYSTEM_ERROR: nothing listens upstream)
-        ans = answered(namesrv_listen(p))
-        assert ans.code == codes.SYSTEM_ERROR and "cannot connect to upstream" in (ans.remark or "")
-        # a request at the cap is refused too, not queued
-        status, _h, body = get(p, "/stats")
-        assert status == 503 and b"busy" in body
-    finally:
-        for s in idle:
-            s.close()
-    try:
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(ADMIN_MAX_CONNECTIONS + extra):
+                idle.append(socket.create_connection(("127.0.0.1", admin_port(p)), timeout=5))
+            # the ones over the cap got a 503 and were closed at once; ADMIN_MAX_CONNECTIONS are held
+            # (which ones: the order of accepting, which a full listen backlog may change)
+            over = refused(idle)
+            assert len(over) == extra
+            assert all((got := closed_within(s, 5.0)) is not None and got.startswith(b"HTTP/1.1 503 ") for s in over)
+            # the data path answers (the proxy's own SYSTEM_ERROR: nothing listens upstream)
+            ans = answered(namesrv_listen(p))
+            assert ans.code == codes.SYSTEM_ERROR and "cannot connect to upstream" in (ans.remark or "")
+            # a request at the cap is refused too, not queued
+            status, _h, body = get(p, "/stats")
+            assert status == 503 and b"busy" in body
+        finally:
+            for s in idle:
+                s.close()
         deadline = time.monotonic() + 10
         while (reply := get(p, "/stats?format=json"))[0] != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -250,6 +250,9 @@ def test_out_of_file_descriptors_backs_off_is_counted_and_the_proxy_recovers(roc
             c.sendall(route_query("TopicAdminTest", i))
         codes_seen = [getattr(answer(c, 10), "code", None) for c in held[100:]]
         assert set(codes_seen) <= {codes.TOPIC_NOT_EXIST, codes.SYSTEM_ERROR} and None not in codes_seen
+    except BaseException:
+        p.stop()
+        raise
     finally:
         for c in held:
             c.close()
