@@ -191,6 +191,9 @@ class Keyboard:
 @click.option("--stat-prefix", default="rmqsniff", show_default=True, help="Stats are rooted at rocketmq.<prefix>.")
 @click.option("--prometheus", metavar="[HOST:]PORT",
               help="Serve /metrics (Prometheus) and /stats (Envoy text) here, e.g. 127.0.0.1:9108.")
+@click.option("--prometheus-token", envvar="RMQSNIFF_ADMIN_TOKEN", metavar="TOKEN",
+              help="Bearer token --prometheus asks for (env RMQSNIFF_ADMIN_TOKEN). Off loopback one is made up "
+                   "and printed once when none is given.")
 @click.option("-Y", "--filter", "expr", metavar="EXPR", help="Count only exchanges matching this display filter.")
 @click.option("-s", "--snaplen", type=click.IntRange(min=64, max=DEFAULT_SNAPLEN), default=DEFAULT_SNAPLEN,
               show_default=True, help="Bytes kept of each packet.")
@@ -209,7 +212,7 @@ class Keyboard:
 def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports: tuple[str, ...], only_ports: bool,
          count: int, duration: str | None, write: str | None, rotate: str | None, keep: int | None,
          stat_prefix: str, prometheus: str | None, expr: str | None, snaplen: int, buffer: str, no_promisc: bool,
-         idle: str, refresh: str, capture_mode: str, recent: int) -> None:
+         idle: str, refresh: str, capture_mode: str, recent: int, prometheus_token: str | None) -> None:
     """Decode a network interface as traffic flows: the same exchanges and stats as for a
     capture file, on a refreshing console view (p: pause, q or Ctrl-C: stop).
 
@@ -231,7 +234,8 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
     try:
         code = _run(list(dict.fromkeys(interfaces)), bpf, only_ports, count, write, keep, stat_prefix, prometheus,
                     select, snaplen, not no_promisc, capture_mode, duration=duration_s, rotate=rotate_bytes,
-                    buffer=buffer_bytes, idle=idle_s, refresh=refresh_s, ports=port_specs, recent=recent)
+                    buffer=buffer_bytes, idle=idle_s, refresh=refresh_s, ports=port_specs, recent=recent,
+                    token=prometheus_token or None)
     except CaptureSetupError as e:
         _fail(str(e))
         code = EXIT_SETUP
@@ -251,7 +255,7 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
 def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, write: str | None,
          keep: int | None, stat_prefix: str, prometheus: str | None, select: Callable[[Exchange], bool] | None,
          snaplen: int, promisc: bool, mode: str, *, duration: float | None, rotate: int | None, buffer: int,
-         idle: float, refresh: float, ports: list[PortSpec], recent: int) -> int:
+         idle: float, refresh: float, ports: list[PortSpec], recent: int, token: str | None = None) -> int:
     from .exporters.promhttp import StatsEndpoint, parse_address
 
     sources: list[AfPacketSource] = []
@@ -267,7 +271,9 @@ def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, w
         tap = LiveTap(sources, stat_prefix=stat_prefix, ports=ports, only_ports=only_ports, select=select,
                       recent=recent, writer=writer, idle=idle)
         if prometheus:
-            endpoint = StatsEndpoint(parse_address(prometheus), tap.route()).start()
+            endpoint = StatsEndpoint(parse_address(prometheus), tap.route(), token=token).start()
+            for line in endpoint.lines:
+                _fail(line)
             _fail(f"serving {endpoint.url}/metrics (Prometheus) and {endpoint.url}/stats (Envoy)")
     except BaseException:
         for s in sources:

@@ -39,6 +39,9 @@ def _mark(text: str) -> int:
 @click.option("-w", "record", type=click.Path(dir_okay=False, writable=True), metavar="FILE.pcapng",
               help="Record both directions of every connection as a pcapng.")
 @click.option("--admin", metavar="HOST:PORT", help="Admin HTTP endpoint: /stats, /stats/prometheus, /exchanges.")
+@click.option("--admin-token", envvar="RMQSNIFF_ADMIN_TOKEN", metavar="TOKEN",
+              help="Bearer token the admin endpoint asks for (env RMQSNIFF_ADMIN_TOKEN). Off loopback one is "
+                   "made up and printed once when none is given.")
 @click.option("--stat-prefix", default="rmqsniff", show_default=True, help="Stats are rooted at rocketmq.<prefix>.")
 @click.option("--connect-timeout", type=click.FloatRange(min=0.05), default=3.0, show_default=True,
               help="Seconds to wait for an upstream connection.")
@@ -52,8 +55,8 @@ def _mark(text: str) -> int:
 @click.pass_context
 def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...], grpc: tuple[str, ...],
           transparent: tuple[str, ...], mark: int, advertise: str | None, record: str | None, admin: str | None,
-          stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool, recent: int,
-          duration: float, stats_on_exit: bool) -> None:
+          admin_token: str | None, stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool,
+          recent: int, duration: float, stats_on_exit: bool) -> None:
     """Transparent proxy between RocketMQ clients and a cluster: forwards every byte, counts every request.
 
     Point clients at the --namesrv listener: broker addresses in route answers are replaced with proxy
@@ -67,7 +70,7 @@ def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...]
         cfg = ProxyConfig(
             mappings=mappings(list(namesrv), list(brokers), list(grpc), list(transparent)),
             advertise=advertise, record=record,
-            admin=parse_endpoint(admin, what="--admin address") if admin else None,
+            admin=parse_endpoint(admin, what="--admin address") if admin else None, admin_token=admin_token or None,
             stat_prefix=stat_prefix, connect_timeout=connect_timeout, rewrite_routes=not no_rewrite,
             redact=not no_redact, mark=mark, max_exchanges=recent,
         )

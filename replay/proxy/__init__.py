@@ -8,7 +8,8 @@ clients stay on the proxy, record the traffic for replay (``rmqsniff proxy``).
     remoting.py     remoting tap (sans-I/O): decode, route rewriting, SYSTEM_ERROR answers
     grpc.py         gRPC tap: calls into the same stats
     recorder.py     -w: pcapng with synthesised TCP/IP
-    admin.py        /stats, /stats/prometheus, /exchanges, /routes
+    admin.py        /stats, /stats/prometheus, /exchanges, /routes: capped, timed out, token off loopback
+    accept.py       accept loop: accept errors (EMFILE ...) back off and are counted
     transparent.py  SO_ORIGINAL_DST / TPROXY
 """
 from __future__ import annotations

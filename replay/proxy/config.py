@@ -59,6 +59,7 @@ class ProxyConfig:
     advertise: str | None = None  # host put into rewritten route answers
     record: str | None = None  # -w FILE.pcapng
     admin: Endpoint | None = None
+    admin_token: str | None = None  # bearer token the admin endpoint asks for (made up off loopback when None)
     stat_prefix: str = "rmqsniff"
     connect_timeout: float = 3.0
     rewrite_routes: bool = True

@@ -14,6 +14,7 @@ from rmqsniff.pairing import PairingSink
 from rmqsniff.sinks import Recent
 from rmqsniff.stats import Stats
 
+from .accept import Acceptor, error_name
 from .config import (
     BROKER,
     GRPC,
@@ -40,6 +41,7 @@ DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
 DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
 DRAIN_BACKLOG = 128  # ... or of half the queue when it is longer than this ...
 DEFER_LIMIT = 4 * 1024 * 1024  # ... or at once when this much waits
+ACCEPT_ERRORS = "accept_errors"  # transport counter: accept errors on any listener (admin included)
 
 
 LISTENER_FOR: dict[type, str] = {RouteAnswer: BROKER, GrpcRouteAnswer: GRPC}
@@ -58,7 +60,7 @@ class Listener:
     listen: Endpoint  # the bound address
     upstream: Endpoint | None
     advertised: str | None  # "host:port" written into route answers (brokers)
-    server: asyncio.AbstractServer | None = None
+    server: Acceptor | None = None
     discovered: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +99,9 @@ class Proxy:
         self.deferred_bytes = 0
         self._drainer: asyncio.Handle | None = None
         self.stats.feeders.append(self.drain)  # whoever reads the stats sees everything forwarded
+        self.stats.tcp(ACCEPT_ERRORS, 0)  # shown in /stats and /metrics from the start
+        self._accept_errors_told: set[str] = set()
+        self._accepting: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -216,7 +221,8 @@ class Proxy:
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
-            lst.server = await asyncio.get_running_loop().create_server(lambda: Session(self, lst).cleg, sock=sock)
+            lst.server = Acceptor(sock, lambda conn: self.accepted(lst, conn),
+                                  lambda e: self.accept_failed(lst.listen, e))
         except OSError as e:
             if sock is not None:
                 sock.close()
@@ -228,6 +234,30 @@ class Proxy:
         up = endpoint_text(upstream) if upstream else "original destination (transparent)"
         self.notify(f"{kind} {endpoint_text(lst.listen)} -> {up}" + (" (discovered)" if discovered else ""))
         return lst
+
+    def accepted(self, lst: Listener, conn: socket.socket) -> None:
+        """A connection accepted on a listener: a session for it."""
+        task = asyncio.ensure_future(self._session(lst, conn))
+        self._accepting.add(task)
+        task.add_done_callback(self._accepting.discard)
+
+    async def _session(self, lst: Listener, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: Session(self, lst).cleg, conn)
+        except OSError as e:
+            conn.close()
+            self.accept_failed(lst.listen, e)
+
+    def accept_failed(self, where: Endpoint, e: OSError) -> None:
+        """An accept error (accepting pauses, see :mod:`.accept`): counted in ``transport.accept_errors``,
+        told once per kind of error."""
+        self.stats.tcp(ACCEPT_ERRORS)
+        name = error_name(e)
+        if name not in self._accept_errors_told:
+            self._accept_errors_told.add(name)
+            self.note_failure(f"accepting on {endpoint_text(where)} failed: {name} ({e.strerror or e}); "
+                              f"accepting pauses and retries; counted in transport.{ACCEPT_ERRORS}, "
+                              "told once per kind")
 
     def listener(self, kind: str) -> Listener | None:
         """The first listener of a kind (handy for tests and the CLI)."""
