@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,11 +31,14 @@ from .grpc import GrpcRouteAnswer
 from .recorder import Recorder
 from .remoting import RouteAnswer
 from .session import Session
+from .tls import OFF, LocalCA, ServerTls, TlsGate, open_keylog, upstream_context
 from .transparent import allow_tproxy
 
 if TYPE_CHECKING:
     from .admin import AdminServer
 
+ALPN_FOR: dict[str, list[str]] = {NAMESRV: [], BROKER: [], GRPC: ["h2"], TRANSPARENT: ["h2"]}
+"""ALPN a TLS listener of each kind offers: what its upstream speaks."""
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
 DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
 DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
@@ -90,6 +94,9 @@ class Proxy:
         self._next_conn = 0
         self._flusher: asyncio.Task | None = None
         self.admin: AdminServer | None = None
+        self.server_tls: dict[str, ServerTls] = {}  # per listener kind, when TLS clients are taken
+        self._upstream_tls: dict[tuple[str, ...], ssl.SSLContext] = {}  # per ALPN offered
+        self._ca: LocalCA | None = None
         self.failures: deque[str] = deque(maxlen=50)
         self.started = 0.0
         # decoding deferred by the sessions, in arrival order: (feed, bytes, timestamp)
@@ -109,6 +116,7 @@ class Proxy:
                     self.recorder = Recorder(cfg.record)
                 except OSError as e:
                     raise ProxyError(f"cannot write {cfg.record}: {e.strerror or e}") from None
+            self._tls_setup()
             for m in cfg.mappings:
                 adv = None
                 if m.kind == BROKER:
@@ -128,6 +136,55 @@ class Proxy:
             raise
         if self.recorder is not None:
             self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    def _tls_setup(self) -> None:
+        """Key log, local CA, server contexts per listener kind, the upstream context."""
+        cfg = self.config
+        try:
+            if cfg.tls_keylog:
+                open_keylog(cfg.tls_keylog)
+            if cfg.tls != OFF:
+                ca = self._ca = None if cfg.tls_cert else LocalCA(cfg.tls_ca_dir)
+                for kind in {m.kind for m in cfg.mappings}:
+                    self.server_tls[kind] = ServerTls(cfg, ALPN_FOR[kind], ca)
+                if ca is not None:
+                    self.notify(f"TLS: certificates from the local CA {ca.cert_path}")
+            if cfg.upstream_tls:
+                self.upstream_tls(tuple(ALPN_FOR[GRPC]))  # fails here, not per connection
+        except (OSError, ValueError) as e:
+            raise ProxyError(f"TLS set-up: {getattr(e, 'strerror', None) or e}") from None
+
+    def upstream_tls(self, alpn: tuple[str, ...]) -> ssl.SSLContext:
+        """The context for upstream TLS connections offering ``alpn``."""
+        ctx = self._upstream_tls.get(alpn)
+        if ctx is None:
+            ctx = self._upstream_tls[alpn] = upstream_context(self.config, alpn)
+        return ctx
+
+    def upstream_hello(self, kind: str, client: asyncio.BaseTransport) -> tuple[str | None, tuple[str, ...]]:
+        """SNI and ALPN for an upstream TLS connection: the client's own when it spoke
+        TLS, else what a listener of ``kind`` speaks."""
+        obj = client.get_extra_info("ssl_object")
+        if obj is None:
+            return None, tuple(ALPN_FOR[kind])
+        tls = self.server_tls.get(kind)
+        chosen = obj.selected_alpn_protocol()
+        return (tls.sni.get(obj) if tls is not None else None), ((chosen,) if chosen else ())
+
+    def _accepting(self, lst: Listener) -> Callable[[], asyncio.Protocol]:
+        """What a listener makes of each accepted connection: a session's client leg, or
+        a :class:`TlsGate` in front of it."""
+        if self.config.tls == OFF:
+            return lambda: Session(self, lst).cleg
+        tls = self.server_tls.get(lst.kind)
+        if tls is None:  # a kind first seen in a route answer (brokers behind a name server)
+            tls = self.server_tls[lst.kind] = ServerTls(self.config, ALPN_FOR[lst.kind], self._ca)
+
+        def note(counter: str, peer: str, why: str | None) -> None:
+            self.stats.tcp(counter, 1)
+            if why is not None:
+                self.note_failure(f"rmqsniff proxy: {lst.kind} {endpoint_text(lst.listen)}: client {peer}: {why}")
+        return lambda: TlsGate(self.config.tls, lambda: Session(self, lst).cleg, tls, note)
 
     async def stop(self) -> None:
         """Stop listening, end every session (pending requests end unanswered), close the recording."""
@@ -216,7 +273,7 @@ class Proxy:
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
-            lst.server = await asyncio.get_running_loop().create_server(lambda: Session(self, lst).cleg, sock=sock)
+            lst.server = await asyncio.get_running_loop().create_server(self._accepting(lst), sock=sock)
         except OSError as e:
             if sock is not None:
                 sock.close()

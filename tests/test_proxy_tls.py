@@ -1,0 +1,345 @@
+"""TLS termination in the proxy with real OpenSSL clients (Python ``ssl``): permissive and
+enforcing listeners, certificates from the local CA per SNI name, upstream TLS with
+verification, ALPN, the key log, and ``-w`` recordings that read back decrypted.
+
+The upstream here is a stand-in remoting server (a thread answering each request with
+its opaque), so that these tests run without the cluster; the real cluster behind the
+TLS proxy is in ``test_proxy_tls_rocketmq.py``."""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from dissectors.remoting import RemotingCommand, StreamDecoder, codes, encode
+from dissectors.remoting.stream import Frame
+from replay.proxy import BROKER, GRPC, Mapping, ProxyConfig, ProxyError
+from replay.proxy.tls import LocalCA
+from rmqsniff.pipeline import analyze
+from tests.support.proxy import ProxyThread
+
+pytestmark = pytest.mark.timeout(60)
+VER = codes.version_ordinal(5, 3, 3)
+
+
+class Upstream:
+    """Stand-in upstream (a real broker is in the real-cluster tests): answers every remoting
+    request with a response of the same opaque and the request's body; TLS when given a
+    context, remembering the SNI and ALPN each client offered."""
+
+    def __init__(self, ctx: ssl.SSLContext | None = None) -> None:
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.ctx = ctx
+        self.hellos: list[tuple[str | None, str | None, str | None]] = []  # (sni, alpn, version)
+        self.errors: list[BaseException] = []
+        if ctx is not None:
+            ctx.sni_callback = self._sni
+        self._sni_seen: str | None = None
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _sni(self, obj, name, ctx) -> None:
+        self._sni_seen = name
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            if self.ctx is not None:
+                conn = self.ctx.wrap_socket(conn, server_side=True)
+                self.hellos.append((self._sni_seen, conn.selected_alpn_protocol(), conn.version()))
+            conn.settimeout(10)
+            dec = StreamDecoder()
+            while data := conn.recv(65536):
+                for ev in dec.feed(data):
+                    if isinstance(ev, Frame):
+                        conn.sendall(encode(RemotingCommand(0, 1, ev.command.opaque, version=VER,
+                                                            body=ev.command.body)))
+        except (OSError, ssl.SSLError) as e:
+            self.errors.append(e)
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+def _request(opaque: int, body: bytes) -> bytes:
+    return encode(RemotingCommand(codes.GET_MAX_OFFSET, 0, opaque, version=VER, body=body,
+                                  ext={"topic": "TopicTls", "queueId": "0"}))
+
+
+def _ask(sock: socket.socket, opaque: int, body: bytes) -> RemotingCommand:
+    sock.sendall(_request(opaque, body))
+    sock.settimeout(10)
+    dec = StreamDecoder()
+    while data := sock.recv(65536):
+        frames = [ev.command for ev in dec.feed(data) if isinstance(ev, Frame)]
+        if frames:
+            assert len(frames) == 1, frames
+            return frames[0]
+    raise AssertionError("closed without an answer")
+
+
+def _client_ctx(ca: LocalCA, *, alpn: list[str] | None = None, version: ssl.TLSVersion | None = None,
+                ciphers: str | None = None, keylog: Path | None = None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca.cert_path)  # verifies the proxy's certificate
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if version is not None:
+        ctx.minimum_version = ctx.maximum_version = version
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    if keylog is not None:
+        ctx.keylog_filename = str(keylog)
+    return ctx
+
+
+def _sans(s: ssl.SSLSocket) -> tuple:
+    cert = s.getpeercert()
+    assert cert is not None  # verified
+    sans = cert["subjectAltName"]
+    assert isinstance(sans, tuple)
+    return sans
+
+
+def _mode(path: str | Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def upstream_ca(tmp_path):
+    """A CA (made the proxy's way, in its own directory) and a TLS context for the stand-in upstream."""
+    ca = LocalCA(str(tmp_path / "upstream-ca"))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    pem = tmp_path / "upstream.pem"
+    pem.write_bytes(ca.leaf(["upstream.test", "127.0.0.1"]))
+    ctx.load_cert_chain(str(pem))
+    ctx.set_alpn_protocols(["h2"])
+    return ca, ctx
+
+
+def _tls_proxy(tmp_path, upstream_port: int, kind: str = BROKER, **kw) -> ProxyThread:
+    cfg = ProxyConfig([Mapping.parse(kind, f"0=127.0.0.1:{upstream_port}")], tls_ca_dir=str(tmp_path / "ca"),
+                      **({"tls": "permissive"} | kw))
+    return ProxyThread(cfg)
+
+
+# ------------------------------------------------------------------ permissive / enforcing
+
+def test_permissive_takes_tls_and_plaintext_on_one_port_and_records_plaintext(tmp_path, upstream_ca):
+    """A TLS client (TLS 1.3, verifying the proxy's certificate for its SNI name against the
+    local CA) and a plaintext client on the same listener both get their answers; upstream
+    over TLS, verified against --upstream-ca, with the client's SNI; both legs' secrets in
+    the key log (0600); the recording holds the plaintext and reads back as the exchanges."""
+    ca_up, up_ctx = upstream_ca
+    up = Upstream(up_ctx)
+    keylog = tmp_path / "keys.log"
+    rec = tmp_path / "rec.pcapng"
+    pt = _tls_proxy(tmp_path, up.port, upstream_tls=True, upstream_ca=ca_up.cert_path, tls_keylog=str(keylog),
+                    record=str(rec))
+    try:
+        ca = LocalCA(str(tmp_path / "ca"))  # made by the proxy on first use
+        host, port = pt.listen(BROKER)
+        ctx = _client_ctx(ca)
+        with ctx.wrap_socket(socket.create_connection((host, port), timeout=10), server_hostname="upstream.test") as s:
+            assert s.version() == "TLSv1.3"
+            assert _sans(s) == (("DNS", "upstream.test"),)
+            answers = [_ask(s, i, b"tls-%d" % i) for i in range(1, 4)]
+        with socket.create_connection((host, port), timeout=10) as s:
+            plain = _ask(s, 7, b"plain")
+        stats = pt.stats()
+        lines = list(pt.lines)
+    finally:
+        pt.stop()
+        up.close()
+    assert [(a.opaque, a.body) for a in answers] == [(i, b"tls-%d" % i) for i in range(1, 4)]
+    assert (plain.opaque, plain.body) == (7, b"plain")
+    t = stats["transport"]
+    assert (t["tls_client"], t["tls_plaintext_client"], t["tls_upstream"]) == (1, 1, 2)
+    assert stats["counters"]["answered"] == 4
+    assert up.hellos[0][0] == "upstream.test"  # SNI passed through
+    assert up.errors == []
+    assert any("local CA" in ln for ln in lines)
+
+    # files with key material: 0600, the CA's directory 0700
+    assert _mode(tmp_path / "ca") == 0o700
+    assert _mode(ca.key_path) == _mode(ca.cert_path) == _mode(keylog) == 0o600
+    assert [p.name for p in (tmp_path / "ca").iterdir()] and not list((tmp_path / "ca").glob(".leaf-*"))
+    text = keylog.read_text()
+    randoms = set(re.findall(r"^CLIENT_TRAFFIC_SECRET_0 ([0-9a-f]{64}) ", text, re.M))
+    assert len(randoms) == 3  # client leg + the two upstream legs
+
+    # the recording is plaintext TCP: it reads back as the four exchanges, answered
+    a = analyze([str(rec)])
+    assert a.errors == []
+    assert a.stats.snapshot()["counters"]["answered"] == 4
+
+
+def test_enforcing_refuses_a_plaintext_client_with_one_line(tmp_path):
+    up = Upstream()
+    pt = _tls_proxy(tmp_path, up.port, tls="enforcing")
+    try:
+        host, port = pt.listen(BROKER)
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(_request(1, b"x"))
+            s.settimeout(10)
+            try:
+                got = s.recv(100)
+            except ConnectionResetError:
+                got = b""
+        assert got == b""
+        ca = LocalCA(str(tmp_path / "ca"))
+        with _client_ctx(ca).wrap_socket(socket.create_connection((host, port), timeout=10),
+                                         server_hostname="localhost") as s:
+            assert _ask(s, 2, b"ok").body == b"ok"
+        stats = pt.stats()
+        lines = list(pt.lines)
+    finally:
+        pt.stop()
+        up.close()
+    refused = [ln for ln in lines if "refused" in ln]
+    assert len(refused) == 1 and refused[0].startswith(f"rmqsniff proxy: broker {host}:{port}: client 127.0.0.1:")
+    assert refused[0].endswith(": plaintext connection refused (--tls enforcing)")
+    assert stats["transport"]["tls_refused"] == 1 and stats["transport"]["tls_client"] == 1
+    assert stats["transport"]["flows"] == 1  # the refused connection never became a session
+
+
+@pytest.mark.parametrize("version,ciphers,want", [
+    (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305",
+     "ECDHE-ECDSA-CHACHA20-POLY1305"),
+    (ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
+    (ssl.TLSVersion.TLSv1_3, None, "TLS_AES_256_GCM_SHA384"),
+])
+def test_tls12_and_13_suites(tmp_path, version, ciphers, want):
+    up = Upstream()
+    pt = _tls_proxy(tmp_path, up.port)
+    try:
+        ca = LocalCA(str(tmp_path / "ca"))
+        with _client_ctx(ca, version=version, ciphers=ciphers).wrap_socket(
+                socket.create_connection(pt.listen(BROKER), timeout=10), server_hostname="localhost") as s:
+            assert (s.cipher() or ("",))[0] == want
+            assert _ask(s, 1, b"x" * 100_000).body == b"x" * 100_000  # many records each way
+    finally:
+        pt.stop()
+        up.close()
+
+
+def test_no_sni_gets_the_default_certificate_for_the_listen_address(tmp_path):
+    up = Upstream()
+    pt = _tls_proxy(tmp_path, up.port)
+    try:
+        ca = LocalCA(str(tmp_path / "ca"))
+        host, port = pt.listen(BROKER)
+        ctx = _client_ctx(ca)
+        with ctx.wrap_socket(socket.create_connection((host, port), timeout=10), server_hostname=host) as s:
+            assert ("IP Address", "127.0.0.1") in _sans(s)
+            assert _ask(s, 1, b"y").body == b"y"
+    finally:
+        pt.stop()
+        up.close()
+
+
+# ------------------------------------------------------------------ ALPN, upstream verification
+
+def test_grpc_listener_negotiates_h2_and_passes_it_upstream(tmp_path, upstream_ca):
+    """ALPN: the gRPC listener offers h2 (what Java/Go gRPC clients require), and the upstream
+    leg offers the protocol the client chose."""
+    ca_up, up_ctx = upstream_ca
+    up = Upstream(up_ctx)
+    pt = _tls_proxy(tmp_path, up.port, kind=GRPC, upstream_tls=True, upstream_insecure=True)
+    try:
+        ca = LocalCA(str(tmp_path / "ca"))
+        with _client_ctx(ca, alpn=["h2"]).wrap_socket(socket.create_connection(pt.listen(GRPC), timeout=10),
+                                                    server_hostname="localhost") as s:
+            assert s.selected_alpn_protocol() == "h2"
+            s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            s.settimeout(5)
+            s.recv(1)  # the stand-in closes: it does not speak HTTP/2
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        pt.stop()
+        up.close()
+    assert up.hellos and up.hellos[0][1] == "h2"
+
+
+def test_untrusted_upstream_is_a_clear_connect_failure(tmp_path, upstream_ca):
+    """Verification is on by default: an upstream certificate from an unknown CA fails the
+    upstream connection, and the client's request is answered with SYSTEM_ERROR saying why."""
+    _, up_ctx = upstream_ca
+    up = Upstream(up_ctx)
+    pt = _tls_proxy(tmp_path, up.port, upstream_tls=True)
+    try:
+        ca = LocalCA(str(tmp_path / "ca"))
+        with _client_ctx(ca).wrap_socket(socket.create_connection(pt.listen(BROKER), timeout=10),
+                                         server_hostname="localhost") as s:
+            ans = _ask(s, 5, b"z")
+        lines = list(pt.lines)
+    finally:
+        pt.stop()
+        up.close()
+    assert (ans.code, ans.opaque) == (codes.SYSTEM_ERROR, 5)
+    assert "certificate verify failed" in (ans.remark or "")
+    assert any("cannot connect to upstream" in ln and "certificate verify failed" in ln for ln in lines)
+
+
+def test_a_failed_client_handshake_is_counted_and_reported(tmp_path):
+    up = Upstream()
+    pt = _tls_proxy(tmp_path, up.port)
+    try:
+        ctx = ssl.create_default_context()  # does not trust the local CA
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ctx.wrap_socket(socket.create_connection(pt.listen(BROKER), timeout=10), server_hostname="localhost")
+        with socket.create_connection(pt.listen(BROKER), timeout=10) as s:
+            s.sendall(b"\x16\x03\x01\x00\x05hello")  # a record that is no ClientHello
+            s.settimeout(10)
+            with pytest.raises(OSError):
+                while s.recv(100):
+                    pass
+                raise ConnectionResetError
+        stats = pt.stats()
+        lines = list(pt.lines)
+    finally:
+        pt.stop()
+        up.close()
+    assert stats["transport"]["tls_failed"] == 2
+    assert sum("TLS handshake failed" in ln for ln in lines) == 2
+    assert stats["transport"]["flows"] == 0
+
+
+def test_given_certificate_and_config_errors(tmp_path):
+    ca = LocalCA(str(tmp_path / "other"))
+    pem = tmp_path / "server.pem"
+    pem.write_bytes(ca.leaf(["given.test"]))
+    up = Upstream()
+    pt = ProxyThread(ProxyConfig([Mapping.parse(BROKER, f"0=127.0.0.1:{up.port}")], tls="permissive",
+                                 tls_cert=str(pem)))
+    try:
+        with _client_ctx(ca).wrap_socket(socket.create_connection(pt.listen(BROKER), timeout=10),
+                                         server_hostname="given.test") as s:
+            assert _ask(s, 1, b"g").body == b"g"
+    finally:
+        pt.stop()
+        up.close()
+    from replay.proxy import ConfigError
+
+    m = [Mapping.parse(BROKER, "0=127.0.0.1:1")]
+    for kw, msg in (({"tls": "sometimes"}, "expected off"), ({"tls_cert": str(pem)}, "need --tls"),
+                    ({"upstream_insecure": True}, "need --upstream-tls")):
+        with pytest.raises(ConfigError, match=msg):
+            ProxyConfig(m, **kw).validate()
+    with pytest.raises(ProxyError, match="TLS set-up"):
+        ProxyThread(ProxyConfig(m, tls="permissive", tls_cert=str(tmp_path / "missing.pem")))
