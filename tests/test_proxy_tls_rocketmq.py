@@ -1,0 +1,80 @@
+"""TLS termination in front of the real cluster (marker ``rocketmq``): the real Java 5.x
+gRPC client with its default TLS (``-Drmqsniff.tls=true``: TLS on, any certificate
+trusted, ALPN h2) through ``rmqsniff proxy --tls permissive --upstream-tls
+--upstream-insecure`` to the real RocketMQ proxy's gRPC port (TLS permissive by
+default there).  Every call is decoded by the proxy's own tap, and its ``-w``
+recording (the plaintext legs) reads back as the client's truth."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import stat
+
+import pytest
+
+from rmqsniff.model import ANSWERED
+from rmqsniff.pipeline import analyze
+from tests.support.java_clients import run_java
+from tests.support.proxy import ProxyProcess, wait_idle
+from tests.test_grpc_real import calls, delivered, sent_messages
+
+pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]
+
+
+def test_java_grpc_client_with_default_tls_through_the_tls_proxy(rocketmq_cluster, tmp_path):
+    cluster = rocketmq_cluster
+    rec = tmp_path / "grpc-tls.pcapng"
+    keylog = tmp_path / "keys.log"
+    p = ProxyProcess("--grpc", f"127.0.0.1:0={cluster.grpc_addr}", "--admin", "127.0.0.1:0", "-w", str(rec),
+                     "--tls", "permissive", "--tls-ca-dir", str(tmp_path / "ca"), "--tls-keylog", str(keylog),
+                     "--upstream-tls", "--upstream-insecure")
+    try:
+        ep = p.listeners()["grpc"][0][0]
+        truth_path = tmp_path / "truth.json"
+        run_java(cluster, "clients/proxy_grpc_tls", ep, str(truth_path), grpc=True, jvm=("-Drmqsniff.tls=true",))
+        truth = json.loads(truth_path.read_text())
+        assert truth["tls"] is True
+        wait_idle(p)
+        s = json.loads(p.get("/stats?format=json")[2])
+        recent = json.loads(p.get("/exchanges?limit=1000")[2])
+    finally:
+        assert p.stop() == 0, "\n".join(p.lines[-20:])
+
+    # every client connection was TLS, and so was every upstream connection
+    t = s["transport"]
+    assert t["tls_client"] == t["flows"] == t["tls_upstream"] > 0
+    assert t.get("tls_plaintext_client", 0) == t.get("tls_failed", 0) == 0
+    names = {r["name"] for r in s["codes"].values() if r["protocol"] == "grpc"}
+    assert {"QueryRoute", "SendMessage", "ReceiveMessage", "AckMessage"} <= names
+    assert s["counters"]["send_message_v2"] == len(truth["sent"])
+    assert recent["count"] > 0 and all(e["status"] == "answered" for e in recent["exchanges"]
+                                       if e["request"]["method"] != "Telemetry")
+
+    # the recording (plaintext legs) against the client's truth
+    a = analyze([str(rec)])
+    assert a.errors == []
+    exs = [ex for ex in a.exchanges if ex.protocol == "grpc"]
+    assert exs and all(ex.status == ANSWERED for ex in exs)
+    snap = a.stats.snapshot()
+    assert snap["decoding_errors"] == {}
+    sent = {m.system_properties.message_id: m for m in sent_messages(exs)}
+    assert sorted(sent) == sorted(x["msg_id"] for x in truth["sent"])
+    for x in truth["sent"]:
+        m = sent[x["msg_id"]]
+        assert (m.topic.name, m.system_properties.tag, dict(m.user_properties)) == (
+            x["topic"], x["tags"], x["user_properties"])
+        assert hashlib.sha256(m.body).hexdigest() == x["body_sha256"]
+    got = {m.system_properties.message_id: m for m in delivered(exs)}
+    want = [r for lst in truth["received"].values() for r in lst]
+    assert want and {r["msg_id"] for r in want} <= set(got)
+    assert all(hashlib.sha256(got[r["msg_id"]].body).hexdigest() == r["body_sha256"] for r in want)
+    assert len(calls(exs, "ReceiveMessage")) >= truth["counts"]["receive_calls"]
+    acked = {e.message_id for ex in calls(exs, "AckMessage") for e in ex.request.command.messages[0].message.entries}
+    assert {r["msg_id"] for r in truth["received"].get("simple", [])} <= acked
+
+    # both legs' secrets, in a file only its owner reads
+    assert stat.S_IMODE(os.stat(keylog).st_mode) == 0o600
+    randoms = set(re.findall(r"^(?:CLIENT_TRAFFIC_SECRET_0|CLIENT_RANDOM) ([0-9a-f]{64}) ", keylog.read_text(), re.M))
+    assert len(randoms) == 2 * t["tls_client"]
