@@ -107,6 +107,14 @@ def _client_ctx(ca: LocalCA, *, alpn: list[str] | None = None, version: ssl.TLSV
     return ctx
 
 
+def _closed(s: socket.socket) -> bool:
+    """The peer closed (FIN or reset) before sending anything."""
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
 def _sans(s: ssl.SSLSocket) -> tuple:
     cert = s.getpeercert()
     assert cert is not None  # verified
@@ -196,11 +204,7 @@ def test_enforcing_refuses_a_plaintext_client_with_one_line(tmp_path):
         with socket.create_connection((host, port), timeout=10) as s:
             s.sendall(_request(1, b"x"))
             s.settimeout(10)
-            try:
-                got = s.recv(100)
-            except ConnectionResetError:
-                got = b""
-        assert got == b""
+            assert _closed(s)
         ca = LocalCA(str(tmp_path / "ca"))
         with _client_ctx(ca).wrap_socket(socket.create_connection((host, port), timeout=10),
                                          server_hostname="localhost") as s:
@@ -343,3 +347,31 @@ def test_given_certificate_and_config_errors(tmp_path):
             ProxyConfig(m, **kw).validate()
     with pytest.raises(ProxyError, match="TLS set-up"):
         ProxyThread(ProxyConfig(m, tls="permissive", tls_cert=str(tmp_path / "missing.pem")))
+
+
+def test_a_stalled_handshake_is_ended_and_stop_ends_connections_without_a_session(tmp_path, monkeypatch):
+    """A client that starts a handshake and goes quiet is closed after the handshake timeout
+    (shortened here) with one line; a connection that has not spoken is ended by stop()."""
+    import replay.proxy.tls as tls
+
+    monkeypatch.setattr(tls, "HANDSHAKE_TIMEOUT", 0.5)
+    up = Upstream()
+    pt = _tls_proxy(tmp_path, up.port)
+    try:
+        with socket.create_connection(pt.listen(BROKER), timeout=10) as stalled:
+            stalled.sendall(b"\x16\x03\x01")  # the start of a record, then nothing
+            stalled.settimeout(10)
+            assert _closed(stalled)
+        silent = socket.create_connection(pt.listen(BROKER), timeout=10)
+        lines = list(pt.lines)
+        stats = pt.stats()
+    finally:
+        pt.stop()
+        up.close()
+    with silent:
+        silent.settimeout(10)
+        assert _closed(silent)
+    assert [ln for ln in lines if "TLS handshake" in ln] == [
+        ln for ln in lines if ln.endswith("TLS handshake not done after 0.5 s")]
+    assert len([ln for ln in lines if "TLS handshake" in ln]) == 1
+    assert stats["transport"]["tls_failed"] == 1 and stats["transport"]["flows"] == 0

@@ -97,6 +97,7 @@ class Proxy:
         self.server_tls: dict[str, ServerTls] = {}  # per listener kind, when TLS clients are taken
         self._upstream_tls: dict[tuple[str, ...], ssl.SSLContext] = {}  # per ALPN offered
         self._ca: LocalCA | None = None
+        self._unsettled: set[asyncio.Transport] = set()  # TLS listeners' connections before their session
         self.failures: deque[str] = deque(maxlen=50)
         self.started = 0.0
         # decoding deferred by the sessions, in arrival order: (feed, bytes, timestamp)
@@ -184,7 +185,7 @@ class Proxy:
             self.stats.tcp(counter, 1)
             if why is not None:
                 self.note_failure(f"rmqsniff proxy: {lst.kind} {endpoint_text(lst.listen)}: client {peer}: {why}")
-        return lambda: TlsGate(self.config.tls, lambda: Session(self, lst).cleg, tls, note)
+        return lambda: TlsGate(self.config.tls, lambda: Session(self, lst).cleg, tls, note, self._unsettled)
 
     async def stop(self) -> None:
         """Stop listening, end every session (pending requests end unanswered), close the recording."""
@@ -193,6 +194,8 @@ class Proxy:
                 lst.server.close()
         if self.admin is not None:
             await self.admin.stop()
+        for t in list(self._unsettled):
+            t.abort()
         waiting = [s.done for s in self._sessions if s.done is not None]
         for s in list(self._sessions):
             s.abort()

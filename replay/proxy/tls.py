@@ -27,6 +27,7 @@ OFF, PERMISSIVE, ENFORCING = "off", "permissive", "enforcing"
 TLS_MODES = (OFF, PERMISSIVE, ENFORCING)
 HANDSHAKE = 0x16  # a TLS record carrying a handshake: what every ClientHello starts with
 READ_CHUNK = 256 * 1024  # plaintext taken from the TLS object at a time
+HANDSHAKE_TIMEOUT = 10.0  # seconds a client may take for its TLS handshake
 MAX_SNI_CONTEXTS = 256  # server contexts (one per SNI name, generated certificates) kept
 CA_FILES = ("ca-cert.pem", "ca-key.pem")
 
@@ -227,7 +228,8 @@ class TlsLink(asyncio.Protocol):
 
     def __init__(self, app: asyncio.Protocol, ctx: ssl.SSLContext, server_side: bool,
                  server_hostname: str | None = None, on_failure: Callable[[TlsLink, str], None] | None = None,
-                 on_ready: Callable[[TlsLink], None] | None = None) -> None:
+                 on_ready: Callable[[TlsLink], None] | None = None,
+                 on_settled: Callable[[], None] | None = None) -> None:
         self.app = app
         self.incoming = ssl.MemoryBIO()
         self.outgoing = ssl.MemoryBIO()
@@ -240,6 +242,7 @@ class TlsLink(asyncio.Protocol):
         self.eof = False
         self.on_failure = on_failure
         self.on_ready = on_ready
+        self.on_settled = on_settled  # called once the handshake is over, one way or another
         self.server_side = server_side
 
     # raw side
@@ -264,6 +267,8 @@ class TlsLink(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_settled is not None:
+            self.on_settled()
         if not self.ready.done():
             self.ready.set_exception(ConnectionResetError("connection closed during the TLS handshake"))
             self.ready.exception()  # retrieved: nobody may be waiting
@@ -296,6 +301,8 @@ class TlsLink(asyncio.Protocol):
             return
         self._flush()
         self.connected = True
+        if self.on_settled is not None:
+            self.on_settled()
         if not self.ready.done():
             self.ready.set_result(None)
         if self.on_ready is not None:
@@ -303,6 +310,8 @@ class TlsLink(asyncio.Protocol):
         self.app.connection_made(self.transport)
 
     def _fail(self, why: str) -> None:
+        if self.on_settled is not None:
+            self.on_settled()
         if not self.ready.done():
             self.ready.set_exception(ssl.SSLError(why))
             self.ready.exception()
@@ -427,15 +436,18 @@ class TlsGate(asyncio.Protocol):
     a refused connection when ``why`` is given)."""
 
     def __init__(self, mode: str, make_leg: Callable[[], asyncio.Protocol], tls: ServerTls,
-                 note: Callable[[str, str, str | None], None]) -> None:
+                 note: Callable[[str, str, str | None], None], unsettled: set[asyncio.Transport]) -> None:
         self.mode = mode
         self.make_leg = make_leg
         self.tls = tls
         self.note = note
+        self.unsettled = unsettled  # connections not yet in a session (the proxy aborts them when stopping)
         self.raw: asyncio.Transport | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = cast(asyncio.Transport, transport)
+        self.unsettled.add(self.raw)
 
     def data_received(self, data: bytes) -> None:
         raw = self.raw
@@ -443,11 +455,14 @@ class TlsGate(asyncio.Protocol):
         if data[0] == HANDSHAKE:
             link = TlsLink(self.make_leg(), self.tls.default, server_side=True,
                            on_failure=lambda lk, why: self.note("tls_failed", self._peer(), why),
-                           on_ready=lambda lk: self.note("tls_client", self._peer(), None))
+                           on_ready=lambda lk: self.note("tls_client", self._peer(), None), on_settled=self._settled)
+            self.timer = asyncio.get_running_loop().call_later(HANDSHAKE_TIMEOUT, self._expire, link)
             raw.set_protocol(link)
             link.connection_made(raw)
             link.data_received(data)
-        elif self.mode == PERMISSIVE:
+            return
+        self._settled()
+        if self.mode == PERMISSIVE:
             self.note("tls_plaintext_client", self._peer(), None)
             leg = self.make_leg()
             raw.set_protocol(leg)
@@ -456,6 +471,16 @@ class TlsGate(asyncio.Protocol):
         else:
             self.note("tls_refused", self._peer(), "plaintext connection refused (--tls enforcing)")
             raw.abort()
+
+    def _settled(self) -> None:
+        if self.raw is not None:
+            self.unsettled.discard(self.raw)
+        if self.timer is not None:
+            self.timer.cancel()
+
+    def _expire(self, link: TlsLink) -> None:
+        if not link.connected:
+            link._fail(f"TLS handshake not done after {HANDSHAKE_TIMEOUT:g} s")
 
     def _peer(self) -> str:
         from .config import endpoint_text
@@ -467,4 +492,4 @@ class TlsGate(asyncio.Protocol):
         return None  # nothing was said: close
 
     def connection_lost(self, exc: Exception | None) -> None:
-        pass
+        self._settled()
