@@ -16,7 +16,7 @@ import pytest
 
 from rmqsniff.model import ANSWERED
 from rmqsniff.pipeline import analyze
-from tests.support.java_clients import run_java
+from tests.support.java_clients import labels, run_java
 from tests.support.proxy import ProxyProcess, wait_idle
 from tests.test_grpc_real import calls, delivered, sent_messages
 
@@ -78,3 +78,41 @@ def test_java_grpc_client_with_default_tls_through_the_tls_proxy(rocketmq_cluste
     assert stat.S_IMODE(os.stat(keylog).st_mode) == 0o600
     randoms = set(re.findall(r"^(?:CLIENT_TRAFFIC_SECRET_0|CLIENT_RANDOM) ([0-9a-f]{64}) ", keylog.read_text(), re.M))
     assert len(randoms) == 2 * t["tls_client"]
+
+
+def test_java_remoting_clients_with_tls_through_the_enforcing_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):
+    """Java remoting clients with ``-Dtls.enable=true`` given the proxy's name-server listener
+    (``--tls enforcing``: plaintext would be refused) with the real name server and broker
+    upstream over TLS (their default permissive mode, test-mode certificate): the same
+    results as the plaintext scenario going direct, every connection TLS on both legs,
+    including those to the broker listener opened from the rewritten route."""
+    cluster = rocketmq_cluster
+    _, direct = rocketmq_capture("remoting_json")
+    rec = tmp_path / "remoting-tls.pcapng"
+    p = ProxyProcess("--namesrv", f"127.0.0.1:0={cluster.namesrv_addr}", "--admin", "127.0.0.1:0", "-w", str(rec),
+                     "--tls", "enforcing", "--tls-ca-dir", str(tmp_path / "ca"),
+                     "--upstream-tls", "--upstream-insecure", "--stat-prefix", "px")
+    try:
+        ns = p.listeners()["namesrv"][0][0]
+        truth_path = tmp_path / "truth.json"
+        run_java(cluster, "clients/proxy_remoting_tls", "produce-consume", ns, "TopicProxyTls", str(truth_path),
+                 jvm=("-Dtls.enable=true",))
+        truth = json.loads(truth_path.read_text())
+        routes = wait_idle(p)
+        s = json.loads(p.get("/stats?format=json")[2])
+    finally:
+        assert p.stop() == 0, "\n".join(p.lines[-20:])
+    assert truth["counts"] == direct["counts"]
+    assert sorted(truth["received"]) == sorted(direct["received"])
+    for name in direct["received"]:
+        assert set(labels(truth["received"][name])) == set(labels(direct["received"][name])), name
+    assert labels(truth["sent"]) == labels(direct["sent"])
+    assert any(x["kind"] == "broker" and x["discovered"] for x in routes["listeners"])
+    t = s["transport"]
+    assert t["tls_client"] == t["flows"] == t["tls_upstream"] > 1
+    assert t.get("tls_refused", 0) == t.get("tls_failed", 0) == 0
+    a = analyze([str(rec)], stat_prefix="px")
+    assert a.errors == []
+    assert a.stats.counter("send_message_v2") + a.stats.counter("send_message_v1") == s["counters"][
+        "send_message_v2"] + s["counters"]["send_message_v1"] > 0
+    assert a.stats.snapshot()["decoding_errors"] == {}
