@@ -10,7 +10,9 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -73,6 +75,16 @@ def test_java_grpc_client_with_default_tls_through_the_tls_proxy(rocketmq_cluste
     assert len(calls(exs, "ReceiveMessage")) >= truth["counts"]["receive_calls"]
     acked = {e.message_id for ex in calls(exs, "AckMessage") for e in ex.request.command.messages[0].message.entries}
     assert {r["msg_id"] for r in truth["received"].get("simple", [])} <= acked
+
+    # Wireshark reads the recording without keys too: the same calls by their HTTP/2 :path
+    if shutil.which("tshark") is not None:
+        port = cluster.grpc_addr.rsplit(":", 1)[1]
+        out = subprocess.run(["tshark", "-n", "-r", str(rec), "-d", f"tcp.port=={port},http2", "-Y",
+                              "http2.headers.path", "-T", "fields", "-e", "http2.headers.path"],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        paths = [x for ln in out.splitlines() for x in ln.split(",")]
+        for method in ("SendMessage", "ReceiveMessage", "AckMessage", "QueryRoute"):
+            assert paths.count(f"/apache.rocketmq.v2.MessagingService/{method}") == len(calls(exs, method)), method
 
     # both legs' secrets, in a file only its owner reads
     assert stat.S_IMODE(os.stat(keylog).st_mode) == 0o600
