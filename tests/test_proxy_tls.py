@@ -347,6 +347,17 @@ def test_given_certificate_and_config_errors(tmp_path):
             ProxyConfig(m, **kw).validate()
     with pytest.raises(ProxyError, match="TLS set-up"):
         ProxyThread(ProxyConfig(m, tls="permissive", tls_cert=str(tmp_path / "missing.pem")))
+    # an encrypted key is refused in one line (OpenSSL would otherwise prompt on the terminal)
+    from cryptography.hazmat.primitives import serialization
+
+    key_pem, _, chain = ca.leaf(["given.test"]).partition(b"-----END PRIVATE KEY-----\n")
+    key = serialization.load_pem_private_key(key_pem + b"-----END PRIVATE KEY-----\n", None)
+    (tmp_path / "enc.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.BestAvailableEncryption(b"pw")))
+    (tmp_path / "enc.crt").write_bytes(chain)
+    with pytest.raises(ProxyError, match="TLS set-up: the key of --tls-cert is encrypted"):
+        ProxyThread(ProxyConfig(m, tls="permissive", tls_cert=str(tmp_path / "enc.crt"),
+                                tls_key=str(tmp_path / "enc.key")))
 
 
 def test_a_stalled_handshake_is_ended_and_stop_ends_connections_without_a_session(tmp_path, monkeypatch):

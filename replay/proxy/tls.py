@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import ipaddress
 import os
 import socket
@@ -68,12 +69,15 @@ class LocalCA:
 
         self.dir = directory or os.path.join(config_dir(), "ca")
         self.cert_path, self.key_path = (os.path.join(self.dir, n) for n in CA_FILES)
-        if not (os.path.exists(self.cert_path) and os.path.exists(self.key_path)):
-            self._create()
-        with open(self.key_path, "rb") as f:
-            key = serialization.load_pem_private_key(f.read(), None)
-        with open(self.cert_path, "rb") as f:
-            self.cert = x509.load_pem_x509_certificate(f.read())
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        with open(os.path.join(self.dir, ".lock"), "a") as lock:  # proxies starting together make one CA
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (os.path.exists(self.cert_path) and os.path.exists(self.key_path)):
+                self._create()
+            with open(self.key_path, "rb") as f:
+                key = serialization.load_pem_private_key(f.read(), None)
+            with open(self.cert_path, "rb") as f:
+                self.cert = x509.load_pem_x509_certificate(f.read())
         from cryptography.hazmat.primitives.asymmetric import ec
 
         if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -166,7 +170,7 @@ class ServerTls:
         self.sni: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
         if cfg.tls_cert:
             self.default = self._context()
-            self.default.load_cert_chain(cfg.tls_cert, cfg.tls_key or None)
+            self.default.load_cert_chain(cfg.tls_cert, cfg.tls_key or None, password=_no_password)
         else:
             names = ["localhost", "127.0.0.1", "::1", socket.gethostname()]
             names += [cfg.advertise] if cfg.advertise else []
@@ -203,6 +207,11 @@ class ServerTls:
                 self.contexts.move_to_end(name)
             obj.context = ctx
         return None
+
+
+def _no_password() -> str:
+    """An encrypted key would make OpenSSL prompt on the terminal: refuse it instead."""
+    raise ValueError("the key of --tls-cert is encrypted: give an unencrypted key (file mode 0600)")
 
 
 def upstream_context(cfg: ProxyConfig, alpn: tuple[str, ...]) -> ssl.SSLContext:
