@@ -21,6 +21,7 @@ from dissectors.remoting import RemotingCommand, StreamDecoder, codes, encode
 from dissectors.remoting.stream import Frame
 from replay.proxy import BROKER, GRPC, Mapping, ProxyConfig, ProxyError
 from replay.proxy.tls import LocalCA
+from rmqsniff.exporters.exchanges import exchange_to_dict
 from rmqsniff.pipeline import analyze
 from tests.support.proxy import ProxyThread
 
@@ -221,24 +222,38 @@ def test_enforcing_refuses_a_plaintext_client_with_one_line(tmp_path):
     assert stats["transport"]["flows"] == 1  # the refused connection never became a session
 
 
-@pytest.mark.parametrize("version,ciphers,want", [
+@pytest.mark.parametrize("version,ciphers,want,iana", [
     (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-CHACHA20-POLY1305:ECDHE-ECDSA-CHACHA20-POLY1305",
-     "ECDHE-ECDSA-CHACHA20-POLY1305"),
-    (ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384"),
-    (ssl.TLSVersion.TLSv1_3, None, "TLS_AES_256_GCM_SHA384"),
+     "ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+    (ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-GCM-SHA384",
+     "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+    (ssl.TLSVersion.TLSv1_3, None, "TLS_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
 ])
-def test_tls12_and_13_suites(tmp_path, version, ciphers, want):
+def test_tls12_and_13_suites_and_exchanges_marked(tmp_path, version, ciphers, want, iana):
+    """Each suite carries many records each way; the exchanges (as /exchanges and JSON show
+    them) are marked with the client leg's version and IANA cipher name, the connection with
+    its SNI too."""
     up = Upstream()
     pt = _tls_proxy(tmp_path, up.port)
     try:
         ca = LocalCA(str(tmp_path / "ca"))
         with _client_ctx(ca, version=version, ciphers=ciphers).wrap_socket(
-                socket.create_connection(pt.listen(BROKER), timeout=10), server_hostname="localhost") as s:
+                socket.create_connection(pt.listen(BROKER), timeout=10), server_hostname="broker.test") as s:
             assert (s.cipher() or ("",))[0] == want
-            assert _ask(s, 1, b"x" * 100_000).body == b"x" * 100_000  # many records each way
+            assert _ask(s, 1, b"x" * 100_000).body == b"x" * 100_000
+        with socket.create_connection(pt.listen(BROKER), timeout=10) as s:
+            assert _ask(s, 2, b"plain").body == b"plain"
+        pt.stats()  # readers catch up with the deferred decoding first
+        exs = pt.call(lambda: [exchange_to_dict(ex) for ex in pt.proxy.recent.select(None, 0)])
     finally:
         pt.stop()
         up.close()
+    assert [ex["request"]["opaque"] for ex in exs] == [1, 2]
+    tls_ex, plain_ex = exs
+    v = "TLS 1.3" if version == ssl.TLSVersion.TLSv1_3 else "TLS 1.2"
+    assert tls_ex["tls"] == {"version": v, "cipher": iana}
+    assert tls_ex["connection"]["tls"] == {"status": "decrypted", "version": v, "cipher": iana, "sni": "broker.test"}
+    assert "tls" not in plain_ex and "tls" not in plain_ex["connection"]
 
 
 def test_no_sni_gets_the_default_certificate_for_the_listen_address(tmp_path):

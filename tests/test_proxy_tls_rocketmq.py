@@ -53,6 +53,9 @@ def test_java_grpc_client_with_default_tls_through_the_tls_proxy(rocketmq_cluste
     assert s["counters"]["send_message_v2"] == len(truth["sent"])
     assert recent["count"] > 0 and all(e["status"] == "answered" for e in recent["exchanges"]
                                        if e["request"]["method"] != "Telemetry")
+    # marked with the client leg's TLS (the JDK's TLS 1.3 by default)
+    assert {e["tls"]["version"] for e in recent["exchanges"]} == {"TLS 1.3"}
+    assert all(e["tls"]["cipher"].startswith("TLS_AES_") for e in recent["exchanges"])
 
     # the recording (plaintext legs) against the client's truth
     a = analyze([str(rec)])

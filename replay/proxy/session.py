@@ -20,7 +20,7 @@ from rmqsniff.protocols import REMOTING, Protocol, protocol_of, recognise
 from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
 from .grpc import GrpcRouteAnswer, GrpcTap
 from .remoting import RemotingTap, RouteAnswer
-from .tls import TlsLink
+from .tls import TlsLink, tls_info
 from .transparent import original_dst
 
 if TYPE_CHECKING:
@@ -224,6 +224,9 @@ class Session:
         p._sessions.add(self)
         self.conn = Connection(p._next_conn, self.client, self.upstream, now(), "syn")
         p._next_conn += 1
+        obj = transport.get_extra_info("ssl_object")
+        if obj is not None:  # a TLS client: its exchanges are marked with the client leg's TLS
+            self.conn.tls = tls_info(obj, p.upstream_hello(self.listener.kind, transport)[0])
         p.stats.tcp("flows", 1)
         self.sink = _SessionSink(p.sink, p.stats)
         if self.listener.kind != TRANSPARENT:

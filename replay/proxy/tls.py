@@ -364,6 +364,43 @@ class TlsLink(asyncio.Protocol):
         self._flush()
 
 
+def tls_info(obj: ssl.SSLObject, sni: str | None) -> dict[str, Any]:
+    """A terminated connection as the shared TLS description (``Connection.tls``): status,
+    version ("TLS 1.3"), IANA cipher name, SNI and ALPN when known."""
+    cipher = obj.cipher()
+    info: dict[str, Any] = {"status": "decrypted", "version": (obj.version() or "").replace("TLSv", "TLS "),
+                            "cipher": iana_cipher(cipher[0]) if cipher else "?"}
+    if sni:
+        info["sni"] = sni
+    alpn = obj.selected_alpn_protocol()
+    if alpn:
+        info["alpn"] = alpn
+    return info
+
+
+def iana_cipher(name: str) -> str:
+    """OpenSSL's name of a TLS 1.2 suite as IANA's (``ECDHE-RSA-AES128-GCM-SHA256`` ->
+    ``TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256``); TLS 1.3 names are IANA's already; a shape
+    not known here stays as OpenSSL names it."""
+    if name.startswith("TLS_"):
+        return name
+    parts = name.split("-")
+    at = next((i for i, p in enumerate(parts) if p.startswith(("AES1", "AES2", "CHACHA20"))), None)
+    if at is None:
+        return name
+    kx = "_".join(parts[:at]) or "RSA"
+    rest = parts[at:]
+    if rest == ["CHACHA20", "POLY1305"]:
+        bulk = "CHACHA20_POLY1305_SHA256"
+    elif len(rest) == 3 and rest[1] == "GCM":
+        bulk = f"AES_{rest[0][3:]}_GCM_{rest[2]}"
+    elif len(rest) == 2 and rest[1].startswith("SHA"):
+        bulk = f"AES_{rest[0][3:]}_CBC_{rest[1]}"
+    else:
+        return name
+    return f"TLS_{kx}_WITH_{bulk}"
+
+
 def reason(e: BaseException) -> str:
     """One line for a TLS failure."""
     if isinstance(e, ssl.SSLCertVerificationError):
