@@ -401,3 +401,21 @@ def test_a_stalled_handshake_is_ended_and_stop_ends_connections_without_a_sessio
         ln for ln in lines if ln.endswith("TLS handshake not done after 0.5 s")]
     assert len([ln for ln in lines if "TLS handshake" in ln]) == 1
     assert stats["transport"]["tls_failed"] == 1 and stats["transport"]["flows"] == 0
+
+
+def test_certificates_per_sni_name_are_bounded(tmp_path, monkeypatch):
+    """The contexts made per SNI name are kept for the last MAX_SNI_CONTEXTS names (2 here);
+    a name no certificate can carry keeps the default certificate."""
+    import replay.proxy.tls as tls
+
+    monkeypatch.setattr(tls, "MAX_SNI_CONTEXTS", 2)
+    cfg = ProxyConfig([Mapping.parse(BROKER, "0=127.0.0.1:1")], tls="permissive")
+    st = tls.ServerTls(cfg, [], LocalCA(str(tmp_path / "ca")))
+    objs = []
+    for name in ("a.test", "b.test", "c.test", "b.test", "\u00fc.test"):
+        obj = st.default.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+        objs.append(obj)
+        st._sni(obj, name, st.default)
+        assert st.sni[obj] == name
+    assert list(st.contexts) == ["c.test", "b.test"]
+    assert objs[-1].context is st.default and objs[0].context is not st.default

@@ -200,7 +200,11 @@ class ServerTls:
         if self.ca is not None:
             ctx = self.contexts.get(name)
             if ctx is None:
-                ctx = self.contexts[name] = self._leaf_context([name])
+                try:
+                    ctx = self._leaf_context([name])
+                except (ValueError, OSError, ssl.SSLError):  # a name no certificate can carry: the default one
+                    return None
+                self.contexts[name] = ctx
                 while len(self.contexts) > MAX_SNI_CONTEXTS:
                     self.contexts.popitem(last=False)
             else:
