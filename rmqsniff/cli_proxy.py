@@ -58,8 +58,9 @@ def _mark(text: str) -> int:
               help="Private key of --tls-cert (when not in the same file).")
 @click.option("--tls-ca-dir", type=click.Path(file_okay=False), metavar="DIR",
               help="Directory of the local CA (default: $XDG_CONFIG_HOME/rmqsniff/ca or ~/.config/rmqsniff/ca).")
-@click.option("--tls-keylog", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Append both legs' TLS secrets to FILE (NSS key log, mode 0600) for Wireshark and rmqsniff.")
+@click.option("--tls-keylog", type=click.Path(dir_okay=False), metavar="FILE", envvar="SSLKEYLOGFILE",
+              help="Append both legs' TLS secrets to FILE (NSS key log, mode 0600) for Wireshark and rmqsniff "
+                   "(default: $SSLKEYLOGFILE).")
 @click.option("--upstream-tls", is_flag=True, help="Connect to upstreams over TLS (SNI and ALPN as the client's).")
 @click.option("--upstream-insecure", is_flag=True, help="Do not verify the upstream's certificate.")
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), metavar="PEM",

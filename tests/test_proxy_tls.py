@@ -23,7 +23,7 @@ from replay.proxy import BROKER, GRPC, Mapping, ProxyConfig, ProxyError
 from replay.proxy.tls import LocalCA
 from rmqsniff.exporters.exchanges import exchange_to_dict
 from rmqsniff.pipeline import analyze
-from tests.support.proxy import ProxyThread
+from tests.support.proxy import ProxyProcess, ProxyThread
 
 pytestmark = pytest.mark.timeout(60)
 VER = codes.version_ordinal(5, 3, 3)
@@ -419,3 +419,37 @@ def test_certificates_per_sni_name_are_bounded(tmp_path, monkeypatch):
         assert st.sni[obj] == name
     assert list(st.contexts) == ["c.test", "b.test"]
     assert objs[-1].context is st.default and objs[0].context is not st.default
+
+
+def test_cli_key_log_defaults_to_sslkeylogfile_and_is_made_0600(tmp_path, monkeypatch):
+    """``rmqsniff proxy`` writes the key log named by SSLKEYLOGFILE (as curl and browsers do),
+    created 0600 even under a permissive umask; without either nothing is written (the
+    library's own SSLKEYLOGFILE handling is not left to make a 0644 file)."""
+    up = Upstream()
+    keylog = tmp_path / "env-keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    old = os.umask(0o022)
+    try:
+        p = ProxyProcess("--broker", f"127.0.0.1:0=127.0.0.1:{up.port}", "--tls", "permissive",
+                         "--tls-ca-dir", str(tmp_path / "ca"))
+    finally:
+        os.umask(old)
+    try:
+        host, port = p.listeners()["broker"][0][0].rsplit(":", 1)
+        with _client_ctx(LocalCA(str(tmp_path / "ca"))).wrap_socket(
+                socket.create_connection((host, int(port)), timeout=10), server_hostname="localhost") as s:
+            assert _ask(s, 1, b"k").body == b"k"
+    finally:
+        assert p.stop() == 0, "\n".join(p.lines)
+        up.close()
+    assert _mode(keylog) == 0o600
+    assert re.search(r"^CLIENT_TRAFFIC_SECRET_0 [0-9a-f]{64} ", keylog.read_text(), re.M)
+    assert not any(keylog.read_text()[-40:] in ln for ln in p.lines)  # no secret on stderr
+
+    monkeypatch.delenv("SSLKEYLOGFILE")
+    other = tmp_path / "lib-default.log"
+    cfg = ProxyConfig([Mapping.parse(BROKER, "0=127.0.0.1:1")], upstream_tls=True)
+    monkeypatch.setenv("SSLKEYLOGFILE", str(other))
+    from replay.proxy.tls import upstream_context
+
+    assert upstream_context(cfg, ()).keylog_filename is None and not other.exists()

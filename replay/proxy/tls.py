@@ -221,7 +221,13 @@ def _no_password() -> str:
 def upstream_context(cfg: ProxyConfig, alpn: tuple[str, ...]) -> ssl.SSLContext:
     """The client side of upstream connections offering ``alpn``: verified against the
     system CAs or ``--upstream-ca`` unless ``--upstream-insecure``."""
-    ctx = ssl.create_default_context(cafile=cfg.upstream_ca)
+    # not create_default_context: it opens $SSLKEYLOGFILE itself (a file OpenSSL would make 0644);
+    # the key log is written only where --tls-keylog (which the CLI defaults to it) says
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
+    if cfg.upstream_ca:
+        ctx.load_verify_locations(cafile=cfg.upstream_ca)
+    else:
+        ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     if cfg.upstream_insecure:
