@@ -7,6 +7,7 @@ its opaque), so that these tests run without the cluster; the real cluster behin
 TLS proxy is in ``test_proxy_tls_rocketmq.py``."""
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -453,3 +454,60 @@ def test_cli_key_log_defaults_to_sslkeylogfile_and_is_made_0600(tmp_path, monkey
     from replay.proxy.tls import upstream_context
 
     assert upstream_context(cfg, ()).keylog_filename is None and not other.exists()
+
+
+def test_hostile_client_hellos(tmp_path):
+    """A ClientHello split over 100 TCP segments completes its handshake; a handshake message
+    claiming 2^24 - 1 bytes and a record over the 2^14 + 256 limit are each one failed
+    handshake, counted and reported in one line."""
+    up = Upstream()
+    pt = _tls_proxy(tmp_path, up.port)
+    try:
+        ca = LocalCA(str(tmp_path / "ca"))
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = _client_ctx(ca).wrap_bio(incoming, outgoing, server_hostname="localhost")
+        with socket.create_connection(pt.listen(BROKER), timeout=10) as s:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with pytest.raises(ssl.SSLWantReadError):
+                obj.do_handshake()
+            hello = outgoing.read()
+            step = -(-len(hello) // 100)
+            for i in range(0, len(hello), step):
+                s.sendall(hello[i:i + step])
+            while True:
+                try:
+                    obj.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    s.sendall(outgoing.read())
+                    incoming.write(s.recv(65536))
+            s.sendall(outgoing.read())
+            obj.write(_request(1, b"split"))
+            s.sendall(outgoing.read())
+            dec = StreamDecoder()
+            frames: list = []
+            while not frames:
+                incoming.write(s.recv(65536))
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    frames = [ev for ev in dec.feed(obj.read(65536)) if isinstance(ev, Frame)]
+            assert frames[0].command.body == b"split"
+        for hostile in (b"\x16\x03\x01\x00\x08\x01\xff\xff\xff" + b"\x03\x03" * 2,  # ClientHello of 2^24 - 1 bytes
+                        b"\x16\x03\x01\xff\xff" + b"\x00" * 1000):  # a 65535-byte record
+            with socket.create_connection(pt.listen(BROKER), timeout=10) as s:
+                s.sendall(hostile)
+                s.settimeout(10)
+                while True:
+                    try:
+                        if not s.recv(65536):
+                            break
+                    except ConnectionResetError:
+                        break
+        stats = pt.stats()
+        lines = list(pt.lines)
+    finally:
+        pt.stop()
+        up.close()
+    t = stats["transport"]
+    assert (t["tls_client"], t["tls_failed"]) == (1, 2)
+    failed = [ln for ln in lines if "TLS handshake failed" in ln]
+    assert len(failed) == 2, lines
