@@ -511,3 +511,35 @@ def test_hostile_client_hellos(tmp_path):
     assert (t["tls_client"], t["tls_failed"]) == (1, 2)
     failed = [ln for ln in lines if "TLS handshake failed" in ln]
     assert len(failed) == 2, lines
+
+
+def test_upstream_tls_error_mid_session_answers_with_its_reason(tmp_path, upstream_ca):
+    """Stand-in upstream (a real broker does not corrupt its own TLS records): after the
+    handshake it answers the first request with a record that fails authentication.  The
+    waiting request gets SYSTEM_ERROR naming the TLS error, and the client is closed."""
+    _, up_ctx = upstream_ca
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        raw, _ = srv.accept()
+        conn = up_ctx.wrap_socket(raw, server_side=True)
+        conn.recv(65536)
+        socket.socket.sendall(conn, b"\x17\x03\x03\x00\x20" + b"\x00" * 32)  # under the TLS layer
+        conn.settimeout(10)
+        with contextlib.suppress(OSError):
+            conn.recv(1)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    pt = _tls_proxy(tmp_path, srv.getsockname()[1], upstream_tls=True, upstream_insecure=True)
+    try:
+        with _client_ctx(LocalCA(str(tmp_path / "ca"))).wrap_socket(
+                socket.create_connection(pt.listen(BROKER), timeout=10), server_hostname="localhost") as s:
+            ans = _ask(s, 9, b"q")
+            s.settimeout(10)
+            assert _closed(s)
+    finally:
+        pt.stop()
+        srv.close()
+    assert (ans.code, ans.opaque) == (codes.SYSTEM_ERROR, 9)
+    assert "reset the connection (TLS error: " in (ans.remark or ""), ans.remark

@@ -259,6 +259,7 @@ class TlsLink(asyncio.Protocol):
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.connected = False  # app.connection_made was called
         self.eof = False
+        self.failure: str | None = None  # why the TLS layer ended the connection
         self.on_failure = on_failure
         self.on_ready = on_ready
         self.on_settled = on_settled  # called once the handshake is over, one way or another
@@ -292,7 +293,7 @@ class TlsLink(asyncio.Protocol):
             self.ready.set_exception(ConnectionResetError("connection closed during the TLS handshake"))
             self.ready.exception()  # retrieved: nobody may be waiting
         if self.connected:
-            self.app.connection_lost(exc)
+            self.app.connection_lost(ConnectionResetError(self.failure) if self.failure and exc is None else exc)
 
     def pause_writing(self) -> None:
         if self.connected:
@@ -329,6 +330,7 @@ class TlsLink(asyncio.Protocol):
         self.app.connection_made(self.transport)
 
     def _fail(self, why: str) -> None:
+        self.failure = why
         if self.on_settled is not None:
             self.on_settled()
         if not self.ready.done():
