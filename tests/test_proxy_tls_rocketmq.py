@@ -95,8 +95,11 @@ def test_java_grpc_client_with_default_tls_through_the_tls_proxy(rocketmq_cluste
     assert len(randoms) == 2 * t["tls_client"]
 
 
-def test_java_remoting_clients_with_tls_through_the_enforcing_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):
-    """Java remoting clients with ``-Dtls.enable=true`` given the proxy's name-server listener
+@pytest.mark.parametrize("version", ["TLSv1.3", "TLSv1.2"])
+def test_java_remoting_clients_with_tls_through_the_enforcing_proxy(rocketmq_cluster, rocketmq_capture, tmp_path,
+                                                                     version):
+    """Java remoting clients with ``-Dtls.enable=true`` (TLS 1.3 and, by
+    ``jdk.tls.client.protocols``, 1.2) given the proxy's name-server listener
     (``--tls enforcing``: plaintext would be refused) with the real name server and broker
     upstream over TLS (their default permissive mode, test-mode certificate): the same
     results as the plaintext scenario going direct, every connection TLS on both legs,
@@ -111,10 +114,11 @@ def test_java_remoting_clients_with_tls_through_the_enforcing_proxy(rocketmq_clu
         ns = p.listeners()["namesrv"][0][0]
         truth_path = tmp_path / "truth.json"
         run_java(cluster, "clients/proxy_remoting_tls", "produce-consume", ns, "TopicProxyTls", str(truth_path),
-                 jvm=("-Dtls.enable=true",))
+                 jvm=("-Dtls.enable=true", f"-Djdk.tls.client.protocols={version}"))
         truth = json.loads(truth_path.read_text())
         routes = wait_idle(p)
         s = json.loads(p.get("/stats?format=json")[2])
+        recent = json.loads(p.get("/exchanges?limit=1000")[2])["exchanges"]
     finally:
         assert p.stop() == 0, "\n".join(p.lines[-20:])
     assert truth["counts"] == direct["counts"]
@@ -126,6 +130,8 @@ def test_java_remoting_clients_with_tls_through_the_enforcing_proxy(rocketmq_clu
     t = s["transport"]
     assert t["tls_client"] == t["flows"] == t["tls_upstream"] > 1
     assert t.get("tls_refused", 0) == t.get("tls_failed", 0) == 0
+    assert recent and {e["tls"]["version"] for e in recent} == {version.replace("TLSv", "TLS ")}
+    assert all(e["tls"]["cipher"].startswith("TLS_") for e in recent)
     a = analyze([str(rec)], stat_prefix="px")
     assert a.errors == []
     assert a.stats.counter("send_message_v2") + a.stats.counter("send_message_v1") == s["counters"][
