@@ -10,6 +10,7 @@ clients stay on the proxy, record the traffic for replay (``rmqsniff proxy``).
     recorder.py     -w: pcapng with synthesised TCP/IP
     admin.py        /stats, /stats/prometheus, /exchanges, /routes
     transparent.py  SO_ORIGINAL_DST / TPROXY
+    tls.py          TLS termination: permissive/enforcing listeners, local CA, upstream TLS, key log
 """
 from __future__ import annotations
 
