@@ -17,6 +17,9 @@ broker's page cache and GC, JIT) falls on every path alike. Paths:
   the broker address on its side (an RPC hook): the bytes on the wire are the same.
 * base (``--compare DIR``): the proxy of another checkout, e.g. ``git worktree add /tmp/base HEAD~1``.
 
+``--tls``: the producer speaks TLS on every path (``-Dtls.enable=true``); rmqsniff terminates it
+(``--tls enforcing --upstream-tls --upstream-insecure``: decrypts, decodes, encrypts again).
+
 Prints msgs/s and p50/p99 send latency per path, then each path against direct: the throughput
 ratio (messages over direct's in the same time; the spread of the per-turn ratios below it),
 the added p50/p99, and the middle's CPU during its turns of the throughput phase (the producer
@@ -61,6 +64,7 @@ from tests.rocketmq.cluster import Cluster, Ports  # noqa: E402
 
 TOPIC = "BenchProxy"
 GOAL_RATIO = 0.95
+TLS_ARGS = ("--tls", "enforcing", "--upstream-tls", "--upstream-insecure")  # --tls: the proxy terminates TLS
 GOAL_P50_ADDED_MS = 0.2
 
 
@@ -93,11 +97,12 @@ class RmqsniffProxy:
 
     name = "rmqsniff"
 
-    def __init__(self, namesrv: str, root: Path = ROOT, name: str = "rmqsniff", cpus: set[int] | None = None) -> None:
+    def __init__(self, namesrv: str, root: Path = ROOT, name: str = "rmqsniff", cpus: set[int] | None = None,
+                 extra: tuple[str, ...] = ()) -> None:
         self.name = name
         env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen([sys.executable, "-m", "rmqsniff.cli_proxy", "--namesrv",
-                                      f"127.0.0.1:0={namesrv}"], cwd=root, env=env,
+                                      f"127.0.0.1:0={namesrv}", *extra], cwd=root, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      preexec_fn=pinner(cpus))
         self.lines: list[str] = []
@@ -208,7 +213,8 @@ def run_producer(cluster: Cluster, classes: Path, paths: dict[str, str], a, tag:
     and end; a middle is idle while the other paths have their turns)."""
     cmd = cluster.java_cmd(f"bench/{tag}", classes, "BenchProducer", TOPIC, str(a.warmup), str(a.latency_seconds),
                            str(a.seconds), str(a.slice), str(a.threads), str(a.size),
-                           *(f"{name}={spec}" for name, spec in paths.items()))
+                           *(f"{name}={spec}" for name, spec in paths.items()),
+                           jvm=["-Dtls.enable=true"] if a.tls else [])
     budget = (a.warmup + a.latency_seconds + a.seconds) * len(paths) + 120
     # the cluster's processes, whose CPU the producer counts per turn beside its own (RocketMQ's
     # proxy, idle here, named so that it is not taken for the middle)
@@ -253,6 +259,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1024, help="message body bytes")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the whole run (a new producer JVM and middles)")
     ap.add_argument("--no-haproxy", action="store_true")
+    ap.add_argument("--tls", action="store_true",
+                    help="the producer uses TLS (-Dtls.enable=true; the cluster's permissive mode takes it), the "
+                         "proxy terminates it and speaks TLS upstream; HAProxy passes it through")
     ap.add_argument("--compare", metavar="DIR", type=Path,
                     help="also run the proxy of another checkout (e.g. a git worktree of the last commit): path 'base'")
     ap.add_argument("--cpus", choices=("shared", "isolated", "both"), default="both",
@@ -321,9 +330,9 @@ def run_mode(mode: str, a: argparse.Namespace, all_cpus: set[int], cluster: Clus
     for rnd in range(a.rounds):
         mids: dict[str, RmqsniffProxy | HAProxy] = {}
         try:
-            mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus)
+            mids["rmqsniff"] = RmqsniffProxy(ns, cpus=mid_cpus, extra=TLS_ARGS if a.tls else ())
             if a.compare:
-                mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus)
+                mids["base"] = RmqsniffProxy(ns, a.compare.resolve(), "base", mid_cpus, TLS_ARGS if a.tls else ())
             if haproxy:
                 mids["haproxy"] = HAProxy(haproxy, ns, br, work, mid_cpus)
             specs = {"direct": ns}

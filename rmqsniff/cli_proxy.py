@@ -52,11 +52,29 @@ def _mark(text: str) -> int:
 @click.option("--duration", type=click.FloatRange(min=0), default=0,
               help="Stop after this many seconds (0: run until Ctrl-C).")
 @click.option("--stats-on-exit", is_flag=True, help="Print the Envoy stats when stopping.")
+@click.option("--tls", "tls", type=click.Choice(["off", "permissive", "enforcing"]), default="off", show_default=True,
+              help="TLS clients on every listener: permissive takes TLS and plaintext (told apart by the first "
+                   "bytes), enforcing refuses plaintext.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+              help="Server certificate chain (default: one per SNI name from the local CA, made on first use).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+              help="Private key of --tls-cert (when not in the same file).")
+@click.option("--tls-ca-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Directory of the local CA (default: $XDG_CONFIG_HOME/rmqsniff/ca or ~/.config/rmqsniff/ca).")
+@click.option("--tls-keylog", type=click.Path(dir_okay=False), metavar="FILE", envvar="SSLKEYLOGFILE",
+              help="Append both legs' TLS secrets to FILE (NSS key log, mode 0600) for Wireshark and rmqsniff "
+                   "(default: $SSLKEYLOGFILE).")
+@click.option("--upstream-tls", is_flag=True, help="Connect to upstreams over TLS (SNI and ALPN as the client's).")
+@click.option("--upstream-insecure", is_flag=True, help="Do not verify the upstream's certificate.")
+@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False), metavar="PEM",
+              help="Verify upstream certificates against these CAs instead of the system's.")
 @click.pass_context
 def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...], grpc: tuple[str, ...],
           transparent: tuple[str, ...], mark: int, advertise: str | None, record: str | None, admin: str | None,
           admin_token: str | None, stat_prefix: str, connect_timeout: float, no_rewrite: bool, no_redact: bool,
-          recent: int, duration: float, stats_on_exit: bool) -> None:
+          recent: int, duration: float, stats_on_exit: bool, tls: str, tls_cert: str | None, tls_key: str | None,
+          tls_ca_dir: str | None, tls_keylog: str | None, upstream_tls: bool, upstream_insecure: bool,
+          upstream_ca: str | None) -> None:
     """Transparent proxy between RocketMQ clients and a cluster: forwards every byte, counts every request.
 
     Point clients at the --namesrv listener: broker addresses in route answers are replaced with proxy
@@ -73,6 +91,8 @@ def proxy(ctx: click.Context, namesrv: tuple[str, ...], brokers: tuple[str, ...]
             admin=parse_endpoint(admin, what="--admin address") if admin else None, admin_token=admin_token or None,
             stat_prefix=stat_prefix, connect_timeout=connect_timeout, rewrite_routes=not no_rewrite,
             redact=not no_redact, mark=mark, max_exchanges=recent,
+            tls=tls, tls_cert=tls_cert, tls_key=tls_key, tls_ca_dir=tls_ca_dir, tls_keylog=tls_keylog,
+            upstream_tls=upstream_tls, upstream_insecure=upstream_insecure, upstream_ca=upstream_ca,
         )
         cfg.validate()
     except ConfigError as e:

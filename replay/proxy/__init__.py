@@ -11,6 +11,7 @@ clients stay on the proxy, record the traffic for replay (``rmqsniff proxy``).
     admin.py        /stats, /stats/prometheus, /exchanges, /routes: capped, timed out, token off loopback
     accept.py       accept loop: accept errors (EMFILE ...) back off and are counted
     transparent.py  SO_ORIGINAL_DST / TPROXY
+    tls.py          TLS termination: permissive/enforcing listeners, local CA, upstream TLS, key log
 """
 from __future__ import annotations
 

@@ -68,12 +68,28 @@ class ProxyConfig:
     max_frame: int = 16 * 1024 * 1024
     drain_timeout: float = 5.0  # after one side closed, how long the other may still talk
     mark: int = 0  # SO_MARK on upstream connections (transparent mode: exempt them from the redirect)
+    tls: str = "off"  # TLS clients on every listener: "off", "permissive" (TLS or plaintext) or "enforcing"
+    tls_cert: str | None = None  # server certificate (PEM); None: one per SNI name from the local CA
+    tls_key: str | None = None
+    tls_ca_dir: str | None = None  # the local CA's directory (None: the user's config directory)
+    tls_keylog: str | None = None  # NSS key log written for both legs
+    upstream_tls: bool = False
+    upstream_insecure: bool = False  # do not verify the upstream's certificate
+    upstream_ca: str | None = None  # verify against these CAs instead of the system's
 
     def validate(self) -> None:
         if not self.mappings:
             raise ConfigError("nothing to proxy: give --namesrv, --broker, --grpc or --transparent")
         if self.max_exchanges < 0:
             raise ConfigError(f"--recent must be 0 or more, not {self.max_exchanges}")
+        if self.tls not in ("off", "permissive", "enforcing"):
+            raise ConfigError(f"--tls {self.tls!r}: expected off, permissive or enforcing")
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("--tls-key needs --tls-cert")
+        if (self.tls_cert or self.tls_ca_dir) and self.tls == "off":
+            raise ConfigError("--tls-cert/--tls-ca-dir need --tls permissive or --tls enforcing")
+        if (self.upstream_insecure or self.upstream_ca) and not self.upstream_tls:
+            raise ConfigError("--upstream-insecure/--upstream-ca need --upstream-tls")
         seen: set[Endpoint] = set()
         for m in self.mappings:
             if m.listen[1] and m.listen in seen:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable
@@ -31,11 +32,14 @@ from .grpc import GrpcRouteAnswer
 from .recorder import Recorder
 from .remoting import RouteAnswer
 from .session import Session
+from .tls import OFF, LocalCA, ServerTls, TlsGate, open_keylog, upstream_context
 from .transparent import allow_tproxy
 
 if TYPE_CHECKING:
     from .admin import AdminServer
 
+ALPN_FOR: dict[str, list[str]] = {NAMESRV: [], BROKER: [], GRPC: ["h2"], TRANSPARENT: ["h2"]}
+"""ALPN a TLS listener of each kind offers: what its upstream speaks."""
 VIP_OFFSET = 2  # a broker's "fast" (VIP) port is its port - 2
 DRAIN_DELAY = 0.01  # forwarded bytes wait at most this long to be decoded ...
 DRAIN_SLICE = 16  # ... in slices of this many reads, the sockets looked at in between ...
@@ -92,6 +96,10 @@ class Proxy:
         self._next_conn = 0
         self._flusher: asyncio.Task | None = None
         self.admin: AdminServer | None = None
+        self.server_tls: dict[str, ServerTls] = {}  # per listener kind, when TLS clients are taken
+        self._upstream_tls: dict[tuple[str, ...], ssl.SSLContext] = {}  # per ALPN offered
+        self._ca: LocalCA | None = None
+        self._unsettled: set[asyncio.Transport] = set()  # TLS listeners' connections before their session
         self.failures: deque[str] = deque(maxlen=50)
         self.started = 0.0
         # decoding deferred by the sessions, in arrival order: (feed, bytes, timestamp)
@@ -101,7 +109,7 @@ class Proxy:
         self.stats.feeders.append(self.drain)  # whoever reads the stats sees everything forwarded
         self.stats.tcp(ACCEPT_ERRORS, 0)  # shown in /stats and /metrics from the start
         self._accept_errors_told: set[str] = set()
-        self._accepting: set[asyncio.Task] = set()
+        self._accept_tasks: set[asyncio.Task] = set()
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -114,6 +122,7 @@ class Proxy:
                     self.recorder = Recorder(cfg.record)
                 except OSError as e:
                     raise ProxyError(f"cannot write {cfg.record}: {e.strerror or e}") from None
+            self._tls_setup()
             for m in cfg.mappings:
                 adv = None
                 if m.kind == BROKER:
@@ -134,6 +143,55 @@ class Proxy:
         if self.recorder is not None:
             self._flusher = asyncio.ensure_future(self._flush_loop())
 
+    def _tls_setup(self) -> None:
+        """Key log, local CA, server contexts per listener kind, the upstream context."""
+        cfg = self.config
+        try:
+            if cfg.tls_keylog:
+                open_keylog(cfg.tls_keylog)
+            if cfg.tls != OFF:
+                ca = self._ca = None if cfg.tls_cert else LocalCA(cfg.tls_ca_dir)
+                for kind in {m.kind for m in cfg.mappings}:
+                    self.server_tls[kind] = ServerTls(cfg, ALPN_FOR[kind], ca)
+                if ca is not None:
+                    self.notify(f"TLS: certificates from the local CA {ca.cert_path}")
+            if cfg.upstream_tls:
+                self.upstream_tls(tuple(ALPN_FOR[GRPC]))  # fails here, not per connection
+        except (OSError, ValueError) as e:
+            raise ProxyError(f"TLS set-up: {getattr(e, 'strerror', None) or e}") from None
+
+    def upstream_tls(self, alpn: tuple[str, ...]) -> ssl.SSLContext:
+        """The context for upstream TLS connections offering ``alpn``."""
+        ctx = self._upstream_tls.get(alpn)
+        if ctx is None:
+            ctx = self._upstream_tls[alpn] = upstream_context(self.config, alpn)
+        return ctx
+
+    def upstream_hello(self, kind: str, client: asyncio.BaseTransport) -> tuple[str | None, tuple[str, ...]]:
+        """SNI and ALPN for an upstream TLS connection: the client's own when it spoke
+        TLS, else what a listener of ``kind`` speaks."""
+        obj = client.get_extra_info("ssl_object")
+        if obj is None:
+            return None, tuple(ALPN_FOR[kind])
+        tls = self.server_tls.get(kind)
+        chosen = obj.selected_alpn_protocol()
+        return (tls.sni.get(obj) if tls is not None else None), ((chosen,) if chosen else ())
+
+    def _accepting(self, lst: Listener) -> Callable[[], asyncio.Protocol]:
+        """What a listener makes of each accepted connection: a session's client leg, or
+        a :class:`TlsGate` in front of it."""
+        if self.config.tls == OFF:
+            return lambda: Session(self, lst).cleg
+        tls = self.server_tls.get(lst.kind)
+        if tls is None:  # a kind first seen in a route answer (brokers behind a name server)
+            tls = self.server_tls[lst.kind] = ServerTls(self.config, ALPN_FOR[lst.kind], self._ca)
+
+        def note(counter: str, peer: str, why: str | None) -> None:
+            self.stats.tcp(counter, 1)
+            if why is not None:
+                self.note_failure(f"rmqsniff proxy: {lst.kind} {endpoint_text(lst.listen)}: client {peer}: {why}")
+        return lambda: TlsGate(self.config.tls, lambda: Session(self, lst).cleg, tls, note, self._unsettled)
+
     async def stop(self) -> None:
         """Stop listening, end every session (pending requests end unanswered), close the recording."""
         for lst in self.listeners:
@@ -141,6 +199,8 @@ class Proxy:
                 lst.server.close()
         if self.admin is not None:
             await self.admin.stop()
+        for t in list(self._unsettled):
+            t.abort()
         waiting = [s.done for s in self._sessions if s.done is not None]
         for s in list(self._sessions):
             s.abort()
@@ -238,12 +298,12 @@ class Proxy:
     def accepted(self, lst: Listener, conn: socket.socket) -> None:
         """A connection accepted on a listener: a session for it."""
         task = asyncio.ensure_future(self._session(lst, conn))
-        self._accepting.add(task)
-        task.add_done_callback(self._accepting.discard)
+        self._accept_tasks.add(task)
+        task.add_done_callback(self._accept_tasks.discard)
 
     async def _session(self, lst: Listener, conn: socket.socket) -> None:
         try:
-            await asyncio.get_running_loop().connect_accepted_socket(lambda: Session(self, lst).cleg, conn)
+            await asyncio.get_running_loop().connect_accepted_socket(self._accepting(lst), conn)
         except OSError as e:
             conn.close()
             self.accept_failed(lst.listen, e)

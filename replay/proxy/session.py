@@ -20,6 +20,7 @@ from rmqsniff.protocols import REMOTING, Protocol, protocol_of, recognise
 from .config import BROKER, GRPC, NAMESRV, TRANSPARENT, Endpoint, endpoint_text
 from .grpc import GrpcRouteAnswer, GrpcTap
 from .remoting import RemotingTap, RouteAnswer
+from .tls import TlsLink, tls_info
 from .transparent import original_dst
 
 if TYPE_CHECKING:
@@ -223,6 +224,9 @@ class Session:
         p._sessions.add(self)
         self.conn = Connection(p._next_conn, self.client, self.upstream, now(), "syn")
         p._next_conn += 1
+        obj = transport.get_extra_info("ssl_object")
+        if obj is not None:  # a TLS client: its exchanges are marked with the client leg's TLS
+            self.conn.tls = tls_info(obj, p.upstream_hello(self.listener.kind, transport)[0])
         p.stats.tcp("flows", 1)
         self.sink = _SessionSink(p.sink, p.stats)
         if self.listener.kind != TRANSPARENT:
@@ -272,19 +276,37 @@ class Session:
         leg.peer, self.cleg.peer = self.cleg, leg
         self.uleg = leg
         mark = self.proxy.config.mark
+        link = self._upstream_link(leg) if self.proxy.config.upstream_tls else None
+        factory = (lambda: leg) if link is None else (lambda: link)
         if not mark:
-            await loop.create_connection(lambda: leg, host, port)
-            return
-        info = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
-        sock = socket.socket(info[0], socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)  # exempt from the redirect rules
-            sock.setblocking(False)
-            await loop.sock_connect(sock, info[4])
-            await loop.create_connection(lambda: leg, sock=sock)
-        except BaseException:
-            sock.close()
-            raise
+            await loop.create_connection(factory, host, port)
+        else:
+            info = (await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM))[0]
+            sock = socket.socket(info[0], socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)  # exempt from the redirect rules
+                sock.setblocking(False)
+                await loop.sock_connect(sock, info[4])
+                await loop.create_connection(factory, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        if link is not None:
+            try:
+                await link.ready
+            except BaseException:
+                if link.raw is not None:
+                    link.raw.abort()
+                raise
+            self.proxy.stats.tcp("tls_upstream", 1)
+
+    def _upstream_link(self, leg: Leg) -> TlsLink:
+        """The TLS layer under the upstream leg: SNI and ALPN as the client gave them."""
+        p = self.proxy
+        assert self.cleg.transport is not None  # the client is connected
+        sni, alpn = p.upstream_hello(self.listener.kind, self.cleg.transport)
+        host = sni or self.upstream[0]
+        return TlsLink(leg, p.upstream_tls(alpn), server_side=False, server_hostname=host)
 
     async def _connect(self) -> None:
         p, sink = self.proxy, self.sink
