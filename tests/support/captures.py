@@ -15,7 +15,8 @@ def remoting_truths() -> list[str]:
     names = []
     for p in sorted(CAPTURES.glob("*.truth.json")):
         t = json.loads(p.read_text())
-        if t.get("protocol", "remoting") == "remoting" and (CAPTURES / f"{p.name[:-11]}.pcap").exists():
+        plain = "tls_capture" not in t  # TLS twins need their key log (tests/test_tls_real.py)
+        if plain and t.get("protocol", "remoting") == "remoting" and (CAPTURES / f"{p.name[:-11]}.pcap").exists():
             names.append(p.name[:-11])
     return names
 
