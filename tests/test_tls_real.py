@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.captures import CAPTURES
 from tests.support.tls_tshark import TlsConnection, key_ids, plaintext, tls_connections, tshark
 from tests.support.truth_rows import (
     grpc_call_problems,
@@ -33,8 +34,6 @@ from tests.support.truth_rows import (
     supports_tls_keylog,
 )
 
-REPO = Path(__file__).resolve().parent.parent
-CAPTURES = REPO / "captures"
 MAX_CAPTURE = 2 * 1024 * 1024
 TLS_SCENARIOS = ["grpc_java_tls", "remoting_tls13", "remoting_tls12"]
 WANT_VERSION = {"grpc_java_tls": "TLS 1.3", "remoting_tls13": "TLS 1.3", "remoting_tls12": "TLS 1.2"}

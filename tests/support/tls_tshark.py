@@ -13,6 +13,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.rocketmq.tls import keylog_sessions
+
 VERSIONS = {"0x0303": "TLS 1.2", "0x0304": "TLS 1.3"}
 CIPHERS = {"0x1301": "TLS_AES_128_GCM_SHA256", "0x1302": "TLS_AES_256_GCM_SHA384",
            "0x1303": "TLS_CHACHA20_POLY1305_SHA256",
@@ -45,19 +47,9 @@ class TlsConnection:
 
 
 def key_ids(keylog: Path) -> set[str]:
-    """The sessions a key log has secrets for, lower-case hex: client randoms (``LABEL
-    <client_random> <secret>``) and session ids (``RSA Session-ID:<id> Master-Key:<secret>``,
-    the pre-CLIENT_RANDOM TLS 1.2 form that extract-tls-secrets writes)."""
-    out = set()
-    for line in keylog.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 3 or line.startswith("#"):
-            continue
-        if parts[0] == "RSA" and parts[1].startswith("Session-ID:"):
-            out.add(parts[1].split(":", 1)[1].lower())
-        elif parts[0] != "RSA":
-            out.add(parts[1].lower())
-    return out
+    """The sessions a key log has secrets for, lower-case hex: client randoms, and the session
+    ids of ``RSA Session-ID:<id> Master-Key:<secret>`` lines (extract-tls-secrets' TLS 1.2 form)."""
+    return {s.lower() for s in keylog_sessions(keylog.read_text())}
 
 
 def tshark() -> str | None:
