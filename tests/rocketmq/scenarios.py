@@ -112,7 +112,7 @@ def tls_jvm(sc: Scenario, keylog: Path) -> list[str]:
         return []
     engine = tls.JDK_ENGINE_GRPC_CLIENT if sc.kind == "grpc-java" else tls.JDK_ENGINE_REMOTING
     version = [tls.client_protocol(sc.tls)] if sc.tls in tls.PROTOCOLS else []
-    return [engine, *version, tls.agent(keylog)]
+    return [engine, *version, tls.agent(keylog), *(tls.SLOW_HANDSHAKE if sc.kind == "remoting" else ())]
 
 
 def client_command(cluster: Cluster, sc: Scenario, truth_path: Path, grpc_addr: str,

@@ -11,6 +11,12 @@ REPO = Path(__file__).resolve().parent.parent.parent
 CAPTURES = REPO / "captures"
 
 
+def plaintext_pcaps() -> list[Path]:
+    """The committed ``*.pcap`` files that decode without a key log: a TLS capture has its key
+    log beside it (``NAME.keys``) and is tests/test_tls_real.py's."""
+    return sorted(p for p in CAPTURES.glob("*.pcap") if not p.with_suffix(".keys").exists())
+
+
 def remoting_truths() -> list[str]:
     names = []
     for p in sorted(CAPTURES.glob("*.truth.json")):
