@@ -239,6 +239,19 @@ def test_committed_pcapng_with_decryption_secrets_block_decrypts_without_key_log
     assert {c.key_id(ids) for c in conns.values()} == ids
 
 
+@needs_tshark
+@pytest.mark.parametrize("name", committed())
+def test_committed_tls_capture_without_key_log_is_never_misdecoded(name):
+    """Holds before and after rmqsniff reads key logs: no exchange comes out of a TLS connection
+    it has no secrets for, and stderr says TLS (per-connection ``no key`` lines are checked by
+    the rmqsniff tests below)."""
+    pcap, _, keylog = load(CAPTURES, name)
+    ports = {c.client_port for c in client_connections(pcap, keylog)}
+    rows, err = rmqsniff("read", str(pcap), "--format", "jsonl")
+    assert [r["index"] for r in rows if int(r["connection"]["client"].rsplit(":", 1)[1]) in ports] == []
+    assert "TLS" in err or "no key" in err
+
+
 @pytest.mark.parametrize("name", committed())
 def test_committed_tls_capture_decodes_to_the_truth_with_rmqsniff(name, tmp_path):
     needs_rmqsniff_tls()
