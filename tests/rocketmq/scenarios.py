@@ -107,12 +107,14 @@ def capture_ports(cluster: Cluster) -> list[int]:
 
 
 def tls_jvm(sc: Scenario, keylog: Path) -> list[str]:
-    """A Java TLS scenario's extra JVM options: the JDK engine, the version limit, the agent."""
+    """A Java TLS scenario's extra JVM options: the agent, the version limit; for the gRPC client
+    the JDK engine instead of its bundled tcnative (see :mod:`tests.rocketmq.tls`)."""
     if not sc.tls:
         return []
-    engine = tls.JDK_ENGINE_GRPC_CLIENT if sc.kind == "grpc-java" else tls.JDK_ENGINE_REMOTING
+    if sc.kind == "grpc-java":
+        return [tls.JDK_ENGINE_GRPC_CLIENT, tls.agent(keylog)]
     version = [tls.client_protocol(sc.tls)] if sc.tls in tls.PROTOCOLS else []
-    return [engine, *version, tls.agent(keylog), *(tls.SLOW_HANDSHAKE if sc.kind == "remoting" else ())]
+    return [*version, tls.agent(keylog), *tls.SLOW_HANDSHAKE]  # remoting: the JDK engine already
 
 
 def client_command(cluster: Cluster, sc: Scenario, truth_path: Path, grpc_addr: str,

@@ -1,12 +1,16 @@
 """TLS settings of the harness: JVM options that make RocketMQ's Java TLS readable by the
 ``extract-tls-secrets`` agent, and the remoting TLS (enforcing) cluster variant.
 
-Both Java clients would pick Netty's tcnative (BoringSSL) engine, which the agent cannot see:
-rocketmq-client-java bundles it inside its shaded grpc-netty, and the remoting client's
-``TlsHelper`` takes ``SslProvider.OPENSSL`` whenever ``OpenSsl.isAvailable()`` (the server lib
-carries netty-tcnative-boringssl-static). Netty's ``noOpenSsl`` property turns tcnative off, so
-the JDK engine (JSSE) runs the same handshakes and the agent logs their secrets. The clients'
-TLS settings themselves stay at their defaults.
+The agent sees only the JDK's own TLS engine (JSSE), not Netty's tcnative (BoringSSL):
+
+* ``rocketmq-client-java`` (gRPC) bundles tcnative inside its shaded grpc-netty and uses it by
+  default: the agent logs nothing (``test_agent_sees_nothing_of_the_clients_default_engine``).
+  Netty's ``noOpenSsl`` switch, under the relocated name that copy of Netty reads, makes it run
+  the same TLS on the JDK engine; its TLS settings stay at their defaults.
+* The remoting client needs nothing: 5.3.3's ``TlsHelper`` builds every client context with
+  ``SslProvider.JDK``. Its servers take ``SslProvider.OPENSSL`` whenever tcnative loads (the
+  server lib has netty-tcnative-boringssl-static), so name server and broker get ``noOpenSsl``
+  to have their side logged too.
 """
 from __future__ import annotations
 
