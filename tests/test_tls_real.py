@@ -150,7 +150,7 @@ def _remoting_plaintext_problems(data: dict[int, tuple[bytes, bytes]], truth: di
     return p
 
 
-def rmqsniff_problems(pcap: Path, truth: dict, keylog: Path, tmp: Path) -> list[str]:
+def rmqsniff_problems(pcap: Path, truth: dict, keylog: Path) -> list[str]:
     """rmqsniff with the client's key log: the decode equals the truth, TLS-marked; without it:
     every TLS connection ``no key`` (with its client random) and none of their exchanges decoded."""
     p: list[str] = []
@@ -173,10 +173,15 @@ def rmqsniff_problems(pcap: Path, truth: dict, keylog: Path, tmp: Path) -> list[
     else:
         msgs, _ = rmqsniff("read", str(pcap), "--tls-keylog", str(keylog), "--messages", "--format", "jsonl")
         p += remoting_message_problems(msgs, truth)
-    # the same from SSLKEYLOGFILE
+    # the same from SSLKEYLOGFILE, and from the servers' side of the sessions (remoting)
     env_rows, _ = rmqsniff("read", str(pcap), "--format", "jsonl", env={"SSLKEYLOGFILE": str(keylog)})
     if len(env_rows) != len(rows):
         p.append(f"SSLKEYLOGFILE: {len(env_rows)} exchanges != --tls-keylog {len(rows)}")
+    server_keys = keylog.with_name(truth["tls_capture"].get("server_keylog", "-"))
+    if server_keys.is_file():
+        srv_rows, _ = rmqsniff("read", str(pcap), "--tls-keylog", str(server_keys), "--format", "jsonl")
+        if len(srv_rows) != len(rows):
+            p.append(f"servers' key log: {len(srv_rows)} exchanges != client's {len(rows)}")
     # without the key log: reported, never decoded
     bare, err = rmqsniff("read", str(pcap), "--format", "jsonl")
     decoded = [r["index"] for r in bare if int(r["connection"]["client"].rsplit(":", 1)[1]) in ports]
@@ -256,7 +261,7 @@ def test_committed_tls_capture_without_key_log_is_never_misdecoded(name):
 def test_committed_tls_capture_decodes_to_the_truth_with_rmqsniff(name, tmp_path):
     needs_rmqsniff_tls()
     pcap, truth, keylog = load(CAPTURES, name)
-    assert rmqsniff_problems(pcap, truth, keylog, tmp_path) == []
+    assert rmqsniff_problems(pcap, truth, keylog) == []
 
 
 @pytest.mark.parametrize("name", committed())
@@ -324,7 +329,7 @@ def _check_live(pcap: Path, truth: dict, keylog: Path, tmp_path: Path) -> None:
     assert tshark_problems(pcap, truth, keylog) == []
     assert tshark_plaintext_problems(pcap, truth, keylog) == []
     if supports_tls_keylog():
-        assert rmqsniff_problems(pcap, truth, keylog, tmp_path) == []
+        assert rmqsniff_problems(pcap, truth, keylog) == []
 
 
 def test_editcap_injects_secrets_into_pcapng(tmp_path):
