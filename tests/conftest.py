@@ -38,17 +38,49 @@ def rocketmq_cluster(tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
-def rocketmq_capture(rocketmq_cluster, tmp_path_factory):
-    """``rocketmq_capture(name) -> (pcap, truth)``: run each scenario once per session."""
+def _captures(cluster, out: Path):
     from tests.rocketmq.scenarios import run_scenario
 
-    out = Path(tmp_path_factory.mktemp("captures"))
     done: dict[str, tuple] = {}
 
     def get(name: str):
         if name not in done:
-            done[name] = run_scenario(rocketmq_cluster, name, out)
+            done[name] = run_scenario(cluster, name, out)
         return done[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def rocketmq_capture(rocketmq_cluster, tmp_path_factory):
+    """``rocketmq_capture(name) -> (pcap, truth)``: run each scenario once per session."""
+    return _captures(rocketmq_cluster, Path(tmp_path_factory.mktemp("captures")))
+
+
+@pytest.fixture(scope="session")
+def rocketmq_tls_cluster(tmp_path_factory):
+    """A second cluster with remoting TLS enforcing (``Cluster(remoting_tls=True)``), on the
+    cluster ports + 1000 so it can run beside :func:`rocketmq_cluster`."""
+    from tests.support.prerequisites import unavailable
+
+    for tool, why in REQUIRED_TOOLS.items():
+        if shutil.which(tool) is None:
+            unavailable(f"`{tool}` not found on PATH ({why})")
+    from tests.rocketmq import build
+    from tests.rocketmq.cluster import Cluster, Ports
+
+    build.build_remoting_programs()
+    p = Ports.from_env()
+    ports = Ports(p.namesrv + 1000, p.broker + 1000, p.proxy + 1000, p.grpc + 1000)
+    cluster = Cluster(tmp_path_factory.mktemp("rocketmq-tls"), ports=ports, remoting_tls=True)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rocketmq_tls_capture(rocketmq_tls_cluster, tmp_path_factory):
+    """``rocketmq_tls_capture(name) -> (pcap, truth)`` for the remoting TLS scenarios."""
+    return _captures(rocketmq_tls_cluster, Path(tmp_path_factory.mktemp("tls-captures")))

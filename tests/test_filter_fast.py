@@ -4,7 +4,6 @@ over every real capture, chunk boundaries, columns filled in steps, many distinc
 from __future__ import annotations
 
 from array import array
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -15,8 +14,9 @@ from rmqsniff.filter import COLUMN_FIELDS, compile_filter
 from rmqsniff.model import Connection, Exchange, Message
 from rmqsniff.pipeline import analyze
 from rmqsniff.tui.store import ExchangeList, filter_into
+from tests.support.captures import plaintext_pcaps
 
-CAPTURES = sorted((Path(__file__).resolve().parent.parent / "captures").glob("*.pcap"))
+CAPTURES = plaintext_pcaps()
 CAPTURE_NAMES: list[str | None] = [p.name for p in CAPTURES] or [None]  # None: skipped, no captures
 
 EXPRESSIONS = [

@@ -23,9 +23,10 @@ from rmqsniff.filter import compile_filter
 from rmqsniff.pipeline import analyze
 from rmqsniff.protocols import protocol_of
 from rmqsniff.views import messages_of
+from tests.support.captures import plaintext_pcaps
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
-ALL = sorted(p.stem for p in CAPTURES.glob("*.pcap"))
+ALL = [p.stem for p in plaintext_pcaps()]
 GRPC = [n for n in ALL if n.startswith("grpc_")]
 
 

@@ -31,7 +31,9 @@ MAX_CAPTURE = 2 * 1024 * 1024
 
 
 def _committed() -> list[str]:
-    return sorted(p.name[: -len(".truth.json")] for p in CAPTURES.glob("*.truth.json"))
+    """Plaintext captures (TLS ones, whose truth has ``tls_capture``, are tests/test_tls_real.py's)."""
+    return sorted(p.name[: -len(".truth.json")] for p in CAPTURES.glob("*.truth.json")
+                  if "tls_capture" not in json.loads(p.read_text()))
 
 
 def _load(name: str) -> tuple[Path, dict]:

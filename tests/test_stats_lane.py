@@ -7,7 +7,6 @@ packet tracking) keeps the general path, so the two are compared run against run
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import cast
 
 import orjson
@@ -24,8 +23,9 @@ from rmqsniff.pipeline import Pipeline
 from rmqsniff.sources.link import DLT_EN10MB, tcp_segment
 from rmqsniff.stats import Stats
 from rmqsniff.synth import conversation, write_capture
+from tests.support.captures import plaintext_pcaps
 
-CAPTURES = sorted(Path(__file__).resolve().parent.parent.joinpath("captures").glob("*.pcap"))
+CAPTURES = plaintext_pcaps()
 
 
 def _both(paths: list[str]) -> tuple[Pipeline, Pipeline]:

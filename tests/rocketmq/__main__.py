@@ -2,7 +2,8 @@
 
 ``up`` starts a cluster in the background and remembers it (pids, folder) in
 ``$RMQSNIFF_CACHE/cluster-state.json``; ``down`` stops exactly those pids.
-``capture-all`` starts a fresh cluster, captures every scenario into OUT_DIR and stops it.
+``capture-all`` starts a fresh cluster, captures every scenario into OUT_DIR and stops it; the
+scenarios over remoting TLS get a second cluster with remoting TLS enforcing (``up --remoting-tls``).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     build.build_remoting_programs()
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="rmqsniff-cluster-"))
-    c = Cluster(base, ports=Ports.from_env())
+    c = Cluster(base, ports=Ports.from_env(), remoting_tls=args.remoting_tls)
     c.start()
     state_file().parent.mkdir(parents=True, exist_ok=True)
     state_file().write_text(json.dumps(c.to_state(), indent=2) + "\n")
@@ -91,17 +92,22 @@ def cmd_capture(args: argparse.Namespace) -> int:
 
 def cmd_capture_all(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
-    with tempfile.TemporaryDirectory(prefix="rmqsniff-capture-") as tmp:
-        c = Cluster(Path(tmp), ports=Ports.from_env())
-        build.build_remoting_programs()
-        c.start()
-        try:
-            for name in args.names or list(SCENARIOS):
-                pcap, truth = run_scenario(c, name, out)
-                print(f"{name}: {pcap} ({pcap.stat().st_size} bytes), counts {truth.get('counts')}")
-        finally:
-            c.stop()
-            print(f"cluster started in {c.startup_seconds:.1f}s, stopped in {c.stop_seconds}")
+    names = args.names or list(SCENARIOS)
+    build.build_remoting_programs()
+    for remoting_tls in (False, True):  # one fresh cluster per variant the scenarios need
+        todo = [n for n in names if SCENARIOS[n].remoting_tls == remoting_tls]
+        if not todo:
+            continue
+        with tempfile.TemporaryDirectory(prefix="rmqsniff-capture-") as tmp:
+            c = Cluster(Path(tmp), ports=Ports.from_env(), remoting_tls=remoting_tls)
+            c.start()
+            try:
+                for name in todo:
+                    pcap, truth = run_scenario(c, name, out)
+                    print(f"{name}: {pcap} ({pcap.stat().st_size} bytes), counts {truth.get('counts')}")
+            finally:
+                c.stop()
+                print(f"cluster started in {c.startup_seconds:.1f}s, stopped in {c.stop_seconds}")
     return 0
 
 
@@ -110,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("up", help="build if needed and start a cluster in the background")
     p.add_argument("--dir", help="cluster folder (default: a new temp folder)")
+    p.add_argument("--remoting-tls", action="store_true",
+                   help="remoting TLS only (tls.server.mode=enforcing), servers' secrets in */tls-keys.log")
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("down", help="stop the cluster started by `up`")
     p.add_argument("--clean", action="store_true", help="also delete its folder")

@@ -18,6 +18,7 @@ ROCKETMQ_VERSION = "5.3.3"
 GRPC_CLIENT_VERSION = "5.2.0"
 PYTHON_CLIENT_VERSION = "5.1.2"
 GO_CLIENT_VERSION = "v2.1.2"  # github.com/apache/rocketmq-client-go/v2, pinned in go/go.mod
+TLS_AGENT = "name.neykov:extract-tls-secrets:4.0.0"  # Java agent writing an NSS key log of the JDK's TLS
 STAMP = ".rmqsniff-stamp"
 
 
@@ -118,6 +119,30 @@ def build_grpc_programs() -> Path:
     lib = build_grpc_client()
     srcs = sorted((HERE / "grpc-client").glob("*.java")) + [HERE / "java" / "Json.java"]
     return _javac(srcs, lib, grpc_lib().parent / "classes")
+
+
+def tls_agent() -> Path:
+    """The ``extract-tls-secrets`` Java agent jar from Maven Central, cached.
+
+    ``-javaagent:JAR=KEYLOG`` makes a JVM append the secrets of every TLS session of the JDK's
+    own engine (JSSE) to KEYLOG in the NSS key log format; Netty's tcnative (OpenSSL/BoringSSL)
+    engine is invisible to it.
+    """
+    _, artifact, version = TLS_AGENT.split(":")
+    out = cache_dir() / f"{artifact}-{version}"
+    jar = out / f"{artifact}-{version}.jar"
+    if _fresh(out, TLS_AGENT) and jar.is_file():
+        return jar
+    if shutil.which("mvn") is None:
+        raise BuildError("mvn not found on PATH")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    _run(["mvn", "-B", "-q", "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+          f"-Dartifact={TLS_AGENT}", f"-DoutputDirectory={out}"], f"maven download of {TLS_AGENT}", cwd=out)
+    if not jar.is_file():
+        raise BuildError(f"maven did not produce {jar}")
+    (out / STAMP).write_text(TLS_AGENT + "\n")
+    return jar
 
 
 def python_client_venv() -> Path:

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import build
+from . import build, tls
 
 CLUSTER_NAME = "DefaultCluster"
 BROKER_NAME = "broker-a"
@@ -126,12 +126,17 @@ def tail(path: Path, lines: int = 30) -> str:
 
 @dataclass
 class Cluster:
-    """A name server + broker + cluster-mode proxy rooted at ``base_dir``."""
+    """A name server + broker + cluster-mode proxy rooted at ``base_dir``.
+
+    ``remoting_tls``: remoting is TLS only (``tls.server.mode=enforcing``), inter-server
+    remoting too; the name server's and broker's TLS secrets (every session they take part
+    in, the proxy's included) go to :meth:`server_keylog`; the tools speak TLS."""
 
     base_dir: Path
     ports: Ports = field(default_factory=Ports.from_env)
     host: str = HOST  # the address every component binds and advertises
     lib: Path | None = None
+    remoting_tls: bool = False
     pids: dict[str, int] = field(default_factory=dict)
     startup_seconds: float = 0.0
     stop_seconds: dict[str, float] = field(default_factory=dict)
@@ -218,6 +223,18 @@ class Cluster:
         }
         (home / "rmq-proxy.json").write_text(json.dumps(proxy_cfg, indent=2) + "\n")
 
+    def server_keylog(self, component: str) -> Path:
+        """The key log the TLS agent in a name server or broker JVM appends to (``remoting_tls``)."""
+        return self.dir(component) / "tls-keys.log"
+
+    def server_keylog_sizes(self) -> dict[Path, int]:
+        """How far each server JVM's key log has grown (empty without ``remoting_tls``)."""
+        return {p: p.stat().st_size for p in sorted(self.base_dir.glob("*/tls-keys.log"))}
+
+    def server_keylogs(self, since: dict[Path, int] | None = None) -> str:
+        """The server JVMs' key logs concatenated, each from its size in ``since`` on."""
+        return "".join(p.read_bytes()[(since or {}).get(p, 0):].decode() for p in self.server_keylog_sizes())
+
     def _proxy_config(self, component: str) -> Path:
         return self.base_dir / "home" / "conf" / f"rmq-{component}.json"
 
@@ -231,6 +248,8 @@ class Cluster:
         d = self.dir(component)
         role = _role(component)
         jvm = [o for o in JVM_COMMON if ":" not in self.host or not o.startswith("-Djava.net.preferIPv4Stack")]
+        if self.remoting_tls:
+            jvm += tls.server_jvm(role, self.server_keylog(component))
         cmd = ["java", *HEAPS[role], *jvm, f"-Duser.home={d}",
                f"-Drmq.logback.configurationFile=rmq.{role}.logback.xml",
                "-cp", f"{self.lib}/*", MAIN_CLASS[role]]
@@ -377,7 +396,8 @@ class Cluster:
                 f"-Duser.home={d}", f"-Drocketmq.log.root={d / 'logs'}",
                 "-Drmq.logback.configurationFile=rmq.client.logback.xml",
                 "-Dcom.rocketmq.sendMessageWithVIPChannel=false",
-                *(jvm or []), "-cp", f"{classes}:{lib or self.lib}/*", main, *args]
+                *(tls.REMOTING_TLS_CLIENT if self.remoting_tls else ()), *(jvm or []),
+                "-cp", f"{classes}:{lib or self.lib}/*", main, *args]
 
     def running(self) -> dict[str, bool]:
         return {c: self._alive(c) for c in ("namesrv", "broker", "proxy")}
@@ -391,11 +411,12 @@ class Cluster:
     # ---- state (for `python -m tests.rocketmq up/down`) ----------------------------------
     def to_state(self) -> dict:
         return {"base_dir": str(self.base_dir), "ports": asdict(self.ports), "lib": str(self.lib),
-                "pids": dict(self.pids)}
+                "pids": dict(self.pids), "remoting_tls": self.remoting_tls}
 
     @classmethod
     def from_state(cls, state: dict) -> Cluster:
-        c = cls(Path(state["base_dir"]), ports=Ports(**state["ports"]), lib=Path(state["lib"]))
+        c = cls(Path(state["base_dir"]), ports=Ports(**state["ports"]), lib=Path(state["lib"]),
+                remoting_tls=bool(state.get("remoting_tls")))
         c.pids = {k: int(v) for k, v in state["pids"].items()}
         return c
 

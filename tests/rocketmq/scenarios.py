@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import build
+from . import build, tls
 from .capture import Capture
 from .cluster import Cluster
 
@@ -33,6 +33,14 @@ class Scenario:
     description: str = ""
     protocol: str = "remoting"
     extra: dict = field(default_factory=dict)
+    # TLS: "" plaintext; "default" the client's own TLS default; "1.2"/"1.3" the client offers only
+    # that version. A TLS scenario's client runs the extract-tls-secrets agent (NAME.keys)
+    tls: str = ""
+
+    @property
+    def remoting_tls(self) -> bool:
+        """Needs a cluster with remoting TLS enforcing (:attr:`Cluster.remoting_tls`)."""
+        return bool(self.tls) and self.protocol == "remoting"
 
 
 SECRET_ACCESS_KEY = "RMQSNIFFak7Q2w9ZleakMe"
@@ -61,6 +69,21 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("grpc_java", "grpc-java", "all", "GrpcTopic", protocol="grpc",
              description="Java 5.x gRPC client via proxy: normal/FIFO/delay/transaction producer, "
                          "SimpleConsumer (receive, ack, change invisible duration), PushConsumer"),
+    Scenario("grpc_java_tls", "grpc-java", "all", "GrpcTopic", protocol="grpc", tls="default",
+             jvm=("-Drmqsniff.tls=true",),
+             description="as grpc_java with the client's default TLS (sslEnabled, any server certificate "
+                         "trusted, ALPN h2) to the proxy's permissive gRPC port; client on the JDK TLS "
+                         "engine, its secrets in grpc_java_tls.keys (extract-tls-secrets agent)"),
+    Scenario("remoting_tls13", "remoting", "produce-consume", "TopicTls13", tls="1.3",
+             description="as remoting_json over remoting TLS 1.3 (-Dtls.enable=true, "
+                         "jdk.tls.client.protocols=TLSv1.3) to name server and broker with "
+                         "tls.server.mode=enforcing; client secrets in remoting_tls13.keys, the servers' "
+                         "(inter-server connections too) in remoting_tls13.server.keys",
+             extra={"admin": ("topic=TopicTls13",)}),
+    Scenario("remoting_tls12", "remoting", "produce-consume", "TopicTls12", tls="1.2",
+             description="as remoting_tls13 with the client limited to TLS 1.2 "
+                         "(jdk.tls.client.protocols=TLSv1.2); inter-server connections stay TLS 1.3",
+             extra={"admin": ("topic=TopicTls12",)}),
     Scenario("grpc_python", "grpc-python", "all", "PyTopic", protocol="grpc",
              description="Python rocketmq-python-client via proxy: producer + SimpleConsumer"),
     Scenario("grpc_late_preface", "grpc-python", "all", "LateTopic", protocol="grpc",
@@ -100,18 +123,31 @@ def capture_ports(cluster: Cluster) -> list[int]:
     return [p.namesrv, p.broker, p.broker - 2, p.proxy, p.grpc]
 
 
-def client_command(cluster: Cluster, sc: Scenario, truth_path: Path, grpc_addr: str) -> list[str]:
+def tls_jvm(sc: Scenario, keylog: Path) -> list[str]:
+    """A Java TLS scenario's extra JVM options: the agent, the version limit; for the gRPC client
+    the JDK engine instead of its bundled tcnative (see :mod:`tests.rocketmq.tls`)."""
+    if not sc.tls:
+        return []
+    if sc.kind == "grpc-java":
+        return [tls.JDK_ENGINE_GRPC_CLIENT, tls.agent(keylog)]
+    version = [tls.client_protocol(sc.tls)] if sc.tls in tls.PROTOCOLS else []
+    return [*version, tls.agent(keylog), *tls.SLOW_HANDSHAKE]  # remoting: the JDK engine already
+
+
+def client_command(cluster: Cluster, sc: Scenario, truth_path: Path, grpc_addr: str,
+                   keylog: Path | None = None) -> list[str]:
+    jvm = [*sc.jvm, *tls_jvm(sc, keylog)] if keylog else list(sc.jvm)
     if sc.kind == "remoting":
         classes = build.build_remoting_programs()
         return cluster.java_cmd(f"clients/{sc.name}", classes, "RemotingScenario", sc.mode,
-                                cluster.namesrv_addr, sc.topic, str(truth_path), jvm=list(sc.jvm))
+                                cluster.namesrv_addr, sc.topic, str(truth_path), jvm=jvm)
     if sc.kind == "remoting-go":
         return [str(build.build_go_scenario()), cluster.namesrv_addr, sc.topic, str(truth_path)]
     if sc.kind == "grpc-java":
         classes = build.build_grpc_programs()
         return cluster.java_cmd(f"clients/{sc.name}", classes, "GrpcScenario", grpc_addr,
                                 str(truth_path), lib=build.grpc_lib(),
-                                jvm=[*sc.jvm, f"-Drmqsniff.client.version={build.GRPC_CLIENT_VERSION}"])
+                                jvm=[*jvm, f"-Drmqsniff.client.version={build.GRPC_CLIENT_VERSION}"])
     if sc.kind == "grpc-python":
         py = build.python_client_venv()
         return [str(py), str(HERE / "py_client_scenario.py"), grpc_addr, sc.topic, str(truth_path),
@@ -119,20 +155,34 @@ def client_command(cluster: Cluster, sc: Scenario, truth_path: Path, grpc_addr: 
     raise ValueError(sc.kind)
 
 
+def tls_truth(sc: Scenario, keylog: Path | None, server_keylog: Path | None) -> dict:
+    """What the truth says about TLS: the client's version limit, its key log(s) and the sessions
+    in it (client randoms; TLS 1.2 session ids, as the agent names those)."""
+    assert keylog is not None and keylog.stat().st_size > 0, f"the TLS agent wrote no secrets to {keylog}"
+    return {"client_versions": tls.PROTOCOLS.get(sc.tls, "default"), "engine": "JDK (JSSE)",
+            "keylog": keylog.name, **({"server_keylog": server_keylog.name} if server_keylog else {}),
+            "sessions": tls.keylog_sessions(keylog.read_text())}
+
+
 def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 240.0) -> tuple[Path, dict]:
     """Capture scenario ``name``; returns the pcap path and the ground truth (also saved beside it)."""
     sc = SCENARIOS[name]
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if sc.remoting_tls != cluster.remoting_tls:
+        raise ScenarioError(f"scenario {name} needs a cluster with remoting_tls={sc.remoting_tls}")
     pcap = out_dir / f"{name}.pcap"
     truth_path = out_dir / f"{name}.truth.json"
-    for p in (pcap, truth_path):
-        p.unlink(missing_ok=True)
+    keylog = out_dir / f"{name}.keys" if sc.tls else None
+    server_keylog = out_dir / f"{name}.server.keys" if cluster.remoting_tls else None
+    for p in (pcap, truth_path, keylog, server_keylog):
+        if p is not None:
+            p.unlink(missing_ok=True)
     grpc_port, remoting_port = cluster.ports.grpc, cluster.ports.proxy
     extra_proxy = sc.extra.get("extra_proxy")
     if extra_proxy:
         grpc_port, remoting_port = extra_proxy_ports(cluster)
-    cmd = client_command(cluster, sc, truth_path, f"{cluster.host}:{grpc_port}")  # build before capturing
+    cmd = client_command(cluster, sc, truth_path, f"{cluster.host}:{grpc_port}", keylog)  # build before capturing
     if sc.extra.get("admin"):
         cluster.admin(*sc.extra["admin"])  # e.g. the topic a client cannot auto-create
     home = cluster.dir(f"clients/{sc.name}")
@@ -143,6 +193,7 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
         cluster.start_extra_proxy(extra_proxy, grpc_port, remoting_port, **sc.extra.get("extra_proxy_config", {}))
     try:
         cap = Capture(pcap, sorted({*capture_ports(cluster), grpc_port}))
+        keys_before = cluster.server_keylog_sizes()
         cap.start()
         t0 = time.monotonic()
         try:
@@ -164,6 +215,10 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise ScenarioError(f"scenario {name} failed (exit {proc.returncode}):\n{tail}")
     truth = json.loads(truth_path.read_text())
+    if server_keylog is not None:  # every server JVM's secrets, the inter-server connections' too
+        tls.new_keylog(server_keylog).write_text(cluster.server_keylogs(since=keys_before))
+    if sc.tls:
+        truth["tls_capture"] = tls_truth(sc, keylog, server_keylog)
     truth["scenario"] = name
     truth["description"] = sc.description
     truth["rocketmq_version"] = build.ROCKETMQ_VERSION

@@ -147,12 +147,20 @@ public class RemotingScenario {
     static DefaultMQProducer producer(String group) throws Exception {
         DefaultMQProducer p = new DefaultMQProducer(group, hook());
         p.setNamesrvAddr(ns);
+        apiTimeout(p);
         p.setSendMsgTimeout(15000);
         p.setRetryTimesWhenSendFailed(0);
         p.setRetryTimesWhenSendAsyncFailed(0);
         p.setInstanceName(group + "-" + ProcessHandle.current().pid());
         p.start();
         return p;
+    }
+
+    /** -Drmqsniff.apiTimeoutMs=N (opt-in): the client's name server/broker call timeout instead of its
+     *  default 3000 ms, for TLS handshakes on a loaded machine. */
+    static void apiTimeout(org.apache.rocketmq.client.ClientConfig c) {
+        Integer ms = Integer.getInteger("rmqsniff.apiTimeoutMs");
+        if (ms != null) c.setMqClientApiTimeout(ms);
     }
 
     static void produceConsume() throws Exception {
@@ -221,6 +229,7 @@ public class RemotingScenario {
         DefaultMQPushConsumer bc = pushConsumer("CG_bcast_" + tag, MessageModel.BROADCASTING, "broadcast");
         DefaultLitePullConsumer lite = new DefaultLitePullConsumer("CG_lite_" + tag);
         lite.setNamesrvAddr(ns);
+        apiTimeout(lite);
         lite.setInstanceName("lite-" + ProcessHandle.current().pid());
         lite.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
         lite.subscribe(topic, "*");
@@ -242,6 +251,7 @@ public class RemotingScenario {
     static DefaultMQPushConsumer pushConsumer(String group, MessageModel model, String name) throws Exception {
         DefaultMQPushConsumer c = new DefaultMQPushConsumer(group, hook());
         c.setNamesrvAddr(ns);
+        apiTimeout(c);
         c.setInstanceName(name + "-" + ProcessHandle.current().pid());
         c.setMessageModel(model);
         c.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
@@ -349,6 +359,7 @@ public class RemotingScenario {
         p.shutdown();
         DefaultMQPushConsumer c = new DefaultMQPushConsumer("CG_pop", hook());
         c.setNamesrvAddr(ns);
+        apiTimeout(c);
         c.setInstanceName("pop-" + ProcessHandle.current().pid());
         c.setClientRebalance(false); // ask the broker for the assignment: POP mode (setConsumeMode)
         c.setConsumeFromWhere(ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET);
@@ -373,6 +384,7 @@ public class RemotingScenario {
         Map<String, Integer> checkAnswers = new ConcurrentHashMap<>();
         TransactionMQProducer tp = new TransactionMQProducer("PG_" + tag);
         tp.setNamesrvAddr(ns);
+        apiTimeout(tp);
         tp.setSendMsgTimeout(15000);
         tp.setInstanceName("tx-" + ProcessHandle.current().pid());
         tp.setTransactionListener(new TransactionListener() {
