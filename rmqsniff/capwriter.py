@@ -7,6 +7,7 @@ rmqsniff, tshark and Wireshark like any capture.
 from __future__ import annotations
 
 import ipaddress
+import struct
 from typing import BinaryIO
 
 import dpkt
@@ -27,6 +28,13 @@ class CaptureWriter:
 
     def write(self, ts: float, frame: bytes) -> None:
         self.w.writepkt(frame, ts=ts)
+
+    def secrets(self, keylog_text: str) -> None:
+        """A pcapng Decryption Secrets Block holding TLS key log text (Wireshark and rmqsniff
+        decrypt with it); before the packets it is for."""
+        if self.fmt != "pcapng":
+            raise ValueError("decryption secrets need pcapng")
+        self.f.write(dsb_block(keylog_text.encode()))
 
     def close(self) -> None:
         self.f.flush()
@@ -96,3 +104,10 @@ class TcpSession:
         self.w.write(ts, self._frame(True, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, c, s))
         self.w.write(ts, self._frame(False, dpkt.tcp.TH_FIN | dpkt.tcp.TH_ACK, s, c + 1))
         self.w.write(ts, self._frame(True, dpkt.tcp.TH_ACK, c + 1, s + 1))
+
+
+def dsb_block(keylog: bytes) -> bytes:
+    """A little-endian pcapng Decryption Secrets Block (type 0x0A, secrets type "TLSK")."""
+    pad = b"\0" * (-len(keylog) % 4)
+    blen = 20 + len(keylog) + len(pad)
+    return struct.pack("<IIII", 0x0000000A, blen, 0x544C534B, len(keylog)) + keylog + pad + struct.pack("<I", blen)

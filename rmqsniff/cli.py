@@ -162,6 +162,15 @@ _port_opt = click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,â
 _only_opt = click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
 _filter_opt = click.option("-Y", "--filter", "expr", metavar="EXPR", help=FILTER_HELP)
 _redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
+_tls_opt = click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+                        help="Decrypt TLS with this NSS key log (SSLKEYLOGFILE format; also read from the "
+                             "SSLKEYLOGFILE variable and pcapng Decryption Secrets Blocks).")
+
+
+def _tls_keys(paths: Sequence[str]) -> Any:
+    from .protocols.tls import TlsKeys
+
+    return TlsKeys.from_options(paths)
 
 
 # ---------------------------------------------------------------- read
@@ -176,13 +185,15 @@ _redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Sig
 @_redact_opt
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, count: int, expr: str | None, messages: bool,
-         body: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+         body: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """One row (table) or JSON object (jsonl, json) per exchange, in request order."""
     def run() -> int:
         flt = _compile(expr)
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"])
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"],
+                     tls_keys=_tls_keys(tls_keylogs))
         exchanges = _selected(p, captures, flt)
         if messages:
             _read_messages(exchanges, fmt, count, body, not no_redact)
@@ -246,9 +257,10 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
 @_redact_opt
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str, no_redact: bool,
-           ports: tuple[str, ...], only_ports: bool) -> None:
+           ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """The conversation of one connection, in order, both directions, decoded.
 
     TARGET is a connection id (3 or conn:3), an exchange index (#12 or ex:12: its
@@ -257,7 +269,8 @@ def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str,
     def run() -> int:
         from .views import conversation, frame_to_dict, render_conversation, resolve_connection
 
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"])
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"],
+                     tls_keys=_tls_keys(tls_keylogs))
         exchanges = list(p.run(captures))
         rc = _report(p)
         if rc:
@@ -306,10 +319,11 @@ def _interval(value: str | None) -> float | None:
 @click.option("--interval", "interval", metavar="DURATION", help="Per-interval rows (rate over time), e.g. 1s.")
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_prefix: str, expr: str | None,
           by: str | None, top: int | None, sort: str, interval: str | None, ports: tuple[str, ...],
-          only_ports: bool) -> None:
+          only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """The Envoy rocketmq_proxy stat set (and breakdowns) over the captures; or, with --by
     and --interval, tables per group and per time interval."""
     def run() -> int:
@@ -327,7 +341,7 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
             return EXIT_BAD_INPUT
         flt = _compile(expr)
         p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
-                     max_frame=ctx.obj["max_frame"])
+                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         if flt is None and secs is None:
             p.consume(captures)
             st = p.stats
@@ -432,9 +446,11 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
 @_redact_opt
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, output: str,
-           with_handshake: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+           with_handshake: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool,
+           tls_keylogs: tuple[str, ...]) -> None:
     """Write the selected exchanges as JSON lines, CSV, or the capture packets that carried them (pcapng)."""
     def run() -> int:
         from .exporters import export as ex_mod
@@ -445,7 +461,7 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             _fail("will not write a pcapng to a terminal; use -o FILE")
             return EXIT_BAD_INPUT
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
-                     max_frame=ctx.obj["max_frame"])
+                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         selected = _selected(p, captures, flt)
         if pcapng:
             wanted = ex_mod.packets_of(selected, control=with_handshake)

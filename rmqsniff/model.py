@@ -37,6 +37,8 @@ class Connection:
     # how its protocol was known: "port" (well-known), "forced" (--port), "preface" / "settings"
     # (HTTP/2's first bytes), "frames" (plausible remoting frames on another port)
     recognised_by: str = ""
+    # TLS under the protocol: status, version, cipher, sni, alpn (see rmqsniff.protocols.tls)
+    tls: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -46,6 +48,8 @@ class Connection:
         d = {"id": self.id, "client": endpoint_text(self.client), "server": endpoint_text(self.server)}
         if self.recognised_by:
             d["recognised_by"] = self.recognised_by
+        if self.tls is not None:
+            d["tls"] = dict(self.tls)
         return d
 
 

@@ -30,6 +30,9 @@ def exchange_to_dict(ex: Exchange, redact: bool = True) -> dict[str, Any]:
         out["initiator"] = "server"
     if ex.notes:
         out["notes"] = list(ex.notes)
+    tls = ex.connection.tls
+    if tls is not None and "cipher" in tls:  # decoded from TLS (only decrypted bytes become exchanges)
+        out["tls"] = {"version": tls.get("version"), "cipher": tls["cipher"]}
     return out
 
 
