@@ -201,3 +201,21 @@ def test_cli_read_stats_follow_with_keylog(tmp_path: Path, cert: tuple[str, str]
     assert orjson.loads(r.stdout)["connection"]["tls"]["cipher"] == "TLS_AES_256_GCM_SHA384"
     for line in k1.read_text().splitlines()[1:]:  # never a secret in any output
         assert line.split()[2] not in r.stdout + r.stderr
+
+
+def test_stats_only_lane_counts_as_plaintext(tmp_path: Path, cert: tuple[str, str]) -> None:
+    """``stats`` (the stats-only lane through the TLS layer) counts TLS traffic exactly as the
+    same traffic in plaintext."""
+    chunks = remoting_chunks(60) + remoting_chunks(40, "consumer")
+    keys = tmp_path / "keys.log"
+    write(tmp_path / "plain.pcap", [(10911, chunks)])
+    write(tmp_path / "tls.pcap", [(10911, talk(cert, keys, chunks))])
+    snaps = []
+    for cap, logs in (("plain.pcap", []), ("tls.pcap", [str(keys)])):
+        p = Pipeline(ordered=False, tls_keys=TlsKeys.from_options(logs, env={}))
+        p.consume([str(tmp_path / cap)])
+        assert not p.errors
+        snap = p.stats.snapshot()
+        rows = snap["breakdowns"]["by_topic"]["rows"]  # (latencies differ: the captures' times do)
+        snaps.append((snap["counters"], {k: (r["requests"], r["bytes"]) for k, r in rows.items()}))
+    assert snaps[0] == snaps[1] and snaps[0][0]["request"] == 100

@@ -23,6 +23,7 @@ from dissectors.tls.connection import DECRYPTED, Resumable
 
 from . import protocol_named, recognise
 from .base import Protocol
+from .remoting.handler import REMOTING as LANE_EVENTS  # the protocol of the lanes' stats events
 
 # the stats' transport counter of each final status (transport.tls_<kind>)
 STATUS_KINDS = {"decrypted": "decrypted", "no key": "no_key", "unsupported cipher": "unsupported_cipher",
@@ -123,7 +124,7 @@ InnerFactory = Callable[[bool, bytes, "str | None"], Any]
 class TlsLayer:
     """A flow's TLS: ciphertext in, the inner protocol's handler fed the plaintext."""
 
-    lane_ok = False
+    lane_ok = True  # stats-only runs: each record's plaintext may take the inner handler's lane
 
     __slots__ = ("conn", "stats", "owner", "tls", "inner", "make_inner", "packets_for", "spans", "plain",
                  "setup_done", "reported")
@@ -168,7 +169,21 @@ class TlsLayer:
 
     def lane(self, buf: Any, t: int, n: int, ts: float, from_client: bool, start: int, events: list[Any],
              apply: Callable[[str, list[Any]], None]) -> bool:
-        return False
+        """Stats-only runs: decrypt the segment; a record that is one whole frame takes the inner
+        handler's own lane (its stats events batched in ``events``), the rest its :meth:`data`."""
+        for ev in self.tls.data(from_client, bytes(buf[t:t + n])):
+            h = self.inner
+            if type(ev) is Plaintext and h is not None and h.lane_ok:
+                pt = ev.data
+                fc = ev.from_client
+                if h.lane(pt, 0, len(pt), ts, fc, self.plain[fc], events, apply):
+                    self.plain[fc] += len(pt)
+                    continue
+            if events:  # what the lanes collected comes first
+                apply(LANE_EVENTS, events)
+                events.clear()
+            self._events([ev], ts)
+        return True
 
     # -- events
     def _events(self, events: list[Any], ts: float) -> None:
