@@ -1,6 +1,7 @@
 """The ``rmqsniff`` command line: a thin shell over the library."""
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -443,13 +444,16 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
               help="Output file ('-' for stdout; not for pcapng on a terminal).")
 @click.option("--with-handshake", is_flag=True,
               help="pcapng: also copy the SYN/FIN/RST packets of the selected exchanges' connections.")
+@click.option("--with-secrets", is_flag=True,
+              help="pcapng: embed the TLS key log lines of the exported connections (a Decryption Secrets "
+                   "Block: the file opens decrypted; it is created 0600).")
 @_redact_opt
 @_port_opt
 @_only_opt
 @_tls_opt
 @click.pass_context
 def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, output: str,
-           with_handshake: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool,
+           with_handshake: bool, with_secrets: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool,
            tls_keylogs: tuple[str, ...]) -> None:
     """Write the selected exchanges as JSON lines, CSV, or the capture packets that carried them (pcapng)."""
     def run() -> int:
@@ -463,13 +467,21 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         selected = _selected(p, captures, flt)
+        if with_secrets and not pcapng:
+            _fail("--with-secrets needs --format pcapng")
+            return EXIT_BAD_INPUT
         if pcapng:
-            wanted = ex_mod.packets_of(selected, control=with_handshake)
+            chosen = list(selected)
+            wanted = ex_mod.packets_of(chosen, control=with_handshake)
+            secrets = ex_mod.tls_secrets(chosen, p.tls_keys) if with_secrets else ""
             rc = _report(p)
             if rc:
                 return rc
+            if secrets and output != "-":  # key material: only its owner may read the file
+                os.close(os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+                os.chmod(output, 0o600)
             with click.open_file(output, "wb") as f:
-                n = ex_mod.write_pcapng(captures, wanted, f)
+                n = ex_mod.write_pcapng(captures, wanted, f, secrets)
             if output != "-":
                 click.echo(f"wrote {n} packets to {output}", err=True)
             return 0

@@ -219,3 +219,36 @@ def test_stats_only_lane_counts_as_plaintext(tmp_path: Path, cert: tuple[str, st
         rows = snap["breakdowns"]["by_topic"]["rows"]  # (latencies differ: the captures' times do)
         snaps.append((snap["counters"], {k: (r["requests"], r["bytes"]) for k, r in rows.items()}))
     assert snaps[0] == snaps[1] and snaps[0][0]["request"] == 100
+
+
+def test_export_pcapng_with_secrets(tmp_path: Path, cert: tuple[str, str]) -> None:
+    """``export --format pcapng --with-secrets``: the file (0600) carries the exported TLS
+    connection's key log lines and every packet up to the selected exchanges, so it reads
+    back decrypted with no key log at all (and tshark decrypts it too, when installed)."""
+    import shutil
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from rmqsniff.cli import main
+
+    keys, other = tmp_path / "keys.log", tmp_path / "other.log"
+    write(tmp_path / "tls.pcap", [(10911, talk(cert, keys, remoting_chunks(20))),
+                                  (10911, talk(cert, other, remoting_chunks(20)))])
+    out = tmp_path / "out.pcapng"
+    r = CliRunner().invoke(main, ["export", str(tmp_path / "tls.pcap"), "-Y", "conn == 0", "--format",
+                                  "pcapng", "-o", str(out), "--with-secrets", "--tls-keylog", str(keys),
+                                  "--tls-keylog", str(other)])
+    assert r.exit_code == 0, r.output
+    assert out.stat().st_mode & 0o777 == 0o600
+    back = analyze([str(out)])
+    assert not back.errors and {ex.connection.tls["status"] for ex in back.exchanges} == {"decrypted"}
+    assert len(back.exchanges) == 20 and {ex.connection.client for ex in back.exchanges} == {("10.0.0.1", 40000)}
+    data = out.read_bytes()
+    mine = [ln for ln in keys.read_text().splitlines() if not ln.startswith("#")]
+    assert all(ln.split()[2].encode() in data for ln in mine)
+    assert not any(ln.split()[2].encode() in data for ln in other.read_text().splitlines() if " " in ln)
+    if shutil.which("tshark"):
+        t = subprocess.run(["tshark", "-r", str(out), "-o", "tcp.desegment_tcp_streams:TRUE", "-V"],
+                           capture_output=True, text=True, timeout=60)
+        assert "7b22636f6465223a" in t.stdout  # '{"code":' of a remoting JSON header: decrypted

@@ -140,6 +140,8 @@ class TlsConnection:
         for k, v in (("version", self.version), ("cipher", self.cipher), ("sni", self.sni), ("alpn", self.alpn)):
             if v:
                 d[k] = v
+        if self.ch is not None:
+            d["client_random"] = self.ch.random.hex()  # public (in the ClientHello): names the key log line
         return d
 
     # ----------------------------------------------------------------- input

@@ -4,6 +4,9 @@ The pcapng export copies, from the original capture file(s), exactly the packets
 whose payload carried a frame of a selected exchange (``Message.packets``, filled by
 ``Pipeline(track_packets=True)``), optionally with the SYN/FIN/RST packets of their
 connections, in capture order with their timestamps and link types.  The result opens in rmqsniff, tshark and Wireshark.
+A TLS connection's packets are all exported up to the selected exchanges (a reader decrypts
+a record only after the ones before it); with ``--with-secrets`` its key log lines go into a
+Decryption Secrets Block, so the file opens decrypted.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from typing import IO, Any
 
 import orjson
 
+from ..capwriter import dsb_block
 from ..model import Exchange
 from ..sources.pcapfile import CaptureError, open_capture
 from .exchanges import exchange_to_dict, result_of
@@ -58,6 +62,14 @@ def write_csv(exchanges: Iterable[Exchange], out: IO[str]) -> int:
         w.writerow(csv_row(ex))
         n += 1
     return n
+
+
+def tls_secrets(exchanges: Iterable[Exchange], keys: Any) -> str:
+    """The key log lines (a :class:`rmqsniff.protocols.tls.TlsKeys`' secrets) of the TLS
+    connections the exchanges travelled on."""
+    randoms = {bytes.fromhex(cr) for ex in exchanges if ex.connection.tls
+               and (cr := ex.connection.tls.get("client_random"))}
+    return str(keys.keylog.lines_for(randoms))
 
 
 def packets_of(exchanges: Iterable[Exchange], control: bool = False) -> set[int]:
@@ -114,10 +126,13 @@ class PcapngWriter:
         self.packets += 1
 
 
-def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes]) -> int:
+def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes], secrets: str = "") -> int:
     """Copy the packets numbered in ``wanted`` (ordinals across ``paths``, as the pipeline
-    counted them) from the captures to a pcapng; returns the number written."""
+    counted them) from the captures to a pcapng; returns the number written.  ``secrets``
+    (TLS key log text) goes first, in a Decryption Secrets Block."""
     w = PcapngWriter(out)
+    if secrets:
+        out.write(dsb_block(secrets.encode()))
     base = 0
     for path in paths:
         try:

@@ -29,7 +29,8 @@ from .remoting.handler import REMOTING as LANE_EVENTS  # the protocol of the lan
 STATUS_KINDS = {"decrypted": "decrypted", "no key": "no_key", "unsupported cipher": "unsupported_cipher",
                 "started mid-session": "mid_session", "decrypt failed": "decrypt_failed",
                 "handshake": "incomplete"}
-MAX_SPANS = 4096  # plaintext -> ciphertext record spans kept per direction for packet tracking
+MAX_SPANS = 4096  # plaintext -> packets spans kept per direction for packet tracking
+MAX_TLS_PACKETS = 1_000_000  # packets of one TLS connection named for exports (Connection.setup_packets)
 
 __all__ = ["STATUS_KINDS", "TlsKeys", "TlsLayer", "inner_protocol", "looks_tls", "status_kind"]
 
@@ -127,7 +128,7 @@ class TlsLayer:
     lane_ok = True  # stats-only runs: each record's plaintext may take the inner handler's lane
 
     __slots__ = ("conn", "stats", "owner", "tls", "inner", "make_inner", "packets_for", "spans", "plain",
-                 "setup_done", "reported")
+                 "cipher_done", "reported")
 
     def __init__(self, conn: Any, stats: Any, keys: TlsKeys, make_inner: InnerFactory, owner: Any = None) -> None:
         self.conn = conn
@@ -137,10 +138,10 @@ class TlsLayer:
         self.inner: Any = None
         self.make_inner = make_inner  # (from_client, first plaintext, ALPN) -> the inner handler
         self.packets_for: Callable[[bool, int, int], list[int]] | None = None
-        # per direction: (plaintext start, end, record start, end) of records not yet asked about
-        self.spans: dict[bool, deque[tuple[int, int, int, int]]] = {True: deque(), False: deque()}
+        # per direction: (plaintext start, end, packets of its record) not yet asked about
+        self.spans: dict[bool, deque[tuple[int, int, list[int]]]] = {True: deque(), False: deque()}
         self.plain = {True: 0, False: 0}  # plaintext bytes delivered per direction
-        self.setup_done = {True: False, False: False}
+        self.cipher_done = {True: 0, False: 0}  # ciphertext bytes whose packets are known
         self.reported = ""
         conn.tls = self.tls.info()
 
@@ -218,34 +219,34 @@ class TlsLayer:
             self.reported = status
             self.owner.problem(f"{self.conn.label}: TLS {status}")
 
-    # -- packet tracking: plaintext offsets to the packets of the records that carried them
+    # -- packet tracking: plaintext offsets to the packets of the records that carried them.  A
+    # reader decrypts a record only after every earlier one (sequence numbers), so every packet
+    # of the connection so far is part of its setup: an export of any exchange takes them all.
     def _span(self, ev: Plaintext) -> None:
         fc = ev.from_client
         get = self.packets_for
         assert get is not None
-        if not self.setup_done[fc]:  # the handshake's packets: what a reader needs to decrypt the rest
-            self.setup_done[fc] = True
-            setup = self.conn.setup_packets
-            if setup is not None:
-                setup.extend(n for n in get(fc, 0, ev.start) if n not in setup)
+        before = get(fc, self.cipher_done[fc], ev.start)  # handshake and other records before this one
+        pk = get(fc, ev.start, ev.end)
+        self.cipher_done[fc] = ev.end
+        setup = self.conn.setup_packets
+        if setup is not None and len(setup) < MAX_TLS_PACKETS:
+            last = setup[-1] if setup else -1
+            setup.extend(n for n in before + pk if n != last)
         spans = self.spans[fc]
         if len(spans) >= MAX_SPANS:
             spans.popleft()
         p = self.plain[fc]
-        spans.append((p, p + len(ev.data), ev.start, ev.end))
+        spans.append((p, p + len(ev.data), pk))
 
     def _plain_packets(self, from_client: bool, start: int, end: int) -> list[int]:
         spans = self.spans[from_client]
-        get = self.packets_for
-        assert get is not None
-        lo = hi = -1
-        for pstart, pend, cs, ce in spans:
+        out: list[int] = []
+        for pstart, pend, pk in spans:
             if pstart >= end:
                 break
             if pend > start:
-                if lo < 0:
-                    lo = cs
-                hi = ce
+                out.extend(n for n in pk if not out or n > out[-1])
         while spans and spans[0][1] <= end:
             spans.popleft()
-        return get(from_client, lo, hi) if lo >= 0 else []
+        return out
