@@ -269,7 +269,7 @@ def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, w
             writer = PcapngWriter(write, [(s.name, s.linktype) for s in sources], snaplen=snaplen,
                                   rotate=rotate, keep=keep)
         tap = LiveTap(sources, stat_prefix=stat_prefix, ports=ports, only_ports=only_ports, select=select,
-                      recent=recent, writer=writer, idle=idle, tls_keys=TlsKeys.from_options(tls_keylogs))
+                      recent=recent, writer=writer, idle=idle, tls_keys=TlsKeys.from_options(tls_keylogs, live=True))
         if prometheus:
             endpoint = StatsEndpoint(parse_address(prometheus), tap.route()).start()
             _fail(f"serving {endpoint.url}/metrics (Prometheus) and {endpoint.url}/stats (Envoy)")

@@ -66,7 +66,7 @@ def test_python_ssl_decrypts(tmp_path: Path, certs: dict[str, tuple[str, str]], 
     assert t.info().pop("client_random") == t.client_random.hex()
     info = {k: v for k, v in t.info().items() if k != "client_random"}
     assert info == {"status": "decrypted", "version": "TLS 1.3" if version == V13 else "TLS 1.2",
-                        "cipher": name, "sni": "rmqsniff.test", "alpn": "h2"}
+                    "cipher": name, "sni": "rmqsniff.test", "alpn": "h2"}
     assert events == [Status("decrypted")]
 
 
@@ -224,3 +224,16 @@ def test_keylog_garbage_counted() -> None:
     assert not any("cd" * 8 in p for p in kl.problems)  # never a secret in a reason
     assert kl.feed(f"{'ef' * 32}\n") == 1  # the rest of the partial line
     assert kl.get(bytes.fromhex(cr), "SERVER_TRAFFIC_SECRET_0") == bytes.fromhex("ef" * 32)
+
+
+def test_capture_gap_stops_decryption(tmp_path: Path, certs: dict[str, tuple[str, str]]) -> None:
+    """Bytes lost from the capture: record boundaries and sequence numbers are gone."""
+    keys = tmp_path / "keys.log"
+    c, s = contexts(certs["ec"], keys, version=V13)
+    wire, _ = tls_talk(c, s, MESSAGES)
+    t = TlsConnection(keylog_of(keys))
+    for fc, data in wire[:6]:
+        t.data(fc, data)
+    events = t.lost(True)
+    assert t.status.startswith("decrypt failed at record ") and t.dead
+    assert [e for e in events if isinstance(e, Problem) and "missing from the capture" in e.reason]

@@ -199,6 +199,8 @@ def test_cli_read_stats_follow_with_keylog(tmp_path: Path, cert: tuple[str, str]
     assert doc["transport"]["tls_decrypted"] == 2 and "tls_no_key" not in doc["transport"]
     r = CliRunner().invoke(main, ["follow", cap, "1", "--format", "json", "--tls-keylog", str(k2)])
     assert orjson.loads(r.stdout)["connection"]["tls"]["cipher"] == "TLS_AES_256_GCM_SHA384"
+    r = CliRunner().invoke(main, ["follow", cap, "1", "--tls-keylog", str(k2)])
+    assert "TLS: decrypted, TLS 1.3, TLS_AES_256_GCM_SHA384, sni rmqsniff.test" in r.stdout
     for line in k1.read_text().splitlines()[1:]:  # never a secret in any output
         assert line.split()[2] not in r.stdout + r.stderr
 

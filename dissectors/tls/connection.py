@@ -165,8 +165,9 @@ class TlsConnection:
     def lost(self, from_client: bool) -> list[Event]:
         """Bytes of one direction are missing: record boundaries and sequence numbers are gone."""
         out = self._out = []
-        if not self.dead and self.status in ("", DECRYPTED):
-            self._fail(f"capture gap after record {self.records}")
+        if not self.dead and (self.ch is not None or self.sh is not None):
+            self._problem(from_client, f"bytes missing from the capture after record {self.records}")
+            self._fail(f"decrypt failed at record {self.records + 1}")
         self.dirs[from_client].reader.broken = "gap in the capture"
         return out
 

@@ -74,14 +74,17 @@ class TlsKeys:
         self.errors: list[str] = []
 
     @classmethod
-    def from_options(cls, paths: Iterable[str], env: dict[str, str] | None = None) -> TlsKeys:
-        """``--tls-keylog`` files plus ``SSLKEYLOGFILE`` from the environment."""
+    def from_options(cls, paths: Iterable[str], env: dict[str, str] | None = None, live: bool = False) -> TlsKeys:
+        """``--tls-keylog`` files plus ``SSLKEYLOGFILE`` from the environment; unless ``live``
+        (the files are still being written), a last line without its newline counts too."""
         paths = list(paths)
         extra = (env if env is not None else dict(os.environ)).get("SSLKEYLOGFILE")
         if extra and extra not in paths:
             paths.append(extra)
         keys = cls(paths)
         keys.refresh()
+        if not live:
+            keys.keylog.end()
         return keys
 
     def refresh(self) -> int:

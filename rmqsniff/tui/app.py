@@ -99,8 +99,8 @@ class RmqSniffApp(App[None]):
         self.only_ports = only_ports
         self.initial_filter = initial_filter
         self.store = Store()
+        self.tls_keys = TlsKeys.from_options(tls_keylogs, live=bool(interfaces))  # TLS exchanges show a lock
         # files: packets tracked, so the hex pane and pcapng export read the captured bytes back
-        self.tls_keys = TlsKeys.from_options(tls_keylogs)  # exchanges decoded from TLS show a lock
         self.pipeline = Pipeline(stats=self.store.stats, ports=self.ports, only_ports=only_ports,
                                  track_packets=bool(self.paths) and not self.interfaces, tls_keys=self.tls_keys)
         self.wire = WireReader(self.paths)
