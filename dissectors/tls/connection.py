@@ -231,14 +231,17 @@ class TlsConnection:
         if self.status != DECRYPTED:
             self._set_status(DECRYPTED)
         typ = rec.type
-        if self.version == "TLS 1.3":
+        if d.cipher.tls13:  # the real type is the last non-zero byte (zero padding after it)
             end = len(pt)
-            while end and not pt[end - 1]:
-                end -= 1
-            if not end:
-                self._problem(fc, f"record {self.records}: no content type")
-                return
-            typ = pt[end - 1]
+            if end and pt[end - 1]:
+                typ = pt[end - 1]
+            else:
+                while end and not pt[end - 1]:
+                    end -= 1
+                if not end:
+                    self._problem(fc, f"record {self.records}: no content type")
+                    return
+                typ = pt[end - 1]
             pt = pt[:end - 1]
         if typ == APPLICATION_DATA:
             if pt:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
@@ -100,18 +99,19 @@ def prf12(secret: bytes, label: bytes, seed: bytes, length: int, hash_name: str)
     return out[:length]
 
 
-def _aead(suite: Suite, key: bytes) -> Any:
+def _aead(suite: Suite, key: bytes) -> AESGCM | ChaCha20Poly1305:
     return AESGCM(key) if suite.aead == "aes-gcm" else ChaCha20Poly1305(key)
 
 
 class RecordCipher:
     """Record protection of one direction under one key: decrypts its records in order."""
 
-    __slots__ = ("aead", "iv", "seq", "tls13", "explicit")
+    __slots__ = ("aead", "iv", "iv_int", "seq", "tls13", "explicit")
 
     def __init__(self, suite: Suite, key: bytes, iv: bytes, tls13: bool) -> None:
         self.aead = _aead(suite, key)
         self.iv = iv  # 12 bytes (TLS 1.3, ChaCha20), or the 4-byte GCM salt (TLS 1.2)
+        self.iv_int = int.from_bytes(iv, "big")
         self.seq = 0
         self.tls13 = tls13
         self.explicit = not tls13 and suite.aead == "aes-gcm"
@@ -121,16 +121,15 @@ class RecordCipher:
         seq = self.seq
         self.seq = seq + 1
         if self.tls13:
-            nonce = (int.from_bytes(self.iv, "big") ^ seq).to_bytes(12, "big")
-            return bytes(self.aead.decrypt(nonce, fragment, header))
+            return self.aead.decrypt((self.iv_int ^ seq).to_bytes(12, "big"), fragment, header)
         if self.explicit:
             nonce = self.iv + fragment[:8]
             body = fragment[8:]
         else:
-            nonce = (int.from_bytes(self.iv, "big") ^ seq).to_bytes(12, "big")
+            nonce = (self.iv_int ^ seq).to_bytes(12, "big")
             body = fragment
         aad = struct.pack("!QBHH", seq, header[0], (header[1] << 8) | header[2], max(len(body) - 16, 0))
-        return bytes(self.aead.decrypt(nonce, body, aad))
+        return self.aead.decrypt(nonce, body, aad)
 
 
 def cipher13(suite: Suite, secret: bytes) -> RecordCipher:

@@ -41,6 +41,12 @@ class RecordReader:
         set to the reason (the direction is not read any further)."""
         if self.broken:
             return []
+        n = len(data)
+        if not self.buf and n >= 5 and n == 5 + ((data[3] << 8) | data[4]) and data[0] in CONTENT_TYPES \
+                and data[1] == 3 and n <= MAX_BUFFER:  # the usual segment: one whole record
+            off = self.offset
+            self.offset = off + n
+            return [Record(data[0], (data[1] << 8) | data[2], data[:5], data[5:], off)]
         buf = self.buf + data if self.buf else data
         out: list[Record] = []
         pos, n = 0, len(buf)
