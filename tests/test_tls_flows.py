@@ -244,7 +244,7 @@ def test_export_pcapng_with_secrets(tmp_path: Path, cert: tuple[str, str]) -> No
     assert r.exit_code == 0, r.output
     assert out.stat().st_mode & 0o777 == 0o600
     back = analyze([str(out)])
-    assert not back.errors and {ex.connection.tls["status"] for ex in back.exchanges} == {"decrypted"}
+    assert not back.errors and {(ex.connection.tls or {}).get("status") for ex in back.exchanges} == {"decrypted"}
     assert len(back.exchanges) == 20 and {ex.connection.client for ex in back.exchanges} == {("10.0.0.1", 40000)}
     data = out.read_bytes()
     mine = [ln for ln in keys.read_text().splitlines() if not ln.startswith("#")]
