@@ -194,6 +194,8 @@ def test_cli_read_stats_follow_with_keylog(tmp_path: Path, cert: tuple[str, str]
     assert rows[0]["connection"]["tls"]["status"] == "decrypted"
     no_key = [x for x in r.stderr.splitlines() if "TLS no key (client random " in x]
     assert len(no_key) == 1 and "10.0.0.2:40001 -> 10.0.9.9:10911" in no_key[0]
+    r = CliRunner().invoke(main, ["read", cap, "--tls-keylog", str(k1)])
+    assert r.stdout.count("🔒") == len(rows)
     r = CliRunner().invoke(main, ["stats", cap, "--format", "json", "--tls-keylog", str(k1), "--tls-keylog", str(k2)])
     doc = orjson.loads(r.stdout)
     assert doc["transport"]["tls_decrypted"] == 2 and "tls_no_key" not in doc["transport"]
@@ -254,3 +256,33 @@ def test_export_pcapng_with_secrets(tmp_path: Path, cert: tuple[str, str]) -> No
         t = subprocess.run(["tshark", "-r", str(out), "-o", "tcp.desegment_tcp_streams:TRUE", "-V"],
                            capture_output=True, text=True, timeout=60)
         assert "7b22636f6465223a" in t.stdout  # '{"code":' of a remoting JSON header: decrypted
+
+
+CAPTURES = Path(__file__).resolve().parent.parent / "captures"
+
+
+def test_committed_real_tls_capture(tmp_path: Path) -> None:
+    """``captures/grpc_python_tls.pcap`` (real proxy, tests/test_tls_real.py) with its key log:
+    every call equal to the client's truth; without one session's lines, exactly that one is
+    ``no key``."""
+    import json
+
+    import orjson
+    from click.testing import CliRunner
+
+    from rmqsniff.cli import main
+    from tests.support.tlspair import check_grpc_truth
+
+    pcap, keys = CAPTURES / "grpc_python_tls.pcap", CAPTURES / "grpc_python_tls.keys"
+    if not pcap.exists():
+        pytest.skip("captures/grpc_python_tls.pcap not made yet")
+    truth = json.loads((CAPTURES / "grpc_python_tls.truth.json").read_text())["sessions"]
+    r = CliRunner().invoke(main, ["read", str(pcap), "--format", "jsonl", "--tls-keylog", str(keys)])
+    check_grpc_truth([orjson.loads(x) for x in r.stdout.splitlines()], truth)
+    left_out = truth[1]["client_random"]
+    partial = tmp_path / "partial.keys"
+    partial.write_text("".join(ln + "\n" for ln in keys.read_text().splitlines() if left_out not in ln))
+    r = CliRunner().invoke(main, ["read", str(pcap), "--format", "jsonl", "--tls-keylog", str(partial)])
+    no_key = [ln for ln in r.stderr.splitlines() if "TLS no key" in ln]
+    assert len(no_key) == 1 and no_key[0].endswith(f"(client random {left_out})")
+    assert len(r.stdout.splitlines()) == sum(len(t["calls"]) for t in truth) - len(truth[1]["calls"])

@@ -7,6 +7,9 @@ session reports exactly that connection as ``no key``.  Marker ``rocketmq``."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
 import ssl
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ from rmqsniff.cli import main
 from tests.rocketmq.capture import Capture
 from tests.support.grpc_wire import SERVICE, heartbeat_request, query_route_request, request_headers, send_request
 from tests.support.tcpdump import settle
+from tests.support.tlspair import check_grpc_truth
 
 pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]
 
@@ -30,7 +34,7 @@ SESSIONS: list[tuple[ssl.TLSVersion, str | None]] = [
     (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384"),
     (ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256"),
 ]
-OPENSSL_TO_IANA = {
+OPENSSL_TO_IANA = {  # the cipher names the client's ssl reports
     "TLS_AES_256_GCM_SHA384": "TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256": "TLS_AES_128_GCM_SHA256",
     "TLS_CHACHA20_POLY1305_SHA256": "TLS_CHACHA20_POLY1305_SHA256",
     "ECDHE-RSA-CHACHA20-POLY1305": "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
@@ -70,14 +74,28 @@ async def one_session(port: int, ctx: ssl.SSLContext, n: int) -> dict[str, Any]:
         calls.append({"method": method, "grpc_status": call.grpc_status, "responses": len(call.messages)})
     client.close()
     await asyncio.sleep(0.2)
-    return {"local_port": client.local[1] if client.local else 0, "cipher": obj.cipher()[0], "version": obj.version(),
-            "calls": calls}
+    return {"local_port": client.local[1] if client.local else 0, "cipher": OPENSSL_TO_IANA[obj.cipher()[0]],
+            "version": obj.version().replace("v", " "), "calls": calls}
 
 
 def read_jsonl(*args: str) -> tuple[list[dict[str, Any]], str]:
     r = CliRunner().invoke(main, ["read", *args, "--format", "jsonl"])
     assert r.exit_code == 0, r.output
     return [orjson.loads(x) for x in r.stdout.splitlines()], r.stderr
+
+
+def keep(out: Path, pcap: Path, keylogs: list[Path], truth: list[dict[str, Any]]) -> None:
+    """``$RMQSNIFF_TLS_CAPTURE_DIR``: keep the capture, its key log (0600) and the client's truth
+    as ``grpc_python_tls.*`` (how ``captures/`` got them)."""
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pcap, out / "grpc_python_tls.pcap")
+    keys = out / "grpc_python_tls.keys"
+    fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(k.read_text() for k in keylogs))
+    doc = {"scenario": "grpc_python_tls", "description": __doc__.split("\n\n")[0].replace("\n", " "),
+           "client": "rmqsniff replay/engine/grpcclient.py over Python ssl (OpenSSL)", "sessions": truth}
+    (out / "grpc_python_tls.truth.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def test_grpc_over_tls_to_the_real_proxy(rocketmq_cluster, tmp_path: Path) -> None:
@@ -92,26 +110,20 @@ def test_grpc_over_tls_to_the_real_proxy(rocketmq_cluster, tmp_path: Path) -> No
     chosen = {t["cipher"] for t in truth}
     assert any("CHACHA20" in c for c in chosen) and any("AES256" in c or "AES_256" in c for c in chosen)
 
+    for i, t in enumerate(truth):
+        t["client_random"] = next(ln.split()[1] for ln in keylogs[i].read_text().splitlines()
+                                  if ln.split()[:1] in (["CLIENT_RANDOM"], ["CLIENT_TRAFFIC_SECRET_0"]))
+    if os.environ.get("RMQSNIFF_TLS_CAPTURE_DIR"):
+        keep(Path(os.environ["RMQSNIFF_TLS_CAPTURE_DIR"]), pcap, keylogs, truth)
+
     rows, err = read_jsonl(str(pcap), *(x for k in keylogs for x in ("--tls-keylog", str(k))))
-    by_port: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_port.setdefault(int(r["connection"]["client"].rsplit(":", 1)[1]), []).append(r)
-    assert sorted(by_port) == sorted(t["local_port"] for t in truth), err
-    for t in truth:
-        got = by_port[t["local_port"]]
-        assert [(r["request"]["method"], r["response"]["grpc_status"]) for r in got] == \
-            [(c["method"], c["grpc_status"]) for c in t["calls"]]
-        assert all(r["status"] == "answered" for r in got)
-        assert {r["tls"]["cipher"] for r in got} == {OPENSSL_TO_IANA[t["cipher"]]}
-        assert {r["tls"]["version"] for r in got} == {t["version"].replace("v", " ")}
-        assert got[0]["connection"]["tls"]["alpn"] == "h2"
+    check_grpc_truth(rows, truth)
     assert "no key" not in err
 
     # the key log of the second session left out: exactly that connection is "no key"
     rows, err = read_jsonl(str(pcap), *(x for k in keylogs if k != keylogs[1] for x in ("--tls-keylog", str(k))))
     ports = {int(r["connection"]["client"].rsplit(":", 1)[1]) for r in rows}
     assert ports == {t["local_port"] for t in truth} - {truth[1]["local_port"]}
-    randoms = {ln.split()[1] for ln in keylogs[1].read_text().splitlines() if ln.startswith("CLIENT_RANDOM")}
     no_key = [ln for ln in err.splitlines() if "TLS no key" in ln]
     assert len(no_key) == 1 and f":{truth[1]['local_port']} -> " in no_key[0]
-    assert no_key[0].split("client random ")[1].rstrip(")") in randoms
+    assert no_key[0].split("client random ")[1].rstrip(")") == truth[1]["client_random"]

@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import ssl
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -176,3 +177,22 @@ def openssl_talk(cert: tuple[str, str], keylog: Path, lines: list[bytes], *, cli
     server.wait()
     lsock.close()
     return wire
+
+
+def check_grpc_truth(rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> None:
+    """``read --format jsonl`` rows of a TLS gRPC capture against the client's own record of
+    its sessions (``tests/test_tls_real.py``): per connection, the calls in order with their
+    grpc-status, answered, with the cipher, version and ALPN the client negotiated."""
+    by_port: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_port.setdefault(int(r["connection"]["client"].rsplit(":", 1)[1]), []).append(r)
+    assert sorted(by_port) == sorted(t["local_port"] for t in truth)
+    for t in truth:
+        got = by_port[t["local_port"]]
+        assert [(r["request"]["method"], r["response"]["grpc_status"]) for r in got] == \
+            [(c["method"], c["grpc_status"]) for c in t["calls"]]
+        assert all(r["status"] == "answered" for r in got)
+        assert {r["tls"]["cipher"] for r in got} == {t["cipher"]}
+        assert {r["tls"]["version"] for r in got} == {t["version"]}
+        assert got[0]["connection"]["tls"]["alpn"] == "h2"
+        assert got[0]["connection"]["tls"]["client_random"] == t["client_random"]
