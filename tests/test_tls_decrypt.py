@@ -237,3 +237,26 @@ def test_capture_gap_stops_decryption(tmp_path: Path, certs: dict[str, tuple[str
     events = t.lost(True)
     assert t.status.startswith("decrypt failed at record ") and t.dead
     assert [e for e in events if isinstance(e, Problem) and "missing from the capture" in e.reason]
+
+
+def test_held_records_are_bounded(tmp_path: Path, certs: dict[str, tuple[str, str]]) -> None:
+    """Records waiting for a key: none for a complete key log (``hold=0``), at most ``hold`` per
+    connection, and the shared budget for all; what is given back returns to the budget."""
+    from dissectors.tls.connection import HoldBudget
+
+    keys = tmp_path / "keys.log"
+    c, s = contexts(certs["ec"], keys, version=V13)
+    wire, _ = tls_talk(c, s, MESSAGES)
+    t, _, _ = decrypt(wire, KeyLog(), TlsConnection(KeyLog(), hold=0))
+    assert t.pending_bytes == 0 and t.dead and t.status.startswith("no key")
+    budget = HoldBudget(20_000)
+    a, b = TlsConnection(KeyLog(), budget=budget), TlsConnection(KeyLog(), budget=budget)
+    for fc, data in wire[:5]:
+        a.data(fc, data)
+        b.data(fc, data)
+    assert a.pending_bytes > 0 and budget.left >= 0
+    for fc, data in wire[5:]:
+        a.data(fc, data)
+    assert a.dead and a.pending_bytes == 0  # over the budget: given up, bytes returned
+    b.close()
+    assert budget.left == 20_000

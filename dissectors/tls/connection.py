@@ -11,7 +11,8 @@ events come back:
   it can).
 
 Secrets come from a :class:`~.keylog.KeyLog`; a connection whose key is missing keeps up
-to :data:`MAX_PENDING` bytes of records and decrypts them if the key log grows in time
+to ``hold`` bytes of records (all connections together at most the :class:`HoldBudget`) and
+decrypts them if the key log grows in time
 (a live tap re-reads it), otherwise it stays ``no key``.  TLS 1.3: handshake keys after
 the ServerHello (HelloRetryRequest skipped), application keys after each side's
 Finished, KeyUpdate.  TLS 1.2: keys at each side's ChangeCipherSpec from the master
@@ -40,7 +41,8 @@ from .keys import (
 )
 from .records import ALERT, APPLICATION_DATA, CHANGE_CIPHER_SPEC, HANDSHAKE, Record, RecordReader, record_header_ok
 
-MAX_PENDING = 256 * 1024  # record bytes a connection keeps while its key is missing
+MAX_PENDING = 256 * 1024  # record bytes a connection keeps while its key is missing (default hold)
+MAX_HELD_TOTAL = 64 * 1024 * 1024  # record bytes all connections sharing a HoldBudget keep
 MAX_RESUMABLE = 100_000  # session ids / tickets remembered for TLS 1.2 resumption
 
 DECRYPTED = "decrypted"
@@ -87,6 +89,15 @@ class Resumable:
             self.by_id[key] = master
 
 
+class HoldBudget:
+    """Record bytes the connections that share it may hold, together, while keys are missing."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, total: int = MAX_HELD_TOTAL) -> None:
+        self.left = total
+
+
 class _Dir:
     __slots__ = ("reader", "hs_plain", "hs_enc", "protected", "cipher", "want", "pending", "secret", "app")
 
@@ -105,7 +116,8 @@ class _Dir:
 class TlsConnection:
     """Passive TLS 1.2 / 1.3 decryption of one connection."""
 
-    def __init__(self, keylog: KeyLog, resumable: Resumable | None = None) -> None:
+    def __init__(self, keylog: KeyLog, resumable: Resumable | None = None, *, hold: int = MAX_PENDING,
+                 budget: HoldBudget | None = None) -> None:
         self.keylog = keylog
         self.resumable = resumable if resumable is not None else Resumable()
         self.dirs = {True: _Dir(), False: _Dir()}
@@ -120,6 +132,8 @@ class TlsConnection:
         self.dead = False  # nothing more is decrypted (the status says why)
         self.master = b""  # TLS 1.2
         self.pending_bytes = 0
+        self.hold = hold  # record bytes kept while a key is missing (0: none, the key log is complete)
+        self.budget = budget if budget is not None else HoldBudget()
         self.retried = False  # a HelloRetryRequest was seen
         self.key_updates = 0
         self._kl_version = -1
@@ -176,8 +190,7 @@ class TlsConnection:
         out = self._out = []
         if self._kl_version != self.keylog.version:
             self._retry_keys()
-        for d in self.dirs.values():
-            d.pending.clear()
+        self._release()
         return out
 
     def swap(self) -> None:
@@ -257,14 +270,23 @@ class TlsConnection:
         """A record whose key is missing: kept (bounded) in case the key log grows."""
         if d.want is None:
             return
-        self.pending_bytes += len(rec.fragment) + 5
-        if self.pending_bytes > MAX_PENDING:
+        n = len(rec.fragment) + 5
+        if self.pending_bytes + n > self.hold or n > self.budget.left:
             for x in self.dirs.values():
-                x.pending.clear()
                 x.want = None
+            self._release()
             self.dead = True
             return
+        self.pending_bytes += n
+        self.budget.left -= n
         d.pending.append(rec)
+
+    def _release(self) -> None:
+        """Held records are dropped (or were decrypted): their bytes go back to the budget."""
+        for d in self.dirs.values():
+            d.pending.clear()
+        self.budget.left += self.pending_bytes
+        self.pending_bytes = 0
 
     def _retry_keys(self) -> None:
         self._kl_version = self.keylog.version
@@ -282,7 +304,7 @@ class TlsConnection:
                         else:
                             self._decrypt(fc, d, rec)
         if not any(d.pending for d in self.dirs.values()):
-            self.pending_bytes = 0
+            self._release()
 
     # -------------------------------------------------------------- handshake
     def _handshake(self, fc: bool, mt: int, body: bytes) -> None:
@@ -377,8 +399,7 @@ class TlsConnection:
     def _fail(self, status: str) -> None:
         self._set_status(status)
         self.dead = True
-        for d in self.dirs.values():
-            d.pending.clear()
+        self._release()
 
     def _set_status(self, status: str) -> None:
         if status != self.status:

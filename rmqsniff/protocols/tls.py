@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from dissectors.tls import KeyLog, Plaintext, Status, TlsConnection, looks_tls
-from dissectors.tls.connection import DECRYPTED, Resumable
+from dissectors.tls.connection import DECRYPTED, MAX_PENDING, HoldBudget, Resumable
 
 from . import protocol_named, recognise
 from .base import Protocol
@@ -67,9 +67,13 @@ class TlsKeys:
     """The secrets a run decrypts with: key log files (re-read as they grow), text from
     pcapng Decryption Secrets Blocks, and the TLS 1.2 sessions learnt on the way."""
 
-    def __init__(self, paths: Iterable[str] = ()) -> None:
+    def __init__(self, paths: Iterable[str] = (), live: bool = False) -> None:
         self.keylog = KeyLog()
         self.resumable = Resumable()
+        # live: the key log may be behind the traffic, so a connection holds records until its key
+        # comes (bounded per connection and, by the budget, for all); a capture's keys are all known
+        self.hold = MAX_PENDING if live else 0
+        self.budget = HoldBudget()
         self.files: dict[str, int] = {p: 0 for p in paths}  # path -> bytes read so far
         self.errors: list[str] = []
 
@@ -81,7 +85,7 @@ class TlsKeys:
         extra = (env if env is not None else dict(os.environ)).get("SSLKEYLOGFILE")
         if extra and extra not in paths:
             paths.append(extra)
-        keys = cls(paths)
+        keys = cls(paths, live)
         keys.refresh()
         if not live:
             keys.keylog.end()
@@ -137,7 +141,7 @@ class TlsLayer:
         self.conn = conn
         self.stats = stats
         self.owner = owner
-        self.tls = TlsConnection(keys.keylog, keys.resumable)
+        self.tls = TlsConnection(keys.keylog, keys.resumable, hold=keys.hold, budget=keys.budget)
         self.inner: Any = None
         self.make_inner = make_inner  # (from_client, first plaintext, ALPN) -> the inner handler
         self.packets_for: Callable[[bool, int, int], list[int]] | None = None
