@@ -262,7 +262,7 @@ CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 
 
 def test_committed_real_tls_capture(tmp_path: Path) -> None:
-    """``captures/grpc_python_tls.pcap`` (real proxy, tests/test_tls_real.py) with its key log:
+    """``captures/tls/grpc_python.pcap`` (real proxy, tests/test_tls_real.py) with its key log:
     every call equal to the client's truth; without one session's lines, exactly that one is
     ``no key``."""
     import json
@@ -273,10 +273,10 @@ def test_committed_real_tls_capture(tmp_path: Path) -> None:
     from rmqsniff.cli import main
     from tests.support.tlspair import check_grpc_truth
 
-    pcap, keys = CAPTURES / "grpc_python_tls.pcap", CAPTURES / "grpc_python_tls.keys"
+    pcap, keys = CAPTURES / "tls" / "grpc_python.pcap", CAPTURES / "tls" / "grpc_python.keys"
     if not pcap.exists():
-        pytest.skip("captures/grpc_python_tls.pcap not made yet")
-    truth = json.loads((CAPTURES / "grpc_python_tls.truth.json").read_text())["sessions"]
+        pytest.skip("captures/tls/grpc_python.pcap not made yet")
+    truth = json.loads((CAPTURES / "tls" / "grpc_python.truth.json").read_text())["sessions"]
     r = CliRunner().invoke(main, ["read", str(pcap), "--format", "jsonl", "--tls-keylog", str(keys)])
     check_grpc_truth([orjson.loads(x) for x in r.stdout.splitlines()], truth)
     left_out = truth[1]["client_random"]

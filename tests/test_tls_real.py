@@ -86,16 +86,17 @@ def read_jsonl(*args: str) -> tuple[list[dict[str, Any]], str]:
 
 def keep(out: Path, pcap: Path, keylogs: list[Path], truth: list[dict[str, Any]]) -> None:
     """``$RMQSNIFF_TLS_CAPTURE_DIR``: keep the capture, its key log (0600) and the client's truth
-    as ``grpc_python_tls.*`` (how ``captures/`` got them)."""
+    there as ``grpc_python.*`` (how ``captures/tls/`` got them)."""
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pcap, out / "grpc_python_tls.pcap")
-    keys = out / "grpc_python_tls.keys"
+    shutil.copyfile(pcap, out / "grpc_python.pcap")
+    keys = out / "grpc_python.keys"
     fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write("".join(k.read_text() for k in keylogs))
-    doc = {"scenario": "grpc_python_tls", "description": __doc__.split("\n\n")[0].replace("\n", " "),
+    doc = {"scenario": "tls/grpc_python", "protocol": "grpc", "tls": True,
+           "description": __doc__.split("\n\n")[0].replace("\n", " "),
            "client": "rmqsniff replay/engine/grpcclient.py over Python ssl (OpenSSL)", "sessions": truth}
-    (out / "grpc_python_tls.truth.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out / "grpc_python.truth.json").write_text(json.dumps(doc, indent=1) + "\n")
 
 
 def test_grpc_over_tls_to_the_real_proxy(rocketmq_cluster, tmp_path: Path) -> None:
