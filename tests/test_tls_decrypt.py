@@ -260,3 +260,12 @@ def test_held_records_are_bounded(tmp_path: Path, certs: dict[str, tuple[str, st
     assert a.dead and a.pending_bytes == 0  # over the budget: given up, bytes returned
     b.close()
     assert budget.left == 20_000
+
+
+def test_cbc_suite_is_unsupported(tmp_path: Path, certs: dict[str, tuple[str, str]]) -> None:
+    keys = tmp_path / "keys.log"
+    c, s = contexts(certs["ec"], keys, version=V12, ciphers="ECDHE-ECDSA-AES128-SHA")
+    wire, _ = tls_talk(c, s, MESSAGES[:2])
+    t, out, events = decrypt(wire, keylog_of(keys))
+    assert t.status == "unsupported cipher TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"
+    assert events == [Status(t.status)] and out == {True: b"", False: b""}
