@@ -286,3 +286,19 @@ def test_committed_real_tls_capture(tmp_path: Path) -> None:
     no_key = [ln for ln in r.stderr.splitlines() if "TLS no key" in ln]
     assert len(no_key) == 1 and no_key[0].endswith(f"(client random {left_out})")
     assert len(r.stdout.splitlines()) == sum(len(t["calls"]) for t in truth) - len(truth[1]["calls"])
+
+
+def test_replay_dry_run_plans_decrypted_sessions(tmp_path: Path, cert: tuple[str, str]) -> None:
+    """``replay --tls-keylog``: the sessions of a TLS capture are planned like plaintext ones."""
+    from click.testing import CliRunner
+
+    from rmqsniff.cli import main
+
+    keys = tmp_path / "k.log"
+    write(tmp_path / "t.pcap", [(10911, talk(cert, keys, remoting_chunks(10)))])
+    args = ["replay", str(tmp_path / "t.pcap"), "--target", "127.0.0.1:9876", "--allow-target", "127.0.0.1",
+            "--dry-run"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "TLS no key" in r.output
+    r = CliRunner().invoke(main, [*args, "--tls-keylog", str(keys)])
+    assert r.exit_code == 0 and "session 0 10.0.0.1:40000 -> 10.0.9.9:10911 [broker] 10 request(s)" in r.output
