@@ -19,6 +19,11 @@ and gRPC calls/s of the same pipeline (``Pipeline(...).consume``) over a synthet
 RocketMQ 5.x gRPC capture (``benchmarks/grpcgen.py``: HTTP/2 with HPACK, concurrent
 streams, SendMessage / ReceiveMessage streams / AckMessage / Heartbeat ..., best of
 ``--repeat``), each checked against what the generator wrote.  ``--grpc-calls 0`` skips it.
+
+Then TLS: the same remoting traffic written twice (``benchmarks/tlsgen.py``), in plaintext
+and inside real OpenSSL TLS 1.3 with its key log; the decrypt+decode rate (``stats
+--tls-keylog``) against the plaintext rate of the same traffic, best of ``--repeat``
+interleaved.  Goal: TLS >= 0.5 x plaintext.  ``--tls-exchanges 0`` skips it.
 """
 from __future__ import annotations
 
@@ -33,7 +38,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import dpkt  # noqa: E402
 
 from benchmarks.grpcgen import write_grpc_capture  # noqa: E402
+from benchmarks.tlsgen import write_tls_pair  # noqa: E402
 from rmqsniff.pipeline import Pipeline  # noqa: E402
+from rmqsniff.protocols.tls import TlsKeys  # noqa: E402
 from rmqsniff.synth import write_capture  # noqa: E402
 
 
@@ -58,8 +65,8 @@ def dpkt_parse(path: str) -> int:
 LAST: dict[str, int] = {}  # what the last rmqsniff_stats run decoded
 
 
-def rmqsniff_stats(path: str) -> int:
-    p = Pipeline(ordered=False)
+def rmqsniff_stats(path: str, keylog: str | None = None) -> int:
+    p = Pipeline(ordered=False, tls_keys=TlsKeys.from_options([keylog] if keylog else [], env={}))
     p.consume([path])
     assert not p.errors, p.errors[:3]
     LAST["requests"] = p.stats.counter("request")  # exchanges (remoting) / calls (gRPC) decoded
@@ -85,6 +92,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile the rmqsniff run")
     ap.add_argument("--grpc-calls", type=int, default=10_000, help="gRPC calls in the gRPC capture (0: skip)")
     ap.add_argument("--keep-grpc", help="write the generated gRPC capture here (kept)")
+    ap.add_argument("--tls-exchanges", type=int, default=20_000, help="exchanges in the TLS pair (0: skip)")
     args = ap.parse_args()
     path = args.keep or os.path.join(tempfile.mkdtemp(prefix="rmqsniff-bench-"), "bench.pcap")
     t = time.perf_counter()
@@ -128,6 +136,34 @@ def main() -> None:
         calls, secs, packets, messages = grpc
         print(f"gRPC calls/s        : {calls:>9d} calls      {secs:7.3f}s  {calls / secs:>10,.0f} calls/s"
               f"  ({packets / secs:,.0f} packets/s, {messages / secs:,.0f} gRPC messages/s)")
+    if args.tls_exchanges > 0:
+        tls_figures(args)
+
+
+def tls_figures(args) -> float:
+    """The same remoting traffic in plaintext and in TLS 1.3: exchanges/s of each, and the ratio."""
+    d = tempfile.mkdtemp(prefix="rmqsniff-bench-")
+    plain, tls, keys = (os.path.join(d, n) for n in ("plain.pcap", "tls.pcap", "keys.log"))
+    t = time.perf_counter()
+    counts = write_tls_pair(plain, tls, keys, args.tls_exchanges)
+    print(f"generated the TLS pair: {counts['exchanges']} exchanges each ({os.path.getsize(plain) / 1e6:.1f} MB "
+          f"plaintext, {os.path.getsize(tls) / 1e6:.1f} MB TLS 1.3) in {time.perf_counter() - t:.1f}s")
+    timing: dict[str, list[float]] = {"plaintext": [], "TLS": []}
+    for _ in range(args.repeat):
+        for name, fn in (("plaintext", lambda: rmqsniff_stats(plain)), ("TLS", lambda: rmqsniff_stats(tls, keys))):
+            c = time.process_time()
+            fn()
+            timing[name].append(time.process_time() - c)
+            assert LAST["requests"] == counts["exchanges"], (name, LAST["requests"], counts["exchanges"])
+    rates = {name: counts["exchanges"] / min(ts) for name, ts in timing.items()}
+    for name, rate in rates.items():
+        print(f"{name + ' exchanges/s':20s}: {counts['exchanges']:>9d} exchanges  {min(timing[name]):7.3f}s  "
+              f"{rate:>10,.0f} exchanges/s")
+    ratio = rates["TLS"] / rates["plaintext"]
+    print(f"ratio TLS decrypt+decode / plaintext: {ratio:.2f}  (goal >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
+    for p in (plain, tls, keys):
+        os.remove(p)
+    return ratio
 
 
 def grpc_figures(args) -> tuple[int, float, int, int]:

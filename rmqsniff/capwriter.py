@@ -32,6 +32,13 @@ class CaptureWriter:
     def write(self, ts: float, frame: bytes) -> None:
         self.w.writepkt(frame, ts=ts)
 
+    def secrets(self, keylog_text: str) -> None:
+        """A pcapng Decryption Secrets Block holding TLS key log text (Wireshark and rmqsniff
+        decrypt with it); before the packets it is for."""
+        if self.fmt != "pcapng":
+            raise ValueError("decryption secrets need pcapng")
+        self.f.write(dsb_block(keylog_text.encode()))
+
     def close(self) -> None:
         self.f.flush()
 
@@ -154,3 +161,10 @@ def patch_tcp_payload(frame: bytes, linktype: int, patches: list[tuple[int, byte
         out[t + 16:t + 18] = b"\0\0"
         out[t + 16:t + 18] = struct.pack("!H", ~_ones_sum(pseudo + bytes(out[t:end])) & 0xFFFF)
     return bytes(out)
+
+
+def dsb_block(keylog: bytes) -> bytes:
+    """A little-endian pcapng Decryption Secrets Block (type 0x0A, secrets type "TLSK")."""
+    pad = b"\0" * (-len(keylog) % 4)
+    blen = 20 + len(keylog) + len(pad)
+    return struct.pack("<IIII", 0x0000000A, blen, 0x544C534B, len(keylog)) + keylog + pad + struct.pack("<I", blen)

@@ -162,6 +162,15 @@ _port_opt = click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,â
 _only_opt = click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
 _filter_opt = click.option("-Y", "--filter", "expr", metavar="EXPR", help=FILTER_HELP)
 _redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
+_tls_opt = click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+                        help="Decrypt TLS with this NSS key log (SSLKEYLOGFILE format; also read from the "
+                             "SSLKEYLOGFILE variable and pcapng Decryption Secrets Blocks).")
+
+
+def _tls_keys(paths: Sequence[str]) -> Any:
+    from .protocols.tls import TlsKeys
+
+    return TlsKeys.from_options(paths)
 
 
 # ---------------------------------------------------------------- read
@@ -176,13 +185,15 @@ _redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Sig
 @_redact_opt
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, count: int, expr: str | None, messages: bool,
-         body: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+         body: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """One row (table) or JSON object (jsonl, json) per exchange, in request order."""
     def run() -> int:
         flt = _compile(expr)
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"])
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"],
+                     tls_keys=_tls_keys(tls_keylogs))
         exchanges = _selected(p, captures, flt)
         if messages:
             _read_messages(exchanges, fmt, count, body, not no_redact)
@@ -246,9 +257,10 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
 @_redact_opt
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str, no_redact: bool,
-           ports: tuple[str, ...], only_ports: bool) -> None:
+           ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """The conversation of one connection, in order, both directions, decoded.
 
     TARGET is a connection id (3 or conn:3), an exchange index (#12 or ex:12: its
@@ -257,7 +269,8 @@ def follow(ctx: click.Context, captures: tuple[str, ...], target: str, fmt: str,
     def run() -> int:
         from .views import conversation, frame_to_dict, render_conversation, resolve_connection
 
-        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"])
+        p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"],
+                     tls_keys=_tls_keys(tls_keylogs))
         exchanges = list(p.run(captures))
         rc = _report(p)
         if rc:
@@ -306,10 +319,11 @@ def _interval(value: str | None) -> float | None:
 @click.option("--interval", "interval", metavar="DURATION", help="Per-interval rows (rate over time), e.g. 1s.")
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_prefix: str, expr: str | None,
           by: str | None, top: int | None, sort: str, interval: str | None, ports: tuple[str, ...],
-          only_ports: bool) -> None:
+          only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """The Envoy rocketmq_proxy stat set (and breakdowns) over the captures; or, with --by
     and --interval, tables per group and per time interval."""
     def run() -> int:
@@ -327,7 +341,7 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
             return EXIT_BAD_INPUT
         flt = _compile(expr)
         p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
-                     max_frame=ctx.obj["max_frame"])
+                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         if flt is None and secs is None:
             p.consume(captures)
             st = p.stats
@@ -429,12 +443,17 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
               help="Output file ('-' for stdout; not for pcapng on a terminal).")
 @click.option("--with-handshake", is_flag=True,
               help="pcapng: also copy the SYN/FIN/RST packets of the selected exchanges' connections.")
+@click.option("--with-secrets", is_flag=True,
+              help="pcapng: embed the TLS key log lines of the exported connections (a Decryption Secrets "
+                   "Block: the file opens decrypted; it is created 0600).")
 @_redact_opt
 @_port_opt
 @_only_opt
+@_tls_opt
 @click.pass_context
 def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, output: str,
-           with_handshake: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+           with_handshake: bool, with_secrets: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool,
+           tls_keylogs: tuple[str, ...]) -> None:
     """Write the selected exchanges as JSON lines, CSV, or the capture packets that carried them (pcapng)."""
     def run() -> int:
         from .exporters import export as ex_mod
@@ -445,20 +464,27 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             _fail("will not write a pcapng to a terminal; use -o FILE")
             return EXIT_BAD_INPUT
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
-                     max_frame=ctx.obj["max_frame"])
-        if no_redact and output != "-" and fmt != "csv":
-            ex_mod.private_file(output)  # it will hold AccessKey/Signature values
+                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
+        if with_secrets and not pcapng:
+            _fail("--with-secrets needs --format pcapng")
+            return EXIT_BAD_INPUT
+        if (no_redact or with_secrets) and output != "-" and fmt != "csv":
+            ex_mod.private_file(output)  # it will hold AccessKey/Signature values or TLS key material
         if pcapng:
             scrub = None if no_redact else ex_mod.Scrub()
             seen = p.run(captures) if scrub is None else scrub.watch(p.run(captures))
-            wanted = ex_mod.packets_of(seen if flt is None else filter(flt, seen), control=with_handshake)
+            chosen: Iterable[Exchange] = seen if flt is None else filter(flt, seen)
+            if with_secrets:
+                chosen = list(chosen)  # walked twice: packets, then the connections' key log lines
+            wanted = ex_mod.packets_of(chosen, control=with_handshake)
+            secrets = ex_mod.tls_secrets(chosen, p.tls_keys) if with_secrets else ""
             rc = _report(p)
             if rc:
                 return rc
             if scrub is not None:
                 scrub.locate(captures, wanted)
             with click.open_file(output, "wb") as f:
-                n = ex_mod.write_pcapng(captures, wanted, f, scrub)
+                n = ex_mod.write_pcapng(captures, wanted, f, scrub, secrets)
             click.echo(scrub.line() if scrub is not None else "secrets kept as captured (--no-redact)", err=True)
             if output != "-":
                 click.echo(f"wrote {n} packets to {output}", err=True)

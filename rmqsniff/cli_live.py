@@ -5,7 +5,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import click
@@ -14,6 +14,7 @@ from . import cliutil, units
 from .flows import PortSpec
 from .live import DEFAULT_IDLE, LiveSnapshot, LiveTap
 from .model import Exchange
+from .protocols.tls import TlsKeys
 from .sources.afpacket import DEFAULT_BUFFER, DEFAULT_SNAPLEN, AfPacketSource, CaptureSetupError, PcapngWriter
 from .text import shown
 
@@ -208,11 +209,14 @@ class Keyboard:
               help="ring: TPACKET_V3 mmap ring (fast); recv: one recvmsg per packet.")
 @click.option("--recent", type=click.IntRange(min=0), default=1000, show_default=True, metavar="N",
               help="Keep the latest N exchanges for --prometheus' /exchanges (0: none).")
+@click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Decrypt TLS with this NSS key log, re-read as it grows (SSLKEYLOGFILE is read too).")
 @click.pass_context
 def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports: tuple[str, ...], only_ports: bool,
          count: int, duration: str | None, write: str | None, rotate: str | None, keep: int | None,
          stat_prefix: str, prometheus: str | None, expr: str | None, snaplen: int, buffer: str, no_promisc: bool,
-         idle: str, refresh: str, capture_mode: str, recent: int, prometheus_token: str | None) -> None:
+         idle: str, refresh: str, capture_mode: str, recent: int, prometheus_token: str | None,
+         tls_keylogs: tuple[str, ...]) -> None:
     """Decode a network interface as traffic flows: the same exchanges and stats as for a
     capture file, on a refreshing console view (p: pause, q or Ctrl-C: stop).
 
@@ -235,7 +239,7 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
         code = _run(list(dict.fromkeys(interfaces)), bpf, only_ports, count, write, keep, stat_prefix, prometheus,
                     select, snaplen, not no_promisc, capture_mode, duration=duration_s, rotate=rotate_bytes,
                     buffer=buffer_bytes, idle=idle_s, refresh=refresh_s, ports=port_specs, recent=recent,
-                    token=prometheus_token or None)
+                    token=prometheus_token or None, tls_keylogs=tls_keylogs)
     except CaptureSetupError as e:
         _fail(str(e))
         code = EXIT_SETUP
@@ -255,7 +259,8 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
 def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, write: str | None,
          keep: int | None, stat_prefix: str, prometheus: str | None, select: Callable[[Exchange], bool] | None,
          snaplen: int, promisc: bool, mode: str, *, duration: float | None, rotate: int | None, buffer: int,
-         idle: float, refresh: float, ports: list[PortSpec], recent: int, token: str | None = None) -> int:
+         idle: float, refresh: float, ports: list[PortSpec], recent: int, token: str | None = None,
+         tls_keylogs: Sequence[str] = ()) -> int:
     from .exporters.promhttp import StatsEndpoint, parse_address
 
     sources: list[AfPacketSource] = []
@@ -269,7 +274,7 @@ def _run(interfaces: list[str], bpf: str | None, only_ports: bool, count: int, w
             writer = PcapngWriter(write, [(s.name, s.linktype) for s in sources], snaplen=snaplen,
                                   rotate=rotate, keep=keep)
         tap = LiveTap(sources, stat_prefix=stat_prefix, ports=ports, only_ports=only_ports, select=select,
-                      recent=recent, writer=writer, idle=idle)
+                      recent=recent, writer=writer, idle=idle, tls_keys=TlsKeys.from_options(tls_keylogs, live=True))
         if prometheus:
             endpoint = StatsEndpoint(parse_address(prometheus), tap.route(), token=token).start()
             for line in endpoint.lines:

@@ -82,6 +82,8 @@ class _Stop(Exception):
 @click.option("--progress/--no-progress", default=None,
               help="Live progress on stderr (default: when stderr is a terminal).")
 @click.option("--port", "ports", multiple=True, metavar="P[,P…]", help="Decode these TCP ports as RocketMQ servers.")
+@click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Decrypt the captures' TLS with this NSS key log (SSLKEYLOGFILE is read too).")
 @click.option("--share", metavar="I/N",
               help="Replay only share I (0-based) of N: disjoint (session, copy) units, "
                    "paced on the whole run's schedule.")
@@ -110,7 +112,7 @@ def replay(ctx: click.Context, captures: tuple[str, ...], target: str | None, gr
            diff_ignore: tuple[str, ...], diff_keep: tuple[str, ...], no_diff_noise: bool, no_redact: bool,
            report_file: str | None, fmt: str, progress: bool | None, ports: tuple[str, ...], share: str | None,
            events_file: str | None, locust: bool, workers: int, headless: bool, locust_print: bool,
-           locust_opt: tuple[str, ...]) -> None:
+           locust_opt: tuple[str, ...], tls_keylogs: tuple[str, ...]) -> None:
     """Re-send captured client sessions to a staging cluster, for load testing, and report what it did differently.
 
     Each captured client connection becomes a new connection to staging; per-session order is
@@ -194,7 +196,7 @@ def _run(a: dict) -> int:
     from replay.engine import DiffRules, Options, Replay, Schedule, build_plan
     from rmqsniff.pipeline import Pipeline
 
-    from .cli import _BadInput, _compile, _ports
+    from .cli import _BadInput, _compile, _ports, _tls_keys
     from .cli import _report as read_problems
 
     tgt, gtgt, rules, pacing, dur, frac, by = _settings(a)
@@ -203,7 +205,7 @@ def _run(a: dict) -> int:
     except _BadInput:
         raise _Stop(1) from None
 
-    p = Pipeline(ports=_ports(a["ports"]))
+    p = Pipeline(ports=_ports(a["ports"]), tls_keys=_tls_keys(a.get("tls_keylogs", ())))
     exchanges = list(p.run(a["captures"]))
     rc = read_problems(p, quiet=False)
     if rc:

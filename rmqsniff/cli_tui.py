@@ -23,8 +23,10 @@ _ports = parse_ports
               help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081); "
                    "P=grpc or P=remoting forces the protocol.")
 @click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
+@click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="Decrypt TLS with this NSS key log (SSLKEYLOGFILE is read too).")
 def tui(captures: tuple[str, ...], interfaces: tuple[str, ...], bpf: str | None, expr: str | None,
-        no_redact: bool, ports: tuple[str, ...], only_ports: bool) -> None:
+        no_redact: bool, ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """Inspect captures (or a live tap, -i) in a terminal UI: exchanges list, decoded
     tree, hex, stats with drill-down, follow, export.
 
@@ -48,7 +50,7 @@ def tui(captures: tuple[str, ...], interfaces: tuple[str, ...], bpf: str | None,
     from .tui import RmqSniffApp
 
     app = RmqSniffApp(captures, redact=not no_redact, ports=_ports(ports), only_ports=only_ports,
-                      initial_filter=expr, interfaces=interfaces, bpf=bpf)
+                      initial_filter=expr, interfaces=interfaces, bpf=bpf, tls_keylogs=tls_keylogs)
     with contextlib.suppress(KeyboardInterrupt):
         app.run()
     if app.return_code:

@@ -10,8 +10,10 @@ server port (or ``--port``) does; failing that, the first decoded frame does
 (a side that sends responses is the server) and, before any frame, the higher
 port is taken as the client's.  Protocols are recognised from a connection's first
 bytes (:func:`rmqsniff.protocols.recognise`), a well-known port or ``--port``; RocketMQ
-remoting on any other port by frame plausibility.  Flows that turn out to be neither
-(TLS, anything else) are counted and set aside rather than reported as errors.  The
+remoting on any other port by frame plausibility.  A flow whose first bytes are a TLS
+record, on any port, is decrypted with the run's key logs (:mod:`rmqsniff.protocols.tls`)
+and its plaintext recognised the same way.  Flows that turn out to be neither are
+counted and set aside rather than reported as errors.  The
 flow table only reassembles TCP: decoding, pairing and their fast lanes live in each
 protocol's handler (:mod:`rmqsniff.protocols`).
 """
@@ -26,6 +28,7 @@ from .model import Connection
 from .pairing import PairingSink
 from .protocols import REMOTING as REMOTING_PROTOCOL
 from .protocols import Protocol, by_port, protocol_named, recognise
+from .protocols.tls import TlsKeys, TlsLayer, inner_protocol, looks_tls
 from .sources.link import (
     DLT_EN10MB,
     ETH_IP4_TCP_ACK,
@@ -63,7 +66,8 @@ OTHER = "other"  # set aside: TLS, unrecognised
 class Flow:
     """One TCP connection being decoded; it is its handler's owner (recognition, roles, problems)."""
 
-    __slots__ = ("conn", "c2s", "s2c", "kind", "why", "last_ts", "probe_bytes", "key", "handler", "table")
+    __slots__ = ("conn", "c2s", "s2c", "kind", "why", "last_ts", "probe_bytes", "key", "handler", "table",
+                 "port_proto")
 
     def __init__(self, conn: Connection, table: FlowTable, kind: str, key: tuple) -> None:
         self.conn = conn
@@ -78,6 +82,7 @@ class Flow:
         self.last_ts = conn.first_ts
         self.probe_bytes = 0
         self.handler: Any = None  # the protocol's connection handler, from the first bytes on
+        self.port_proto: Protocol | None = None  # the protocol its well-known server port means
 
     # -- what the handler tells its owner
     def recognised(self, how: str) -> None:
@@ -108,8 +113,10 @@ class FlowTable:
         errors: list[str] | None = None,
         track_packets: bool = False,
         protocols: Mapping[int, str] | None = None,
+        tls_keys: TlsKeys | None = None,
     ) -> None:
         self.stats = stats
+        self.tls_keys = tls_keys if tls_keys is not None else TlsKeys()  # secrets for TLS flows
         self.sink = sink
         # --port P=grpc / P=remoting: that protocol, whatever the bytes say
         named = dict(protocols or {})
@@ -379,8 +386,8 @@ class FlowTable:
             self._by_raw[_raw_key(key_s)] = self._by_key[key_s]
         self._flows[conn.id] = flow
         self.stats.tcp("flows", 1)
-        if proto is not None and proto is not REMOTING_PROTOCOL:  # known by its port: decoded from the start
-            self._handler(flow, proto, recognised, mid_stream=how != "syn")
+        if proto is not None and proto is not REMOTING_PROTOCOL:  # known by its port: decoded from the first bytes
+            flow.port_proto = proto
         if len(self._flows) > self.max_flows:
             _, oldest = next(iter(self._flows.items()))
             self.stats.tcp("flows_evicted", 1)
@@ -418,7 +425,11 @@ class FlowTable:
         """First bytes of a direction: hand the flow to the protocol they show (remoting unless
         another protocol recognises them), or set it aside; True when it has a handler."""
         conn = flow.conn
-        proto = self.port_protocols.get(conn.server[1])
+        forced = self.port_protocols.get(conn.server[1])
+        if looks_tls(data):
+            self._tls(flow, half, data, forced)
+            return True
+        proto = forced or flow.port_proto
         how = conn.recognised_by
         if proto is None:
             hit = recognise(data, half.from_client)
@@ -430,13 +441,34 @@ class FlowTable:
             if hit is not None:
                 proto, how = hit
                 flow.kind = DECODING
-            elif data[0] == 0x16 and len(data) > 2 and data[1] == 0x03:
-                self._set_aside(flow, "TLS: encrypted, cannot be decoded")
-                return False
             else:
                 proto = REMOTING_PROTOCOL
         self._handler(flow, proto, how, mid_stream=(not flow.c2s.syn_seen, not flow.s2c.syn_seen))
         return True
+
+    def _tls(self, flow: Flow, half: HalfStream, data: bytes, forced: Protocol | None) -> None:
+        """A TLS flow: decrypted by a :class:`TlsLayer` whose plaintext goes to the protocol that
+        ``--port``, the ALPN, its first bytes or a well-known server port show."""
+        conn = flow.conn
+        hello = data[5:6] if data[0] == 0x16 else b""
+        if conn.role_source == "guess" and hello == (b"\x02" if half.from_client else b"\x01"):
+            self._swap(flow)  # a ClientHello from the "server": the roles were a guess
+            conn.role_source = "flags"
+        kind = flow.kind
+        port = flow.port_proto or (REMOTING_PROTOCOL if kind is DECODING else None)
+        flow.kind = DECODING
+
+        def inner(from_client: bool, first: bytes, alpn: str | None) -> Any:
+            proto, found, candidate = inner_protocol(from_client, first, alpn, forced, port)
+            if candidate and kind is CANDIDATE:
+                flow.kind = CANDIDATE
+            conn.recognised_by = found
+            return proto.handler(conn, self.sink, self.stats, False, owner=flow, candidate=flow.kind is CANDIDATE,
+                                 max_frame=self.max_frame)
+
+        flow.handler = h = TlsLayer(conn, self.stats, self.tls_keys, inner, owner=flow)
+        if self.track_packets:
+            h.track(lambda fc, start, end: (flow.c2s if fc else flow.s2c).packets_for(start, end))
 
     def _handler(self, flow: Flow, proto: Protocol, how: str, mid_stream: bool | tuple[bool, bool]) -> None:
         """Hand the flow to ``proto``'s connection handler."""

@@ -22,12 +22,14 @@ from .exporters.statsroute import Reading, StatsRoute
 from .flows import FlowTable, PortSpec
 from .model import Exchange
 from .pairing import PairingSink
+from .protocols.tls import TlsKeys
 from .sinks import Recent, SelectedStats
 from .sources.afpacket import AfPacketSource, Counters, PcapngWriter, wait
 from .sources.link import tcp_segment
 from .stats import Stats
 
 DEFAULT_IDLE = 300.0
+KEYLOG_POLL = 0.05  # seconds between looks at the TLS key log files' sizes
 DEFAULT_RECENT = 1000  # exchanges /exchanges keeps (bodies bounded too: rmqsniff.sinks.Recent)
 _NS = 10.0 ** -9  # the same scale the pcapng reader applies, so timestamps match exactly
 MAX_READS = 64  # ring blocks taken from one source before the others get a turn
@@ -73,6 +75,7 @@ class LiveTap:
         idle: float = DEFAULT_IDLE,
         on_exchange: Callable[[Exchange], None] | None = None,
         recent: int = DEFAULT_RECENT,
+        tls_keys: TlsKeys | None = None,
     ) -> None:
         self.sources = list(sources)
         self.stats = stats if stats is not None else Stats(prefix=stat_prefix)
@@ -90,13 +93,22 @@ class LiveTap:
                                 sinks=[self.recent] if self.recent is not None else [])
         if self.recent is not None:
             self.recent.next_index = self.sink.next_index
-        self.table = FlowTable(self.stats, self.sink, ports=ports, only_ports=only_ports, errors=self.errors)
+        # TLS secrets; the key log files are re-read as they grow (see tick)
+        self.tls_keys = tls_keys if tls_keys is not None else TlsKeys()
+        self.table = FlowTable(self.stats, self.sink, ports=ports, only_ports=only_ports, errors=self.errors,
+                               tls_keys=self.tls_keys)
+        self._keys_at = 0.0
         self._finished = False
 
     # ------------------------------------------------------------------ feeding
     def feed(self, iface: int, packets: list[tuple[int, bytes, int]]) -> None:
         """Decode packets of source ``iface`` (and write them, with ``-w``)."""
         linktype = self.sources[iface].linktype if self.sources else 1
+        now = time.monotonic()
+        if self.tls_keys.files and now - self._keys_at >= KEYLOG_POLL:
+            self._keys_at = now
+            with self.lock:
+                self.tls_keys.refresh()
         packet = self.table.packet
         skipped = self.skipped
         write = self.writer.write if self.writer is not None else None

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from .flows import FlowTable, PortSpec
 from .model import Exchange
 from .pairing import PairingSink
+from .protocols.tls import TlsKeys
 from .sinks import Sink
 from .sources.link import tcp_segment
 from .sources.pcapfile import CaptureError, open_capture
@@ -44,7 +45,10 @@ class Pipeline:
         max_frame: int = 16 * 1024 * 1024,
         track_packets: bool = False,
         sinks: Sequence[Sink] = (),
+        tls_keys: TlsKeys | None = None,
     ) -> None:
+        # TLS secrets: --tls-keylog / SSLKEYLOGFILE files, and the captures' Decryption Secrets Blocks
+        self.tls_keys = tls_keys if tls_keys is not None else TlsKeys()
         self.stats = stats if stats is not None else Stats(prefix=stat_prefix)
         self.errors: list[str] = []
         self.packets = 0
@@ -53,7 +57,8 @@ class Pipeline:
         self._out: list[Exchange] = []
         self.sink = PairingSink(self.stats, self._out.append, ordered=ordered, sinks=sinks)
         self.table = FlowTable(self.stats, self.sink, ports=ports, only_ports=only_ports,
-                               max_frame=max_frame, errors=self.errors, track_packets=track_packets)
+                               max_frame=max_frame, errors=self.errors, track_packets=track_packets,
+                               tls_keys=self.tls_keys)
         self.track_packets = track_packets
 
     def run(self, paths: Sequence[str], *, stats_only: bool = False) -> Iterator[Exchange]:
@@ -66,6 +71,7 @@ class Pipeline:
                 self.errors.append(str(e))
                 continue
             self.files_read += 1
+            reader.on_secrets = self.tls_keys.add_text
             try:
                 if stats_only:
                     self.stats.tcp("bytes", self.table.consume(reader.batches(), self.skipped))
@@ -76,6 +82,7 @@ class Pipeline:
                 self.packets += reader.packets
                 reader.f.close()
         self.table.finish()
+        self.errors.extend(self.tls_keys.problems())
         self.stats.tcp("packets", self.packets)
         if out:
             yield from out

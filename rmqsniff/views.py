@@ -124,7 +124,12 @@ def render_conversation(conn: Connection, frames: list[tuple[Exchange, Message]]
     wire text has its control characters escaped)."""
     bar = "=" * 72
     how = f"  ({frames[0][0].protocol}, known by {conn.recognised_by})" if frames and conn.recognised_by else ""
-    lines = [bar, shown(f"Follow: rocketmq connection {conn.id}  {conn.label}{how}"), bar]
+    lines = [bar, shown(f"Follow: rocketmq connection {conn.id}  {conn.label}{how}")]
+    if conn.tls:  # decoded from TLS: how
+        tls = conn.tls
+        lines.append(shown("TLS: " + ", ".join(str(tls[k]) for k in ("status", "version", "cipher") if tls.get(k))
+                           + "".join(f", {k} {tls[k]}" for k in ("sni", "alpn") if tls.get(k))))
+    lines.append(bar)
     for ex, m in frames:
         d = frame_to_dict(ex, m, redact)
         t = _dt.datetime.fromtimestamp(m.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import ssl
 import struct
 import time
 import zlib
@@ -76,8 +77,9 @@ class Call:
 class GrpcClient(asyncio.Protocol):
     """HTTP/2 (prior knowledge, plaintext) client connection carrying replayed calls."""
 
-    def __init__(self, authority: str) -> None:
+    def __init__(self, authority: str, scheme: str = "http") -> None:
         self.authority = authority
+        self.scheme = scheme  # "https" over TLS
         cfg = h2.config.H2Configuration(client_side=True, header_encoding="utf-8",
                                         validate_inbound_headers=False)
         self.h2 = h2.connection.H2Connection(cfg)
@@ -89,11 +91,16 @@ class GrpcClient(asyncio.Protocol):
         self.local: Endpoint | None = None
 
     @classmethod
-    async def connect(cls, ep: Endpoint, timeout: float = 3.0) -> GrpcClient:
+    async def connect(cls, ep: Endpoint, timeout: float = 3.0, tls: ssl.SSLContext | None = None,
+                      server_hostname: str | None = None) -> GrpcClient:
+        """Connect in plaintext (HTTP/2 prior knowledge), or over TLS with ``tls`` (its ALPN
+        should offer ``h2``)."""
         loop = asyncio.get_running_loop()
         host = f"[{ep[0]}]" if ":" in ep[0] else ep[0]
+        scheme = "https" if tls is not None else "http"
         _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: cls(f"{host}:{ep[1]}"), ep[0], ep[1]), timeout)
+            loop.create_connection(lambda: cls(f"{host}:{ep[1]}", scheme), ep[0], ep[1], ssl=tls,
+                                   server_hostname=(server_hostname or ep[0]) if tls is not None else None), timeout)
         return proto
 
     # -- asyncio.Protocol ---------------------------------------------------------------
@@ -213,7 +220,7 @@ class GrpcClient(asyncio.Protocol):
             raise ConnectionError(self.error or "not connected")
         loop = asyncio.get_running_loop()
         sid = self.h2.get_next_available_stream_id()
-        hs = [(":method", "POST"), (":scheme", "http"), (":path", path), (":authority", self.authority),
+        hs = [(":method", "POST"), (":scheme", self.scheme), (":path", path), (":authority", self.authority),
               ("te", "trailers"), ("content-type", "application/grpc"), ("grpc-accept-encoding", "identity"),
               *((k, v) for k, v in headers if k not in OWN_HEADERS and not k.startswith(":"))]
         call = Call(sid, time.monotonic(), first=loop.create_future(), done=loop.create_future())

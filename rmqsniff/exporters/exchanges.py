@@ -58,6 +58,8 @@ def row(ex: Exchange) -> tuple[str, ...]:
     direction = "<-" if ex.server_initiated else "->"
     conn = ex.connection
     label = f"{conn.client[0]}:{conn.client[1]} {direction} {conn.server[0]}:{conn.server[1]}"
+    if conn.tls:
+        label += " 🔒"  # decoded from TLS
     return (str(ex.index), t, label, shown(name), shown(where), ex.status, shown(answer), lat, str(size))
 
 

@@ -6,7 +6,10 @@ whose payload carried a frame of a selected exchange (``Message.packets``, fille
 connections, in capture order with their timestamps and link types.  The result opens in rmqsniff, tshark and Wireshark.
 Unless asked not to, secret values (AccessKey, Signature, gRPC ``authorization`` …) are
 overwritten in place with bytes of the same length (:func:`plan_scrub`), so every frame stays
-valid and decodes as before with the secrets replaced.
+valid and decodes as before with the secrets replaced (inside TLS they are encrypted: left as
+they are, and counted as not found).  A TLS connection's packets are all exported up to the
+selected exchanges (a reader decrypts a record only after the ones before it); with
+``--with-secrets`` its key log lines go into a Decryption Secrets Block, so the file opens decrypted.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..capwriter import patch_tcp_payload
+from ..capwriter import dsb_block, patch_tcp_payload
 from ..model import Exchange
 from ..sources.pcapfile import CaptureError, open_capture
 from .exchanges import exchange_to_dict, result_of
@@ -71,6 +74,14 @@ def write_csv(exchanges: Iterable[Exchange], out: IO[str]) -> int:
         w.writerow(csv_row(ex))
         n += 1
     return n
+
+
+def tls_secrets(exchanges: Iterable[Exchange], keys: Any) -> str:
+    """The key log lines (a :class:`rmqsniff.protocols.tls.TlsKeys`' secrets) of the TLS
+    connections the exchanges travelled on."""
+    randoms = {bytes.fromhex(cr) for ex in exchanges if ex.connection.tls
+               and (cr := ex.connection.tls.get("client_random"))}
+    return str(keys.keylog.lines_for(randoms))
 
 
 def packets_of(exchanges: Iterable[Exchange], control: bool = False) -> set[int]:
@@ -143,11 +154,15 @@ def _packets(paths: Sequence[str]) -> Iterator[tuple[int, float, int, bytes]]:
             reader.f.close()
 
 
-def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes], scrub: Scrub | None = None) -> int:
+def write_pcapng(paths: Sequence[str], wanted: set[int], out: IO[bytes], scrub: Scrub | None = None,
+                 secrets: str = "") -> int:
     """Copy the packets numbered in ``wanted`` (ordinals across ``paths``, as the pipeline
     counted them) from the captures to a pcapng, with the secret values ``scrub`` located
-    overwritten in place; returns the number written."""
+    overwritten in place; ``secrets`` (TLS key log text) goes first, in a Decryption Secrets
+    Block.  Returns the number of packets written."""
     w = PcapngWriter(out)
+    if secrets:
+        out.write(dsb_block(secrets.encode()))
     patches = scrub.patches if scrub is not None else {}
     for no, ts, linktype, frame in _packets(paths):
         if no in wanted:

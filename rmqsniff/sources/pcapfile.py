@@ -27,7 +27,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -49,6 +49,8 @@ PCAP_MAGICS = {
     dpcap.TCPDUMP_MAGIC_NANO: ("<", 1e-9),
 }
 _PCAPNG_SHB = 0x0A0D0D0A
+_PCAPNG_DSB = 0x0000000A  # Decryption Secrets Block
+_DSB_TLS_KEYLOG = 0x544C534B  # its secrets type "TLSK": NSS key log text
 
 
 class CaptureError(Exception):
@@ -73,6 +75,8 @@ class CaptureReader:
         self.packets = 0
         self.corrupt_bytes = 0  # bytes skipped over corrupt records to resynchronise
         self.interfaces: list[Interface] = []
+        # told the key log text of each pcapng Decryption Secrets Block (TLS), as it is read
+        self.on_secrets: Callable[[str], object] | None = None
         head = fileobj.read(24)
         if len(head) < 4:
             raise CaptureError(f"{self.name}: empty or too short to be a capture file")
@@ -276,6 +280,8 @@ class CaptureReader:
                     yield 0.0, ifaces[0].linktype, buf[off + 12:off + 12 + caplen]
             elif btype == 1:  # Interface Description Block
                 ifaces.append(self._idb(bytes(buf[off:off + blen]), endian))
+            elif btype == _PCAPNG_DSB and blen >= 20:
+                self._secrets(bytes(buf[off + 8:off + blen - 4]), endian, pos)
             elif btype == 2 and blen >= 32:  # obsolete Packet Block
                 iface_id = struct.unpack_from(endian + "H", buf, off + 8)[0]
                 _d, ts_hi, ts_lo, caplen, _w = epb(buf, off + 8)
@@ -292,6 +298,16 @@ class CaptureReader:
             self.errors.append(
                 f"{self.name}: file truncated at byte {pos} ({win.end - pos} trailing bytes ignored)"
             )
+
+    def _secrets(self, body: bytes, endian: str, pos: int) -> None:
+        """A Decryption Secrets Block: TLS key log text goes to ``on_secrets``; other kinds are skipped."""
+        stype, slen = struct.unpack_from(endian + "II", body)
+        if stype != _DSB_TLS_KEYLOG:
+            self.errors.append(f"{self.name}: decryption secrets of type 0x{stype:08x} at byte {pos} not used")
+        elif 8 + slen > len(body):
+            self.errors.append(f"{self.name}: decryption secrets block at byte {pos} overruns itself; skipped")
+        elif self.on_secrets is not None:
+            self.on_secrets(body[8:8 + slen].decode("utf-8", "replace"))
 
     def _idb(self, block: bytes, endian: str) -> Interface:
         cls = dpcapng.InterfaceDescriptionBlockLE if endian == "<" else dpcapng.InterfaceDescriptionBlock

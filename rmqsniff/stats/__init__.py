@@ -51,6 +51,7 @@ Beyond Envoy (same root):
 | request_code.``<NAME>``.request_time_ms | histogram | latency per request code (log buckets, <= 3.2 % error) |
 | response_code.``<NAME>`` | counter | responses per response code (orphans included) |
 | transport.``<kind>`` | counter | packets, bytes, flows, flows_evicted, gap, gap_bytes, retransmission, out_of_order, resync |
+| transport.tls_``<status>`` | counter | TLS connections by their final status: decrypted, no_key, unsupported_cipher, mid_session, decrypt_failed, incomplete (handshake never finished) |
 
 Breakdowns (JSON and Prometheus only): ``by_topic``, ``by_group``, ``by_client``
 (client IP), ``by_broker`` (server ``ip:port``) and ``by_nameserver``.  A server

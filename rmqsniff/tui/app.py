@@ -23,6 +23,7 @@ from textual.widgets import Input, ProgressBar, Static, Tree
 from ..filter import FilterError, compile_filter
 from ..flows import PortSpec
 from ..pipeline import Pipeline
+from ..protocols.tls import TlsKeys
 from ..sources.wire import WireReader
 from ..text import shown
 from . import commands
@@ -88,7 +89,7 @@ class RmqSniffApp(App[None]):
 
     def __init__(self, paths: Sequence[str] = (), *, redact: bool = True, ports: Sequence[PortSpec] = (),
                  only_ports: bool = False, initial_filter: str | None = None, interfaces: Sequence[str] = (),
-                 bpf: str | None = None) -> None:
+                 bpf: str | None = None, tls_keylogs: Sequence[str] = ()) -> None:
         super().__init__()
         self.paths = list(paths)
         self.interfaces = list(interfaces)  # a live tap instead of files
@@ -98,9 +99,10 @@ class RmqSniffApp(App[None]):
         self.only_ports = only_ports
         self.initial_filter = initial_filter
         self.store = Store()
+        self.tls_keys = TlsKeys.from_options(tls_keylogs, live=bool(interfaces))  # TLS exchanges show a lock
         # files: packets tracked, so the hex pane and pcapng export read the captured bytes back
         self.pipeline = Pipeline(stats=self.store.stats, ports=self.ports, only_ports=only_ports,
-                                 track_packets=bool(self.paths) and not self.interfaces)
+                                 track_packets=bool(self.paths) and not self.interfaces, tls_keys=self.tls_keys)
         self.wire = WireReader(self.paths)
         self._stop = threading.Event()
         self.filter_text = ""
@@ -151,7 +153,8 @@ class RmqSniffApp(App[None]):
         if self.interfaces:
             threading.Thread(target=load_live, name="rmqsniff-live", daemon=True,
                              args=(self.store, self.interfaces, self.bpf, self._stop),
-                             kwargs={"ports": self.ports, "only_ports": self.only_ports}).start()
+                             kwargs={"ports": self.ports, "only_ports": self.only_ports,
+                                     "tls_keys": self.tls_keys}).start()
         else:
             threading.Thread(target=load, name="rmqsniff-load", daemon=True,
                              args=(self.store, self.paths, self.pipeline, self._stop)).start()

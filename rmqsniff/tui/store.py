@@ -93,7 +93,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("#", 7, lambda ex: str(ex.index), lambda ex: ex.index, right=True),
     Column("time", 12, lambda ex: _time(ex.ts), lambda ex: ex.ts),
     Column("connection", 36, _conn, lambda ex: ex.connection.id),
-    Column("proto", 8, lambda ex: ex.protocol, lambda ex: ex.protocol),
+    Column("proto", 10, lambda ex: ex.protocol + (" 🔒" if ex.connection.tls else ""), lambda ex: ex.protocol),
     Column("request", 24, request_name, request_name),
     Column("topic/group", 28, where, where),
     Column("status", 10, lambda ex: ex.status, result_of),
@@ -261,7 +261,7 @@ def load(store: Store, paths: Sequence[str], pipeline: Pipeline, stop: threading
 
 def load_live(store: Store, interfaces: Sequence[str], bpf: str | None, stop: threading.Event, *,
               ports: Sequence[PortSpec] = (), only_ports: bool = False, tick: float = 0.25,
-              on_batch: Callable[[], None] = lambda: None) -> None:
+              on_batch: Callable[[], None] = lambda: None, tls_keys: Any = None) -> None:
     """Capture on ``interfaces`` into ``store`` until ``stop`` (call it in a thread).  The
     tap appends each exchange under its lock, which becomes ``store.lock``."""
     from ..live import LiveTap
@@ -274,7 +274,7 @@ def load_live(store: Store, interfaces: Sequence[str], bpf: str | None, stop: th
         for name in interfaces:
             sources.append(AfPacketSource(name, bpf))
         tap = LiveTap(sources, stats=store.stats, ports=ports, only_ports=only_ports,
-                      on_exchange=store.exchanges.append)
+                      on_exchange=store.exchanges.append, tls_keys=tls_keys)
         store.lock = tap.lock
         store.capturing = True
 
