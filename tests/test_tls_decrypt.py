@@ -269,3 +269,26 @@ def test_cbc_suite_is_unsupported(tmp_path: Path, certs: dict[str, tuple[str, st
     t, out, events = decrypt(wire, keylog_of(keys))
     assert t.status == "unsupported cipher TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA"
     assert events == [Status(t.status)] and out == {True: b"", False: b""}
+
+
+def test_tls12_master_secret_by_session_id(tmp_path: Path, certs: dict[str, tuple[str, str]]) -> None:
+    """The older ``RSA Session-ID:<id> Master-Key:<secret>`` key log form (what the
+    extract-tls-secrets Java agent writes for TLS 1.2) decrypts by the ServerHello's session
+    id, and its secret is then given as a CLIENT_RANDOM line for a secrets block."""
+    keys = tmp_path / "keys.log"
+    c, s = contexts(certs["ec"], keys, version=V12, ciphers="ECDHE-ECDSA-AES128-GCM-SHA256")
+    s.options |= ssl.OP_NO_TICKET  # a session id in the ServerHello, as the JDK's server sends
+    wire, _ = tls_talk(c, s, MESSAGES)
+    t, out, _ = decrypt(wire, keylog_of(keys))
+    assert out == expected(MESSAGES) and t.sh is not None and t.sh.session_id
+    master = keylog_of(keys).get(t.client_random, "CLIENT_RANDOM")
+    assert master is not None
+    kl = KeyLog()
+    assert kl.feed(f"RSA Session-ID:{t.sh.session_id.hex().upper()} Master-Key:{master.hex().upper()}\n"
+                   f"RSA Session-ID:zz Master-Key:00\nRSA Session-ID:{'ab' * 32} Nope:{'cd' * 48}\n") == 1
+    assert kl.bad == 2 and not any("cd" * 8 in p for p in kl.problems)
+    t2, out2, _ = decrypt(wire, kl)
+    assert out2 == expected(MESSAGES) and t2.status == "decrypted"
+    assert f"CLIENT_RANDOM {t.client_random.hex()} {master.hex()}" in kl.lines_for({t.client_random})
+    _, nothing, _ = decrypt(wire, KeyLog())
+    assert nothing == {True: b"", False: b""}

@@ -389,6 +389,10 @@ class TlsConnection:
             m = self.resumable.by_id.get(ch.ticket)
         if m is None and sh.session_id and sh.session_id == ch.session_id:
             m = self.resumable.by_id.get(sh.session_id)
+        if m is None and sh.session_id:  # "RSA Session-ID:" key log lines: by the session the server named
+            m = self.keylog.by_session.get(sh.session_id)
+            if m is not None:
+                self.keylog.learn(ch.random, m)
         return m or b""
 
     # ------------------------------------------------------------------ status

@@ -1,6 +1,8 @@
 """NSS key log text (what ``SSLKEYLOGFILE`` writers produce) into secrets by client random.
 
 One secret per line, ``LABEL <client random, 64 hex> <secret hex>``; ``#`` lines are comments.
+The older OpenSSL form ``RSA Session-ID:<hex> Master-Key:<hex>`` (a TLS 1.2 master secret by
+session id, what the ``extract-tls-secrets`` Java agent writes for TLS 1.2) is read too.
 :meth:`KeyLog.feed` takes text as it grows (a partial last line waits for the rest), so a
 key log being written can be re-read.  Lines that are not secrets are counted with a
 one-line reason, never fatal.  Secrets are never part of any text this module produces.
@@ -22,10 +24,11 @@ MAX_PROBLEMS = 100  # reasons kept (all are counted)
 class KeyLog:
     """Secrets by client random, fed incrementally."""
 
-    __slots__ = ("secrets", "lines", "bad", "problems", "_tail", "version")
+    __slots__ = ("secrets", "by_session", "lines", "bad", "problems", "_tail", "version")
 
     def __init__(self) -> None:
         self.secrets: dict[bytes, dict[str, bytes]] = {}  # client random -> label -> secret
+        self.by_session: dict[bytes, bytes] = {}  # TLS 1.2 session id -> master secret ("RSA Session-ID:")
         self.lines = 0  # lines read
         self.bad = 0  # lines that were not a secret nor a comment
         self.problems: list[str] = []  # "line N: reason", the first MAX_PROBLEMS
@@ -56,6 +59,8 @@ class KeyLog:
         if len(line) > MAX_LINE:
             return self._bad(f"longer than {MAX_LINE} characters")
         parts = line.split()
+        if parts[0] == "RSA" and len(parts) == 3 and parts[1].startswith("Session-ID:"):
+            return self._session_line(parts[1][len("Session-ID:"):], parts[2])
         if len(parts) != 3:
             return self._bad(f"{len(parts)} fields, expected LABEL CLIENT_RANDOM SECRET")
         label, cr_hex, secret_hex = parts
@@ -80,6 +85,34 @@ class KeyLog:
         entry[label] = secret
         self.version += 1
         return 1
+
+    def _session_line(self, sid_hex: str, master_field: str) -> int:
+        if not master_field.startswith("Master-Key:"):
+            return self._bad("RSA Session-ID line without Master-Key:")
+        try:
+            sid = binascii.unhexlify(sid_hex)
+            master = binascii.unhexlify(master_field[len("Master-Key:"):])
+        except (binascii.Error, ValueError):
+            return self._bad("RSA Session-ID: not hex")
+        if not 1 <= len(sid) <= 32 or len(master) != 48:
+            return self._bad(f"RSA Session-ID: session id of {len(sid)} bytes, master secret of {len(master)}")
+        if self.by_session.get(sid) == master:
+            return 0
+        if sid not in self.by_session and len(self.by_session) >= MAX_SESSIONS:
+            return self._bad(f"more than {MAX_SESSIONS} sessions: dropped")
+        self.by_session[sid] = master
+        self.version += 1
+        return 1
+
+    def learn(self, client_random: bytes, master: bytes) -> None:
+        """Note the TLS 1.2 master secret a connection found by its session id under its client
+        random too, so :meth:`lines_for` gives it as a ``CLIENT_RANDOM`` line."""
+        entry = self.secrets.get(client_random)
+        if entry is None:
+            if len(self.secrets) >= MAX_SESSIONS:
+                return
+            entry = self.secrets[client_random] = {}
+        entry.setdefault("CLIENT_RANDOM", master)
 
     def _bad(self, reason: str) -> int:
         self.bad += 1
