@@ -24,6 +24,7 @@ import contextlib
 import resource
 import socket
 import time
+from collections.abc import Generator
 from typing import TYPE_CHECKING
 
 import orjson
@@ -75,7 +76,7 @@ class AdminServer:
     def __init__(self, proxy: Proxy) -> None:
         self.proxy = proxy
         # the routes live serves too, plus /routes
-        self.route = StatsRoute(lambda: Reading(proxy.stats.snapshot()),
+        self.route = StatsRoute(lambda: Reading(proxy.stats.snapshot()), read_steps=self._reading,
                                 recent=proxy.recent if proxy.config.max_exchanges else None,
                                 redact=proxy.config.redact, extra={"/routes": self._routes},
                                 why_none="this proxy keeps no recent exchanges (started with --recent 0)")
@@ -177,6 +178,10 @@ class AdminServer:
         async with self._turn:
             self.proxy.drain()  # everything forwarded so far is in the answer
             return await _stepwise(self.route.steps(method, target))
+
+    def _reading(self) -> Generator[None, None, Reading]:
+        """The stats snapshot in steps (its percentiles are worked out a row at a time)."""
+        return Reading((yield from self.proxy.stats.snapshot_steps()))
 
     def _routes(self, _q: dict[str, str]) -> Response:
         p = self.proxy

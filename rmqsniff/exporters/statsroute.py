@@ -163,14 +163,17 @@ Select = Callable[[Callable[[Exchange], bool] | None, int], list[Exchange]]
 
 
 class StatsRoute:
-    """Answers the routes above; ``read`` is called once per stats request, ``select`` (None:
-    no exchanges kept) picks recent exchanges; ``extra`` maps more paths to handlers of the
-    query (a dict); ``why_none`` says why ``/exchanges`` has nothing."""
+    """Answers the routes above; ``read`` is called once per stats request (or ``read_steps``,
+    a generator returning the reading, is run in steps), ``select`` (None: no exchanges kept)
+    picks recent exchanges; ``extra`` maps more paths to handlers of the query (a dict);
+    ``why_none`` says why ``/exchanges`` has nothing."""
 
     def __init__(self, read: Callable[[], Reading], *, select: Select | None = None, recent: Recent | None = None,
                  redact: bool = True, extra: dict[str, Callable[[dict[str, str]], Response]] | None = None,
-                 why_none: str = "no recent exchanges are kept") -> None:
+                 why_none: str = "no recent exchanges are kept",
+                 read_steps: Callable[[], Generator[None, None, Reading]] | None = None) -> None:
         self.read = read
+        self.read_steps = read_steps
         self.select = select
         self.recent = recent  # kept on the serving thread: decoded and filtered in steps (instead of select)
         self.redact = redact
@@ -195,14 +198,14 @@ class StatsRoute:
         path = url.path.rstrip("/") or "/"
         fmt = q.get("format", "")
         if path in ("/metrics", "/stats/prometheus") or (path == "/stats" and fmt == "prometheus"):
-            reading = self.read()
+            reading = yield from self._reading()
             parts: list[bytes] = []
             for part in _metric_parts(reading):
                 yield
                 parts.append(part)
             return 200, PROMETHEUS, b"".join(parts)
         if path == "/stats":
-            reading = self.read()
+            reading = yield from self._reading()
             yield
             if fmt == "json":
                 return 200, JSON, render_json(reading.stats).encode()
@@ -216,6 +219,11 @@ class StatsRoute:
         if path == "/":
             return 200, TEXT, ("rmqsniff: " + ", ".join(self.paths()) + "\n").encode()
         return 404, TEXT, ("not found: try " + ", ".join(self.paths()) + "\n").encode()
+
+    def _reading(self) -> Generator[None, None, Reading]:
+        if self.read_steps is None:
+            return self.read()
+        return (yield from self.read_steps())
 
     def paths(self) -> list[str]:
         return ["/stats", "/metrics", "/stats?format=json", "/exchanges?filter=...&limit=N", "/ready", *self.extra]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from itertools import islice
 from typing import Any
 
@@ -478,6 +478,18 @@ class Stats:
 
     def snapshot(self, top: int | None = None) -> dict[str, Any]:
         """Everything as plain JSON-able data (see the module docstring for meanings)."""
+        steps = self.snapshot_steps(top)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def snapshot_steps(self, top: int | None = None) -> Generator[None, None, dict[str, Any]]:
+        """:meth:`snapshot` in small steps (a generator that yields between code rows and
+        breakdowns, whose percentiles are the costly part, and returns the snapshot), so a
+        server on the forwarding loop can let traffic through in between.  Counts that move
+        between steps may then differ a little from section to section."""
         self._catch_up()
         self._flush_rows()
         c = dict(self._c)
@@ -487,6 +499,7 @@ class Stats:
             cl = ps.cl
             pre = protocol_named(proto).code_prefix
             for code, row in list(ps.codes.rows.items()):
+                yield
                 d = row_dict(row, quantiles=True)
                 d["name"] = OTHER if code == OTHER else cl.request_name(code)
                 d["code"] = code
@@ -495,15 +508,21 @@ class Stats:
             for code, row in list(ps.responses.rows.items()):
                 name = OTHER if code == OTHER else cl.response_name(code)
                 responses[f"{pre}{name}"] = {"code": code, "count": row[0], "protocol": proto}
+        yield
+        latency = self.latency_summary()
+        breakdowns: dict[str, Any] = {}
+        for n in BREAKDOWNS:
+            yield
+            breakdowns[n] = self.breakdown(n, top)
         return {
             "stat_prefix": self.prefix,
             "root": self.root,
             "counters": c,
             "gauges": {n: {"value": self._g[n], "max": self._gmax[n]} for n in GAUGES},
-            "histograms": {"request_time_ms": self.latency_summary()},
+            "histograms": {"request_time_ms": latency},
             "codes": codes,
             "responses": responses,
-            "breakdowns": {n: self.breakdown(n, top) for n in BREAKDOWNS},
+            "breakdowns": breakdowns,
             "transport": dict(self._t),
             "exchanges": {k: c[k] for k in ("answered", "unanswered", "oneway", "orphan",
                                             "duplicate")}
