@@ -184,6 +184,48 @@ def _capture_seeds() -> list[bytes]:
     return out
 
 
+def _tls_seeds() -> list[bytes]:
+    """Each TLS connection of the bundled TLS capture (TLS 1.3 and 1.2, three ciphers), its
+    segments in capture order as feed ops, plus one with a gap and one cut mid-handshake."""
+    from rmqsniff.sources.link import tcp_segment
+    from rmqsniff.sources.pcapfile import open_capture
+
+    path = CAPTURES / "tls" / "grpc_python.pcap"
+    if not path.exists():
+        return [b""]
+    conns: dict[tuple, list[bytes]] = {}
+    seen: set[tuple] = set()  # (direction, seq): a retransmitted segment is fed once
+    with open_capture(str(path)) as r:
+        for _ts, lt, frame in r:
+            seg = tcp_segment(frame, lt)
+            if type(seg) is not tuple or not seg[7]:
+                continue
+            src, sport, dst, dport = seg[0], seg[1], seg[2], seg[3]
+            fc = sport > dport  # the client's ephemeral port is the higher one here
+            key = (dst, dport, src, sport) if fc else (src, sport, dst, dport)
+            if (key, fc, seg[4]) in seen:
+                continue
+            seen.add((key, fc, seg[4]))
+            data = seg[7]
+            for i in range(0, len(data), 4096):
+                chunk = data[i:i + 4096]
+                conns.setdefault(key, []).append(bytes((4 | int(fc),)) + struct.pack(">H", len(chunk) - 1) + chunk)
+    out = [b"".join(ops) for ops in conns.values()]
+    if out:
+        ops = next(iter(conns.values()))
+        out.append(b"".join(ops[:4]) + b"\x01" + b"".join(ops[4:]))  # the client's side loses bytes
+        out.append(b"".join(ops[:2]))
+    return out
+
+
+_TLS_KEYLOG_SEEDS = [
+    b"# comment\nCLIENT_RANDOM " + b"ab" * 32 + b" " + b"cd" * 48 + b"\n",
+    b"CLIENT_HANDSHAKE_TRAFFIC_SECRET " + b"01" * 32 + b" " + b"02" * 32 + b"\nSERVER_TRAFFIC_SECRET_0 "
+    + b"01" * 32 + b" " + b"03" * 48 + b"\n",
+    b"RSA Session-ID:" + b"AB" * 32 + b" Master-Key:" + b"CD" * 48 + b"\n",
+]
+
+
 def _reassembly_seeds() -> list[bytes]:
     return [b"", bytes((1, 0, 0, 255, 0, 0, 200, 0)), bytes((1, 0, 10, 3, 0, 1, 0, 50, 1, 0, 10, 3))]
 
@@ -199,6 +241,8 @@ SEEDS: dict[str, Callable[[], Iterable[bytes]]] = {
     "filter": _filter_seeds,
     "capture": _capture_seeds,
     "tcp_reassembly": _reassembly_seeds,
+    "tls_connection": _tls_seeds,
+    "tls_keylog": lambda: list(_TLS_KEYLOG_SEEDS) + [(CAPTURES / "tls" / "grpc_python.keys").read_bytes()],
 }
 assert set(SEEDS) == set(targets.TARGETS)
 

@@ -12,8 +12,10 @@ atheris (coverage-guided), ``tests/test_fuzz.py`` with hypothesis, and
 """
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 from dissectors.remoting import bodies, fastjson, headers
 from dissectors.remoting.codes import LANGUAGES
@@ -426,6 +428,65 @@ def _conversation() -> dict[bool, bytes]:
     return _CONV
 
 
+_TLS_KEYS = Path(__file__).resolve().parent.parent / "captures" / "tls" / "grpc_python.keys"
+
+
+@functools.lru_cache(maxsize=1)
+def _tls_keylog_text() -> str:
+    """The real key log of the bundled TLS capture (its seeds then decrypt: the fuzzer starts
+    from records that authenticate, and mutations reach every failure path)."""
+    return _TLS_KEYS.read_text() if _TLS_KEYS.exists() else ""
+
+
+def tls_connection(data: bytes) -> None:
+    """Both directions of a TLS connection (records, handshake messages, key schedules,
+    AEAD) in fuzz-chosen pieces with capture gaps, decrypted with a real key log: events
+    only, never an exception; problems and statuses are one line; the records held for a
+    key and the record buffers stay within their bounds."""
+    from dissectors.tls import KeyLog, Plaintext, Problem, Status, TlsConnection
+    from dissectors.tls.records import MAX_BUFFER
+
+    keylog = KeyLog()
+    keylog.feed(_tls_keylog_text())
+    inp = Input(data)
+    conn = TlsConnection(keylog)
+    while inp.left:
+        op = inp.byte()
+        fc = bool(op & 1)
+        evs = conn.lost(fc) if op < 4 else conn.data(fc, inp.take(1 + inp.u16() % 4096))
+        for ev in evs:
+            assert type(ev) in (Plaintext, Status, Problem), ev
+            if type(ev) is Problem:
+                _one_line(ev.reason)
+            elif type(ev) is Status:
+                _one_line(ev.status)
+        for d in conn.dirs.values():
+            assert len(d.reader.buf) <= MAX_BUFFER
+    for ev in conn.close():
+        assert type(ev) in (Status, Problem), ev
+
+
+def tls_keylog(data: bytes) -> None:
+    """Key log text fed in fuzz-chosen pieces: never an exception; every line is counted as
+    a secret, a comment or a one-line problem that shows no secret."""
+    from dissectors.tls import KeyLog
+
+    text = data.decode("utf-8", "replace")
+    kl = KeyLog()
+    cut = len(text) // 2
+    kl.feed(text[:cut])
+    kl.feed(text[cut:])
+    kl.end()
+    assert kl.bad <= kl.lines
+    for p in kl.problems:
+        _one_line(p)
+        assert p.startswith("key log line ")
+    secrets = [v.hex() for entry in kl.secrets.values() for v in entry.values()]
+    secrets += [v.hex() for v in kl.by_session.values()]
+    for p in kl.problems:
+        assert not any(len(x) >= 32 and x in p.lower() for x in secrets)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "remoting_frame": remoting_frame,
     "remoting_stream": remoting_stream,
@@ -437,4 +498,6 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
     "filter": filter_expression,
     "capture": capture_file,
     "tcp_reassembly": tcp_reassembly,
+    "tls_connection": tls_connection,
+    "tls_keylog": tls_keylog,
 }

@@ -26,6 +26,7 @@ ATHERIS_SECONDS = 3
 COV_FLOOR = {
     "remoting_frame": 150, "remoting_stream": 110, "remoting_body": 170, "fastjson": 80, "hpack": 50,
     "grpc_connection": 200, "protobuf": 40, "filter": 900, "capture": 650, "tcp_reassembly": 280,
+    "tls_connection": 200, "tls_keylog": 40,
 }
 
 _FAST = settings(max_examples=150, deadline=None, database=None,
