@@ -117,7 +117,7 @@ def test_every_function_a_target_reaches_is_instrumented() -> None:
     assert sorted(lines) == NAMES, r.stdout
     for name, figures in lines.items():
         reached, blind = map(int, figures.split(" functions reached, "))
-        assert reached >= 10 and blind == 0, (name, figures)
+        assert reached >= 5 and blind == 0, (name, figures)  # tls_keylog reaches 6: a parser and its helpers
 
 
 def test_instrumentation_check_sees_a_blind_module() -> None:
