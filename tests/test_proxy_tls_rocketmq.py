@@ -6,7 +6,6 @@ default there).  Every call is decoded by the proxy's own tap, and its ``-w``
 recording (the plaintext legs) reads back as the client's truth."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,11 +15,11 @@ import subprocess
 
 import pytest
 
-from rmqsniff.model import ANSWERED
 from rmqsniff.pipeline import analyze
+from tests.support.grpc_truth import check_grpc_recording
 from tests.support.java_clients import labels, run_java
 from tests.support.proxy import ProxyProcess, wait_idle
-from tests.test_grpc_real import calls, delivered, sent_messages
+from tests.test_grpc_real import calls
 
 pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]
 
@@ -58,26 +57,7 @@ def test_java_grpc_client_with_default_tls_through_the_tls_proxy(rocketmq_cluste
     assert all(e["tls"]["cipher"].startswith("TLS_AES_") for e in recent["exchanges"])
 
     # the recording (plaintext legs) against the client's truth
-    a = analyze([str(rec)])
-    assert a.errors == []
-    exs = [ex for ex in a.exchanges if ex.protocol == "grpc"]
-    assert exs and all(ex.status == ANSWERED for ex in exs)
-    snap = a.stats.snapshot()
-    assert snap["decoding_errors"] == {}
-    sent = {m.system_properties.message_id: m for m in sent_messages(exs)}
-    assert sorted(sent) == sorted(x["msg_id"] for x in truth["sent"])
-    for x in truth["sent"]:
-        m = sent[x["msg_id"]]
-        assert (m.topic.name, m.system_properties.tag, dict(m.user_properties)) == (
-            x["topic"], x["tags"], x["user_properties"])
-        assert hashlib.sha256(m.body).hexdigest() == x["body_sha256"]
-    got = {m.system_properties.message_id: m for m in delivered(exs)}
-    want = [r for lst in truth["received"].values() for r in lst]
-    assert want and {r["msg_id"] for r in want} <= set(got)
-    assert all(hashlib.sha256(got[r["msg_id"]].body).hexdigest() == r["body_sha256"] for r in want)
-    assert len(calls(exs, "ReceiveMessage")) >= truth["counts"]["receive_calls"]
-    acked = {e.message_id for ex in calls(exs, "AckMessage") for e in ex.request.command.messages[0].message.entries}
-    assert {r["msg_id"] for r in truth["received"].get("simple", [])} <= acked
+    exs = check_grpc_recording(rec, truth)
 
     # Wireshark reads the recording without keys too: the same calls by their HTTP/2 :path
     if shutil.which("tshark") is not None:

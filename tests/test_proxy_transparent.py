@@ -9,85 +9,17 @@ connections would come back to it), not the cluster's own connections.  Needs ro
 usable.  The rules are always removed."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import urllib.parse
 
 import pytest
 
 from tests.support.java_clients import run_java
 from tests.support.proxy import ProxyProcess, wait_idle
-from tests.support.transparent import check_transparent_run
+from tests.support.transparent import AS_GROUP, GID, MARK, check_transparent_run, iptables_problem, redirect
 
 pytestmark = [pytest.mark.rocketmq, pytest.mark.timeout(600)]
-
-MARK = 0x524D  # the proxy's upstream connections carry it; the redirect rule skips them
-GID = 52877  # the group the client and the proxy run in; only its connections are redirected
-AS_GROUP = ("setpriv", f"--regid={GID}", "--clear-groups", "--")
-
-
-def iptables_problem(tool: str = "iptables") -> str | None:
-    """Why ``tool`` (iptables or ip6tables) REDIRECT cannot be used here, or None."""
-    if not sys.platform.startswith("linux"):
-        return f"{tool} is Linux only"
-    if shutil.which(tool) is None:
-        return f"`{tool}` not installed (Debian: apt-get install -y iptables)"
-    if os.geteuid() != 0:
-        return "needs root (CAP_NET_ADMIN) to change the nat table"
-    if shutil.which("setpriv") is None:
-        return "`setpriv` not installed (Debian: util-linux)"
-    r = subprocess.run([tool, "-t", "nat", "-S", "OUTPUT"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return f"`{tool} -t nat -S OUTPUT` failed: {(r.stderr or r.stdout).strip()}"
-    return None
-
-
-def ipt(*args: str, check: bool = True, tool: str = "iptables") -> subprocess.CompletedProcess:
-    r = subprocess.run([tool, "-t", "nat", *args], capture_output=True, text=True)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{tool} -t nat {' '.join(args)}: {r.stderr.strip()}")
-    return r
-
-
-def forget_connections(dst: str, ports: list[int]) -> None:
-    """Delete the kernel's connection-tracking entries for ``dst``:ports. NAT is decided on a
-    connection's first packet, and only when no entry matches it: a stale ESTABLISHED entry
-    (earlier tests leave some, untouched for days) whose source port the client happens to
-    reuse takes its SYN past the REDIRECT, straight to the cluster (the likely cause of a
-    failure seen once in CI: the proxy counted no sends). Needs ``conntrack`` (Debian: conntrack);
-    without it the entries stay, and that rare bypass with them."""
-    if shutil.which("conntrack") is None:
-        return
-    for port in ports:  # exit status 1: nothing to delete
-        subprocess.run(["conntrack", "-D", "-f", "ipv6" if ":" in dst else "ipv4", "-p", "tcp", "-d", dst,
-                        "--dport", str(port)], capture_output=True)
-
-
-@contextlib.contextmanager
-def redirect(ports: list[int], to_port: int, mark: int, gid: int, dst: str = "127.0.0.1"):
-    """Local connections of group ``gid`` to ``dst``:ports -> the same address's ``to_port``,
-    except those marked ``mark`` (ip6tables for an IPv6 ``dst``).  The commands are the ones
-    docs/proxy.md gives, in a chain of this test's own."""
-    tool = "ip6tables" if ":" in dst else "iptables"
-    forget_connections(dst, ports)
-    chain = f"RMQSNIFF_T{os.getpid()}"
-    ipt("-N", chain, tool=tool)
-    try:
-        ipt("-A", chain, "-m", "mark", "--mark", str(mark), "-j", "RETURN", tool=tool)
-        ipt("-A", chain, "-p", "tcp", "-d", dst, "-m", "multiport", "--dports", ",".join(map(str, ports)),
-            "-m", "owner", "--gid-owner", str(gid), "-j", "REDIRECT", "--to-ports", str(to_port), tool=tool)
-        ipt("-A", "OUTPUT", "-j", chain, tool=tool)
-        yield chain
-    finally:
-        ipt("-D", "OUTPUT", "-j", chain, check=False, tool=tool)
-        ipt("-F", chain, check=False, tool=tool)
-        ipt("-X", chain, check=False, tool=tool)
-        assert chain not in ipt("-S", check=False, tool=tool).stdout, f"{tool} rules left behind"
 
 
 def test_java_client_redirected_by_iptables_to_the_transparent_proxy(rocketmq_cluster, rocketmq_capture, tmp_path):
