@@ -24,6 +24,7 @@ from rmqsniff.pipeline import analyze
 from rmqsniff.protocols import protocol_of
 from rmqsniff.views import messages_of
 from tests.support.captures import plaintext_pcaps
+from tests.support.pilot import until
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures"
 ALL = [p.stem for p in plaintext_pcaps()]
@@ -220,7 +221,7 @@ def test_tui_detail_hex_and_copy(name):
     async def main():
         app = RmqSniffApp([str(path)])
         async with app.run_test(size=(160, 48)) as pilot:
-            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
+            await until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             assert len(app.store.exchanges) == len(ref)
             for ex in app.store.exchanges[:40]:  # the first 40 rows, in list order
                 await pilot.press("enter")
@@ -235,15 +236,6 @@ def test_tui_detail_hex_and_copy(name):
                 await pilot.press("escape")
                 await pilot.press("j")
     asyncio.run(main())
-
-
-async def _until(pilot, cond, timeout: float = 20.0) -> None:
-    """Let the app run until ``cond()`` holds (an AssertionError after ``timeout`` seconds)."""
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
 
 
 def _walk(node):
@@ -268,7 +260,7 @@ def test_tui_follow_and_export_a_grpc_connection(tmp_path):
     async def main():
         app = RmqSniffApp([str(path)])
         async with app.run_test(size=(160, 48)) as pilot:
-            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
+            await until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             assert app.apply_filter("protocol == grpc and code == SendMessage")
             for _ in range(100):
                 if app.view_ready.is_set() and len(app.view) == len(sends):
@@ -315,19 +307,19 @@ def test_tui_stats_view_drills_down_to_a_grpc_method():
     async def main():
         app = RmqSniffApp([str(path)])
         async with app.run_test(size=(160, 48)) as pilot:
-            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
+            await until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             await pilot.press("s")
-            await _until(pilot, lambda: isinstance(app.screen, StatsScreen))
+            await until(pilot, lambda: isinstance(app.screen, StatsScreen))
             await pilot.press("l")  # the code tab
             code_t = app.screen.query_one("#t-code", DataTable)
-            await _until(pilot, lambda: code_t.row_count > 0)
+            await until(pilot, lambda: code_t.row_count > 0)
             keys = [str(code_t.get_row_at(i)[0]) for i in range(code_t.row_count)]
             assert "SEND_MESSAGE_V2" in keys  # the proxy's own remoting traffic, in the same table
             row = keys.index("grpc:SendMessage")
             assert str(code_t.get_row_at(row)[1]) == str(n_send)
             code_t.move_cursor(row=row)
             await pilot.press("enter")
-            await _until(pilot, lambda: not isinstance(app.screen, StatsScreen) and app.view_ready.is_set()
+            await until(pilot, lambda: not isinstance(app.screen, StatsScreen) and app.view_ready.is_set()
                        and len(app.view) == n_send)
             from dissectors.grpc.schema import BY_NAME
 

@@ -19,6 +19,7 @@ from dissectors.remoting.frame import encode
 from rmqsniff.capwriter import CaptureWriter, TcpSession
 from rmqsniff.text import shown
 from tests.support.grpc_wire import Wire, f, heartbeat_request, rmq_message, send_response, status_only
+from tests.support.pilot import until
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKUP = "[bold red]x[/]"
@@ -165,14 +166,6 @@ def _walk(node):
         yield from _walk(c)
 
 
-async def _until(pilot, cond, timeout: float = 20.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if cond():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not reached")
-
-
 def test_tui_list_detail_and_stats_show_wire_text_escaped(hostile):
     pytest.importorskip("textual")
     from textual.widgets import DataTable
@@ -185,7 +178,7 @@ def test_tui_list_detail_and_stats_show_wire_text_escaped(hostile):
     async def main():
         app = RmqSniffApp([hostile])
         async with app.run_test(size=(200, 48)) as pilot:
-            await _until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
+            await until(pilot, lambda: not app.store.loading and app.view_ready.is_set())
             table = app.query_one(ExchangeTable)
             rows = [table.row_text(n) for n in range(len(app.view))]
             assert rows and not any(c in row for row in rows for c in FORBIDDEN), rows
@@ -199,12 +192,12 @@ def test_tui_list_detail_and_stats_show_wire_text_escaped(hostile):
             assert not [lbl for lbl in labels if any(c in lbl for c in FORBIDDEN)]
             assert sum("\\x1b]0;pwned\\x07" in lbl for lbl in labels) >= 2, labels  # both protocols' topic
             await pilot.press("s")
-            await _until(pilot, lambda: isinstance(app.screen, StatsScreen))
+            await until(pilot, lambda: isinstance(app.screen, StatsScreen))
             await pilot.press("l")  # code; then topic, group
             for tab in ("topic", "group"):
                 await pilot.press("l")
                 t = app.screen.query_one(f"#t-{tab}", DataTable)
-                await _until(pilot, lambda t=t: t.row_count > 0)
+                await until(pilot, lambda t=t: t.row_count > 0)
                 keys = [str(t.get_row_at(i)[0]) for i in range(t.row_count)]
                 want = shown(TOPIC if tab == "topic" else GROUP)
                 assert want in keys, keys  # the markup shown as written, controls escaped
