@@ -10,7 +10,7 @@ import pytest
 
 from dissectors.tls import KeyLog, Plaintext, Problem, Status, TlsConnection
 from dissectors.tls.connection import MAX_PENDING
-from tests.support.tlspair import contexts, make_cert, openssl_talk, tls_talk
+from tests.support.tlspair import contexts, make_cert, openssl_sessions, openssl_talk, tls_talk
 
 MESSAGES = [(True, b"hello " * 1000), (False, b"world"), (True, b"x" * 40000), (False, b"y" * 17000)]
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
@@ -124,8 +124,8 @@ def test_resumed_session(tmp_path: Path, certs: dict[str, tuple[str, str]], vers
 
 def test_tls12_resumed_without_its_own_line(tmp_path: Path, certs: dict[str, tuple[str, str]]) -> None:
     """A TLS 1.2 session resumed by ticket decrypts with the master secret of the session it
-    resumes even when the key log has no line for the resumed connection.  (Resumption by
-    session id alone is not covered: Python's server did not resume without tickets.)"""
+    resumes even when the key log has no line for the resumed connection (by session id alone:
+    :func:`test_tls12_resumed_by_session_id_alone`)."""
     keys = tmp_path / "keys.log"
     c, s = contexts(certs["ec"], keys, version=V12)
     wire1, obj = tls_talk(c, s, MESSAGES[:2])
@@ -137,6 +137,33 @@ def test_tls12_resumed_without_its_own_line(tmp_path: Path, certs: dict[str, tup
     t1, _, _ = decrypt(wire1, kl)
     t2, out, _ = decrypt(wire2, kl, TlsConnection(kl, t1.resumable))
     assert out == expected(MESSAGES[2:]) and t2.status == "decrypted"
+
+
+def test_tls12_resumed_by_session_id_alone(tmp_path: Path, certs: dict[str, tuple[str, str]]) -> None:
+    """TLS 1.2 resumption by session id, no ticket (``s_server -no_ticket``; ``s_client
+    -sess_out``/``-sess_in``): the ServerHello repeats the ClientHello's session id and the
+    resumed connection decrypts with the first connection's master secret, its own key log
+    line removed."""
+    keys, sess = tmp_path / "keys.log", tmp_path / "session.pem"
+    v12 = ("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+    wire1, wire2 = openssl_sessions(certs["ec"], keys, [([b"first"], (*v12, "-sess_out", str(sess))),
+                                                        ([b"resumed"], (*v12, "-sess_in", str(sess)))],
+                                    server_args=("-no_ticket",))
+    lines = [ln for ln in keys.read_text().splitlines() if ln.startswith("CLIENT_RANDOM")]
+    assert len(lines) == 2  # one per connection; only the first is kept below
+    kl = KeyLog()
+    kl.feed(lines[0] + "\n")
+    t1, out1, _ = decrypt(wire1, kl)
+    assert out1 == {True: b"first\n", False: b"tsrif\n"} and t1.sh is not None and t1.sh.session_id
+    fresh = TlsConnection(kl, t1.resumable)
+    t2, out2, _ = decrypt(wire2, kl, fresh)
+    assert t2.ch is not None and t2.sh is not None
+    assert t2.sh.session_id == t2.ch.session_id == t1.sh.session_id  # resumed by id
+    assert not t2.ch.ticket  # no session ticket offered: the id alone resumes
+    assert out2 == {True: b"resumed\n", False: b"demuser\n"} and t2.status == "decrypted"
+    # without the first connection seen, the resumed one has no secret
+    _, nothing, _ = decrypt(wire2, kl)
+    assert nothing == {True: b"", False: b""}
 
 
 @pytest.mark.parametrize("version", [V12, V13])

@@ -115,6 +115,13 @@ def openssl_talk(cert: tuple[str, str], keylog: Path, lines: list[bytes], *, cli
     reversed) through a recording relay; the client writes the key log (``-keylogfile``).  A
     line ``b"k"`` makes the client send a KeyUpdate (s_client's interactive command).  For
     what Python's ``ssl`` cannot choose: TLS 1.3 cipher suites, groups (HelloRetryRequest)."""
+    return openssl_sessions(cert, keylog, [(lines, client_args)], server_args=server_args)[0]
+
+
+def openssl_sessions(cert: tuple[str, str], keylog: Path, clients: list[tuple[list[bytes], tuple[str, ...]]], *,
+                     server_args: tuple[str, ...] = ()) -> list[Wire]:
+    """As :func:`openssl_talk` for several ``s_client`` runs one after another against one
+    ``s_server`` (e.g. ``-sess_out``/``-sess_in`` for session resumption): one wire each."""
     import socket
     import subprocess
     import threading
@@ -127,15 +134,15 @@ def openssl_talk(cert: tuple[str, str], keylog: Path, lines: list[bytes], *, cli
 
     sport = free_port()
     server = subprocess.Popen(["openssl", "s_server", "-accept", f"127.0.0.1:{sport}", "-cert", cert[0],
-                               "-key", cert[1], "-rev", "-naccept", "1", *server_args],
+                               "-key", cert[1], "-rev", "-naccept", str(len(clients)), *server_args],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(1)
-    wire: Wire = []
+    wires: list[Wire] = []
     lock = threading.Lock()
 
-    def relay() -> None:
+    def relay(wire: Wire) -> None:
         c, _ = lsock.accept()
         for _ in range(100):
             try:
@@ -158,25 +165,30 @@ def openssl_talk(cert: tuple[str, str], keylog: Path, lines: list[bytes], *, cli
         c.close()
         s.close()
 
-    rt = threading.Thread(target=relay, daemon=True)
-    rt.start()
     time.sleep(0.3)  # the server is listening
-    client = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{lsock.getsockname()[1]}",
-                               "-keylogfile", str(keylog), "-servername", "rmqsniff.test", *client_args],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert client.stdin is not None
-    time.sleep(0.5)
-    for line in lines:
-        client.stdin.write(line + b"\n")
-        client.stdin.flush()
-        time.sleep(0.3)
-    client.stdin.close()
-    client.wait(10)
-    rt.join(10)
-    server.kill()
-    server.wait()
-    lsock.close()
-    return wire
+    try:
+        for lines, client_args in clients:
+            wire: Wire = []
+            rt = threading.Thread(target=relay, args=(wire,), daemon=True)
+            rt.start()
+            client = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{lsock.getsockname()[1]}",
+                                       "-keylogfile", str(keylog), "-servername", "rmqsniff.test", *client_args],
+                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            assert client.stdin is not None
+            time.sleep(0.5)
+            for line in lines:
+                client.stdin.write(line + b"\n")
+                client.stdin.flush()
+                time.sleep(0.3)
+            client.stdin.close()
+            client.wait(10)
+            rt.join(10)
+            wires.append(wire)
+    finally:
+        server.kill()
+        server.wait()
+        lsock.close()
+    return wires
 
 
 def check_grpc_truth(rows: list[dict[str, Any]], truth: list[dict[str, Any]]) -> None:
