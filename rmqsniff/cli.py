@@ -438,9 +438,12 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_filter_opt
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng"]), default="jsonl", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng", "parquet"]), default="jsonl",
+              show_default=True)
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
-              help="Output file ('-' for stdout; not for pcapng on a terminal).")
+              help="Output file ('-' for stdout; not for pcapng or parquet).")
+@click.option("--messages", is_flag=True,
+              help="jsonl/parquet: the messages the selected exchanges carry, one row each (as read --messages).")
 @click.option("--with-handshake", is_flag=True,
               help="pcapng: also copy the SYN/FIN/RST packets of the selected exchanges' connections.")
 @click.option("--with-secrets", is_flag=True,
@@ -451,10 +454,11 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
 @_only_opt
 @_tls_opt
 @click.pass_context
-def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, output: str,
+def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, output: str, messages: bool,
            with_handshake: bool, with_secrets: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool,
            tls_keylogs: tuple[str, ...]) -> None:
-    """Write the selected exchanges as JSON lines, CSV, or the capture packets that carried them (pcapng)."""
+    """Write the selected exchanges as JSON lines, CSV, Parquet, or the capture packets that carried
+    them (pcapng)."""
     def run() -> int:
         from .exporters import export as ex_mod
 
@@ -462,6 +466,10 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         pcapng = fmt == "pcapng"
         if pcapng and output == "-" and sys.stdout.isatty():
             _fail("will not write a pcapng to a terminal; use -o FILE")
+            return EXIT_BAD_INPUT
+        refusal = ex_mod.refusal(fmt, output, messages)
+        if refusal:
+            _fail(refusal)
             return EXIT_BAD_INPUT
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
@@ -489,13 +497,10 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             if output != "-":
                 click.echo(f"wrote {n} packets to {output}", err=True)
             return 0
-        selected = _selected(p, captures, flt)
-        with click.open_file(output, "w", encoding="utf-8") as f:
-            n = ex_mod.write_jsonl(selected, f, redact=not no_redact) if fmt == "jsonl" else ex_mod.write_csv(
-                selected, f)
+        n = ex_mod.write_records(_selected(p, captures, flt), fmt, output, messages, redact=not no_redact)
         rc = _report(p)
         if rc == 0 and output != "-":
-            click.echo(f"wrote {n} exchanges to {output}", err=True)
+            click.echo(f"wrote {n} {'messages' if messages else 'exchanges'} to {output}", err=True)
         return rc
 
     _guard(run, ctx.obj["debug"])

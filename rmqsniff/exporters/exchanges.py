@@ -66,3 +66,21 @@ def row(ex: Exchange) -> tuple[str, ...]:
 def result_of(ex: Exchange) -> str:
     """success / no_message / error / unanswered / oneway / orphan: what to colour a row by."""
     return protocol_of(ex).result(ex) or ex.status
+
+
+def exchange_record(ex: Exchange) -> dict[str, Any]:
+    """The flat, typed columns of an exchange (CSV and Parquet exports): ``ts`` in seconds,
+    ``latency_ms``, absent values None."""
+    from ..filter import getter
+
+    d = exchange_to_dict(ex)
+    req, resp = d["request"], d["response"]  # both protocols' sides carry code and name
+    return {
+        "index": ex.index, "ts": ex.ts, "protocol": ex.protocol, "connection": ex.connection.id,
+        "client": d["connection"]["client"], "server": d["connection"]["server"], "status": ex.status,
+        "result": result_of(ex), "code": req["code"] if req else None, "name": req["name"] if req else None,
+        "response_code": resp["code"] if resp else None, "response_name": resp["name"] if resp else None,
+        "opaque": getter("opaque")(ex), "topic": getter("topic")(ex), "group": getter("group")(ex),
+        "latency_ms": d["latency_ms"], "request_bytes": ex.request.size if ex.request else None,
+        "response_bytes": ex.response.size if ex.response else None,
+    }

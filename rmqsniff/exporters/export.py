@@ -13,9 +13,11 @@ selected exchanges (a reader decrypts a record only after the ones before it); w
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import struct
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -25,7 +27,7 @@ import orjson
 from ..capwriter import dsb_block, patch_tcp_payload
 from ..model import Exchange
 from ..sources.pcapfile import CaptureError, open_capture
-from .exchanges import exchange_to_dict, result_of
+from .exchanges import exchange_record, exchange_to_dict
 
 CSV_COLUMNS = ("index", "ts", "protocol", "connection", "client", "server", "status", "result", "code", "name",
                "response_code", "response_name", "opaque", "topic", "group", "latency_ms", "request_bytes",
@@ -48,21 +50,51 @@ def write_jsonl(exchanges: Iterable[Exchange], out: IO[str], redact: bool = True
     return n
 
 
+def write_message_jsonl(exchanges: Iterable[Exchange], out: IO[str], redact: bool = True) -> int:
+    """One JSON object per message the exchanges carry (the ``read --messages --format jsonl``
+    form); returns the count."""
+    from ..views import message_to_dict, messages_of
+
+    n = 0
+    for ex in exchanges:
+        for m in messages_of(ex):
+            out.write(orjson.dumps(message_to_dict(m, redact=redact)).decode() + "\n")
+            n += 1
+    return n
+
+
+def refusal(fmt: str, output: str, messages: bool) -> str | None:
+    """Why ``export`` will not write ``fmt`` to ``output`` (with ``messages``), or None."""
+    if fmt == "parquet" and output == "-":
+        return "--format parquet needs -o FILE (not stdout)"
+    if messages and fmt not in ("jsonl", "parquet"):
+        return f"--messages needs --format jsonl or parquet, not --format {fmt}"
+    return None
+
+
+def write_records(exchanges: Iterable[Exchange], fmt: str, output: str, messages: bool, redact: bool = True) -> int:
+    """Write the exchanges (or the messages they carry) as ``jsonl``, ``csv`` or ``parquet`` to
+    ``output`` (``-``: stdout, not for parquet); returns the number of rows."""
+    if fmt == "parquet":
+        from . import parquet
+
+        if messages:
+            return parquet.write_messages(exchanges, output, redact=redact)
+        return parquet.write_exchanges(exchanges, output)
+    with contextlib.ExitStack() as stack:
+        out = sys.stdout if output == "-" else stack.enter_context(open(output, "w", encoding="utf-8"))
+        if messages:
+            return write_message_jsonl(exchanges, out, redact=redact)
+        if fmt == "jsonl":
+            return write_jsonl(exchanges, out, redact=redact)
+        return write_csv(exchanges, out)
+
+
 def csv_row(ex: Exchange) -> list[Any]:
     """The :data:`CSV_COLUMNS` values of an exchange."""
-    from ..filter import getter
-
-    d = exchange_to_dict(ex)
-    req, resp = d["request"], d["response"]  # both protocols' sides carry code and name
-    conn = ex.connection
-    return [
-        ex.index, f"{ex.ts:.6f}", ex.protocol, conn.id, d["connection"]["client"], d["connection"]["server"],
-        ex.status, result_of(ex), req["code"] if req else "", req["name"] if req else "",
-        resp["code"] if resp else "", resp["name"] if resp else "",
-        getter("opaque")(ex), getter("topic")(ex) or "", getter("group")(ex) or "",
-        "" if d["latency_ms"] is None else d["latency_ms"],
-        ex.request.size if ex.request else "", ex.response.size if ex.response else "",
-    ]
+    r = exchange_record(ex)
+    r["ts"] = f"{ex.ts:.6f}"
+    return ["" if r[c] is None else r[c] for c in CSV_COLUMNS]
 
 
 def write_csv(exchanges: Iterable[Exchange], out: IO[str]) -> int:
