@@ -214,6 +214,34 @@ def test_stats_view_shows_envoy_stats_and_drills_down_by_code(reference):
     run(t)
 
 
+@pytest.mark.parametrize("capture", ["remoting_json.pcap", "grpc_java.pcap"])
+def test_stats_tabs_change_only_on_a_key(capture):
+    """Keys that arrive faster than the screen handles them (queued in the app, as a terminal
+    delivers them) step the tabs once each and the tabs then stay put."""
+    from textual import events
+    from textual.widgets import TabbedContent
+
+    from rmqsniff.tui import stats_tables
+    from rmqsniff.tui.screens import CHART_TABS
+
+    order = [f"tab-{t}" for t in stats_tables.TABS + CHART_TABS]
+
+    async def t(app, pilot):
+        await pilot.press("s")
+        await until(pilot, lambda: isinstance(app.screen, StatsScreen))
+        tabs = app.screen.query_one(TabbedContent)
+        assert tabs.active == order[0]
+        for _ in range(5):
+            app.post_message(events.Key("l", "l"))
+        seen = []
+        for _ in range(40):
+            await pilot.pause(0.05)
+            seen.append(tabs.active)
+        assert seen[-1] == order[5 % len(order)]
+        assert all(a == seen[-1] for a in seen[seen.index(seen[-1]):])  # no flipping once there
+    run(t, paths=[str(CAPTURE.parent / capture)])
+
+
 @needs_capture
 def test_charts_count_the_listed_exchanges(reference):
     answered = sum(1 for ex in reference if ex.status == "answered")

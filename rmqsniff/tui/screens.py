@@ -75,6 +75,9 @@ class StatsScreen(Screen[str | None]):
         self._focus_tab(self.initial)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id != self.query_one(TabbedContent).active:
+            # a stale activation (later keys moved on): focusing its table would pull the tabs back
+            return
         tab = (event.pane.id or "tab-").removeprefix("tab-")
         self._load(tab)
         self._focus_tab(tab)
