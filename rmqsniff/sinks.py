@@ -122,3 +122,21 @@ def _exchange(item: Any) -> Exchange:
             ex.notes.append(f"body of {len(m.command.body)} bytes not kept")
             m.command.body = None
     return ex
+
+
+class Lag(Sink):
+    """Feeds a :class:`rmqsniff.lag.LagTable` (the stats' ``lag``) every exchange, those a
+    fast lane completed without building them too (decoded here from their kept frames)."""
+
+    wants_kept = True
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def exchange_done(self, ex: Exchange) -> None:
+        self.table.add(ex)
+
+    def kept(self, conn: Connection, request: Lite | None, response: Lite | None) -> None:
+        from .pairing import lite_exchange
+
+        self.table.add(lite_exchange(conn, -1, request, response))
