@@ -272,3 +272,52 @@ def test_live_prometheus_lag_gauges_equal_the_lag_command_and_pass_promtool(tmp_
         # in _ms (not the lag gauges), which dashboards already use
         problems = [line for line in (p.stdout + p.stderr).splitlines() if line.strip()]
         assert all(line.split()[0] in OLDER_MS_NAMES and "abbreviated units" in line for line in problems), problems
+
+
+def test_tui_lag_tab_sorts_and_draws_a_sparkline_per_row() -> None:
+    """The stats view's lag tab, driven with textual's pilot over two captures: the rows
+    ``rmqsniff lag`` gives for the listed exchanges (commits and acks filtered out, so every
+    queue lags or holds messages), largest lag first, each with a sparkline; ``o`` sorts by
+    in flight next; Enter filters the list to the chosen row's group and topic."""
+    import asyncio
+
+    pytest.importorskip("textual")
+    from textual.widgets import DataTable, TabbedContent
+
+    from rmqsniff.tui import RmqSniffApp
+    from rmqsniff.tui.charts import SPARKS
+    from rmqsniff.tui.screens import StatsScreen
+    from tests.support.pilot import until
+
+    expr = "code != UPDATE_CONSUMER_OFFSET and code != PULL_MESSAGE and code != ACK_MESSAGE"
+    caps = [cap("remoting_go"), cap("remoting_pop")]
+    want = [r for r in lag(*caps, "-Y", expr) if r["group"] is not None]
+    want_lag = sorted((r["lag"] for r in want if r["lag"] is not None), reverse=True)
+    want_flight = sorted((r["inflight"] for r in want if r["inflight"] is not None), reverse=True)
+    assert want_lag[0] > 0 and want_flight[0] > 0
+
+    async def main() -> None:
+        app = RmqSniffApp(caps, initial_filter=expr)
+        async with app.run_test(size=(180, 48)) as pilot:
+            await until(pilot, lambda: not app.store.loading)
+            await pilot.pause(0.3)
+            await pilot.press("s")
+            await until(pilot, lambda: isinstance(app.screen, StatsScreen))
+            app.screen.query_one(TabbedContent).active = "tab-lag"
+            t = app.screen.query_one("#t-lag", DataTable)
+            await until(pilot, lambda: t.row_count > 0)
+
+            def rows() -> list[list[str]]:
+                return [[str(c) for c in t.get_row_at(i)] for i in range(t.row_count)]
+            got = [r for r in rows() if r[0] != "-"]
+            assert [int(r[6]) for r in got if r[6] != "-"] == want_lag
+            assert rows()[0][0] == "CG_push_TopicGo"
+            assert all(r[8].strip() and set(r[8]) <= set(SPARKS + " ") for r in got)
+            await pilot.press("o")  # in flight, largest first
+            await until(pilot, lambda: rows()[0][0] == "CG_pop")
+            assert [int(r[7]) for r in rows() if r[7] != "-"] == want_flight
+            t.move_cursor(row=0)
+            await pilot.press("enter")
+            await until(pilot, lambda: not isinstance(app.screen, StatsScreen))
+            assert app.filter_text == 'group == "CG_pop" and topic == "TopicPop"'
+    asyncio.run(main())
