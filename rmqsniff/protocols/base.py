@@ -157,6 +157,10 @@ class Protocol:
         """The messages the exchange carries (sent, delivered …), one row each."""
         return []
 
+    # request codes whose exchanges may have offset facts (None: any); lets a caller skip
+    # building exchanges that cannot (a lane's peeked frames)
+    offset_codes: frozenset[int] | None = frozenset()
+
     def offset_facts(self, ex: Exchange) -> list[OffsetFact]:
         """What the exchange says about queue offsets: the broker's max offset, a group's
         committed offset, messages delivered to / acked by pop consumers (consumer lag)."""

@@ -56,6 +56,7 @@ class Grpc(Protocol):
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
     offset_facts = staticmethod(_lag.offset_facts)
+    offset_codes = None  # by method name, not code
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         # raw and Huffman forms; a value found in neither (split across HTTP/2 frames) may still be there

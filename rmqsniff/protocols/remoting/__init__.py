@@ -43,6 +43,7 @@ class Remoting(Protocol):
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
     offset_facts = staticmethod(_lag.offset_facts)
+    offset_codes = _lag.OFFSET_CODES
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         return [w for forms in self.wire_secrets(m) for w, _ in forms], False

@@ -33,6 +33,9 @@ def _int(v: Any) -> int | None:
 class _Facts:
     """One exchange's request and answer, and the facts found in them."""
 
+    __slots__ = ("ex", "req", "resp", "server", "out", "ext", "bname", "ok", "sent", "rts", "rext", "topic",
+                 "group", "queue")
+
     def __init__(self, ex: Exchange, req: Any) -> None:
         self.ex = ex
         self.req = req
@@ -80,11 +83,11 @@ def _pull(f: _Facts) -> None:
     if (_int(f.ext.get("sysFlag")) or 0) & COMMIT_OFFSET_FLAG:
         f.add(CONSUMER_OFFSET, f.sent, f.bname, f.topic, f.queue, _int(f.ext.get("commitOffset")), f.group)
     if f.resp is not None:
-        # every pull answer's header (found or not) carries the queue's max offset;
-        # nextBeginOffset is a lower bound of it
+        # every pull answer's header (found or not) carries the queue's max offset (so the
+        # messages it carries, each below it, need no decoding here); nextBeginOffset is a
+        # lower bound of it
         for k in ("maxOffset", "nextBeginOffset"):
             f.add(BROKER_OFFSET, f.rts, f.bname, f.topic, f.queue, _int(f.rext.get(k)))
-        _stored(f, None)
 
 
 def _update_offset(f: _Facts) -> None:
@@ -188,3 +191,6 @@ _BY_CODE = {
     codes.ACK_MESSAGE: _acked_one, codes.BATCH_ACK_MESSAGE: _batch_acked, codes.GET_ROUTEINFO_BY_TOPIC: _route,
     codes.QUERY_MESSAGE: _query, codes.VIEW_MESSAGE_BY_ID: _query, codes.PEEK_MESSAGE: _query,
 }
+
+OFFSET_CODES: frozenset[int] = frozenset(_BY_CODE) | codes.SEND_REQUESTS
+"""Request codes whose exchanges may have offset facts."""
