@@ -20,10 +20,11 @@ from typing import Any
 
 from .exporters.statsroute import Reading, StatsRoute
 from .flows import FlowTable, PortSpec
+from .lag import LagTable
 from .model import Exchange
 from .pairing import PairingSink
 from .protocols.tls import TlsKeys
-from .sinks import Recent, SelectedStats
+from .sinks import Lag, Recent, SelectedStats
 from .sources.afpacket import AfPacketSource, Counters, PcapngWriter, wait
 from .sources.link import tcp_segment
 from .stats import Stats
@@ -89,8 +90,10 @@ class LiveTap:
         sink_stats: Any = self.stats if select is None else SelectedStats(self.stats, select)
         # the latest exchanges, for /exchanges (0: none kept)
         self.recent = Recent(recent) if recent else None
+        if self.stats.lag is None:  # consumer lag gauges, fed every exchange (unfiltered)
+            self.stats.lag = LagTable()
         self.sink = PairingSink(sink_stats, on_exchange, ordered=False,
-                                sinks=[self.recent] if self.recent is not None else [])
+                                sinks=([self.recent] if self.recent is not None else []) + [Lag(self.stats.lag)])
         if self.recent is not None:
             self.recent.next_index = self.sink.next_index
         # TLS secrets; the key log files are re-read as they grow (see tick)

@@ -156,3 +156,31 @@ class MessageRow:
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(x for x in (self.unique_key, self.msg_id) if x)
+
+
+# OffsetFact.kind values
+BROKER_OFFSET = "broker_offset"  # the queue's max offset (or a lower bound of it: a send's queueOffset + 1)
+CONSUMER_OFFSET = "consumer_offset"  # the group's committed offset
+DELIVERED = "delivered"  # a message handed to a pop / gRPC consumer (in flight until acked)
+ACKED = "acked"  # that message acked (or sent to the dead-letter queue)
+BROKER_ADDRESS = "broker_address"  # ``broker`` (a name) serves at ``server`` (an address)
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetFact:
+    """One thing an exchange says about a consumer queue (see :mod:`rmqsniff.lag`).
+
+    ``broker`` is the broker's name when the exchange names it, else None: then ``server``
+    (the connection's server address) stands for it until a route answer or a request that
+    names the broker maps the address to a name.  ``offset`` is the queue offset the fact
+    is about (for DELIVERED / ACKED: the message's own queue offset)."""
+
+    kind: str
+    ts: float
+    server: str
+    broker: str | None = None
+    topic: str | None = None
+    queue: int | None = None
+    group: str | None = None
+    offset: int | None = None
+    exchange: int = -1

@@ -28,6 +28,7 @@ LONG_POLL_CODES = frozenset({11, 361, 200050, 200052, 200054})  # pull, lite pul
 # a pending peeked request: ts, code, flag, opaque, ext, size, stream offset, from_client, and the
 # frame's bytes when the caller keeps them (the proxy: for failure answers and /exchanges), else None
 Lite = tuple[float, int, int, int, "dict[str, str] | None", int, int, bool, "bytes | None"]
+LITE_PROTOCOL = "remoting"  # the protocol whose frames lanes peek
 
 
 def command_of(r: Lite) -> RemotingCommand:
@@ -47,7 +48,7 @@ def lite_message(r: Lite) -> Message:
 
 
 def lite_exchange(conn: Connection, index: int, request: Lite | None, response: Lite | None,
-                  protocol: str = "remoting") -> Exchange:
+                  protocol: str = LITE_PROTOCOL) -> Exchange:
     """The exchange of peeked frames that ``Pairing.lite`` completed and handed to ``keep``:
     answered, one-way (no response) or orphan (no request)."""
     status = ANSWERED if request is not None and response is not None else (ONEWAY if response is None else ORPHAN)

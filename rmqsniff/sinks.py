@@ -122,3 +122,27 @@ def _exchange(item: Any) -> Exchange:
             ex.notes.append(f"body of {len(m.command.body)} bytes not kept")
             m.command.body = None
     return ex
+
+
+class Lag(Sink):
+    """Feeds a :class:`rmqsniff.lag.LagTable` (the stats' ``lag``) every exchange, those a
+    fast lane completed without building them too (decoded here from their kept frames)."""
+
+    wants_kept = True
+
+    def __init__(self, table: Any) -> None:
+        from .pairing import LITE_PROTOCOL
+        from .protocols import protocol_named
+
+        self.table = table
+        self.codes = protocol_named(LITE_PROTOCOL).offset_codes  # the rest cannot have facts
+
+    def exchange_done(self, ex: Exchange) -> None:
+        self.table.add(ex)
+
+    def kept(self, conn: Connection, request: Lite | None, response: Lite | None) -> None:
+        if request is None or (self.codes is not None and request[1] not in self.codes):
+            return
+        from .pairing import lite_exchange
+
+        self.table.add(lite_exchange(conn, -1, request, response))

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rmqsniff.lag import LagTable
 from rmqsniff.pairing import PairingSink
-from rmqsniff.sinks import Recent
+from rmqsniff.sinks import Lag, Recent
 from rmqsniff.stats import Stats
 
 from .accept import Acceptor, error_name
@@ -83,8 +84,11 @@ class Proxy:
         self.notify = notify or (lambda line: None)
         self.stats = stats if stats is not None else Stats(prefix=config.stat_prefix)
         self.recent = Recent(config.max_exchanges)
-        # none kept: peeked frames are counted and dropped, no exchange is built for them
-        self.sink = PairingSink(self.stats, ordered=False, sinks=[self.recent] if config.max_exchanges else [])
+        # none kept (max_exchanges 0): peeked frames are counted, decoded only for the lag table
+        if self.stats.lag is None:  # consumer lag gauges, fed every exchange
+            self.stats.lag = LagTable()
+        self.sink = PairingSink(self.stats, ordered=False,
+                                sinks=([self.recent] if config.max_exchanges else []) + [Lag(self.stats.lag)])
         self.recent.next_index = self.sink.next_index
         self.recorder: Recorder | None = None
         self.listeners: list[Listener] = []

@@ -181,6 +181,44 @@ class StatsCollector:
         for by, bd in s["breakdowns"].items():
             fam.add_metric([pre, by[3:]], bd["overflow"])
         yield fam
+        if "lag" in s:
+            yield from _lag_metrics(pre, s["lag"])
+
+
+_LAG_GAUGES = (
+    ("rocketmq_consumer_lag_messages", "lag", "broker max offset minus the group's committed offset"),
+    ("rocketmq_consumer_offset", "consumer_offset", "the group's committed offset (latest seen)"),
+    ("rocketmq_consumer_inflight_messages", "inflight", "messages a pop / gRPC consumer received, not acked"),
+    ("rocketmq_consumer_inflight_oldest_seconds", "inflight_oldest_s",
+     "age of the oldest message in flight (s)"),
+)
+
+
+def _lag_metrics(pre: str, lag: dict[str, Any]) -> Iterator[Metric]:
+    """Consumer lag gauges (:mod:`rmqsniff.lag`): one series per group, topic, broker and
+    queue, only where the value is known."""
+    rows = lag["rows"]
+    gl = ["stat_prefix", "group", "topic", "broker", "queue"]
+    for metric, field, doc in _LAG_GAUGES:
+        fam = GaugeMetricFamily(metric, doc, labels=gl)
+        for r in rows:
+            if r["group"] is not None and r[field] is not None:
+                fam.add_metric([pre, r["group"], r["topic"], r["broker"], str(r["queue"])], r[field])
+        yield fam
+    fam = GaugeMetricFamily("rocketmq_broker_offset", "the queue's max offset (highest seen)",
+                            labels=["stat_prefix", "topic", "broker", "queue"])
+    done: set[tuple[str, str, int]] = set()
+    for r in rows:
+        k = (r["topic"], r["broker"], r["queue"])
+        if r["broker_offset"] is not None and k not in done:
+            done.add(k)
+            fam.add_metric([pre, r["topic"], r["broker"], str(r["queue"])], r["broker_offset"])
+    yield fam
+    counter = CounterMetricFamily("rocketmq_consumer_lag_dropped", "lag facts not kept: a table was full",
+                                  labels=["stat_prefix", "table"])
+    for table, n in sorted(lag["overflow"].items()):
+        counter.add_metric([pre, table], n)
+    yield counter
 
 
 def render_prometheus(stats: Any, top: int | None = None) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 if TYPE_CHECKING:
-    from ..model import Exchange, Message, MessageRow
+    from ..model import Exchange, Message, MessageRow, OffsetFact
     from ..tree import Node
 
 Getter = Callable[["Exchange"], Any]
@@ -155,6 +155,15 @@ class Protocol:
 
     def messages(self, ex: Exchange) -> list[MessageRow]:
         """The messages the exchange carries (sent, delivered …), one row each."""
+        return []
+
+    # request codes whose exchanges may have offset facts (None: any); lets a caller skip
+    # building exchanges that cannot (a lane's peeked frames)
+    offset_codes: frozenset[int] | None = frozenset()
+
+    def offset_facts(self, ex: Exchange) -> list[OffsetFact]:
+        """What the exchange says about queue offsets: the broker's max offset, a group's
+        committed offset, messages delivered to / acked by pop consumers (consumer lag)."""
         return []
 
     def follow(self, ex: Exchange, m: Message, redact: bool) -> dict[str, Any]:

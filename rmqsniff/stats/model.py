@@ -85,6 +85,9 @@ class Stats:
         # called before every read: sources whose decoding lags (the proxy's batches) catch up
         self.feeders: list[Callable[[], None]] = []
         self._ev: list = []  # [protocol, event, ...]: started / finished, applied in batches
+        # consumer lag (rmqsniff.lag.LagTable), when a source feeds it (live, proxy): its rows
+        # go into the snapshot as ``lag`` and into Prometheus as the lag gauges
+        self.lag: Any = None
 
     # ------------------------------------------------------------------ events
     def _ps(self, protocol: str) -> _ProtoState:
@@ -528,5 +531,5 @@ class Stats:
                                             "duplicate")}
             | {"in_flight": self._g["request_active"]},
             "decoding_errors": {k: r[0] for k, r in list(self._decode_reasons.rows.items())},
-        }
+        } | ({"lag": {"rows": self.lag.rows(), "overflow": dict(self.lag.overflow)}} if self.lag is not None else {})
 

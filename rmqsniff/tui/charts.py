@@ -108,3 +108,13 @@ def render_rate(s: Series | None, height: int = 10) -> Text:
     out.append("         └" + "─" * len(s.counts) + "\n")
     out.append(f"          {t0}{' ' * max(1, len(s.counts) - 2 * len(t0))}{t1}")
     return out
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[int | None]) -> str:
+    """One character per value, scaled to the largest (a space where the value is unknown)."""
+    top = max((v for v in values if v is not None), default=0)
+    return "".join(" " if v is None else SPARKS[0 if top <= 0 else min(len(SPARKS) - 1, v * len(SPARKS) // (top + 1))]
+                   for v in values)

@@ -44,7 +44,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("1-9 0", "sort by that column; r reverses"),
     ("r", "reverse the sort"),
     ("y", "copy the exchange as JSON (secrets redacted)"),
-    ("s", "stats view"),
+    ("s", "stats view (its lag tab: o cycles the sort: lag, in flight, group, topic)"),
     ("escape", "close a view or the input line; in the list: clear the filter"),
     ("?", "this help"),
     ("q", "quit"),

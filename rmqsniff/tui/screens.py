@@ -41,6 +41,7 @@ class StatsScreen(Screen[str | None]):
         Binding("h,left", "tab(-1)", "previous tab", show=False),
         Binding("l,right", "tab(1)", "next tab", show=False),
         Binding("question_mark", "app.help", "help", show=False),
+        Binding("o", "sort_lag", "lag tab: next sort", show=False),
     ]
     DEFAULT_CSS = """
     StatsScreen #stats-title { height: 1; background: $panel; }
@@ -57,6 +58,7 @@ class StatsScreen(Screen[str | None]):
         self.what = what
         self.filters: dict[str, list[str | None]] = {}
         self.loaded: set[str] = set()
+        self.lag_sort = 0  # index into stats_tables.LAG_SORTS
 
     def compose(self) -> ComposeResult:
         more = " (still loading: figures so far)" if self.store.loading else ""
@@ -98,6 +100,8 @@ class StatsScreen(Screen[str | None]):
                 result: object = charts.render_histogram(charts.latency_buckets(self.exchanges, self.view))
             elif tab == "rate":
                 result = charts.render_rate(charts.rate_series(self.exchanges, self.view, bins=100))
+            elif tab == "lag":  # over the listed exchanges, like the charts
+                result = stats_tables.lag_table([self.exchanges[i] for i in self.view])
             else:
                 result = stats_tables.build(self.store, tab)
         except Exception as e:  # shown, never a traceback
@@ -120,10 +124,22 @@ class StatsScreen(Screen[str | None]):
             t.add_row(*(Text(c) for c in row), key=str(i))
         self.filters[tab] = result.filters
 
+    def action_sort_lag(self) -> None:
+        """On the lag tab: sort by the next of lag, in flight, group, topic."""
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != "tab-lag":
+            return
+        self.lag_sort = (self.lag_sort + 1) % len(stats_tables.LAG_SORTS)
+        column, key = stats_tables.LAG_SORTS[self.lag_sort]
+        t = self.query_one("#t-lag", VimTable)
+        if t.row_count:
+            t.sort(t.ordered_columns[stats_tables.LAG_COLUMNS.index(column)].key, key=lambda c: key(str(c)))
+        self.notify(f"lag: sorted by {column}")
+
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         tab = (event.data_table.id or "t-").removeprefix("t-")
         flt = self.filters.get(tab, [])
-        i = event.cursor_row
+        i = int(event.row_key.value or -1)  # the row's place when built (rows may be sorted since)
         expr = flt[i] if 0 <= i < len(flt) else None
         if expr is None:
             self.notify("this row has no drill-down", severity="warning")

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exporters.statsfmt import render_envoy
+from ..lag import LagTable, lag_over_time
 from ..model import Exchange, endpoint_text
 from ..stats import NONE, OTHER
 from ..text import shown
 from ..views import GROUPS, grouped_rows
+from .charts import sparkline
 from .store import Store, result_of
 
 GROUP_COLUMNS = ("key", "requests", "errors", "error %", "p50 ms", "p90 ms", "p99 ms", "max ms", "bytes")
@@ -92,7 +94,50 @@ def connections_table(exchanges: Sequence[Exchange]) -> Table:
     return Table(CONN_COLUMNS, rows, filters)
 
 
-TABS = ("envoy",) + GROUPS + ("conns",)
+LAG_COLUMNS = ("group", "topic", "broker", "queue", "broker offset", "consumer offset", "lag", "in flight",
+               "lag over time")
+LAG_BINS = 30  # sparkline points over the listed exchanges' time span
+
+
+def _largest_first(cell: str) -> tuple[bool, int]:
+    try:
+        return False, -int(cell)
+    except ValueError:  # "-": unknown, last
+        return True, 0
+
+
+def _text(cell: str) -> str:
+    return cell
+
+
+LAG_SORTS = (("lag", _largest_first), ("in flight", _largest_first), ("group", _text), ("topic", _text))
+
+
+def lag_table(exchanges: Sequence[Exchange]) -> Table:
+    """Consumer lag per group, topic, broker and queue (:mod:`rmqsniff.lag`), largest lag first,
+    with a sparkline of its lag (in flight for pop / gRPC consumers) over the capture."""
+    exs = sorted(list(exchanges), key=lambda ex: ex.ts)
+    table = LagTable()
+    history: dict[tuple[Any, ...], list[int | None]] = {}
+    if exs:
+        step = max((exs[-1].ts - exs[0].ts) / LAG_BINS, 0.001)
+        for r in lag_over_time(exs, step, table):
+            key = (r["group"], r["topic"], r["broker"], r["queue"])
+            history.setdefault(key, []).append(r["lag"] if r["lag"] is not None else r["inflight"])
+    rows = sorted(table.rows(), key=lambda r: (r["lag"] is None, -(r["lag"] or 0), -(r["inflight"] or 0)))
+    out: list[tuple[str, ...]] = []
+    filters: list[str | None] = []
+    for r in rows:
+        cells = [r["group"] or "-", r["topic"], r["broker"], r["queue"], r["broker_offset"], r["consumer_offset"],
+                 r["lag"], r["inflight"]]
+        trend = sparkline(history.get((r["group"], r["topic"], r["broker"], r["queue"]), []))
+        out.append(tuple(shown("-" if c is None else str(c)) for c in cells) + (trend,))
+        topic = f"topic == {quote(r['topic'])}"
+        filters.append(topic if r["group"] is None else f"group == {quote(r['group'])} and {topic}")
+    return Table(LAG_COLUMNS, out, filters)
+
+
+TABS = ("envoy",) + GROUPS + ("conns", "lag")
 
 
 def build(store: Store, tab: str) -> Table:

@@ -14,6 +14,7 @@ from dissectors.remoting.headers import is_secret
 from ...model import Connection, Message
 from ..base import Getter, Protocol
 from . import fields as _fields
+from . import lag as _lag
 from . import messages as _messages
 from . import output as _output
 from .classify import CLASSIFIER
@@ -41,6 +42,8 @@ class Remoting(Protocol):
     detail = staticmethod(_output.detail)
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
+    offset_facts = staticmethod(_lag.offset_facts)
+    offset_codes = _lag.OFFSET_CODES
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         return [w for forms in self.wire_secrets(m) for w, _ in forms], False
