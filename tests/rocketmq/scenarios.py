@@ -103,7 +103,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("grpc_tracectx", "grpc-python", "all", "PyTraceTopic", protocol="grpc",
              description="Python rocketmq-python-client via proxy: messages carrying traceparent + tracestate, "
                          "sw8, b3 or X-B3-* user properties by turns; SimpleConsumer receive/ack",
-             extra={"client_args": ("--group", "GID_py_trace", "--messages", "8", "--trace-context")}),
+             extra={"admin": ("topic=PyTraceTopic:NORMAL", "group=GID_py_trace"),
+                    "client_args": ("--group", "GID_py_trace", "--messages", "8", "--trace-context")}),
     # ACL credentials on the wire (opt-in switches of the client programs): for tests that no
     # secret leaks.  The keys are made up and distinctive so a leak is easy to find in output.
     Scenario("secrets_remoting", "remoting", "pop", "TopicSecret", jvm=SECRETS_JVM,

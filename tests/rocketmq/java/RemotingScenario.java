@@ -81,6 +81,7 @@ public class RemotingScenario {
         truth.put("serialize_type", System.getProperty("rocketmq.serialize.type", "JSON"));
         truth.put("namesrv", ns);
         truth.put("topic", topic);
+        if (msgTrace()) truth.put("msg_trace", true);
         switch (mode) {
             case "produce-consume": produceConsume(); break;
             case "pop": pop(); break;
