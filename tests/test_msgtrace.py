@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import zlib
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dissectors.msgtrace import MAX_RECORDS, looks_like_trace_body, parse_trace_body
 
 F, R = "\x01", "\x02"
@@ -65,3 +68,12 @@ def test_malformed_records_are_reported_and_decoding_goes_on():
 def test_record_count_is_bounded():
     recs = parse_trace_body((SUB_BEFORE * (MAX_RECORDS + 5)).encode())
     assert len(recs) == MAX_RECORDS + 1 and "5 records past" in (recs[-1].problem or "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(["Pub", "SubBefore", "SubAfter", "EndTransaction", "Recall", "1", "x",
+                                          "true", "null", "", "\xff"]), max_size=16), max_size=6))
+def test_any_records_decode_without_raising(records):
+    body = "".join("\x01".join(r) + "\x02" for r in records).encode()
+    for r in parse_trace_body(body):
+        assert r.type and isinstance(r.to_json(), dict)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dissectors.tracectx import MAX_VALUE, TraceContext, trace_context
 
@@ -136,3 +138,13 @@ def test_never_raises_on_junk():
         for name in ("traceparent", "sw8", "b3", "uber-trace-id", "X-B3-TraceId", "X-B3-SpanId"):
             tc = trace_context({name: v})
             assert tc is None or tc.format
+
+
+_NAMES = ("traceparent", "tracestate", "sw8", "b3", "X-B3-TraceId", "x-b3-spanid", "X-B3-Sampled", "uber-trace-id")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(_NAMES), st.text(alphabet="0123456789abcdefABX-:=,%.\x00é", max_size=80)))
+def test_any_values_give_a_context_or_none(props):
+    tc = trace_context(props)
+    assert tc is None or (tc.format and isinstance(tc.to_json(), dict))
