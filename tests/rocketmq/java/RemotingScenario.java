@@ -185,6 +185,9 @@ public class RemotingScenario {
             sent.add(record(m, "sync", p.send(m), 0));
         }
         count("sync", N);
+        // the trace dispatcher sends its Pub records in the background (first to a trace topic that
+        // does not exist yet: the broker makes it on the first send); shutdown does not wait for them
+        if (msgTrace()) Thread.sleep(3000);
         p.shutdown();
         DefaultMQPushConsumer c = pushConsumer("CG_trace_" + tag, MessageModel.CLUSTERING, "trace");
         waitFor(expectedIds(), "trace", System.currentTimeMillis() + 90000);
