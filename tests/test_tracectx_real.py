@@ -1,9 +1,10 @@
 """Trace context and RocketMQ message trace on real traffic, against the clients' own record.
 
-Two scenarios (tests/rocketmq/scenarios.py): ``remoting_tracectx`` (Java remoting producer and
+Scenarios (tests/rocketmq/scenarios.py): ``remoting_tracectx`` (Java remoting producer and
 push consumer with ``enableMsgTrace``; its messages carry ``traceparent``/``tracestate``, ``sw8``
-or ``b3``) and ``grpc_tracectx`` (Python gRPC client through the proxy; ``traceparent``, ``sw8``,
-``b3`` or ``X-B3-*``).  The ``committed`` tests read the bundled captures; the ``rocketmq`` ones
+or ``b3``), ``grpc_tracectx`` (Python gRPC client through the proxy; ``traceparent``, ``sw8``,
+``b3``, ``X-B3-*`` or ``uber-trace-id``) and ``remoting_txtrace`` (a transactional producer with
+``enableMsgTrace``: EndTransaction records).  The ``committed`` tests read the bundled captures; the ``rocketmq`` ones
 capture the same scenarios afresh from a real cluster.  The expected ids are read from what the
 client set (its truth file), split by hand here, not by the decoder under test.
 """
@@ -26,6 +27,7 @@ from rmqsniff.views import messages_of
 from tests.support.captures import CAPTURES
 
 SCENARIOS = ("remoting_tracectx", "grpc_tracectx")
+TX = "remoting_txtrace"
 DELIVERED = ("pulled", "popped", "received")
 
 
@@ -53,6 +55,9 @@ def expected(props: dict[str, str]) -> tuple[str, str, str]:
     if "b3" in props:
         tid, sid = props["b3"].split("-")[:2]
         return "b3", tid, sid
+    if "uber-trace-id" in props:
+        tid, sid = props["uber-trace-id"].split(":")[:2]
+        return "jaeger", tid, sid
     return "b3-multi", props["X-B3-TraceId"], props["X-B3-SpanId"]
 
 
@@ -111,6 +116,32 @@ def check_message_trace(pcap: Path, truth: dict[str, Any]) -> None:
         assert (after["success"], after["group"], after["keys"]) == (True, f"CG_trace_{tag}", [s["keys"]])
         assert after["cost_ms"] >= 0 and after["extra"]["consume_return"] == "SUCCESS"
         assert by_type["SubBefore"][s["msg_id"]]["extra"]["retry_times"] == "0"
+
+
+def check_end_transaction(pcap: Path, truth: dict[str, Any]) -> None:
+    """EndTransaction records: one per immediate decision (the planned state) and one per
+    check-back answer (fromTransactionCheck), for exactly the client's transactional messages."""
+    rows = cli_jsonl("read", str(pcap), "--messages")
+    recs = [rec for r in rows if r["kind"] == "sent" for rec in r.get("trace_records") or ()]
+    assert recs and all("problem" not in rec for rec in recs)
+    ends = [rec for rec in recs if rec["type"] == "EndTransaction"]
+    immediate = {(e["msg_id"], e["extra"]["transaction_state"]) for e in ends
+                 if e["extra"]["from_transaction_check"] == "false"}
+    assert immediate == {(s["msg_id"], s["planned_state"]) for s in truth["sent"]}
+    checked = {f'{e["msg_id"]} {e["extra"]["transaction_state"]}' for e in ends
+               if e["extra"]["from_transaction_check"] == "true"}
+    assert checked == set(truth["check_answers"])
+    for e in ends:
+        assert e["topic"] == truth["topic"] and e["group"] == f"PG_{truth['topic']}"
+        # the client's end-transaction hook writes MessageType Trans_msg_Commit whatever the state
+        assert e["extra"]["msg_type"] == "Trans_msg_Commit" and e["extra"]["transaction_id"]
+    pubs = {rec["msg_id"]: rec for rec in recs if rec["type"] == "Pub"}
+    assert set(pubs) == {s["msg_id"] for s in truth["sent"]}
+    assert {p["extra"]["msg_type"] for p in pubs.values()} == {"Trans_Msg_Half"}
+
+
+def test_committed_end_transaction_records():
+    check_end_transaction(*committed(TX))
 
 
 def test_committed_remoting_trace_context():
@@ -200,3 +231,8 @@ def test_real_cluster_trace_context(rocketmq_capture, name):
 @pytest.mark.rocketmq
 def test_real_cluster_message_trace_records(rocketmq_capture):
     check_message_trace(*rocketmq_capture("remoting_tracectx"))
+
+
+@pytest.mark.rocketmq
+def test_real_cluster_end_transaction_records(rocketmq_capture):
+    check_end_transaction(*rocketmq_capture(TX))

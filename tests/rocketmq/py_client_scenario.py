@@ -5,8 +5,8 @@ Usage: python py_client_scenario.py ENDPOINT TOPIC OUT_JSON [--group G] [--messa
        [--trace-context]
 
 ``--trace-context`` gives the messages trace context user properties by turns, under the names
-tracing agents use: W3C ``traceparent`` + ``tracestate``, SkyWalking ``sw8``, Zipkin ``b3`` and
-the ``X-B3-*`` set; the truth's ``sent[].user_properties`` hold them.
+tracing agents use: W3C ``traceparent`` + ``tracestate``, SkyWalking ``sw8``, Zipkin ``b3``, the
+``X-B3-*`` set and Jaeger ``uber-trace-id``; the truth's ``sent[].user_properties`` hold them.
 
 ``--late-preface-ms MS`` puts a byte relay (:class:`LatePrefaceRelay`) between the client and
 ENDPOINT: every connection the client opens is connected through to ENDPOINT at once, but the
@@ -90,7 +90,7 @@ def trace_properties(i: int) -> dict[str, str]:
     def b64(s: str) -> str:
         return base64.b64encode(s.encode()).decode()
 
-    turn = i % 4
+    turn = i % 5
     if turn == 0:
         return {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
                 "tracestate": f"rmqsniff={i},congo=t61rcWkgMzE"}
@@ -100,7 +100,9 @@ def trace_properties(i: int) -> dict[str, str]:
         return {"sw8": "-".join(parts)}
     if turn == 2:
         return {"b3": f"{secrets.token_hex(16)}-{secrets.token_hex(8)}-1-{secrets.token_hex(8)}"}
-    return {"X-B3-TraceId": secrets.token_hex(8), "X-B3-SpanId": secrets.token_hex(8), "X-B3-Sampled": "1"}
+    if turn == 3:
+        return {"X-B3-TraceId": secrets.token_hex(8), "X-B3-SpanId": secrets.token_hex(8), "X-B3-Sampled": "1"}
+    return {"uber-trace-id": f"{secrets.token_hex(16)}:{secrets.token_hex(8)}:0:1"}
 
 
 def main(endpoint: str, topic: str, out: str, group: str = "GID_py", messages: int = 10,

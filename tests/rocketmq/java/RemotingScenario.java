@@ -434,7 +434,7 @@ public class RemotingScenario {
         Map<String, String> plan = new ConcurrentHashMap<>();
         Map<String, String> labels = new ConcurrentHashMap<>();
         Map<String, Integer> checkAnswers = new ConcurrentHashMap<>();
-        TransactionMQProducer tp = new TransactionMQProducer("PG_" + tag);
+        TransactionMQProducer tp = new TransactionMQProducer("PG_" + tag, hook(), msgTrace(), null);
         tp.setNamesrvAddr(ns);
         apiTimeout(tp);
         tp.setSendMsgTimeout(15000);
