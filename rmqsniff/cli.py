@@ -239,7 +239,7 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
     from rich.text import Text
 
     console = _console()
-    render = _fixed_row((6, 10, 18, 5, 8, 32, 32, 10, 14, 28, 28, 7, 34), (0, 3, 4, 11))
+    render = _fixed_row((6, 10, 18, 5, 8, 32, 32, 10, 14, 28, 28, 7, 38, 34), (0, 3, 4, 11))
     console.print(Text(render(MESSAGE_COLUMNS), style="bold"))
     style = {"sent": "green", "batch-sent": "green", "pulled": "cyan", "popped": "cyan"}
     for m in _limited(rows, count):

@@ -22,6 +22,7 @@ from dissectors.remoting.message import parse_properties
 from .filter import getter
 from .model import Connection, Exchange, Message, MessageRow, _ep
 from .protocols import protocol_named, protocol_of
+from .protocols.tracing import records_json, trace_json, trace_text
 from .stats import NONE, Stats, bucket_of, bucket_percentiles
 from .text import full_body, ms_text, preview, shown
 
@@ -42,8 +43,11 @@ def message_to_dict(r: MessageRow, body: bool = False, redact: bool = True) -> d
         "unique_key": r.unique_key, "tags": r.tags, "keys": r.keys, "properties": props,
         "born_host": r.born_host, "born_ts": r.born_ts, "born_time": ms_text(r.born_ts),
         "store_host": r.store_host, "store_ts": r.store_ts, "store_time": ms_text(r.store_ts),
-        "body_size": len(r.body), "result": r.result,
+        "body_size": len(r.body), "result": r.result, "trace": trace_json(r),
     }
+    recs = records_json(r)
+    if recs is not None:
+        d["trace_records"] = recs
     for k, v in (("message_group", r.message_group), ("delivery_ts", r.delivery_ts), ("reconsume", r.reconsume)):
         if v is not None:
             d[k] = v
@@ -59,7 +63,7 @@ def message_to_dict(r: MessageRow, body: bool = False, redact: bool = True) -> d
 
 
 MESSAGE_COLUMNS = ("#", "kind", "topic", "queue", "offset", "unique key", "msg id", "tags", "keys",
-                   "born", "stored", "bytes", "preview")
+                   "born", "stored", "bytes", "trace", "preview")
 
 
 def message_row(r: MessageRow) -> tuple[str, ...]:
@@ -71,7 +75,7 @@ def message_row(r: MessageRow) -> tuple[str, ...]:
     stored = f"{r.store_host or '-'} {t(r.store_ts)}"
     cells = (str(r.exchange), r.kind, r.topic or "-", "-" if r.queue is None else str(r.queue),
              "-" if r.offset is None else str(r.offset), r.unique_key or "-", r.msg_id or "-",
-             r.tags or "-", " ".join(r.keys) or "-", born, stored, str(len(r.body)), preview(r.body, 32))
+             r.tags or "-", " ".join(r.keys) or "-", born, stored, str(len(r.body)), trace_text(r), preview(r.body, 32))
     return tuple(shown(c) for c in cells)
 
 

@@ -61,6 +61,8 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     Field("tag", "str", "tags of the messages carried", multi=True),
     Field("keys", "str", "keys of the messages carried", multi=True),
     Field("msgid", "str", "message ids carried: unique key (UNIQ_KEY) and offset msg id", multi=True),
+    Field("trace_id", "str", "trace ids of the messages carried (traceparent, sw8, b3, uber-trace-id)",
+          multi=True),
     Field("client", "str", "client endpoint ip:port (or just ip)", multi=True),
     Field("broker", "str", "server endpoint ip:port (or just ip), or the broker name in the header",
           multi=True),

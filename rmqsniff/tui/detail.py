@@ -10,7 +10,7 @@ from typing import Any
 
 from ..exporters.exchanges import exchange_to_dict
 from ..model import Exchange
-from ..protocols import protocol_of
+from ..protocols import protocol_of, tracing
 from ..tree import Node
 from .store import result_of
 
@@ -27,6 +27,7 @@ def exchange_tree(ex: Exchange, redact: bool = True) -> Node:
     conn = ex.connection
     root.add(f"connection {conn.id}: {conn.label} (roles by {conn.role_source}, {ex.protocol} by {conn.recognised_by})")
     protocol_of(ex).detail(root, ex, redact)
+    tracing.detail(root, protocol_of(ex).messages(ex))
     for note in ex.notes:
         root.add(f"note: {note}")
     return root

@@ -2,6 +2,11 @@
 
 Runs inside the client's own venv (see build.python_client_venv), never the project env.
 Usage: python py_client_scenario.py ENDPOINT TOPIC OUT_JSON [--group G] [--messages N] [--late-preface-ms MS]
+       [--trace-context]
+
+``--trace-context`` gives the messages trace context user properties by turns, under the names
+tracing agents use: W3C ``traceparent`` + ``tracestate``, SkyWalking ``sw8``, Zipkin ``b3``, the
+``X-B3-*`` set and Jaeger ``uber-trace-id``; the truth's ``sent[].user_properties`` hold them.
 
 ``--late-preface-ms MS`` puts a byte relay (:class:`LatePrefaceRelay`) between the client and
 ENDPOINT: every connection the client opens is connected through to ENDPOINT at once, but the
@@ -77,8 +82,31 @@ class LatePrefaceRelay:
         self.listener.close()
 
 
+def trace_properties(i: int) -> dict[str, str]:
+    """Trace context for message ``i``: one format by turns, fresh random ids."""
+    import base64
+    import secrets
+
+    def b64(s: str) -> str:
+        return base64.b64encode(s.encode()).decode()
+
+    turn = i % 5
+    if turn == 0:
+        return {"traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
+                "tracestate": f"rmqsniff={i},congo=t61rcWkgMzE"}
+    if turn == 1:
+        parts = ["1", b64(f"{secrets.token_hex(8)}.{i}"), b64(f"seg.{secrets.token_hex(4)}"), str(i),
+                 b64("py-service"), b64("py@host"), b64(f"/py/{i}"), b64("127.0.0.1:8081")]
+        return {"sw8": "-".join(parts)}
+    if turn == 2:
+        return {"b3": f"{secrets.token_hex(16)}-{secrets.token_hex(8)}-1-{secrets.token_hex(8)}"}
+    if turn == 3:
+        return {"X-B3-TraceId": secrets.token_hex(8), "X-B3-SpanId": secrets.token_hex(8), "X-B3-Sampled": "1"}
+    return {"uber-trace-id": f"{secrets.token_hex(16)}:{secrets.token_hex(8)}:0:1"}
+
+
 def main(endpoint: str, topic: str, out: str, group: str = "GID_py", messages: int = 10,
-         late_preface_ms: int = 0) -> int:
+         late_preface_ms: int = 0, trace: bool = False) -> int:
     from rocketmq import ClientConfiguration, Credentials, FilterExpression, Message, Producer, SimpleConsumer
 
     t0 = time.time()
@@ -97,12 +125,15 @@ def main(endpoint: str, topic: str, out: str, group: str = "GID_py", messages: i
             m.keys = f"py-{i}"
             m.add_property("kind", "normal")
             m.add_property("idx", str(i))
+            extra = trace_properties(i) if trace else {}
+            for k, v in extra.items():
+                m.add_property(k, v)
             r = producer.send(m)
             counts["send_normal"] = counts.get("send_normal", 0) + 1
             sent.append({
                 "kind": "normal", "msg_id": r.message_id, "topic": topic, "tags": "TagPy", "keys": [f"py-{i}"],
                 "queue_id": getattr(r.message_queue, "queue_id", None), "queue_offset": r.offset,
-                "user_properties": {"idx": str(i), "kind": "normal"},
+                "user_properties": {"idx": str(i), "kind": "normal", **extra},
                 "body_len": len(m.body), "body_sha256": hashlib.sha256(m.body).hexdigest(),
             })
     finally:
@@ -169,5 +200,6 @@ if __name__ == "__main__":
     ap.add_argument("--group", default="GID_py")
     ap.add_argument("--messages", type=int, default=10)
     ap.add_argument("--late-preface-ms", type=int, default=0)
+    ap.add_argument("--trace-context", action="store_true")
     a = ap.parse_args()
-    sys.exit(main(a.endpoint, a.topic, a.out, a.group, a.messages, a.late_preface_ms))
+    sys.exit(main(a.endpoint, a.topic, a.out, a.group, a.messages, a.late_preface_ms, a.trace_context))

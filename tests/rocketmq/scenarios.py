@@ -96,6 +96,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
                     # every connection the client makes goes through the relay
                     "extra_proxy_config": {"useEndpointPortFromRequest": True},
                     "client_args": ("--group", "GID_late", "--messages", "5", "--late-preface-ms", "200")}),
+    Scenario("remoting_tracectx", "remoting", "trace-context", "TopicTrace", jvm=("-Drmqsniff.msgTrace=true",),
+             description="Java remoting producer + push consumer with enableMsgTrace (Pub, SubBefore and "
+                         "SubAfter records sent to RMQ_SYS_TRACE_TOPIC); the messages carry traceparent + "
+                         "tracestate, sw8 or b3 user properties by turns"),
+    Scenario("grpc_tracectx", "grpc-python", "all", "PyTraceTopic", protocol="grpc",
+             description="Python rocketmq-python-client via proxy: messages carrying traceparent + tracestate, "
+                         "sw8, b3, X-B3-* or uber-trace-id user properties by turns; SimpleConsumer receive/ack",
+             extra={"admin": ("topic=PyTraceTopic:NORMAL", "group=GID_py_trace"),
+                    "client_args": ("--group", "GID_py_trace", "--messages", "10", "--trace-context")}),
+    Scenario("remoting_txtrace", "remoting", "transaction", "TopicTxTrace", jvm=("-Drmqsniff.msgTrace=true",),
+             description="as remoting_transaction with enableMsgTrace: Pub and EndTransaction records (the "
+                         "immediate COMMIT/ROLLBACK/UNKNOW and the check-back answers) in RMQ_SYS_TRACE_TOPIC"),
     # ACL credentials on the wire (opt-in switches of the client programs): for tests that no
     # secret leaks.  The keys are made up and distinctive so a leak is easy to find in output.
     Scenario("secrets_remoting", "remoting", "pop", "TopicSecret", jvm=SECRETS_JVM,

@@ -8,8 +8,9 @@ from dissectors.grpc import schema
 
 from ...model import Exchange
 from ..base import Getter, _classifier_fields
+from ..tracing import trace_id_field
 from .classify import CLASSIFIER
-from .messages import carried
+from .messages import carried, messages
 
 _cache: list[Any] = [None, None]  # [exchange, carried(exchange)]
 
@@ -30,6 +31,7 @@ FIELDS: dict[str, Getter] = _classifier_fields(CLASSIFIER) | {
     "keys": lambda ex: _carried(ex)[1] or None,
     "msgid": lambda ex: _carried(ex)[2] or None,
     "opaque": _stream_id,
+    "trace_id": trace_id_field(messages),
 }
 
 

@@ -8,6 +8,8 @@ from dissectors.remoting.message import parse_properties
 
 from ...model import Exchange
 from ..base import Getter
+from ..tracing import trace_id_field
+from .messages import messages
 
 # header fields of requests that name a message they are about (not carry it)
 _REFERS = {
@@ -119,6 +121,7 @@ FIELDS: dict[str, Getter] = {
     "opaque": lambda ex: ex.request.command.opaque if ex.request is not None else ex.response.command.opaque
     if ex.response is not None else None,
     "broker_name": _broker_name,
+    "trace_id": trace_id_field(messages),
     # how codes read as text (for ~)
     "code_name": lambda ex: codes.request_name(ex.request.command.code) if ex.request is not None else None,
     "response_code_name": lambda ex: (codes.response_name(ex.response.command.code)

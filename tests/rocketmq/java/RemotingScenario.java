@@ -13,6 +13,7 @@ import org.apache.rocketmq.client.consumer.DefaultLitePullConsumer;
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
 import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
 import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
+import org.apache.rocketmq.client.consumer.rebalance.AllocateMessageQueueAveragely;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.client.producer.LocalTransactionState;
 import org.apache.rocketmq.client.producer.SendCallback;
@@ -37,12 +38,16 @@ import org.apache.rocketmq.acl.common.SessionCredentials;
  *   MODE produce-consume : sync/async/oneway/batch/ordered/delay/timer/compressed sends, then a
  *                          push consumer, a lite pull consumer and a broadcast consumer
  *   MODE pop             : sync sends, then a push consumer in POP mode (group CG_pop)
+ *   MODE trace-context   : sync sends carrying trace context (traceparent+tracestate, sw8, b3 by turns),
+ *                          then a push consumer (group CG_trace_TOPIC)
  *   MODE transaction     : half messages (UNKNOW then COMMIT on check-back, plus COMMIT and
  *                          ROLLBACK right away), then a push consumer for the committed ones
  * Header serialization follows -Drocketmq.serialize.type (JSON default, or ROCKETMQ).
  * -Drmqsniff.accessKey=AK -Drmqsniff.secretKey=SK: producers and consumers sign every request with
  * AclClientRPCHook (extFields AccessKey and Signature; SecurityToken too with
  * -Drmqsniff.securityToken=TOKEN); off by default.
+ * -Drmqsniff.msgTrace=true: producers and push consumers with enableMsgTrace (records to
+ * RMQ_SYS_TRACE_TOPIC); off by default.
  */
 public class RemotingScenario {
     static final int N = 10;
@@ -76,10 +81,12 @@ public class RemotingScenario {
         truth.put("serialize_type", System.getProperty("rocketmq.serialize.type", "JSON"));
         truth.put("namesrv", ns);
         truth.put("topic", topic);
+        if (msgTrace()) truth.put("msg_trace", true);
         switch (mode) {
             case "produce-consume": produceConsume(); break;
             case "pop": pop(); break;
             case "transaction": transaction(); break;
+            case "trace-context": traceContext(); break;
             default: throw new IllegalArgumentException(mode);
         }
         truth.put("counts", counts);
@@ -144,8 +151,52 @@ public class RemotingScenario {
                 ? new SessionCredentials(ak, sk) : new SessionCredentials(ak, sk, token));
     }
 
+    static boolean msgTrace() {
+        return Boolean.getBoolean("rmqsniff.msgTrace");
+    }
+
+    static String hex(java.util.Random r, int bytes) {
+        StringBuilder b = new StringBuilder();
+        for (int i = 0; i < bytes; i++) b.append(String.format("%02x", r.nextInt(256)));
+        return b.toString();
+    }
+
+    static String b64(String s) {
+        return java.util.Base64.getEncoder().encodeToString(s.getBytes(StandardCharsets.UTF_8));
+    }
+
+    /** Sync sends with W3C traceparent+tracestate, SkyWalking sw8 or Zipkin b3 user properties by
+     *  turns (the names OpenTelemetry, SkyWalking and Brave agents use), then a push consumer. */
+    static void traceContext() throws Exception {
+        java.util.Random r = new java.security.SecureRandom();
+        DefaultMQProducer p = producer("PG_" + tag);
+        for (int i = 0; i < N; i++) {
+            Message m = msg(topic, "TagTrace", "trace-" + i, body("trace", i), "trace", i);
+            if (i % 3 == 0) {
+                m.putUserProperty("traceparent", "00-" + hex(r, 16) + "-" + hex(r, 8) + "-01");
+                m.putUserProperty("tracestate", "rmqsniff=" + i + ",congo=t61rcWkgMzE");
+            } else if (i % 3 == 1) {
+                m.putUserProperty("sw8", "1-" + b64(hex(r, 8) + "." + i) + "-" + b64("seg." + hex(r, 4)) + "-" + i
+                        + "-" + b64("order-service") + "-" + b64("order@host") + "-" + b64("/orders/" + i)
+                        + "-" + b64(ns));
+            } else {
+                m.putUserProperty("b3", hex(r, 16) + "-" + hex(r, 8) + "-1-" + hex(r, 8));
+            }
+            sent.add(record(m, "sync", p.send(m), 0));
+        }
+        count("sync", N);
+        // the trace dispatcher sends its Pub records in the background (first to a trace topic that
+        // does not exist yet: the broker makes it on the first send); shutdown does not wait for them
+        if (msgTrace()) Thread.sleep(3000);
+        p.shutdown();
+        DefaultMQPushConsumer c = pushConsumer("CG_trace_" + tag, MessageModel.CLUSTERING, "trace");
+        waitFor(expectedIds(), "trace", System.currentTimeMillis() + 90000);
+        quiesce();
+        c.shutdown();
+    }
+
     static DefaultMQProducer producer(String group) throws Exception {
-        DefaultMQProducer p = new DefaultMQProducer(group, hook());
+        DefaultMQProducer p = new DefaultMQProducer(group, hook(), msgTrace(), null);
         p.setNamesrvAddr(ns);
         apiTimeout(p);
         p.setSendMsgTimeout(15000);
@@ -249,7 +300,8 @@ public class RemotingScenario {
     }
 
     static DefaultMQPushConsumer pushConsumer(String group, MessageModel model, String name) throws Exception {
-        DefaultMQPushConsumer c = new DefaultMQPushConsumer(group, hook());
+        DefaultMQPushConsumer c = new DefaultMQPushConsumer(group, hook(), new AllocateMessageQueueAveragely(),
+                msgTrace(), null);
         c.setNamesrvAddr(ns);
         apiTimeout(c);
         c.setInstanceName(name + "-" + ProcessHandle.current().pid());
@@ -382,7 +434,7 @@ public class RemotingScenario {
         Map<String, String> plan = new ConcurrentHashMap<>();
         Map<String, String> labels = new ConcurrentHashMap<>();
         Map<String, Integer> checkAnswers = new ConcurrentHashMap<>();
-        TransactionMQProducer tp = new TransactionMQProducer("PG_" + tag);
+        TransactionMQProducer tp = new TransactionMQProducer("PG_" + tag, hook(), msgTrace(), null);
         tp.setNamesrvAddr(ns);
         apiTimeout(tp);
         tp.setSendMsgTimeout(15000);
