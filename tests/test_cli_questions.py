@@ -152,9 +152,9 @@ def test_export_jsonl_csv(cap, tmp_path):
     assert len(r.stdout.splitlines()) == 4
 
 
-def test_nothing_read_is_exit_2(tmp_path):
+def test_nothing_read_is_exit_1(tmp_path):
     r = run("read", str(tmp_path / "missing.pcap"), "-Y", "topic == x")
-    assert r.exit_code == 2
+    assert r.exit_code == 1
 
 
 # ---------------------------------------------------------------- real captures
