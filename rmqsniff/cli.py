@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import click
 import orjson
 
 from .cliutil import (
     EXIT_FAILED,
+    STDIN,
     BadInput,
     Group,
     TimeText,
@@ -232,6 +233,8 @@ def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, output_type: s
     if fmt != "table" or messages:  # JSON times are epoch seconds; messages show their own times
         excludes(ctx, "time_format", "fmt" if fmt != "table" else "messages")
     columns = _field_text(fields, field_opts, time_format, not no_redact) if output_type else None
+    if STDIN in captures:  # a stream (tcpdump -U -w - |): each row leaves as it is decoded
+        cast(Any, sys.stdout).reconfigure(line_buffering=True)
 
     def run() -> int:
         flt = _compile(expr)

@@ -119,8 +119,12 @@ class FieldText:
         d = exchange_to_dict(ex, redact=self.redact) if self._json else None
         cells = []
         for src, get in self._cols:
-            v = get(ex.ts) if src == "ts" else get(d) if src == "json" else get(ex)
-            cells.append(self._quoted(self._text(v)))
+            if src == "json":
+                v = get(d)
+                cells.append(self._quoted(self._text(v) if isinstance(v, (str, tuple)) or v is None
+                                          else orjson.dumps(v).decode()))  # as the jsonl has it
+            else:
+                cells.append(self._quoted(self._text(get(ex.ts) if src == "ts" else get(ex))))
         return self.opt.separator.join(cells)
 
     def _text(self, v: Any) -> str:
