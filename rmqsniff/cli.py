@@ -371,8 +371,8 @@ def _interval(value: str | None) -> float | None:
 
     ms = parse_duration_ms(value, bare="s")
     if ms is None or ms <= 0:
-        _fail(f"--interval: {value!r} is not a positive duration (e.g. 1s, 500ms, 1m)")
-        raise _BadInput()
+        raise click.BadParameter(f"{value!r} is not a positive duration (e.g. 1s, 500ms, 1m)",
+                                 param_hint="--interval")
     return ms / 1000.0
 
 
@@ -411,11 +411,9 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
         tabular = by is not None or secs is not None
         out_fmt = fmt or ("table" if tabular else "envoy")
         if tabular and out_fmt not in ("table", "json"):
-            _fail("--by and --interval print --format table or json")
-            return EXIT_BAD_INPUT
+            raise click.UsageError(f"--by and --interval print --format table or json, not --format {out_fmt}")
         if not tabular and out_fmt == "table":
-            _fail("--format table needs --by or --interval")
-            return EXIT_BAD_INPUT
+            raise click.UsageError("--format table needs --by or --interval")
         flt = _compile(expr)
         p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
@@ -545,8 +543,7 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         if with_secrets and not pcapng:
-            _fail("--with-secrets needs --format pcapng")
-            return EXIT_BAD_INPUT
+            raise click.UsageError("--with-secrets needs --format pcapng")
         if (no_redact or with_secrets) and output != "-" and fmt != "csv":
             ex_mod.private_file(output)  # it will hold AccessKey/Signature values or TLS key material
         if pcapng:

@@ -365,6 +365,8 @@ def test_exit_codes() -> None:
     assert "--debug" not in err and "Usage:" in err
     r = rmq("stats", "--port", "1,2=nosuch", REMOTING)
     assert r.returncode == 2 and "is not a protocol" in r.stderr.decode()
+    r = rmq("read")
+    assert r.returncode == 2 and "give a capture file (FILE or -r FILE; '-' reads standard input)" in r.stderr.decode()
 
 
 @pytest.mark.parametrize("cmd", [["read"], ["stats"], ["export", "-o", "-"], ["follow", "-"]])
@@ -442,6 +444,10 @@ def test_replay_dry_run_broken_pipe_is_quiet() -> None:
      "--speed and --rate exclude each other"),
     (["replay", "--target", "127.0.0.1:19876", "--speed", "2x", "--max"], "--speed and --max exclude each other"),
     (["export", "--format", "pcapng", "-o", "x.pcapng", "-"], "reads its captures twice"),
+    (["export", "-o", "-", "--with-secrets"], "--with-secrets needs --format pcapng"),
+    (["stats", "--format", "table"], "--format table needs --by or --interval"),
+    (["stats", "--by", "code", "--format", "prometheus"], "--by and --interval print --format table or json"),
+    (["stats", "--interval", "soon"], "Invalid value for --interval: 'soon' is not a positive duration"),
 ])
 def test_conflicting_or_no_op_options_are_usage_errors(args: list[str], message: str) -> None:
     r = rmq(*args[:1], REMOTING, *args[1:]) if args[-1] != "-" else rmq(*args, stdin=b"")

@@ -123,7 +123,7 @@ def test_stats_table_and_interval(cap):
     assert sum(x["requests"] for x in doc["rows"]) == len(SCENARIO)
     assert all(x["rate"] == pytest.approx(x["requests"] / 0.01) for x in doc["rows"])
     r = run("stats", cap, "--interval", "soon")
-    assert r.exit_code == 1 and "not a positive duration" in r.stderr
+    assert r.exit_code == 2 and "not a positive duration" in r.stderr  # a usage error
 
 
 def test_stats_filtered_envoy(cap):
