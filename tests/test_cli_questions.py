@@ -133,7 +133,7 @@ def test_stats_filtered_envoy(cap):
     assert "rocketmq.rmqsniff.request: 3\n" in r.stdout
     assert "rocketmq.rmqsniff.response_error: 1\n" in r.stdout
     r = run("stats", cap, "--by", "code", "--format", "envoy")
-    assert r.exit_code == 1 and "--by" in r.stderr
+    assert r.exit_code == 2 and "--by" in r.stderr  # a usage error
 
 
 def test_export_pcapng_then_read(cap, tmp_path):
