@@ -3,18 +3,33 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import click
 import orjson
 
-from .cliutil import BadInput, display_filter, fail, parse_ports
+from .cliutil import (
+    EXIT_FAILED,
+    STDIN,
+    BadInput,
+    Group,
+    TimeText,
+    capture_inputs,
+    display_filter,
+    excludes,
+    fail,
+    needs,
+    parse_ports,
+    quiet_broken_pipe,
+    time_option,
+    usage_error,
+)
 from .filter import describe_fields
 from .model import Exchange
 from .pipeline import Pipeline
 
-EXIT_NOTHING_READ = 2
-EXIT_BAD_INPUT = 1
+EXIT_NOTHING_READ = EXIT_FAILED
+EXIT_BAD_INPUT = EXIT_FAILED
 
 
 _BadInput = BadInput
@@ -42,7 +57,7 @@ def summarise_problems(errors: Iterable[str]) -> list[str]:
 
 
 def _report(p: Pipeline, quiet: bool = False) -> int:
-    """Print read problems, one line per kind with counts; exit code 2 when nothing could be read."""
+    """Print read problems, one line per kind with counts; exit code 1 when nothing could be read."""
     lines = summarise_problems(p.errors)
     for shown, line in enumerate(lines):
         if shown >= MAX_PROBLEM_LINES:
@@ -75,11 +90,13 @@ def _guard(fn: Callable[[], int], debug: bool) -> None:
         code = fn()
     except _BadInput:
         code = EXIT_BAD_INPUT
+    except click.ClickException as e:  # a usage error found while running: click's message, exit 2
+        raise usage_error(e) from None
     except KeyboardInterrupt:
         _fail("interrupted")
         code = 130
     except BrokenPipeError:
-        code = 0
+        quiet_broken_pipe()
     except Exception as e:  # one clear line, the traceback only with --debug
         if debug:
             raise
@@ -89,21 +106,28 @@ def _guard(fn: Callable[[], int], debug: bool) -> None:
 
 
 def _console():
-    """Rich for humans (colour, terminal width); plain and unwrapped when piped."""
+    """Rich for humans (colour, terminal width); plain and unwrapped when piped. A reader that goes
+    away (``| head``) ends the run quietly with status 0 (rich's own handler exits 1)."""
     from rich.console import Console
 
-    c = Console(highlight=False, soft_wrap=True)
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            quiet_broken_pipe()
+
+    c = _Console(highlight=False, soft_wrap=True)
     if not c.is_terminal:
-        c = Console(highlight=False, soft_wrap=True, width=100_000)
+        c = _Console(highlight=False, soft_wrap=True, width=100_000)
     return c
 
 
-def _fixed_row(widths: Sequence[int], right: Iterable[int]) -> Callable[[Sequence[str]], str]:
+def _fixed_row(widths: Sequence[int], right: Iterable[int], truncate: bool = True) -> Callable[[Sequence[str]], str]:
+    """Cells padded to ``widths``; on a terminal (``truncate``) long left-aligned cells are cut with an
+    ellipsis, elsewhere they are whole (grep and awk see every character)."""
     right = set(right)
     fmt = "  ".join(f"{{:>{w}}}" if i in right else f"{{:<{w}}}" for i, w in enumerate(widths))
 
     def render(cells: Sequence[str]) -> str:
-        return fmt.format(*(c if len(c) <= w or i in right else c[: w - 1] + "…"
+        return fmt.format(*(c if len(c) <= w or i in right or not truncate else c[: w - 1] + "…"
                             for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
     return render
 
@@ -138,7 +162,7 @@ class _JsonArray:
 
 FILTER_HELP = "Display filter, e.g. 'code == SEND_MESSAGE_V2 and topic ~ \"order.*\" and latency > 5ms'."
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Filter fields (-Y):\n\n\b\n" + describe_fields())
 @click.version_option(package_name="rmqsniff")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
@@ -176,9 +200,17 @@ def _tls_keys(paths: Sequence[str]) -> Any:
 # ---------------------------------------------------------------- read
 
 @main.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@capture_inputs()
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "json"]), default="table", show_default=True)
-@click.option("-c", "--count", type=int, default=0, help="Stop after this many rows.")
+@click.option("-T", "output_type", type=click.Choice(["fields"]),
+              help="Like tshark: -T fields prints the -e fields of each exchange, separated (see -E).")
+@click.option("-e", "fields", multiple=True, metavar="FIELD",
+              help="With -T fields: a filter field (code, topic, latency, ...), time, or a JSON path of the "
+                   "jsonl form (response.code, request.ext.topic); repeatable.")
+@click.option("-E", "field_opts", multiple=True, metavar="KEY=VALUE",
+              help="With -T fields: separator=, (default tab; /t /s), header=y, quote=d|s|n, aggregator=;.")
+@time_option
+@click.option("-c", "--count", type=click.IntRange(min=0), default=0, help="Stop after this many rows (0: all).")
 @_filter_opt
 @click.option("--messages", is_flag=True, help="One row per message carried (sent, batch-sent, pulled, popped, ...).")
 @click.option("--body", is_flag=True, help="With --messages: full bodies (binary as hex) instead of a preview.")
@@ -187,22 +219,60 @@ def _tls_keys(paths: Sequence[str]) -> Any:
 @_only_opt
 @_tls_opt
 @click.pass_context
-def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, count: int, expr: str | None, messages: bool,
+def read(ctx: click.Context, captures: tuple[str, ...], fmt: str, output_type: str | None, fields: tuple[str, ...],
+         field_opts: tuple[str, ...], time_format: str | None, count: int, expr: str | None, messages: bool,
          body: bool, no_redact: bool, ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
-    """One row (table) or JSON object (jsonl, json) per exchange, in request order."""
+    """One row (table) or JSON object (jsonl, json) per exchange, in request order; with -T fields,
+    the chosen fields of each, like tshark."""
+    needs(ctx, "body", "messages")
+    needs(ctx, "fields", "output_type")
+    needs(ctx, "field_opts", "output_type")
+    needs(ctx, "output_type", "fields")
+    excludes(ctx, "output_type", "fmt")
+    excludes(ctx, "output_type", "messages")
+    if fmt != "table" or messages:  # JSON times are epoch seconds; messages show their own times
+        excludes(ctx, "time_format", "fmt" if fmt != "table" else "messages")
+    columns = _field_text(fields, field_opts, time_format, not no_redact) if output_type else None
+    if STDIN in captures:  # a stream (tcpdump -U -w - |): each row leaves as it is decoded
+        cast(Any, sys.stdout).reconfigure(line_buffering=True)
+
     def run() -> int:
         flt = _compile(expr)
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"],
                      tls_keys=_tls_keys(tls_keylogs))
         exchanges = _selected(p, captures, flt)
-        if messages:
+        if columns is not None:
+            _read_fields(exchanges, columns, count)
+        elif messages:
             _read_messages(exchanges, fmt, count, body, not no_redact)
         else:
-            _read_exchanges(exchanges, fmt, count, not no_redact)
+            _read_exchanges(exchanges, fmt, count, not no_redact, TimeText(time_format))
         sys.stdout.flush()
         return _report(p)
 
     _guard(run, ctx.obj["debug"])
+
+
+def _field_text(fields: Sequence[str], field_opts: Sequence[str], time_format: str | None, redact: bool) -> Any:
+    from .exporters.fieldtext import FieldError, FieldOptions, FieldText
+
+    try:
+        opts = FieldOptions.parse(field_opts)
+    except FieldError as e:
+        raise click.BadParameter(str(e), param_hint="-E") from None
+    try:
+        return FieldText(fields, opts, TimeText(time_format), redact=redact)
+    except FieldError as e:
+        raise click.BadParameter(str(e), param_hint="-e") from None
+
+
+def _read_fields(exchanges: Iterable[Exchange], columns: Any, count: int) -> None:
+    out = sys.stdout
+    head = columns.header()
+    if head is not None:
+        out.write(head + "\n")
+    for ex in _limited(exchanges, count):
+        out.write(columns.line(ex) + "\n")
 
 
 def _limited(rows: Iterable[Any], count: int) -> Iterator[Any]:
@@ -212,7 +282,7 @@ def _limited(rows: Iterable[Any], count: int) -> Iterator[Any]:
             return
 
 
-def _read_exchanges(exchanges: Iterable[Exchange], fmt: str, count: int, redact: bool) -> None:
+def _read_exchanges(exchanges: Iterable[Exchange], fmt: str, count: int, redact: bool, when: TimeText) -> None:
     from .exporters.exchanges import COLUMNS, STATUS_STYLE, exchange_to_dict, result_of, row
 
     if fmt in ("jsonl", "json"):
@@ -221,11 +291,12 @@ def _read_exchanges(exchanges: Iterable[Exchange], fmt: str, count: int, redact:
     from rich.text import Text
 
     console = _console()
-    render = _fixed_row((6, 12, 44, 26, 28, 10, 22, 9, 8), (0, 7, 8))
+    render = _fixed_row((6, 26 if when.dated else 15, 44, 26, 28, 10, 22, 9, 8), (0, 1, 7, 8),
+                        truncate=console.is_terminal)
     console.print(Text(render(COLUMNS), style="bold"))
     colours = {"success": "green", "no_message": "green", "error": "red"} | STATUS_STYLE
     for ex in _limited(exchanges, count):
-        console.print(Text(render(row(ex)), style=colours.get(result_of(ex), "")))
+        console.print(Text(render(row(ex, when)), style=colours.get(result_of(ex), "")))
 
 
 def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bool, redact: bool) -> None:
@@ -239,7 +310,8 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
     from rich.text import Text
 
     console = _console()
-    render = _fixed_row((6, 10, 18, 5, 8, 32, 32, 10, 14, 28, 28, 7, 38, 34), (0, 3, 4, 11))
+    render = _fixed_row((6, 10, 18, 5, 8, 32, 32, 10, 14, 28, 28, 7, 38, 34), (0, 3, 4, 11),
+                        truncate=console.is_terminal)
     console.print(Text(render(MESSAGE_COLUMNS), style="bold"))
     style = {"sent": "green", "batch-sent": "green", "pulled": "cyan", "popped": "cyan"}
     for m in _limited(rows, count):
@@ -251,7 +323,7 @@ def _read_messages(exchanges: Iterable[Exchange], fmt: str, count: int, body: bo
 # ---------------------------------------------------------------- follow
 
 @main.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@capture_inputs()
 @click.argument("target")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @_redact_opt
@@ -299,13 +371,13 @@ def _interval(value: str | None) -> float | None:
 
     ms = parse_duration_ms(value, bare="s")
     if ms is None or ms <= 0:
-        _fail(f"--interval: {value!r} is not a positive duration (e.g. 1s, 500ms, 1m)")
-        raise _BadInput()
+        raise click.BadParameter(f"{value!r} is not a positive duration (e.g. 1s, 500ms, 1m)",
+                                 param_hint="--interval")
     return ms / 1000.0
 
 
 @main.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@capture_inputs()
 @click.option("--format", "fmt", type=click.Choice(["envoy", "prometheus", "json", "table"]), default=None,
               help="envoy (default), prometheus or json; with --by/--interval: table (default) or json.")
 @click.option("--stat-prefix", default="rmqsniff", show_default=True, help="Stats are rooted at rocketmq.<prefix>.")
@@ -317,15 +389,20 @@ def _interval(value: str | None) -> float | None:
               type=click.Choice(["requests", "errors", "error_pct", "p50", "p90", "p99", "max", "bytes", "key"]),
               help="Sort rows by this column (descending; key ascending).")
 @click.option("--interval", "interval", metavar="DURATION", help="Per-interval rows (rate over time), e.g. 1s.")
+@time_option
 @_port_opt
 @_only_opt
 @_tls_opt
 @click.pass_context
 def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_prefix: str, expr: str | None,
-          by: str | None, top: int | None, sort: str, interval: str | None, ports: tuple[str, ...],
-          only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
+          by: str | None, top: int | None, sort: str, interval: str | None, time_format: str | None,
+          ports: tuple[str, ...], only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:
     """The Envoy rocketmq_proxy stat set (and breakdowns) over the captures; or, with --by
     and --interval, tables per group and per time interval."""
+    needs(ctx, "top", "by")
+    needs(ctx, "sort", "by")
+    needs(ctx, "time_format", "interval")
+
     def run() -> int:
         from .exporters.statsfmt import render_envoy, render_json, render_prometheus
         from .views import grouped_rows, interval_rows, restat, sort_rows, totals
@@ -334,11 +411,9 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
         tabular = by is not None or secs is not None
         out_fmt = fmt or ("table" if tabular else "envoy")
         if tabular and out_fmt not in ("table", "json"):
-            _fail("--by and --interval print --format table or json")
-            return EXIT_BAD_INPUT
+            raise click.UsageError(f"--by and --interval print --format table or json, not --format {out_fmt}")
         if not tabular and out_fmt == "table":
-            _fail("--format table needs --by or --interval")
-            return EXIT_BAD_INPUT
+            raise click.UsageError("--format table needs --by or --interval")
         flt = _compile(expr)
         p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
@@ -371,7 +446,7 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
         if out_fmt == "json":
             sys.stdout.write(orjson.dumps(doc).decode() + "\n")
         else:
-            _print_stats_table(doc)
+            _print_stats_table(doc, TimeText(time_format))
         return 0
 
     _guard(run, ctx.obj["debug"])
@@ -385,7 +460,7 @@ def _bytes_text(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _print_stats_table(doc: dict[str, Any]) -> None:
+def _print_stats_table(doc: dict[str, Any], when: TimeText) -> None:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -414,7 +489,7 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
         for key, _ in cols:
             v = r.get(key, "")
             if key == "time":
-                out.append(v[11:23])
+                out.append(when(r["start"]))
             elif key in ("p50", "p90", "p99", "max"):
                 out.append(f"{v:.3f}")
             elif key == "error_pct":
@@ -436,7 +511,7 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- export
 
 @main.command()
-@click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@capture_inputs()
 @_filter_opt
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng", "parquet"]), default="jsonl",
               show_default=True)
@@ -464,6 +539,8 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
 
         flt = _compile(expr)
         pcapng = fmt == "pcapng"
+        if pcapng and "-" in captures:  # the packets are read back from the files: a second pass
+            raise click.UsageError("--format pcapng reads its captures twice: give files, not '-' (stdin)")
         if pcapng and output == "-" and sys.stdout.isatty():
             _fail("will not write a pcapng to a terminal; use -o FILE")
             return EXIT_BAD_INPUT
@@ -474,8 +551,7 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         if with_secrets and not pcapng:
-            _fail("--with-secrets needs --format pcapng")
-            return EXIT_BAD_INPUT
+            raise click.UsageError("--with-secrets needs --format pcapng")
         if (no_redact or with_secrets) and output != "-" and fmt != "csv":
             ex_mod.private_file(output)  # it will hold AccessKey/Signature values or TLS key material
         if pcapng:

@@ -223,6 +223,7 @@ def live(ctx: click.Context, interfaces: tuple[str, ...], bpf: str | None, ports
     When stdout is not a terminal, nothing is shown while capturing and the final stats are
     printed in Envoy's text format, as `rmqsniff stats` prints them.
     """
+    cliutil.needs(ctx, "only_ports", "ports")
     if rotate and not write:
         raise click.UsageError("--rotate needs -w FILE")
     if keep and not rotate:

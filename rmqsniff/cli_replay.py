@@ -10,6 +10,8 @@ from collections import Counter
 import click
 import orjson
 
+from .cliutil import excludes, quiet_broken_pipe, usage_error
+
 _TARGET_HELP = ("Staging name server HOST:PORT: name-server traffic goes there, broker traffic to the broker its "
                 "routes name.")
 
@@ -53,7 +55,8 @@ class _Stop(Exception):
 @click.option("--access-key", metavar="AK", help="Re-sign requests (ACL 1.0) with this access key.")
 @click.option("--secret-key", metavar="SK", envvar="RMQSNIFF_SECRET_KEY",
               help="Secret key for --access-key (or $RMQSNIFF_SECRET_KEY).")
-@click.option("--speed", default="1x", show_default=True, metavar="Nx", help="Captured gaps divided by N.")
+@click.option("--speed", default="1x", show_default=True, metavar="Nx|N%",
+              help="Captured gaps divided by N (2x, or 200%).")
 @click.option("--max-gap", metavar="DURATION", help="Cap idle gaps of the captured timeline (e.g. 1s).")
 @click.option("--rate", metavar="N/s", help="Fixed rate over all requests (late ones are sent late and counted).")
 @click.option("--max", "as_fast", is_flag=True, help="As fast as the target answers (dependencies still kept).")
@@ -122,10 +125,17 @@ def replay(ctx: click.Context, captures: tuple[str, ...], target: str | None, gr
     (see --fresh-ids).
     """
     debug = (ctx.obj or {}).get("debug", False)
+    excludes(ctx, "speed", "rate")
+    excludes(ctx, "speed", "as_fast")
+    excludes(ctx, "rate", "as_fast")
     try:
         code = _run(locals())
     except _Stop as s:
         code = s.code
+    except click.ClickException as e:  # a usage error found while running: click's message, exit 2
+        raise usage_error(e) from None
+    except BrokenPipeError:  # the reader went away (| head): quiet, status 0
+        quiet_broken_pipe()
     except KeyboardInterrupt:
         _line("interrupted")
         code = 130
@@ -173,9 +183,7 @@ def _settings(a: dict) -> tuple:
                       access_key=a["access_key"], secret_key=a["secret_key"])
         if bool(a["access_key"]) != bool(a["secret_key"]):
             raise _bad("--access-key and --secret-key go together")
-        modes = [m for m, on in ((RATE, a["rate"]), (MAX, a["as_fast"])) if on]
-        if len(modes) > 1:
-            raise _bad("--rate and --max exclude each other")
+        modes = [m for m, on in ((RATE, a["rate"]), (MAX, a["as_fast"])) if on]  # one at most (excludes())
         pacing = Pacing(mode=modes[0] if modes else SPEED, speed=parse_speed(a["speed"]),
                         rate=parse_rate(a["rate"]) if a["rate"] else 0.0,
                         max_gap=parse_duration(a["max_gap"]) if a["max_gap"] else None)
@@ -223,7 +231,11 @@ def _run(a: dict) -> int:
                    copies=a["scale"], loops=a["loops"], duration=dur, max_requests=a["max_requests"],
                    timeout=a["timeout"], via_proxy=a["via_proxy"], grpc_target=gtgt)
     if a["dry_run"]:
-        _print_plan(plan, opts, Schedule(plan, pacing, opts.copies), verdicts)
+        doc = _plan_doc(plan, opts, Schedule(plan, pacing, opts.copies), verdicts)
+        if a["fmt"] == "json":
+            click.echo(orjson.dumps(doc).decode())
+        else:
+            _print_plan(doc)
         refused = [v for v in verdicts.values() if v.startswith("REFUSED")]
         if refused:
             _line(f"dry run: refused ({refused[0].removeprefix('REFUSED: ')})")
@@ -384,7 +396,8 @@ def _counts(c: Counter) -> str:
     return ", ".join(f"{k} {v}" for k, v in c.most_common())
 
 
-def _print_plan(plan, opts, schedule, verdicts: dict[str, str]) -> None:
+def _plan_doc(plan, opts, schedule, verdicts: dict[str, str]) -> dict:
+    """What --dry-run shows: the plan's size and pacing, each target with its verdict, each session."""
     from replay.engine import Rewriter
     from replay.engine.plan import GRPC, NAMESRV
     from replay.engine.safety import ep_text
@@ -393,20 +406,11 @@ def _print_plan(plan, opts, schedule, verdicts: dict[str, str]) -> None:
 
     rw = Rewriter(opts.rules)
     loops, copies = opts.loops, opts.copies
-    total = plan.requests * copies * loops
-    span = schedule.span(loops)
-    rate = schedule.requested_rate(loops)
-    click.echo(f"plan: {len(plan.sessions)} session(s) x {copies} cop{'y' if copies == 1 else 'ies'} x {loops} "
-               f"loop(s) = {total} request(s); pacing {opts.pacing.mode}; expected duration "
-               f"{'as fast as the target answers' if opts.pacing.mode == 'max' else f'{span:.2f}s'}"
-               + (f"; requested rate {rate:,.1f}/s" if rate else "")
-               + (f"; stops after {opts.duration:g}s" if opts.duration else "")
-               + (f"; at most {opts.max_requests} requests" if opts.max_requests else ""))
-    for what, ep in (("target name server", opts.target), ("target gRPC endpoint", opts.grpc_target)):
-        if ep is None:
-            continue
-        click.echo(f"{what} {ep_text(ep)} ({verdicts.get(what, 'REFUSED')}); "
-                   f"via {'proxy' if opts.via_proxy else 'direct'}")
+    targets = [{"what": what, "address": ep_text(ep), "verdict": verdicts.get(what, "REFUSED"),
+                "via": "proxy" if opts.via_proxy else "direct"}
+               for what, ep in (("target name server", opts.target), ("target gRPC endpoint", opts.grpc_target))
+               if ep is not None]
+    sessions = []
     for s in plan.sessions:
         codes = Counter(protocol_of(st.ex).classifier.request_name(st.code) for st in s.steps)
         if s.kind == GRPC:
@@ -416,11 +420,36 @@ def _print_plan(plan, opts, schedule, verdicts: dict[str, str]) -> None:
         else:
             topics = [rw.topic(t) for t in s.topics] or ["<any broker>"]
             where = f"staging broker serving {', '.join(topics)}" + (f" ({s.broker_name})" if s.broker_name else "")
-        click.echo(f"  session {s.id} {s.connection.label} [{s.kind}] {len(s.steps)} request(s): "
-                   f"{_counts(codes)} -> {where}")
-    if plan.skipped:
-        click.echo(f"left out: {_counts(plan.skipped)}")
-    click.echo("dry run: nothing sent")
+        sessions.append({"id": s.id, "connection": s.connection.label, "kind": s.kind, "requests": len(s.steps),
+                         "codes": dict(codes.most_common()), "to": where})
+    return {"dry_run": True, "sessions": len(plan.sessions), "copies": copies, "loops": loops,
+            "requests": plan.requests * copies * loops, "pacing": opts.pacing.mode,
+            "expected_duration_s": None if opts.pacing.mode == "max" else round(schedule.span(loops), 3),
+            "requested_rate": schedule.requested_rate(loops) or None, "duration_s": opts.duration,
+            "max_requests": opts.max_requests, "targets": targets, "plan": sessions,
+            "left_out": dict(plan.skipped.most_common()),
+            "refused": any(t["verdict"].startswith("REFUSED") for t in targets)}
+
+
+def _print_plan(doc: dict) -> None:
+    """The --dry-run plan as text (from :func:`_plan_doc`)."""
+    rate, total, copies = doc["requested_rate"], doc["requests"], doc["copies"]
+    span = doc["expected_duration_s"]
+    click.echo(f"plan: {doc['sessions']} session(s) x {copies} cop{'y' if copies == 1 else 'ies'} x {doc['loops']} "
+               f"loop(s) = {total} request(s); pacing {doc['pacing']}; expected duration "
+               f"{'as fast as the target answers' if span is None else f'{span:.2f}s'}"
+               + (f"; requested rate {rate:,.1f}/s" if rate else "")
+               + (f"; stops after {doc['duration_s']:g}s" if doc["duration_s"] else "")
+               + (f"; at most {doc['max_requests']} requests" if doc["max_requests"] else ""))
+    for t in doc["targets"]:
+        click.echo(f"{t['what']} {t['address']} ({t['verdict']}); via {t['via']}")
+    for s in doc["plan"]:
+        codes = ", ".join(f"{k} {v}" for k, v in s["codes"].items())
+        click.echo(f"  session {s['id']} {s['connection']} [{s['kind']}] {s['requests']} request(s): "
+                   f"{codes} -> {s['to']}")
+    if doc["left_out"]:
+        click.echo(f"left out: {', '.join(f'{k} {v}' for k, v in doc['left_out'].items())}")
+    click.echo("dry run: nothing sent" + (" (refused)" if doc["refused"] else ""))
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from .cliutil import parse_ports
+from .cliutil import EXIT_USAGE, capture_inputs, parse_ports
 
 _ports = parse_ports
 
 
 @click.command("tui")
-@click.argument("captures", nargs=-1, type=click.Path(dir_okay=False))
+@capture_inputs(exit_missing=EXIT_USAGE, stdin=False, required=False)  # a missing file: one line, before the UI
 @click.option("-i", "--interface", "interfaces", multiple=True, metavar="IFACE",
               help="Capture live on this interface (repeat for more; 'any' for all) instead of reading files.")
 @click.option("-f", "bpf", metavar="BPF", help="With -i: kernel capture filter, e.g. 'tcp port 10911'.")

@@ -188,14 +188,15 @@ def test_read_table_piped_has_no_ansi(capture: str) -> None:
 # ------------------------------------------------------------------ errors and exit codes
 
 
-def test_nothing_readable_exits_2(tmp_path) -> None:
+def test_nothing_readable_exits_1(tmp_path) -> None:
+    """Exit 1: nothing readable (2 is kept for usage errors, click's)."""
     bad = tmp_path / "notes.txt"
     bad.write_text("not a capture at all\n")
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
     for cmd in ("read", "stats"):
         code, out, err = run(cmd, str(bad), str(empty))
-        assert code == 2
+        assert code == 1
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert len(lines) == 2 and "notes.txt" in lines[0] and "empty.pcap" in lines[1]
         assert "Traceback" not in err
@@ -220,7 +221,7 @@ def test_subprocess_exit_codes(tmp_path, capture: str) -> None:
     bad.write_bytes(b"\x00" * 100)
     r = subprocess.run([sys.executable, "-m", "rmqsniff", "stats", str(bad)], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
-    assert r.returncode == 2 and r.stdout == "" and "not a pcap" in r.stderr
+    assert r.returncode == 1 and r.stdout == "" and "not a pcap" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

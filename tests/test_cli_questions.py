@@ -123,7 +123,7 @@ def test_stats_table_and_interval(cap):
     assert sum(x["requests"] for x in doc["rows"]) == len(SCENARIO)
     assert all(x["rate"] == pytest.approx(x["requests"] / 0.01) for x in doc["rows"])
     r = run("stats", cap, "--interval", "soon")
-    assert r.exit_code == 1 and "not a positive duration" in r.stderr
+    assert r.exit_code == 2 and "not a positive duration" in r.stderr  # a usage error
 
 
 def test_stats_filtered_envoy(cap):
@@ -133,7 +133,7 @@ def test_stats_filtered_envoy(cap):
     assert "rocketmq.rmqsniff.request: 3\n" in r.stdout
     assert "rocketmq.rmqsniff.response_error: 1\n" in r.stdout
     r = run("stats", cap, "--by", "code", "--format", "envoy")
-    assert r.exit_code == 1 and "--by" in r.stderr
+    assert r.exit_code == 2 and "--by" in r.stderr  # a usage error
 
 
 def test_export_pcapng_then_read(cap, tmp_path):
@@ -152,9 +152,9 @@ def test_export_jsonl_csv(cap, tmp_path):
     assert len(r.stdout.splitlines()) == 4
 
 
-def test_nothing_read_is_exit_2(tmp_path):
+def test_nothing_read_is_exit_1(tmp_path):
     r = run("read", str(tmp_path / "missing.pcap"), "-Y", "topic == x")
-    assert r.exit_code == 2
+    assert r.exit_code == 1
 
 
 # ---------------------------------------------------------------- real captures

@@ -206,10 +206,10 @@ def test_rewrite_heartbeat_client_ids_and_acl():
 # ------------------------------------------------------------------ pacing
 
 def test_pacing_parsing():
-    assert parse_speed("2.5x") == 2.5
+    assert parse_speed("2.5x") == 2.5 and parse_speed("200%") == 2.0 and parse_speed("50 %") == 0.5
     assert parse_rate("2000/s") == 2000.0 and parse_rate("1k/s") == 1000.0 and parse_rate("120/m") == 2.0
     assert parse_duration("250ms") == 0.25 and parse_duration("5m") == 300.0
-    for bad in ("0x", "-1"):
+    for bad in ("0x", "-1", "0%", "fast", "%"):
         with pytest.raises(ValueError):
             parse_speed(bad)
     with pytest.raises(ValueError):
@@ -307,7 +307,7 @@ def test_cli_refusals_send_nothing():
     assert res.exit_code == 1 and "not allowed" in res.output
     res = r.invoke(replay, [JSON_CAP, "--target", "127.0.0.1:39876", "--allow-target", "127.0.0.1",
                             "--rate", "10/s", "--max"])
-    assert res.exit_code == 1 and "exclude" in res.output
+    assert res.exit_code == 2 and "--rate and --max exclude each other" in res.output  # a usage error
     res = r.invoke(replay, [JSON_CAP, "--target", "127.0.0.1:39876", "-Y", "code =="])
     assert res.exit_code == 1 and "bad filter" in res.output
 

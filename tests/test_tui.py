@@ -567,13 +567,16 @@ def test_tui_command_explains_bad_usage_in_one_line(tmp_path):
 
     from rmqsniff.cli_tui import tui
 
-    r = CliRunner().invoke(tui, [str(tmp_path / "x.pcap"), "-Y", "latency > fast"])
+    cap = str(CAPTURE)
+    r = CliRunner().invoke(tui, [cap, "-Y", "latency > fast"])
     assert r.exit_code == 1 and "bad filter: not a duration" in r.output and "^" in r.output
     assert "Traceback" not in r.output
     r = CliRunner().invoke(tui, [])
     assert r.exit_code == 2 and "give capture files or -i IFACE" in r.output
-    r = CliRunner().invoke(tui, [str(tmp_path / "x.pcap")])  # not a terminal
+    r = CliRunner().invoke(tui, [cap])  # not a terminal
     assert r.exit_code == 1 and "needs a terminal" in r.output
+    r = CliRunner().invoke(tui, [str(tmp_path / "x.pcap")])  # a missing file: one line, before the UI
+    assert r.exit_code == 2 and r.output.strip().count("\n") == 0 and "x.pcap: cannot open" in r.output
 
 
 @needs_capture

@@ -30,9 +30,12 @@ _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
 def parse_speed(text: str) -> float:
-    """``2.5x`` / ``2.5`` -> 2.5 (ValueError when not > 0)."""
-    t = text.strip().lower().rstrip("x").strip()
-    v = float(t)
+    """``2.5x`` / ``2.5`` / ``250%`` -> 2.5 (ValueError when not > 0)."""
+    t = text.strip().lower()
+    try:
+        v = float(t[:-1].strip()) / 100.0 if t.endswith("%") else float(t.rstrip("x").strip())
+    except ValueError:
+        raise ValueError(f"speed {text!r}: expected Nx or N%, e.g. 2x or 200%") from None
     if not v > 0:
         raise ValueError(f"speed {text!r} must be > 0")
     return v

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from typing import Any
 
 from ..model import ANSWERED, ONEWAY, ORPHAN, UNANSWERED, Exchange
@@ -40,13 +41,15 @@ STATUS_STYLE = {ANSWERED: "green", UNANSWERED: "yellow", ONEWAY: "cyan", ORPHAN:
 COLUMNS = ("#", "time", "connection", "request", "topic/group", "status", "response", "ms", "bytes")
 
 
-def row(ex: Exchange) -> tuple[str, ...]:
-    """One table row: index, time, connection, request name, topic/group, status, answer, latency, bytes
-    (wire text with its control characters escaped: the row is for a terminal)."""
+def row(ex: Exchange, time_text: Callable[[float], str] | None = None) -> tuple[str, ...]:
+    """One table row: index, time (``time_text``, default UTC time of day), connection, request name,
+    topic/group, status, answer, latency, bytes (wire text with its control characters escaped: the
+    row is for a terminal)."""
     req = ex.request.command if ex.request else None
     resp = ex.response.command if ex.response else None
     cl = protocol_of(ex).classifier
-    t = _dt.datetime.fromtimestamp(ex.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    t = time_text(ex.ts) if time_text is not None else _dt.datetime.fromtimestamp(
+        ex.ts, _dt.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
     name = cl.request_name(req.code) if req else "-"
     where = ""
     if req is not None:

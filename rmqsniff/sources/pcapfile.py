@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import struct
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
@@ -77,6 +78,8 @@ class CaptureReader:
         self.interfaces: list[Interface] = []
         # told the key log text of each pcapng Decryption Secrets Block (TLS), as it is read
         self.on_secrets: Callable[[str], object] | None = None
+        # what is there now, not a full chunk: a pipe (``tcpdump -U -w - |``) is decoded as it comes
+        self._read: Callable[[int], bytes] = getattr(fileobj, "read1", fileobj.read)
         head = fileobj.read(24)
         if len(head) < 4:
             raise CaptureError(f"{self.name}: empty or too short to be a capture file")
@@ -144,7 +147,7 @@ class CaptureReader:
         limit = min(max(fh.snaplen, MIN_RECORD_LIMIT), MAX_RECORD)
         rec = struct.Struct(endian + "IIII").unpack_from
         rec3 = struct.Struct(endian + "III").unpack_from  # the hot loop's: no wire length
-        win = _Window(self.f.read, 24, fileobj=self.f)
+        win = _Window(self._read, 24, fileobj=self.f)
         pos = 24
         last_sec: int | None = None  # of the last good record: where a resync looks for the next
         while True:
@@ -195,7 +198,7 @@ class CaptureReader:
 
     # -- pcapng ---------------------------------------------------------------
     def _iter_pcapng(self) -> Iterator[tuple[float, int, bytes]]:  # noqa: C901 - hot loop: every pcapng block
-        win = _Window(self.f.read, 0, self._head)
+        win = _Window(self._read, 0, self._head)
         pos = 0
         endian = "<"
         hdr = struct.Struct("<II").unpack_from
@@ -480,8 +483,13 @@ def _pcapng_resync(win: _Window, bad: int, endian: str) -> int | None:
         p = q + 1
 
 
+STDIN = "-"  # the path that names standard input (read once, front to back: pipes cannot seek)
+
+
 def open_capture(path: str) -> CaptureReader:
-    """Open a capture file; raises CaptureError with a one-line reason."""
+    """Open a capture file (``-``: standard input); raises CaptureError with a one-line reason."""
+    if path == STDIN:
+        return CaptureReader(sys.stdin.buffer, "<stdin>")
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed by the caller via .f
     except OSError as e:
