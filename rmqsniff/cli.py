@@ -546,8 +546,7 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             return EXIT_BAD_INPUT
         refusal = ex_mod.refusal(fmt, output, messages)
         if refusal:
-            _fail(refusal)
-            return EXIT_BAD_INPUT
+            raise click.UsageError(refusal)
         p = Pipeline(ports=_ports(ports), only_ports=only_ports, track_packets=pcapng,
                      max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
         if with_secrets and not pcapng:
