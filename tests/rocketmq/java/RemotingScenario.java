@@ -39,6 +39,10 @@ import org.apache.rocketmq.acl.common.SessionCredentials;
  *   MODE pop             : sync sends, then a push consumer in POP mode (group CG_pop)
  *   MODE transaction     : half messages (UNKNOW then COMMIT on check-back, plus COMMIT and
  *                          ROLLBACK right away), then a push consumer for the committed ones
+ *   MODE journey         : keyed sync sends (some with traceparent / sw8 user properties) and a push
+ *                          consumer CG_journey that retries some messages once, dead-letters one and
+ *                          is slow on a burst; a final burst after it stops leaves lag (see Journey)
+ *   MODE journey-trace   : journey with enableMsgTrace on producer and consumer (RMQ_SYS_TRACE_TOPIC)
  * Header serialization follows -Drocketmq.serialize.type (JSON default, or ROCKETMQ).
  * -Drmqsniff.accessKey=AK -Drmqsniff.secretKey=SK: producers and consumers sign every request with
  * AclClientRPCHook (extFields AccessKey and Signature; SecurityToken too with
@@ -80,6 +84,8 @@ public class RemotingScenario {
             case "produce-consume": produceConsume(); break;
             case "pop": pop(); break;
             case "transaction": transaction(); break;
+            case "journey": Journey.run(false); break;
+            case "journey-trace": Journey.run(true); break;
             default: throw new IllegalArgumentException(mode);
         }
         truth.put("counts", counts);
