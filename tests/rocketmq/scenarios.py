@@ -272,6 +272,8 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
         truth["consumer_progress"] = consumer_progress(cluster, sc.extra["consumer_progress"])
     if sc.extra.get("trace_topic"):
         truth["trace_topic"] = topic_status(cluster, sc.extra["trace_topic"])
+        # the clients' trace dispatchers send each trace message with one SEND_MESSAGE_V2
+        truth["counts"]["msg_trace"] = truth["trace_topic"]["messages"]
     if sc.tls:
         truth["tls_capture"] = tls_truth(sc, keylog, server_keylog)
     truth["scenario"] = name

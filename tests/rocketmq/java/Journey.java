@@ -19,7 +19,9 @@ import org.apache.rocketmq.client.consumer.listener.MessageListenerConcurrently;
 import org.apache.rocketmq.client.producer.DefaultMQProducer;
 import org.apache.rocketmq.common.consumer.ConsumeFromWhere;
 import org.apache.rocketmq.common.message.Message;
+import org.apache.rocketmq.client.producer.SendResult;
 import org.apache.rocketmq.common.message.MessageClientExt;
+import org.apache.rocketmq.common.message.MessageClientIDSetter;
 import org.apache.rocketmq.common.message.MessageConst;
 import org.apache.rocketmq.common.message.MessageExt;
 import org.apache.rocketmq.common.message.MessageQueue;
@@ -27,14 +29,16 @@ import org.apache.rocketmq.common.message.MessageQueue;
 /**
  * The journey scenario: where each message went, as the clients saw it.
  *
- * A producer sends {@link #N} keyed sync messages (every 4th from 0 with a W3C {@code traceparent}
- * user property, every 4th from 2 with a SkyWalking v3 {@code sw8}); a push consumer (group
+ * A push consumer starts, then a producer sends {@link #N} keyed sync messages, the first
+ * SLOW_FROM {@link #PACE_MS} apart, the rest at once (every 4th from 0 with a W3C
+ * {@code traceparent} user property, every 4th from 2 with a SkyWalking v3 {@code sw8}); the consumer (group
  * CG_journey, maxReconsumeTimes 2, retry delay level 1 = 1 s, one consume thread) answers
  * RECONSUME_LATER on the first attempt of the RETRY ones (redelivered from %RETRY%GROUP), always
  * on DLQ_IDX (dead-lettered to %DLQ%GROUP after 3 attempts), and sleeps {@link #SLOW_MS} on the
  * first attempt of the SLOW burst so lag builds and drains. After everything is consumed the
  * consumer is shut down (it commits its offsets) and {@link #TAIL} more messages are sent: nobody
- * consumes them, so the group's lag at the end is non-zero. A lite pull consumer reads the
+ * consumes them, so the group's lag at the end is non-zero (TAIL >= 4: every queue's last offset
+ * is in a send answer). A lite pull consumer reads the
  * dead-lettered message back from %DLQ%GROUP.
  *
  * Truth: "messages" (per message: ids, queue, offset, trace context, every consume attempt, the
@@ -47,6 +51,7 @@ final class Journey {
     static final Set<Integer> RETRY = Set.of(3, 11, 19, 27, 35);
     static final int SLOW_FROM = 20, SLOW_TO = 29;
     static final long SLOW_MS = 1500;
+    static final long PACE_MS = 200;
     static final int MAX_RECONSUME = 2;
     static final SecureRandom RND = new SecureRandom();
 
@@ -139,6 +144,7 @@ final class Journey {
         c.subscribe(topic, "*");
         Set<String> done = ConcurrentHashMap.newKeySet(); // consumed OK, or failed for the last time
         Set<String> foreign = ConcurrentHashMap.newKeySet();
+        List<Map<String, Object>> got = RemotingScenario.bucket("journey");
         long[] slow = {0, 0};
         c.registerMessageListener((MessageListenerConcurrently) (msgs, ctx) -> {
             MessageExt m = msgs.get(0);
@@ -183,6 +189,9 @@ final class Journey {
             @SuppressWarnings("unchecked")
             List<Map<String, Object>> attempts = (List<Map<String, Object>>) rec.get("attempts");
             attempts.add(a);
+            Map<String, Object> r = RemotingScenario.recv(m);
+            r.put("topic", ctx.getMessageQueue().getTopic()); // the client shows a retry under its own topic
+            got.add(r);
             if (!fail || m.getReconsumeTimes() >= MAX_RECONSUME) done.add(m.getMsgId());
             return fail ? ConsumeConcurrentlyStatus.RECONSUME_LATER : ConsumeConcurrentlyStatus.CONSUME_SUCCESS;
         });
@@ -195,13 +204,15 @@ final class Journey {
         p.setRetryTimesWhenSendFailed(0);
         p.setInstanceName("journey-producer-" + ProcessHandle.current().pid());
         p.start();
+        c.start();
+        phases.put("consumer_start_ms", System.currentTimeMillis());
+        Thread.sleep(3000); // the consumer owns the queues (rebalance) before the first send
         phases.put("produce_start_ms", System.currentTimeMillis());
         for (int i = 0; i < N; i++) {
             send(p, topic, "journey", i, byId, messages, plan(i));
+            if (i < SLOW_FROM) Thread.sleep(PACE_MS); // the consumer keeps up until the burst
         }
         phases.put("produce_end_ms", System.currentTimeMillis());
-        c.start();
-        phases.put("consumer_start_ms", System.currentTimeMillis());
         long deadline = System.currentTimeMillis() + 150000;
         while (done.size() < N) {
             if (System.currentTimeMillis() > deadline) {
@@ -246,15 +257,21 @@ final class Journey {
         Message m = RemotingScenario.msg(topic, kind.equals("tail") ? "TagTail" : "TagJourney", kind + "-" + i,
                 RemotingScenario.body(kind, i), kind, i);
         Map<String, Object> trace = traceContext(m, i);
-        long born = System.currentTimeMillis();
-        Map<String, Object> rec = RemotingScenario.record(m, kind, p.send(m), 0);
-        rec.put("idx", i);
-        rec.put("plan", plan);
-        rec.put("send_ms", born);
-        rec.put("trace", trace);
+        // the id before the send (the producer keeps it): the consumer may get it before send() returns
+        MessageClientIDSetter.setUniqID(m);
+        Map<String, Object> rec = Collections.synchronizedMap(new LinkedHashMap<>());
         rec.put("attempts", Collections.synchronizedList(new ArrayList<>()));
-        byId.put((String) rec.get("msg_id"), rec);
-        messages.add(rec);
+        byId.put(MessageClientIDSetter.getUniqID(m), rec);
+        long born = System.currentTimeMillis();
+        SendResult r = p.send(m);
+        Map<String, Object> full = RemotingScenario.record(m, kind, r, 0);
+        full.put("idx", i);
+        full.put("plan", plan);
+        full.put("send_ms", born);
+        full.put("trace", trace);
+        full.put("attempts", rec.get("attempts"));
+        rec.putAll(full);
+        messages.add(full);
     }
 
     /** Reads %DLQ%GROUP back with a lite pull consumer: unique key -> where the DLQ copy is. */
@@ -263,6 +280,7 @@ final class Journey {
         Set<String> want = new HashSet<>();
         for (Map<String, Object> rec : byId.values()) if ("dlq".equals(rec.get("plan"))) want.add((String) rec.get("msg_id"));
         Map<String, Object> found = new TreeMap<>();
+        List<Map<String, Object>> got = RemotingScenario.bucket("dlq_reader");
         DefaultLitePullConsumer lite = new DefaultLitePullConsumer("CG_dlq_reader_" + group);
         lite.setNamesrvAddr(RemotingScenario.ns);
         RemotingScenario.apiTimeout(lite);
@@ -287,6 +305,7 @@ final class Journey {
                     throw new IllegalStateException("not found in " + dlqTopic + ": " + want + " (have " + found.keySet() + ")");
                 }
                 for (MessageExt m : lite.poll(1000)) {
+                    got.add(RemotingScenario.recv(m));
                     if (!byId.containsKey(m.getMsgId())) continue; // an earlier run's
                     Map<String, Object> d = new LinkedHashMap<>();
                     d.put("topic", dlqTopic);
