@@ -87,6 +87,10 @@ def _check_outcome(j: dict[str, Any], m: dict[str, Any]) -> list[str]:
     if bool(events(j, "dead_lettered")) != m["dead_lettered"]:
         p.append(f"dead_lettered events {len(events(j, 'dead_lettered'))}, client read it back from the DLQ: "
                  f"{m['dead_lettered']}")
+    dead = [e["ts"] for e in events(j, "dead_lettered")]
+    last_try = max((a["ts_ms"] for a in m["attempts"]), default=None)
+    if dead and last_try is not None and min(dead) < last_try / 1000 - CLOCK_SLACK_S:
+        p.append(f"dead_lettered at {min(dead):.3f}, before the consumer's last attempt ({last_try / 1000:.3f})")
     consumed = any(a["result"] == "CONSUME_SUCCESS" for a in m["attempts"])
     if consumed and not events(j, "acked"):
         p.append("consumed and its offset committed, but no acked event")
