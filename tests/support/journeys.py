@@ -228,7 +228,8 @@ def check_lag_over_time(rows: list[dict[str, Any]], truth: dict[str, Any]) -> li
     per: dict[Any, list[dict[str, Any]]] = {}
     for r in rows:
         if r["group"] == truth["group"] and r["topic"] == truth["topic"]:
-            per.setdefault(r["interval"], []).append(r)
+            # the contract names the interval, not its key: ``interval`` or ``interval_start``
+            per.setdefault(r.get("interval", r.get("interval_start")), []).append(r)
     series = sorted((max(r["ts"] for r in rs), sum(r["lag"] for r in rs if r["lag"] is not None),
                      any(r["lag"] is not None for r in rs)) for rs in per.values())
     known = [(t, lag) for t, lag, ok in series if ok]
