@@ -220,6 +220,13 @@ def check_lag_at_end(rows: list[dict[str, Any]], truth: dict[str, Any]) -> list[
     return p
 
 
+def _interval_time(rows: list[dict[str, Any]]) -> float:
+    """When an interval's rows hold: its end if given (values are carried with their age), else
+    the latest fact in it."""
+    end = rows[0].get("interval_end")
+    return float(end) if end is not None else max(r["ts"] for r in rows)
+
+
 def check_lag_over_time(rows: list[dict[str, Any]], truth: dict[str, Any]) -> list[str]:
     """``--interval``: the group's lag on its topic rises during the slow burst above what it was
     while the consumer kept up, and is back to 0 once it drained (before the tail it never
@@ -230,7 +237,7 @@ def check_lag_over_time(rows: list[dict[str, Any]], truth: dict[str, Any]) -> li
         if r["group"] == truth["group"] and r["topic"] == truth["topic"]:
             # the contract names the interval, not its key: ``interval`` or ``interval_start``
             per.setdefault(r.get("interval", r.get("interval_start")), []).append(r)
-    series = sorted((max(r["ts"] for r in rs), sum(r["lag"] for r in rs if r["lag"] is not None),
+    series = sorted((_interval_time(rs), sum(r["lag"] for r in rs if r["lag"] is not None),
                      any(r["lag"] is not None for r in rs)) for rs in per.values())
     known = [(t, lag) for t, lag, ok in series if ok]
     p = []
