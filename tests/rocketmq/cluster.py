@@ -44,6 +44,8 @@ MAIN_CLASS = {
     "proxy": "org.apache.rocketmq.proxy.ProxyStartup",
 }
 
+MQADMIN = "org.apache.rocketmq.tools.command.MQAdminStartup"  # what the mqadmin script runs
+
 # Topics (name, message.type or None) and groups the scenarios rely on.
 TOPICS: list[tuple[str, str | None]] = [
     ("TopicTest", None),       # remoting, JSON headers
@@ -208,6 +210,7 @@ class Cluster:
             "transactionTimeOut=3000",
             "transactionCheckInterval=3000",
             "enableMixedMessageType=true",
+            "traceTopicEnable=true",  # RMQ_SYS_TRACE_TOPIC exists for enableMsgTrace clients (a system topic)
             "diskMaxUsedSpaceRatio=95",
             "",
         ]))
@@ -384,6 +387,18 @@ class Cluster:
                               cwd=self.dir("tools"))
         if proc.returncode != 0:
             raise ClusterError(f"admin {' '.join(ops)} failed (exit {proc.returncode}):\n"
+                               + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))
+        return proc.stdout
+
+    def mqadmin(self, command: str, *args: str, timeout: float = 120.0) -> str:
+        """Run one ``mqadmin`` command (rocketmq-tools' MQAdminStartup) against this cluster's
+        name server; returns its stdout, raises on failure."""
+        cmd = self.java_cmd("tools", build.build_remoting_programs(), MQADMIN, command, "-n", self.namesrv_addr,
+                            *args)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self._env(),
+                              cwd=self.dir("tools"))
+        if proc.returncode != 0 or "SubCommandException" in proc.stdout + proc.stderr:
+            raise ClusterError(f"mqadmin {command} {' '.join(args)} failed (exit {proc.returncode}):\n"
                                + "\n".join((proc.stdout + proc.stderr).splitlines()[-30:]))
         return proc.stdout
 

@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import build, tls
 from .capture import Capture
@@ -48,6 +49,8 @@ SECRET_SECRET_KEY = "rmqsniffSK-3f9c2e1d0b"
 SECRET_SECURITY_TOKEN = "STSrmqsniffTok3n9XvQ7bW2kL5pZ8rT4yH6"
 SECRETS_JVM = (f"-Drmqsniff.accessKey={SECRET_ACCESS_KEY}", f"-Drmqsniff.secretKey={SECRET_SECRET_KEY}",
                f"-Drmqsniff.securityToken={SECRET_SECURITY_TOKEN}")
+
+TRACE_TOPIC = "RMQ_SYS_TRACE_TOPIC"  # the clients' default message-trace topic
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("remoting_json", "remoting", "produce-consume", "TopicTest",
@@ -108,6 +111,18 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("remoting_txtrace", "remoting", "transaction", "TopicTxTrace", jvm=("-Drmqsniff.msgTrace=true",),
              description="as remoting_transaction with enableMsgTrace: Pub and EndTransaction records (the "
                          "immediate COMMIT/ROLLBACK/UNKNOW and the check-back answers) in RMQ_SYS_TRACE_TOPIC"),
+    Scenario("remoting_journey", "remoting", "journey", "TopicJourney",
+             description="message journeys: 40 keyed sync sends (traceparent on 10, sw8 on 10); push "
+                         "consumer CG_journey (1 thread, maxReconsumeTimes 2, retry delay level 1) fails "
+                         "the first attempt of 5 (redelivered from %RETRY%CG_journey), every attempt of "
+                         "1 (dead-lettered to %DLQ%CG_journey, read back by a lite pull consumer) and "
+                         "sleeps 1.5 s on each of a burst of 10; 6 more sends after it stopped (lag)",
+             extra={"admin": ("topic=TopicJourney",), "consumer_progress": "CG_journey"}),
+    Scenario("remoting_journey_trace", "remoting", "journey-trace", "TopicJourneyTrace",
+             description="as remoting_journey (group CG_journey_trace) with enableMsgTrace on producer "
+                         "and consumer: Pub/SubBefore/SubAfter records sent to RMQ_SYS_TRACE_TOPIC",
+             extra={"admin": ("topic=TopicJourneyTrace",),
+                    "consumer_progress": "CG_journey_trace", "trace_topic": TRACE_TOPIC}),
     # ACL credentials on the wire (opt-in switches of the client programs): for tests that no
     # secret leaks.  The keys are made up and distinctive so a leak is easy to find in output.
     Scenario("secrets_remoting", "remoting", "pop", "TopicSecret", jvm=SECRETS_JVM,
@@ -176,6 +191,42 @@ def tls_truth(sc: Scenario, keylog: Path | None, server_keylog: Path | None) -> 
             "sessions": tls.keylog_sessions(keylog.read_text())}
 
 
+def _admin_table(out: str) -> list[dict[str, str]]:
+    """The rows of an mqadmin table (header ``#Name  #Other Name ...``; the last column, a time
+    with a space in it, is dropped) as dicts keyed by column name."""
+    cols: list[str] = []
+    rows = []
+    for line in out.splitlines():
+        if line.startswith("#"):
+            cols = [c.strip() for c in line.split("#")[1:]]
+        elif cols and len(line.split()) >= len(cols) - 1:
+            rows.append(dict(zip(cols[:-1], line.split()[:len(cols) - 1], strict=True)))
+    return rows
+
+
+def consumer_progress(cluster: Cluster, group: str) -> dict:
+    """``mqadmin consumerProgress -g GROUP``: per queue the broker offset, consumer offset and
+    diff, and its output as printed."""
+    out = cluster.mqadmin("consumerProgress", "-g", group)
+    rows = [{"topic": r["Topic"], "broker": r["Broker Name"], "queue": int(r["QID"]),
+             "broker_offset": int(r["Broker Offset"]), "consumer_offset": int(r["Consumer Offset"]),
+             "diff": int(r["Diff"])} for r in _admin_table(out) if r.get("QID", "").isdigit()]
+    if not rows:
+        raise ScenarioError(f"mqadmin consumerProgress -g {group} listed no queue:\n{out}")
+    return {"command": f"mqadmin consumerProgress -g {group}", "rows": rows, "output": out.splitlines()}
+
+
+def topic_status(cluster: Cluster, topic: str) -> dict:
+    """``mqadmin topicStatus -t TOPIC``: min/max offset per queue and the messages held in all."""
+    out = cluster.mqadmin("topicStatus", "-t", topic)
+    rows: list[dict[str, Any]] = [
+        {"broker": r["Broker Name"], "queue": int(r["QID"]), "min_offset": int(r["Min Offset"]),
+         "max_offset": int(r["Max Offset"])} for r in _admin_table(out)
+        if r.get("QID", "").isdigit() and r.get("Max Offset", "").isdigit()]
+    return {"command": f"mqadmin topicStatus -t {topic}", "topic": topic, "rows": rows,
+            "messages": sum(r["max_offset"] - r["min_offset"] for r in rows), "output": out.splitlines()}
+
+
 def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 240.0) -> tuple[Path, dict]:
     """Capture scenario ``name``; returns the pcap path and the ground truth (also saved beside it)."""
     sc = SCENARIOS[name]
@@ -229,6 +280,12 @@ def run_scenario(cluster: Cluster, name: str, out_dir: Path, timeout: float = 24
     truth = json.loads(truth_path.read_text())
     if server_keylog is not None:  # every server JVM's secrets, the inter-server connections' too
         tls.new_keylog(server_keylog).write_text(cluster.server_keylogs(since=keys_before))
+    if sc.extra.get("consumer_progress"):  # after the capture: what the broker itself says
+        truth["consumer_progress"] = consumer_progress(cluster, sc.extra["consumer_progress"])
+    if sc.extra.get("trace_topic"):
+        truth["trace_topic"] = topic_status(cluster, sc.extra["trace_topic"])
+        # the clients' trace dispatchers send each trace message with one SEND_MESSAGE_V2
+        truth["counts"]["msg_trace"] = truth["trace_topic"]["messages"]
     if sc.tls:
         truth["tls_capture"] = tls_truth(sc, keylog, server_keylog)
     truth["scenario"] = name

@@ -38,7 +38,8 @@ SEND_V1, SEND_V2, SEND_BATCH, END_TX, CHECK_TX = 10, 310, 320, 37, 39
 SEND_COUNTERS = {SEND_V1: "send_message_v1", SEND_V2: "send_message_v2"}
 TAIL_SECONDS = 0.5
 # truth "kind" values sent one message per SEND_MESSAGE_V2 (or SEND_MESSAGE, see send_request_code) request
-SINGLE_SEND_COUNTS = ("sync", "async", "oneway", "ordered", "delay", "timer", "compressed", "transaction_half")
+SINGLE_SEND_COUNTS = ("sync", "async", "oneway", "ordered", "delay", "timer", "compressed", "transaction_half",
+                      "msg_trace")
 COMMIT_OR_ROLLBACK = {"UNKNOW": "0", "COMMIT_MESSAGE": "8", "ROLLBACK_MESSAGE": "12"}
 
 

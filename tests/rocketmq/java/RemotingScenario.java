@@ -42,6 +42,10 @@ import org.apache.rocketmq.acl.common.SessionCredentials;
  *                          then a push consumer (group CG_trace_TOPIC)
  *   MODE transaction     : half messages (UNKNOW then COMMIT on check-back, plus COMMIT and
  *                          ROLLBACK right away), then a push consumer for the committed ones
+ *   MODE journey         : keyed sync sends (some with traceparent / sw8 user properties) and a push
+ *                          consumer CG_journey that retries some messages once, dead-letters one and
+ *                          is slow on a burst; a final burst after it stops leaves lag (see Journey)
+ *   MODE journey-trace   : journey with enableMsgTrace on producer and consumer (RMQ_SYS_TRACE_TOPIC)
  * Header serialization follows -Drocketmq.serialize.type (JSON default, or ROCKETMQ).
  * -Drmqsniff.accessKey=AK -Drmqsniff.secretKey=SK: producers and consumers sign every request with
  * AclClientRPCHook (extFields AccessKey and Signature; SecurityToken too with
@@ -87,6 +91,8 @@ public class RemotingScenario {
             case "pop": pop(); break;
             case "transaction": transaction(); break;
             case "trace-context": traceContext(); break;
+            case "journey": Journey.run(false); break;
+            case "journey-trace": Journey.run(true); break;
             default: throw new IllegalArgumentException(mode);
         }
         truth.put("counts", counts);
