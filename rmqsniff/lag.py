@@ -13,6 +13,7 @@ counted in :attr:`LagTable.overflow`.
 """
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -177,18 +178,42 @@ def lag_rows(exchanges: Iterable[Exchange], table: LagTable | None = None) -> li
 def lag_over_time(exchanges: Iterable[Exchange], interval: float,
                   table: LagTable | None = None) -> Iterator[dict[str, Any]]:
     """Every row at the end of each ``interval`` seconds (empty intervals too: values carried,
-    with their ages), each with ``interval_start`` and ``interval_end``."""
+    with their ages), each with ``interval_start`` and ``interval_end``.
+
+    Facts are applied in their own time order: exchanges come in request order, but a long
+    poll's answer (and its facts) may come many seconds after requests that follow it.  A fact
+    is held until no exchange still to come can carry an earlier one (the next request's
+    time); the facts held are those of exchanges answered later than the latest request."""
     t = LagTable() if table is None else table
+    held: list[tuple[float, int, OffsetFact]] = []
     edge: float | None = None
-    for ex in exchanges:
-        last = ex.response or ex.request  # the exchange's facts are at most this late
-        ts = last.ts if last is not None else ex.ts
+    seq = 0
+
+    def upto(ts: float) -> Iterator[dict[str, Any]]:
+        while held and held[0][0] <= ts:
+            fts, _, f = heapq.heappop(held)
+            yield from snapshots(fts)
+            t.fact(f)
+        yield from snapshots(ts)
+
+    def snapshots(ts: float) -> Iterator[dict[str, Any]]:
+        nonlocal edge
         if edge is None:
             edge = (ts // interval) * interval + interval
         while ts >= edge:
             yield from _snapshot(t, edge, interval)
             edge += interval
-        t.add(ex)
+
+    for ex in exchanges:
+        first = ex.request or ex.response
+        yield from upto(first.ts if first is not None else ex.ts)
+        for f in protocol_of(ex).offset_facts(ex):
+            heapq.heappush(held, (f.ts, seq, f))
+            seq += 1
+    while held:
+        fts, _, f = heapq.heappop(held)
+        yield from snapshots(fts)
+        t.fact(f)
     if edge is not None:
         yield from _snapshot(t, edge, interval)
 
