@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 if TYPE_CHECKING:
-    from ..model import Exchange, Message, MessageRow
+    from ..model import Exchange, JourneyEvent, Message, MessageRow
     from ..tree import Node
 
 Getter = Callable[["Exchange"], Any]
@@ -155,6 +155,10 @@ class Protocol:
 
     def messages(self, ex: Exchange) -> list[MessageRow]:
         """The messages the exchange carries (sent, delivered …), one row each."""
+        return []
+
+    def journey_events(self, ex: Exchange) -> list[JourneyEvent]:
+        """The hops of message journeys the exchange shows (see :mod:`rmqsniff.journey`)."""
         return []
 
     def follow(self, ex: Exchange, m: Message, redact: bool) -> dict[str, Any]:

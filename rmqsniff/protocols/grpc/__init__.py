@@ -8,6 +8,7 @@ from typing import Any
 from ...model import Connection, Message
 from ..base import Getter, Protocol
 from . import fields as _fields
+from . import journey as _journey
 from . import messages as _messages
 from . import output as _output
 from . import secrets as _secrets
@@ -54,6 +55,7 @@ class Grpc(Protocol):
     sides = staticmethod(_output.sides)
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
+    journey_events = staticmethod(_journey.journey_events)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         # raw and Huffman forms; a value found in neither (split across HTTP/2 frames) may still be there

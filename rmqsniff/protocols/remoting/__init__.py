@@ -14,6 +14,7 @@ from dissectors.remoting.headers import is_secret
 from ...model import Connection, Message
 from ..base import Getter, Protocol
 from . import fields as _fields
+from . import journey as _journey
 from . import messages as _messages
 from . import output as _output
 from .classify import CLASSIFIER
@@ -41,6 +42,7 @@ class Remoting(Protocol):
     detail = staticmethod(_output.detail)
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
+    journey_events = staticmethod(_journey.journey_events)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         return [w for forms in self.wire_secrets(m) for w, _ in forms], False
