@@ -53,8 +53,7 @@ def _send(ex: Exchange) -> list[JourneyEvent]:
     sent = list(req.messages) if req is not None else []
     out: list[JourneyEvent] = []
     for i, r in enumerate(messages(ex)):
-        out.append(_event(ex, "sent", ex.request.ts, r, info={"result": r.result, "consumer": None,
-                                                                "client": _client_id(ex)}))
+        out.append(_event(ex, "sent", ex.request.ts, r, info={"result": r.result, "producer": _client_id(ex)}))
         e = entries[i] if i < len(entries) else None
         if e is None or ex.response is None or r.result != "OK":
             continue
@@ -62,7 +61,7 @@ def _send(ex: Exchange) -> list[JourneyEvent]:
         tid = e.transaction_id or None
         out.append(_event(ex, "prepared" if tx else "stored", ex.response.ts, r,
                           aliases=(f"tx:{tid}",) if tx and tid else (),
-                          info={"offset": int(e.offset) if e.offset else None, "transaction_id": tid,
+                          info={"offset": int(e.offset), "transaction_id": tid,
                                 "result": r.result}))
     return out
 

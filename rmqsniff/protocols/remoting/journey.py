@@ -17,6 +17,9 @@ from .messages import messages
 TRACE_TOPIC = "RMQ_SYS_TRACE_TOPIC"
 # a message-trace body starts with its first record's type and the field separator (char 1)
 TRACE_BODY_STARTS = (b"Pub\x01", b"SubBefore\x01", b"SubAfter\x01", b"EndTransaction\x01")
+SCHEDULE_TOPIC = "SCHEDULE_TOPIC_XXXX"
+TIMER_TOPIC = "rmq_sys_wheel_timer"
+_TIMER_PROPERTIES = ("TIMER_DELIVER_MS", "TIMER_DELAY_SEC", "TIMER_DELAY_MS")
 _DELIVERED = frozenset({"pulled", "popped"})
 _COMMIT_OFFSET_FLAG = 0x1  # PullSysFlag.FLAG_COMMIT_OFFSET
 _TX_PREPARED_FLAG = 0x4  # MessageSysFlag.TRANSACTION_PREPARED_TYPE
@@ -89,9 +92,22 @@ def _sends(ex: Exchange, req: Any) -> list[JourneyEvent]:
                                     "offset": r.offset, "result": r.result}))
             continue
         kind = "dead_lettered" if (r.topic or "").startswith("%DLQ%") else "stored"
-        out.append(_event(ex, kind, ts, r, aliases=_names(omid, queue_offset_alias(r.topic, r.queue, r.offset)),
-                          info={"msg_id": r.msg_id, "queue": r.queue, "offset": r.offset, "result": r.result}))
+        where = _stored_topic(r)
+        out.append(_event(ex, kind, ts, r, aliases=_names(omid, queue_offset_alias(where, r.queue, r.offset)),
+                          info={"msg_id": r.msg_id, "queue": r.queue, "offset": r.offset, "result": r.result}
+                          | ({"stored_topic": where} if where != r.topic else {})))
     return out
+
+
+def _stored_topic(r: MessageRow) -> str | None:
+    """Where the broker put a sent message (and what the answer's queue and offset are of):
+    a delayed message in SCHEDULE_TOPIC_XXXX, a 5.x timer message in rmq_sys_wheel_timer."""
+    p = r.properties
+    if p.get("DELAY", "0") not in ("", "0"):
+        return SCHEDULE_TOPIC
+    if any(k in p for k in _TIMER_PROPERTIES):
+        return TIMER_TOPIC
+    return r.topic
 
 
 def _deliveries(ex: Exchange, req: Any) -> list[JourneyEvent]:
@@ -105,7 +121,7 @@ def _deliveries(ex: Exchange, req: Any) -> list[JourneyEvent]:
             continue
         omid = f"omid:{r.msg_id}" if r.msg_id else None
         ck = r.properties.get("POP_CK")
-        info = {"group": group, "consumer": None, "client": ex.connection.label.partition(" -> ")[0],
+        info = {"group": group, "consumer": None, "client_addr": ex.connection.label.partition(" -> ")[0],
                 "queue": r.queue, "offset": r.offset, "msg_id": r.msg_id, "reconsume": r.reconsume,
                 "via": r.kind}
         aliases = _names(omid, queue_offset_alias(r.topic, r.queue, r.offset), f"rh:{ck}" if ck else None)
