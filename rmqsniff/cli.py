@@ -506,11 +506,13 @@ def _register() -> None:
     from .cli_live import live
     from .cli_proxy import proxy
     from .cli_replay import replay
+    from .cli_trace import trace
     from .cli_tui import tui
 
     main.add_command(live)
     main.add_command(proxy)
     main.add_command(replay)
+    main.add_command(trace)
     main.add_command(tui)
 
 

@@ -58,11 +58,11 @@ def _send(ex: Exchange) -> list[JourneyEvent]:
         if e is None or ex.response is None or r.result != "OK":
             continue
         tx = i < len(sent) and sent[i].system_properties.message_type == _TRANSACTION
-        tid = e.transaction_id or None
+        tid = (e.transaction_id or None) if tx else None
         out.append(_event(ex, "prepared" if tx else "stored", ex.response.ts, r,
                           aliases=(f"tx:{tid}",) if tx and tid else (),
-                          info={"offset": int(e.offset), "transaction_id": tid,
-                                "result": r.result}))
+                          info={"offset": int(e.offset), "result": r.result}
+                          | ({"transaction_id": tid} if tx else {})))
     return out
 
 
