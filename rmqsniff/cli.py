@@ -340,8 +340,13 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
             _fail("--format table needs --by or --interval")
             return EXIT_BAD_INPUT
         flt = _compile(expr)
-        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
-                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
+        from .stats.journeys import JourneyStats
+
+        # per-message figures (journeys) need every exchange built: not the stats-only lanes
+        js = JourneyStats() if by in ("topic", "group") or out_fmt in ("prometheus", "json") else None
+        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=js is not None,
+                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs),
+                     sinks=[js.sink(flt)] if js is not None else ())
         if flt is None and secs is None:
             p.consume(captures)
             st = p.stats
@@ -349,6 +354,7 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
         else:
             selected = list(_selected(p, captures, flt))
             st = restat(selected, stat_prefix) if flt is not None else p.stats
+        st.journeys = js
         rc = _report(p)
         if rc:
             return rc
@@ -405,6 +411,10 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
     cols += [("requests", "requests")] + ([("rate", "req/s")] if interval else []) + [
         ("errors", "errors"), ("error_pct", "error %"), ("p50", "p50 ms"), ("p90", "p90 ms"), ("p99", "p99 ms"),
         ("max", "max ms"), ("bytes", "bytes")]
+    if doc["rows"] and "messages_in" in doc["rows"][0]:  # journeys: per-message figures
+        cols += [("messages_in", "msgs in"), ("messages_out", "msgs out"), ("in_per_s", "in/s"),
+                 ("out_per_s", "out/s"), ("delivery_p50", "deliver p50"), ("delivery_p99", "deliver p99"),
+                 ("e2e_p50", "e2e p50"), ("e2e_p99", "e2e p99")]
     for key, title in cols:
         t.add_column(title, justify="left" if key in ("time", "key", "role") else "right", overflow="fold")
 
@@ -415,12 +425,14 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
             v = r.get(key, "")
             if key == "time":
                 out.append(v[11:23])
-            elif key in ("p50", "p90", "p99", "max"):
-                out.append(f"{v:.3f}")
+            elif key in ("p50", "p90", "p99", "max") or key[:4] in ("deli", "e2e_", "in_p", "out_"):
+                out.append("-" if v is None or v == "" else f"{v:.3f}")
             elif key == "error_pct":
                 out.append(f"{v:.1f}")
             elif key == "bytes":
                 out.append(_bytes_text(v))
+            elif key in ("messages_in", "messages_out"):
+                out.append("-" if v is None or v == "" else str(v))
             else:
                 out.append(shown(v))
         return [Text(c) for c in out]

@@ -229,3 +229,50 @@ def test_filter_selects_exchanges() -> None:
     r = CliRunner().invoke(main, ["trace", cap, "-Y", "code == 200051", "--format", "jsonl"])
     rows = [orjson.loads(x) for x in r.stdout.splitlines()]
     assert rows and all({e["kind"] for e in d["events"]} == {"acked"} and d["unique_key"] is None for d in rows)
+
+
+def _stats(*args: str) -> Any:
+    r = CliRunner().invoke(main, ["stats", *args])
+    assert r.exit_code == 0, r.output
+    return r.stdout
+
+
+def test_stats_by_topic_and_group_count_messages_not_requests() -> None:
+    """``stats --by topic``: 47 messages in for TopicTest (one SEND_BATCH_MESSAGE of 5 counts 5),
+    141 out (three consumer groups got each); ``--by group``: 47 in for the producer group,
+    47 out for each consumer group, with delivery and end-to-end latencies where measured."""
+    cap = str(CAPTURES / "remoting_json.pcap")
+    t = truth("remoting_json")
+    doc = orjson.loads(_stats(cap, "--by", "topic", "--format", "json"))
+    row = next(r for r in doc["rows"] if r["key"] == "TopicTest")
+    assert row["messages_in"] == len(t["sent"]) == 47 and t["counts"]["batch_messages"] == 5
+    assert row["messages_out"] == sum(len(v) for v in t["received"].values()) == 141
+    assert row["in_per_s"] > 0 and row["delivery_p50"] > 0 and row["e2e_p99"] >= row["e2e_p50"] > 0
+    doc = orjson.loads(_stats(cap, "--by", "group", "--format", "json"))
+    rows = {r["key"]: r for r in doc["rows"]}
+    assert rows["PG_TopicTest"]["messages_in"] == 47
+    for g in ("CG_push_TopicTest", "CG_lite_TopicTest", "CG_bcast_TopicTest"):
+        assert rows[g]["messages_out"] == 47 and rows[g]["delivery_p50"] is not None
+    assert rows["CG_bcast_TopicTest"]["e2e_p50"] is None  # broadcast: no offset commit on the wire
+    table = _stats(cap, "--by", "topic")
+    assert "msgs in" in table.splitlines()[0] and "e2e p99" in table.splitlines()[0]
+
+
+def test_stats_journeys_in_json_and_prometheus() -> None:
+    """gRPC through the proxy: 10 messages in and out of PyTopic (the client's SendMessage and
+    the proxy's SEND_MESSAGE_V2 are one message), in the JSON snapshot and as Prometheus
+    families that the official parser reads."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    cap = str(CAPTURES / "grpc_python.pcap")
+    snap = orjson.loads(_stats(cap, "--format", "json"))
+    row = snap["journeys"]["by_topic"]["rows"]["PyTopic"]
+    assert (row["messages_in"], row["messages_out"], row["delivery_n"], row["e2e_n"]) == (10, 10, 10, 10)
+    assert snap["journeys"]["by_group"]["rows"]["GID_py"]["messages_out"] == 10
+    fams = {f.name: f for f in text_string_to_metric_families(_stats(cap, "--format", "prometheus"))}
+    got = {(s.labels["by"], s.labels["key"]): s.value for s in fams["rocketmq_journey_messages_in"].samples
+           if s.name.endswith("_total")}
+    assert got[("topic", "PyTopic")] == 10
+    q = {s.labels["quantile"] for s in fams["rocketmq_journey_e2e_latency_ms"].samples
+         if s.labels["key"] == "PyTopic"}
+    assert q == {"0.5", "0.9", "0.99"}

@@ -85,6 +85,8 @@ class Stats:
         # called before every read: sources whose decoding lags (the proxy's batches) catch up
         self.feeders: list[Callable[[], None]] = []
         self._ev: list = []  # [protocol, event, ...]: started / finished, applied in batches
+        # per-message figures (rmqsniff.stats.journeys.JourneyStats), when a run joins journeys
+        self.journeys: Any = None
 
     # ------------------------------------------------------------------ events
     def _ps(self, protocol: str) -> _ProtoState:
@@ -346,6 +348,7 @@ class Stats:
         self._flush_hist()
         d = dict(self.__dict__)
         d["feeders"] = []
+        d["journeys"] = None  # per-message figures stay with the run that joined them
         d["_hist"] = self._hist.encode()
         d["_protos"] = {p: (ps.codes, ps.responses) for p, ps in self._protos.items()}
         d["_bd_topic"] = d["_bd_group"] = d["_bd_client"] = d["_bd_broker"] = d["_bd_ns"] = None
@@ -528,5 +531,5 @@ class Stats:
                                             "duplicate")}
             | {"in_flight": self._g["request_active"]},
             "decoding_errors": {k: r[0] for k, r in list(self._decode_reasons.rows.items())},
-        }
+        } | ({"journeys": self.journeys.snapshot()} if self.journeys is not None else {})
 
