@@ -450,7 +450,8 @@ def _print_stats_table(doc: dict[str, Any]) -> None:
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @_filter_opt
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng"]), default="jsonl", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng", "otlp"]), default="jsonl",
+              show_default=True, help="otlp: message journeys as OpenTelemetry traces (OTLP/JSON), a span per hop.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="Output file ('-' for stdout; not for pcapng on a terminal).")
 @click.option("--with-handshake", is_flag=True,
@@ -501,6 +502,9 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             if output != "-":
                 click.echo(f"wrote {n} packets to {output}", err=True)
             return 0
+        if fmt == "otlp":
+            return _export_otlp(captures, flt, output, lambda: Pipeline(
+                ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"], tls_keys=p.tls_keys))
         selected = _selected(p, captures, flt)
         with click.open_file(output, "w", encoding="utf-8") as f:
             n = ex_mod.write_jsonl(selected, f, redact=not no_redact) if fmt == "jsonl" else ex_mod.write_csv(
@@ -511,6 +515,21 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         return rc
 
     _guard(run, ctx.obj["debug"])
+
+
+def _export_otlp(captures: Sequence[str], flt: Callable[[Exchange], bool] | None, output: str,
+                 make: Callable[[], Pipeline]) -> int:
+    """``export --format otlp``: the captures' journeys (rmqsniff.journey), a span per hop."""
+    from .exporters.otlp import write_otlp
+    from .journey.run import journeys
+
+    pipelines: list[Pipeline] = []
+    with click.open_file(output, "w", encoding="utf-8") as f:
+        n = write_otlp(journeys(captures, make, flt, pipelines=pipelines), f)
+    rc = max((_report(q) for q in pipelines), default=EXIT_NOTHING_READ)
+    if rc == 0 and output != "-":
+        click.echo(f"wrote {n} spans to {output}", err=True)
+    return rc
 
 
 def _register() -> None:

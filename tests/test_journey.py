@@ -276,3 +276,68 @@ def test_stats_journeys_in_json_and_prometheus() -> None:
     q = {s.labels["quantile"] for s in fams["rocketmq_journey_e2e_latency_ms"].samples
          if s.labels["key"] == "PyTopic"}
     assert q == {"0.5", "0.9", "0.99"}
+
+
+def _otlp_parsed(path: Path) -> Any:
+    """The file read with the official OpenTelemetry protobuf definitions: once as it is (every
+    field name, enum and value must be known), once with its hex ids turned into protobuf
+    JSON's base64 (OTLP/JSON writes ids in hex) to read the ids' bytes."""
+    import base64
+
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    text = path.read_text()
+    json_format.Parse(text, trace_service_pb2.ExportTraceServiceRequest())
+    doc = json.loads(text)
+    for rs in doc["resourceSpans"]:
+        for ss in rs["scopeSpans"]:
+            for s in ss["spans"]:
+                for k in ("traceId", "spanId", "parentSpanId"):
+                    if k in s:
+                        s[k] = base64.b64encode(bytes.fromhex(s[k])).decode()
+    return json_format.Parse(json.dumps(doc), trace_service_pb2.ExportTraceServiceRequest())
+
+
+@pytest.mark.parametrize("name", ["remoting_pop", "grpc_python"])
+def test_export_otlp_parses_with_the_official_definitions(tmp_path: Path, name: str) -> None:
+    """``export --format otlp``: one span per hop, one trace per message (its spans children of
+    its first hop), named by kind and topic, the message id and capture as attributes."""
+    out = tmp_path / "spans.json"
+    r = CliRunner().invoke(main, ["export", str(CAPTURES / f"{name}.pcap"), "--format", "otlp", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    req = _otlp_parsed(out)
+    spans = [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert len(spans) == sum(len(j["events"]) for j in journeys(name))
+    traces: dict[bytes, list[Any]] = {}
+    for s in spans:
+        assert len(s.trace_id) == 16 and len(s.span_id) == 8
+        traces.setdefault(s.trace_id, []).append(s)
+    assert len(traces) == len(journeys(name))
+    for t in traces.values():
+        root = t[0]
+        assert not root.parent_span_id and all(s.parent_span_id == root.span_id for s in t[1:])
+        assert len({s.span_id for s in t}) == len(t)
+    sent = truth(name)["sent"][0]
+    mine = next(t for t in traces.values() if any(
+        a.key == "messaging.message.id" and a.value.string_value == sent["msg_id"] for a in t[0].attributes))
+    assert [s.name for s in mine][:1] == [f"sent {sent['topic']}"]
+    assert {s.name.split()[0] for s in mine} >= {"sent", "stored", "delivered", "acked"}
+
+
+def test_otlp_joins_the_messages_own_trace() -> None:
+    """A message carrying a W3C trace context: its hops go into that trace, under its span
+    (the journey's ``trace`` set here as the trace-context decoder fills it)."""
+    from rmqsniff.exporters.otlp import journey_spans
+
+    a = analyze([str(CAPTURES / "remoting_pop.pcap")])
+    e = JourneyEngine()
+    e.feed_all(a.exchanges)
+    j = e.finish()[0]
+    j.trace = {"format": "w3c", "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
+    spans = journey_spans(j)
+    assert {s["traceId"] for s in spans} == {"4bf92f3577b34da6a3ce929d0e0e4736"}
+    assert spans[0]["parentSpanId"] == "00f067aa0ba902b7"
+    j.trace = {"format": "sw8", "trace_id": "a1b2.c3d4.5"}  # not 16 bytes of hex: hashed to one
+    ids = {s["traceId"] for s in journey_spans(j)}
+    assert len(ids) == 1 and len(ids.pop()) == 32
