@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -98,43 +97,18 @@ class _Counted:
             yield x
 
 
-_KIND_STYLE = {"sent": "green", "stored": "green", "delivered": "cyan", "acked": "bold green",
-               "dead_lettered": "bold red", "retried": "yellow", "rolled_back": "red", "invisible_changed": "yellow"}
-_SKIP = ("kind", "ts", "exchange", "connection", "protocol", "capture")
-
-
-def _time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
-
-
 def _print_table(found: Iterable[Any], multi: bool) -> int:
     """One block per journey: a heading line, then a line per hop."""
     from rich.text import Text
 
     from .cli import _console
-    from .journey import journey_to_dict
+    from .journey.text import journey_lines
     from .text import shown
 
     console = _console()
     n = 0
     for j in found:
-        d = journey_to_dict(j, multi)
         n += 1
-        lat = d["latency_ms"]
-        state = "finished" if d["finished"] else "UNFINISHED" + (" (flushed: cap)" if j.flushed else "")
-        head = (f"{d['unique_key'] or '(no unique key)'}  topic={d['topic']}  tags={d['tags']}  "
-                f"keys={','.join(d['keys'])}  {state}  store={_ms(lat['store'])} "
-                f"first_delivery={_ms(lat['first_delivery'])} ack={_ms(lat['ack'])}")
-        if d["trace"]:
-            head += f"  trace={d['trace'].get('trace_id')}"
-        console.print(Text(shown(head), style="bold" if d["finished"] else "bold yellow"))
-        for e in d["events"]:
-            what = " ".join(f"{k}={v}" for k, v in e.items() if k not in _SKIP and v is not None)
-            where = f"{e['capture']}#{e['exchange']}" if multi else f"#{e['exchange']}"
-            line = f"  {_time(e['ts'])}  {e['kind']:<17} {e['protocol']:<8} {where:<8} {e['connection']:<44} {what}"
-            console.print(Text(shown(line), style=_KIND_STYLE.get(e["kind"], "")))
+        for line, style in journey_lines(j, multi):
+            console.print(Text(shown(line), style=style))
     return n
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.1f}ms"
