@@ -191,7 +191,7 @@ class JourneyEvent:
             **kw: Any) -> JourneyEvent:
         """An event of ``ex``; a message row ``r`` gives it the message's key, topic, tags, keys,
         birth time and properties."""
-        ev = cls(kind, ts, ex.index, ex.connection.label, protocol, **kw)
+        ev = cls(kind, ts, ex.index, r.connection if r is not None else ex.connection.label, protocol, **kw)
         if r is not None:
             ev.unique_key = ev.unique_key or r.unique_key
             ev.topic, ev.tags, ev.keys, ev.born_ts = r.topic, r.tags, r.keys, r.born_ts

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dissectors.remoting import codes, headers
+from dissectors.remoting import codes
 from dissectors.remoting.message import offset_msg_id
 
 from ...model import Exchange, JourneyEvent, MessageRow
@@ -71,17 +71,21 @@ def journey_events(ex: Exchange) -> list[JourneyEvent]:
 
 def _sends(ex: Exchange, req: Any) -> list[JourneyEvent]:
     assert ex.request is not None
-    ext = headers.long_ext(req)
-    group = ext.get("producerGroup")
-    half = bool((_int(ext.get("sysFlag")) or 0) & _TX_PREPARED_FLAG)
+    ext = req.ext or {}
+    v2 = req.code in codes.SEND_V2_REQUESTS  # one-letter keys (SendMessageRequestHeaderV2)
+
+    def h(short: str, name: str) -> str | None:
+        return (ext.get(short) if v2 else None) or ext.get(name)
+    group = h("a", "producerGroup")
+    half = bool((_int(h("f", "sysFlag")) or 0) & _TX_PREPARED_FLAG)
+    reconsume = _int(h("j", "reconsumeTimes"))
     rext = (ex.response.command.ext or {}) if ex.response is not None else {}
     out: list[JourneyEvent] = []
     for r in messages(ex):
         half = half or r.properties.get("TRAN_MSG") == "true"
         omid = f"omid:{r.msg_id}" if r.msg_id else None
         out.append(_event(ex, "sent", ex.request.ts, r, aliases=_names(omid), body=_trace_body(r),
-                          info={"queue": r.queue, "group": group, "result": r.result,
-                                "reconsume": _int(ext.get("reconsumeTimes"))}))
+                          info={"queue": r.queue, "group": group, "result": r.result, "reconsume": reconsume}))
         if ex.response is None or r.result != "SUCCESS" and r.msg_id is None:
             continue
         ts = ex.response.ts
@@ -121,7 +125,7 @@ def _deliveries(ex: Exchange, req: Any) -> list[JourneyEvent]:
             continue
         omid = f"omid:{r.msg_id}" if r.msg_id else None
         ck = r.properties.get("POP_CK")
-        info = {"group": group, "consumer": None, "client_addr": ex.connection.label.partition(" -> ")[0],
+        info = {"group": group, "consumer": None, "client_addr": r.connection.partition(" -> ")[0],
                 "queue": r.queue, "offset": r.offset, "msg_id": r.msg_id, "reconsume": r.reconsume,
                 "via": r.kind}
         aliases = _names(omid, queue_offset_alias(r.topic, r.queue, r.offset), f"rh:{ck}" if ck else None)
