@@ -26,10 +26,11 @@ import random
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from benchmarks.cached import cached_capture  # noqa: E402
 
 GOAL = 0.5
 
@@ -123,19 +124,7 @@ def write_journeys(path: str, exchanges: int, seed: int = 1, producers: int = 8,
 
 
 def capture(n: int, path: str | None) -> str:
-    if path:
-        return path
-    d = os.path.join(tempfile.gettempdir(), "rmqsniff-bench-trace")
-    os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, f"journeys-{n}-s1.pcap")
-    if not os.path.exists(out):
-        print(f"generating {n} exchanges into {out} (cached for later runs) ...", flush=True)
-        t = time.perf_counter()
-        part = out + f".{os.getpid()}.part"
-        c = write_journeys(part, n)
-        os.replace(part, out)
-        print(f"  generated in {time.perf_counter() - t:.0f} s: {c}", flush=True)
-    return out
+    return path or cached_capture("journeys", n, write_journeys, folder="rmqsniff-bench-trace")
 
 
 def child(mode: str, path: str) -> dict[str, float]:
