@@ -78,6 +78,8 @@ def trace(ctx: click.Context, args: tuple[str, ...], fmt: str, expr: str | None,
         if engine.unmatched:
             cli._fail(f"{engine.unmatched} hop(s) named no message seen (acks or commits of messages "
                       "delivered before the capture)")
+        if engine.duplicates:
+            cli._fail(f"{engine.duplicates} hop(s) seen in more than one capture counted once")
         if wanted is not None and n == 0:
             cli._fail(f"no message matches {wanted!r}")
         return rc

@@ -341,3 +341,21 @@ def test_otlp_joins_the_messages_own_trace() -> None:
     j.trace = {"format": "sw8", "trace_id": "a1b2.c3d4.5"}  # not 16 bytes of hex: hashed to one
     ids = {s["traceId"] for s in journey_spans(j)}
     assert len(ids) == 1 and len(ids.pop()) == 32
+
+
+def test_one_connection_captured_on_both_hosts_counts_each_hop_once(tmp_path: Path) -> None:
+    """The same traffic in two captures (as on the client's and the broker's host): one journey
+    per message, each hop once, named by the capture that showed it first."""
+    import shutil
+
+    a, b = tmp_path / "client.pcap", tmp_path / "broker.pcap"
+    shutil.copy(CAPTURES / "grpc_python.pcap", a)
+    shutil.copy(CAPTURES / "grpc_python.pcap", b)
+    r = CliRunner().invoke(main, ["trace", str(a), str(b), "--format", "jsonl"])
+    assert r.exit_code == 0, r.output
+    got = {d["unique_key"]: d for d in map(orjson.loads, r.stdout.splitlines()) if d["unique_key"]}
+    whole = by_key("grpc_python")
+    assert set(got) == set(whole)
+    for k, j in got.items():
+        assert kinds(j) == kinds(whole[k])
+        assert {e["capture"] for e in j["events"]} == {str(a)}

@@ -5,7 +5,8 @@ its message by unique key (UNIQ_KEY / gRPC message id) and aliases (``omid:`` of
 id, ``tx:`` transaction id, ``rh:`` receipt handle, ``qo:`` topic/queue/offset); a hop that
 carries no unique key (an ACK_MESSAGE, an END_TRANSACTION named by transaction id) is found by
 its ``refs``.  Two journeys found to be one message (an ack seen before its delivery, captures
-from two hosts) are merged.
+from two hosts) are merged; a hop a second capture shows again (one connection captured on both
+its hosts) is counted in ``duplicates``, not added.
 
 Memory is bounded: past :data:`MAX_OPEN_JOURNEYS` the oldest journey is flushed (handed to
 ``emit``) and its names forgotten; one flushed before it finished is counted in
@@ -114,6 +115,7 @@ class JourneyEngine:
         self.flushed_unfinished = 0
         self.unmatched = 0  # hops that named no message (e.g. an offset commit covering nothing seen)
         self.conflicts = 0  # hops whose names pointed at two messages with different unique keys
+        self.duplicates = 0  # hops seen again in another capture (the same connection captured twice)
         self.trace_problems: list[str] = []
 
     # -- feeding ------------------------------------------------------------------------
@@ -135,6 +137,9 @@ class JourneyEngine:
         j = self._find(ev)
         if j is None:
             self.unmatched += 1
+            return
+        if capture is not None and self._seen_elsewhere(j, ev, capture):
+            self.duplicates += 1
             return
         j.hops.append(Hop(ev, capture))
         self._learn(j, ev)
@@ -188,6 +193,13 @@ class JourneyEngine:
             else:
                 self._merge(keep, other)
         return keep
+
+    @staticmethod
+    def _seen_elsewhere(j: Journey, ev: JourneyEvent, capture: str) -> bool:
+        """The same hop already came from another capture (one connection captured on both
+        hosts): same kind, connection, protocol and facts; its time may differ (two clocks)."""
+        return any(h.capture != capture and h.event.kind == ev.kind and h.event.connection == ev.connection
+                   and h.event.protocol == ev.protocol and h.event.info == ev.info for h in j.hops)
 
     def _name(self, j: Journey, name: str) -> None:
         if self.by_name.get(name) is not j:
