@@ -78,6 +78,10 @@ def trace(ctx: click.Context, args: tuple[str, ...], fmt: str, expr: str | None,
         if engine.unmatched:
             cli._fail(f"{engine.unmatched} hop(s) named no message seen (acks or commits of messages "
                       "delivered before the capture)")
+        for line in engine.problems:
+            cli._fail(line)
+        if engine.undecodable > len(engine.problems):
+            cli._fail(f"... {engine.undecodable} exchange(s) in all whose hops could not be read")
         if engine.duplicates:
             cli._fail(f"{engine.duplicates} hop(s) seen in more than one capture counted once")
         if wanted is not None and n == 0:

@@ -359,3 +359,20 @@ def test_one_connection_captured_on_both_hosts_counts_each_hop_once(tmp_path: Pa
     for k, j in got.items():
         assert kinds(j) == kinds(whole[k])
         assert {e["capture"] for e in j["events"]} == {str(a)}
+
+
+DERIVED = sorted((CAPTURES / "derived").glob("*.pcap"))
+
+
+@pytest.mark.parametrize("path", DERIVED, ids=[p.stem for p in DERIVED])
+def test_damaged_captures_never_stop_the_journeys(path: Path) -> None:
+    """Captures cut mid-connection (answers whose requests were not captured, HPACK names lost):
+    ``trace`` and the stats that join journeys still run to the end."""
+    ports = ["--port", "21081=grpc"] if "grpc" in path.stem else []
+    r = CliRunner().invoke(main, ["trace", str(path), "--format", "jsonl", *ports])
+    assert r.exit_code == 0, r.output
+    for line in r.stdout.splitlines():
+        assert set(orjson.loads(line)) == CONTRACT
+    r = CliRunner().invoke(main, ["stats", str(path), "--format", "json", *ports])
+    assert r.exit_code == 0, r.output
+    assert "journeys" in orjson.loads(r.stdout)

@@ -29,6 +29,7 @@ counts 4 690 bytes per open journey (3 hops on average when counted); the trace 
 with the cap full was 619 MB against 52 MB for stats, i.e. about 5 700 bytes each with the
 allocator's overhead.  So the cap bounds the engine at about 570 MB."""
 
+MAX_PROBLEMS = 20  # problem lines kept (all are counted in ``undecodable``)
 FINISHING = frozenset({"acked", "dead_lettered", "rolled_back"})
 _STORING = ("stored", "prepared")
 
@@ -118,12 +119,22 @@ class JourneyEngine:
         self.unmatched = 0  # hops that named no message (e.g. an offset commit covering nothing seen)
         self.conflicts = 0  # hops whose names pointed at two messages with different unique keys
         self.duplicates = 0  # hops seen again in another capture (the same connection captured twice)
-        self.trace_problems: list[str] = []
+        self.undecodable = 0  # exchanges whose hops could not be read (see ``problems``)
+        self.problems: list[str] = []  # the first MAX_PROBLEMS of them, one line each
 
     # -- feeding ------------------------------------------------------------------------
     def feed(self, ex: Exchange, capture: str | None = None) -> None:
-        """Add the hops one exchange shows."""
-        for ev in protocol_of(ex).journey_events(ex):
+        """Add the hops one exchange shows.  An exchange whose decoded parts do not fit what its
+        code says (hostile or damaged input) is counted and explained, not fatal."""
+        try:
+            events = protocol_of(ex).journey_events(ex)
+        except (AttributeError, TypeError, ValueError, KeyError, IndexError) as e:
+            self.undecodable += 1
+            if len(self.problems) < MAX_PROBLEMS:
+                self.problems.append(f"exchange #{ex.index} ({ex.connection.label}): hops not read: "
+                                     f"{type(e).__name__}: {e}")
+            return
+        for ev in events:
             self.add(ev, capture)
 
     def feed_all(self, exchanges: Iterable[Exchange], capture: str | None = None) -> None:

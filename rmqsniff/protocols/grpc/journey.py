@@ -47,7 +47,8 @@ def journey_events(ex: Exchange) -> list[JourneyEvent]:
 
 
 def _send(ex: Exchange) -> list[JourneyEvent]:
-    assert ex.request is not None
+    if ex.request is None:  # an answer whose call start the capture lost
+        return []
     req = _first(ex)
     entries = [e for r in payloads(ex.response.command if ex.response else None) for e in getattr(r, "entries", ())]
     sent = list(req.messages) if req is not None else []
@@ -88,7 +89,8 @@ def _named(kind: str) -> Callable[[Exchange], list[JourneyEvent]]:
     """AckMessage (entries), ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue: the
     message by id and receipt handle."""
     def events(ex: Exchange) -> list[JourneyEvent]:
-        assert ex.request is not None
+        if ex.request is None:  # an answer whose call start the capture lost
+            return []
         req = _first(ex)
         if req is None:
             return []
@@ -115,7 +117,8 @@ def _named(kind: str) -> Callable[[Exchange], list[JourneyEvent]]:
 
 
 def _end_transaction(ex: Exchange) -> list[JourneyEvent]:
-    assert ex.request is not None
+    if ex.request is None:  # an answer whose call start the capture lost
+        return []
     req = _first(ex)
     kind = _RESOLUTION.get(int(req.resolution)) if req is not None else None
     if req is None or kind is None:
