@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from array import array
 
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from textual import events  # noqa: E402
 
+from benchmarks.cached import cached_capture  # noqa: E402
 from rmqsniff.filter import Columns, compile_filter  # noqa: E402
 from rmqsniff.synth import write_capture  # noqa: E402
 from rmqsniff.tui import RmqSniffApp  # noqa: E402
@@ -40,18 +40,7 @@ GOAL_FILTER = 1.0
 
 
 def capture(n: int, path: str | None) -> str:
-    if path:
-        return path
-    d = os.path.join(tempfile.gettempdir(), "rmqsniff-bench")
-    os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, f"tui-{n}-s1.pcap")
-    if not os.path.exists(out):
-        print(f"generating {n} exchanges into {out} (cached for later runs) ...", flush=True)
-        t = time.perf_counter()
-        write_capture(out + ".part", n, seed=1)
-        os.replace(out + ".part", out)
-        print(f"  generated in {time.perf_counter() - t:.0f} s", flush=True)
-    return out
+    return path or cached_capture("tui", n, lambda p, k: write_capture(p, k, seed=1))
 
 
 def rss_mb() -> float:

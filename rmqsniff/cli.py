@@ -415,8 +415,13 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
         if not tabular and out_fmt == "table":
             raise click.UsageError("--format table needs --by or --interval")
         flt = _compile(expr)
-        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=False,
-                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs))
+        from .stats.journeys import JourneyStats
+
+        # per-message figures (journeys) need every exchange built: not the stats-only lanes
+        js = JourneyStats() if by in ("topic", "group") or out_fmt in ("prometheus", "json") else None
+        p = Pipeline(stat_prefix=stat_prefix, ports=_ports(ports), only_ports=only_ports, ordered=js is not None,
+                     max_frame=ctx.obj["max_frame"], tls_keys=_tls_keys(tls_keylogs),
+                     sinks=[js.sink(flt)] if js is not None else ())
         if flt is None and secs is None:
             p.consume(captures)
             st = p.stats
@@ -424,6 +429,7 @@ def stats(ctx: click.Context, captures: tuple[str, ...], fmt: str | None, stat_p
         else:
             selected = list(_selected(p, captures, flt))
             st = restat(selected, stat_prefix) if flt is not None else p.stats
+        st.journeys = js
         rc = _report(p)
         if rc:
             return rc
@@ -480,6 +486,10 @@ def _print_stats_table(doc: dict[str, Any], when: TimeText) -> None:
     cols += [("requests", "requests")] + ([("rate", "req/s")] if interval else []) + [
         ("errors", "errors"), ("error_pct", "error %"), ("p50", "p50 ms"), ("p90", "p90 ms"), ("p99", "p99 ms"),
         ("max", "max ms"), ("bytes", "bytes")]
+    if doc["rows"] and "messages_in" in doc["rows"][0]:  # journeys: per-message figures
+        cols += [("messages_in", "msgs in"), ("messages_out", "msgs out"), ("in_per_s", "in/s"),
+                 ("out_per_s", "out/s"), ("delivery_p50", "deliver p50"), ("delivery_p99", "deliver p99"),
+                 ("e2e_p50", "e2e p50"), ("e2e_p99", "e2e p99")]
     for key, title in cols:
         t.add_column(title, justify="left" if key in ("time", "key", "role") else "right", overflow="fold")
 
@@ -490,12 +500,14 @@ def _print_stats_table(doc: dict[str, Any], when: TimeText) -> None:
             v = r.get(key, "")
             if key == "time":
                 out.append(when(r["start"]))
-            elif key in ("p50", "p90", "p99", "max"):
-                out.append(f"{v:.3f}")
+            elif key in ("p50", "p90", "p99", "max") or key[:4] in ("deli", "e2e_", "in_p", "out_"):
+                out.append("-" if v is None or v == "" else f"{v:.3f}")
             elif key == "error_pct":
                 out.append(f"{v:.1f}")
             elif key == "bytes":
                 out.append(_bytes_text(v))
+            elif key in ("messages_in", "messages_out"):
+                out.append("-" if v is None or v == "" else str(v))
             else:
                 out.append(shown(v))
         return [Text(c) for c in out]
@@ -513,8 +525,8 @@ def _print_stats_table(doc: dict[str, Any], when: TimeText) -> None:
 @main.command()
 @capture_inputs()
 @_filter_opt
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng", "parquet"]), default="jsonl",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "pcapng", "parquet", "otlp"]), default="jsonl",
+              show_default=True, help="otlp: message journeys as OpenTelemetry traces (OTLP/JSON), a span per hop.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="Output file ('-' for stdout; not for pcapng or parquet).")
 @click.option("--messages", is_flag=True,
@@ -572,6 +584,9 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
             if output != "-":
                 click.echo(f"wrote {n} packets to {output}", err=True)
             return 0
+        if fmt == "otlp":
+            return _export_otlp(captures, flt, output, lambda: Pipeline(
+                ports=_ports(ports), only_ports=only_ports, max_frame=ctx.obj["max_frame"], tls_keys=p.tls_keys))
         n = ex_mod.write_records(_selected(p, captures, flt), fmt, output, messages, redact=not no_redact)
         rc = _report(p)
         if rc == 0 and output != "-":
@@ -581,18 +596,35 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
     _guard(run, ctx.obj["debug"])
 
 
+def _export_otlp(captures: Sequence[str], flt: Callable[[Exchange], bool] | None, output: str,
+                 make: Callable[[], Pipeline]) -> int:
+    """``export --format otlp``: the captures' journeys (rmqsniff.journey), a span per hop."""
+    from .exporters.otlp import write_otlp
+    from .journey.run import journeys
+
+    pipelines: list[Pipeline] = []
+    with click.open_file(output, "w", encoding="utf-8") as f:
+        n = write_otlp(journeys(captures, make, flt, pipelines=pipelines), f)
+    rc = max((_report(q) for q in pipelines), default=EXIT_NOTHING_READ)
+    if rc == 0 and output != "-":
+        click.echo(f"wrote {n} spans to {output}", err=True)
+    return rc
+
+
 def _register() -> None:
     """Commands that live in their own modules (each a thin shell over its library)."""
     from .cli_lag import lag
     from .cli_live import live
     from .cli_proxy import proxy
     from .cli_replay import replay
+    from .cli_trace import trace
     from .cli_tui import tui
 
     main.add_command(lag)
     main.add_command(live)
     main.add_command(proxy)
     main.add_command(replay)
+    main.add_command(trace)
     main.add_command(tui)
 
 

@@ -184,3 +184,44 @@ class OffsetFact:
     group: str | None = None
     offset: int | None = None
     exchange: int = -1
+
+
+@dataclass(slots=True)
+class JourneyEvent:
+    """One hop of one message's journey (sent, stored, delivered, acked …), as a protocol saw it.
+
+    A message is named by its ``unique_key`` (UNIQ_KEY / the gRPC message id) when the hop
+    carries it; ``aliases`` are other names of the same message learned here (``omid:`` offset
+    message id, ``tx:`` transaction id, ``rh:`` receipt handle, ``qo:`` topic/queue/offset) and
+    ``refs`` names it is found by when the hop carries no unique key.  ``covers`` is an offset
+    commit ``(group, topic, queue, next offset)``: it acks what that group was delivered below it.
+    """
+
+    kind: str
+    ts: float
+    exchange: int
+    connection: str
+    protocol: str
+    unique_key: str | None = None
+    aliases: tuple[str, ...] = ()
+    refs: tuple[str, ...] = ()
+    topic: str | None = None
+    tags: str | None = None
+    keys: list[str] = field(default_factory=list)
+    born_ts: int | None = None  # ms
+    properties: dict[str, str] | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # what the hop says: queue, offset, group …
+    covers: tuple[str, str, int, int] | None = None
+    body: bytes | None = None  # the message body, for message-trace topics only
+
+    @classmethod
+    def hop(cls, ex: Exchange, protocol: str, kind: str, ts: float, r: MessageRow | None = None,
+            **kw: Any) -> JourneyEvent:
+        """An event of ``ex``; a message row ``r`` gives it the message's key, topic, tags, keys,
+        birth time and properties."""
+        ev = cls(kind, ts, ex.index, r.connection if r is not None else ex.connection.label, protocol, **kw)
+        if r is not None:
+            ev.unique_key = ev.unique_key or r.unique_key
+            ev.topic, ev.tags, ev.keys, ev.born_ts = r.topic, r.tags, r.keys, r.born_ts
+            ev.properties = r.properties
+        return ev

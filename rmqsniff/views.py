@@ -187,6 +187,11 @@ def grouped_rows(stats: Stats, by: str, top: int | None = None, sort: str = "req
     else:
         for key, r in stats.breakdown(f"by_{by}")["rows"].items():
             rows.append({"key": key} | {k: r[k] for k in keep})
+        if stats.journeys is not None:  # per-message figures of the same key
+            per = stats.journeys.rows(by)
+            blank = dict.fromkeys(next(iter(per.values()), {}))
+            for row in rows:
+                row |= per.get(row["key"], blank)
     return sort_rows(rows, sort, top)
 
 

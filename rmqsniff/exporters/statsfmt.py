@@ -183,6 +183,8 @@ class StatsCollector:
         yield fam
         if "lag" in s:
             yield from _lag_metrics(pre, s["lag"])
+        if "journeys" in s:
+            yield from _journey_metrics(pre, s["journeys"])
 
 
 _LAG_GAUGES = (
@@ -219,6 +221,29 @@ def _lag_metrics(pre: str, lag: dict[str, Any]) -> Iterator[Metric]:
     for table, n in sorted(lag["overflow"].items()):
         counter.add_metric([pre, table], n)
     yield counter
+
+
+def _journey_metrics(pre: str, j: dict[str, Any]) -> Iterator[Metric]:
+    """Per topic and group: messages in and out, delivery and end-to-end latency quantiles."""
+    bl = ["stat_prefix", "by", "key"]
+    rows = [([pre, by[3:], key], r) for by in ("by_topic", "by_group") for key, r in j[by]["rows"].items()]
+    for metric, field, doc in (("rocketmq_journey_messages_in", "messages_in", "messages stored (not requests)"),
+                               ("rocketmq_journey_messages_out", "messages_out", "messages delivered, per group")):
+        fam = CounterMetricFamily(metric, doc, labels=bl)
+        for lv, r in rows:
+            fam.add_metric(lv, r[field])
+        yield fam
+    for name, doc in (("delivery", "stored to first delivery (ms)"), ("e2e", "born to acked (ms)")):
+        g = GaugeMetricFamily(f"rocketmq_journey_{name}_latency_ms", doc, labels=bl + ["quantile"])
+        for lv, r in rows:
+            for q, p in (("0.5", "p50"), ("0.9", "p90"), ("0.99", "p99")):
+                if r[f"{name}_{p}"] is not None:
+                    g.add_metric(lv + [q], r[f"{name}_{p}"])
+        yield g
+    g = GaugeMetricFamily("rocketmq_journey_flushed_unfinished", "journeys flushed unfinished by the cap",
+                          labels=["stat_prefix"])
+    g.add_metric([pre], j["flushed_unfinished"])
+    yield g
 
 
 def render_prometheus(stats: Any, top: int | None = None) -> str:

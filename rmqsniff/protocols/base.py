@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 if TYPE_CHECKING:
-    from ..model import Exchange, Message, MessageRow, OffsetFact
+    from ..model import Exchange, JourneyEvent, Message, MessageRow, OffsetFact
     from ..tree import Node
 
 Getter = Callable[["Exchange"], Any]
@@ -164,6 +164,10 @@ class Protocol:
     def offset_facts(self, ex: Exchange) -> list[OffsetFact]:
         """What the exchange says about queue offsets: the broker's max offset, a group's
         committed offset, messages delivered to / acked by pop consumers (consumer lag)."""
+        return []
+
+    def journey_events(self, ex: Exchange) -> list[JourneyEvent]:
+        """The hops of message journeys the exchange shows (see :mod:`rmqsniff.journey`)."""
         return []
 
     def follow(self, ex: Exchange, m: Message, redact: bool) -> dict[str, Any]:

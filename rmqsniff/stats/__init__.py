@@ -66,6 +66,11 @@ a topic or group count under ``<none>``.  At most ``max_keys`` rows per breakdow
 after ``max_keys - 1`` keys, new keys fold into ``<other>`` and ``overflow`` counts the
 exchanges folded.
 
+Journeys (``stats --by topic|group``, JSON ``journeys``, Prometheus ``rocketmq_journey_*``), when
+the run joins them (:mod:`.journeys`): per topic and group, messages in and out (messages, not
+requests) and their rates over the capture's span, delivery latency (stored → first delivery)
+and end-to-end latency (born → acked) p50/p90/p99 in ms.
+
 Pairing contract: ``request_started`` once per decoded request (oneway too);
 ``exchange_done`` once per exchange (orphans only get this); ``duplicate`` only counts
 (the displaced request still gets ``exchange_done`` as unanswered).  Per-exchange work

@@ -88,6 +88,8 @@ class Stats:
         # consumer lag (rmqsniff.lag.LagTable), when a source feeds it (live, proxy): its rows
         # go into the snapshot as ``lag`` and into Prometheus as the lag gauges
         self.lag: Any = None
+        # per-message figures (rmqsniff.stats.journeys.JourneyStats), when a run joins journeys
+        self.journeys: Any = None
 
     # ------------------------------------------------------------------ events
     def _ps(self, protocol: str) -> _ProtoState:
@@ -349,6 +351,7 @@ class Stats:
         self._flush_hist()
         d = dict(self.__dict__)
         d["feeders"] = []
+        d["journeys"] = None  # per-message figures stay with the run that joined them
         d["_hist"] = self._hist.encode()
         d["_protos"] = {p: (ps.codes, ps.responses) for p, ps in self._protos.items()}
         d["_bd_topic"] = d["_bd_group"] = d["_bd_client"] = d["_bd_broker"] = d["_bd_ns"] = None
@@ -531,5 +534,6 @@ class Stats:
                                             "duplicate")}
             | {"in_flight": self._g["request_active"]},
             "decoding_errors": {k: r[0] for k, r in list(self._decode_reasons.rows.items())},
-        } | ({"lag": {"rows": self.lag.rows(), "overflow": dict(self.lag.overflow)}} if self.lag is not None else {})
+        } | ({"lag": {"rows": self.lag.rows(), "overflow": dict(self.lag.overflow)}} if self.lag is not None else {}) \
+          | ({"journeys": self.journeys.snapshot()} if self.journeys is not None else {})
 

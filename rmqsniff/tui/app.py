@@ -31,7 +31,7 @@ from .commands import CommandError, CommandSuggester, FilterSuggester
 from .detail import Node, exchange_json, exchange_tree, frame_bytes, hexdump
 from .exchange_list import ExchangeTable
 from .exporting import export_exchanges
-from .screens import FollowScreen, HelpScreen, StatsScreen
+from .screens import FollowScreen, HelpScreen, JourneyScreen, StatsScreen
 from .store import COLUMNS, Store, View, filter_into, load, load_live, sort_view
 
 TICK = 0.2  # seconds between list/progress refreshes while loading
@@ -78,6 +78,7 @@ class RmqSniffApp(App[None]):
         Binding("shift+tab", "pane(-1)", "previous pane", show=False, priority=True),
         Binding("p", "partner", "request↔response"),
         Binding("f", "follow", "follow"),
+        Binding("t", "journey", "journey"),
         Binding("y", "yank", "copy JSON"),
         Binding("s", "stats('envoy')", "stats"),
         Binding("r", "reverse", "reverse sort", show=False),
@@ -377,7 +378,7 @@ class RmqSniffApp(App[None]):
                 return
 
     # ------------------------------------------------------------ actions
-    _LIST_ACTIONS = frozenset({"partner", "follow", "yank", "sort", "reverse", "stats", "open_line"})
+    _LIST_ACTIONS = frozenset({"partner", "follow", "journey", "yank", "sort", "reverse", "stats", "open_line"})
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """List actions only while the main view is on screen."""
@@ -407,6 +408,13 @@ class RmqSniffApp(App[None]):
         cid = ex.connection.id
         self.apply_filter(f"conn == {cid}")
         self.push_screen(FollowScreen(self.store.exchanges, cid, self.redact))
+
+    def action_journey(self) -> None:
+        ex = self._current()
+        if ex is None:
+            self.notify("no exchange selected", severity="warning")
+            return
+        self.push_screen(JourneyScreen(self.store.exchanges, ex))
 
     def action_yank(self) -> None:
         ex = self._current()

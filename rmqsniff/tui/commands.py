@@ -41,6 +41,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("enter", "open the exchange (detail tree); in the stats view: filter the list to the row"),
     ("p", "jump request ↔ response (tree and hex)"),
     ("f", "follow the connection of the selected exchange"),
+    ("t", "journey of the message the selected exchange carries"),
     ("1-9 0", "sort by that column; r reverses"),
     ("r", "reverse the sort"),
     ("y", "copy the exchange as JSON (secrets redacted)"),

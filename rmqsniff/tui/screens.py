@@ -1,4 +1,4 @@
-"""The TUI's other views: stats (with drill-down), follow a connection, help."""
+"""The TUI's other views: stats (with drill-down), follow a connection, a message's journey, help."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -156,12 +156,30 @@ class StatsScreen(Screen[str | None]):
         self.dismiss(None)
 
 
-class FollowScreen(Screen[None]):
+class LogView(Screen[None]):
+    """A titled, scrollable text view (follow, journey): j/k, g/G, esc closes."""
+
+    BINDINGS = [Binding("j", "scroll(1)", show=False), Binding("k", "scroll(-1)", show=False),
+                Binding("g", "top", show=False), Binding("G", "bottom", show=False)]
+
+    def action_scroll(self, d: int) -> None:
+        log = self.query_one(Log)
+        log.scroll_to(y=log.scroll_offset.y + d, animate=False)
+
+    def action_top(self) -> None:
+        self.query_one(Log).scroll_home(animate=False)
+
+    def action_bottom(self) -> None:
+        self.query_one(Log).scroll_end(animate=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class FollowScreen(LogView):
     """One connection's conversation, both directions, decoded (``rmqsniff follow``)."""
 
-    BINDINGS = [Binding("escape,q,f", "close", "back"),
-                Binding("j", "scroll(1)", show=False), Binding("k", "scroll(-1)", show=False),
-                Binding("g", "top", show=False), Binding("G", "bottom", show=False)]
+    BINDINGS = [Binding("escape,q,f", "close", "back")]
 
     def __init__(self, exchanges: Sequence[Exchange], conn_id: int, redact: bool = True) -> None:
         super().__init__()
@@ -197,18 +215,58 @@ class FollowScreen(Screen[None]):
         log.write_lines(text.splitlines())
         log.scroll_home(animate=False)
 
-    def action_scroll(self, d: int) -> None:
+
+class JourneyScreen(LogView):
+    """The journey of the (first) message an exchange carries or names (``rmqsniff trace``)."""
+
+    BINDINGS = [Binding("escape,q,t", "close", "back")]
+
+    def __init__(self, exchanges: Sequence[Exchange], ex: Exchange) -> None:
+        super().__init__()
+        self.exchanges = exchanges
+        self.ex = ex
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text(f" journey of the message exchange #{self.ex.index} carries · esc back"),
+                     id="journey-title")
+        yield Log(id="journey-log", highlight=False)
+
+    def on_mount(self) -> None:
         log = self.query_one(Log)
-        log.scroll_to(y=log.scroll_offset.y + d, animate=False)
+        log.write_line(f"joining the hops of {len(self.exchanges)} exchanges…")
+        log.focus()
+        self._build()
 
-    def action_top(self) -> None:
-        self.query_one(Log).scroll_home(animate=False)
+    @work(thread=True)
+    def _build(self) -> None:
+        from ..journey import Journey, JourneyEngine
+        from ..journey.text import journey_lines
+        from ..protocols import protocol_of
 
-    def action_bottom(self) -> None:
-        self.query_one(Log).scroll_end(animate=False)
+        evs = protocol_of(self.ex).journey_events(self.ex)
+        names = [n for e in evs for n in ([e.unique_key] if e.unique_key else []) + [*e.aliases, *e.refs]]
+        if not names:
+            self.app.call_from_thread(self._show, [f"exchange #{self.ex.index} carries no message"])
+            return
+        name = names[0]
+        found: list[Journey] = []
 
-    def action_close(self) -> None:
-        self.dismiss(None)
+        def keep(j: Journey) -> None:
+            if name in j.names:
+                found.append(j)
+        engine = JourneyEngine(emit=keep)
+        for ex in list(self.exchanges):
+            engine.feed(ex)
+        for j in engine.finish():
+            keep(j)
+        lines = [line for j in found for line, _ in journey_lines(j)]
+        self.app.call_from_thread(self._show, lines or [f"no journey found for {name}"])
+
+    def _show(self, lines: list[str]) -> None:
+        log = self.query_one(Log)
+        log.clear()
+        log.write_lines([shown(x) for x in lines])
+        log.scroll_home(animate=False)
 
 
 class HelpScreen(ModalScreen[None]):

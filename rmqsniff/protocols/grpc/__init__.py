@@ -8,6 +8,7 @@ from typing import Any
 from ...model import Connection, Message
 from ..base import Getter, Protocol
 from . import fields as _fields
+from . import journey as _journey
 from . import lag as _lag
 from . import messages as _messages
 from . import output as _output
@@ -57,6 +58,7 @@ class Grpc(Protocol):
     follow = staticmethod(_output.follow)
     offset_facts = staticmethod(_lag.offset_facts)
     offset_codes = None  # by method name, not code
+    journey_events = staticmethod(_journey.journey_events)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         # raw and Huffman forms; a value found in neither (split across HTTP/2 frames) may still be there

@@ -14,6 +14,7 @@ from dissectors.remoting.headers import is_secret
 from ...model import Connection, Message
 from ..base import Getter, Protocol
 from . import fields as _fields
+from . import journey as _journey
 from . import lag as _lag
 from . import messages as _messages
 from . import output as _output
@@ -44,6 +45,7 @@ class Remoting(Protocol):
     follow = staticmethod(_output.follow)
     offset_facts = staticmethod(_lag.offset_facts)
     offset_codes = _lag.OFFSET_CODES
+    journey_events = staticmethod(_journey.journey_events)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         return [w for forms in self.wire_secrets(m) for w, _ in forms], False
