@@ -78,9 +78,13 @@ class Journey:
 
     def latency_ms(self) -> dict[str, float | None]:
         """store: born → stored; first_delivery: stored → first delivery; ack: first delivery →
-        first ack (or offset commit)."""
+        first ack (or offset commit).  Stored is the send answer, or the first delivery when that
+        came first: a broker may hand a message to a waiting long poll before its send answer
+        is on the wire, and a message is delivered only once stored."""
         stored = self.first(*_STORING)
         delivered = self.first("delivered")
+        if stored is not None and delivered is not None and delivered < stored:
+            stored = delivered
         acked = self.first("acked")
         born = self.born_ts / 1000.0 if self.born_ts is not None else self.first("sent")
 
@@ -279,7 +283,9 @@ class JourneyEngine:
     def _dead_letter_check(self, j: Journey, ev: JourneyEvent, capture: str | None) -> None:
         """A send-back past maxReconsumeTimes (or with a negative delay level) goes to the DLQ."""
         delay, most = ev.info.get("delay_level"), ev.info.get("max_reconsume")
-        seen = [h.event.info.get("reconsume") for h in j.hops if h.event.kind == "delivered"]
+        # the attempt given back is the latest delivered before it (a long poll's delivery of a
+        # later attempt may already be known: exchanges come in request order)
+        seen = [h.event.info.get("reconsume") for h in j.hops if h.event.kind == "delivered" and h.event.ts <= ev.ts]
         last = max((r for r in seen if r is not None), default=None)
         if (delay is not None and delay < 0) or (most is not None and last is not None and last >= most):
             dl = JourneyEvent("dead_lettered", ev.ts, ev.exchange, ev.connection, ev.protocol, topic=ev.topic,
