@@ -508,11 +508,13 @@ def export(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
 
 def _register() -> None:
     """Commands that live in their own modules (each a thin shell over its library)."""
+    from .cli_doctor import doctor
     from .cli_live import live
     from .cli_proxy import proxy
     from .cli_replay import replay
     from .cli_tui import tui
 
+    main.add_command(doctor)
     main.add_command(live)
     main.add_command(proxy)
     main.add_command(replay)

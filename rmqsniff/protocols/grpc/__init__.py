@@ -7,6 +7,7 @@ from typing import Any
 
 from ...model import Connection, Message
 from ..base import Getter, Protocol
+from . import doctor as _doctor
 from . import fields as _fields
 from . import messages as _messages
 from . import output as _output
@@ -54,6 +55,7 @@ class Grpc(Protocol):
     sides = staticmethod(_output.sides)
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
+    doctor_facts = staticmethod(_doctor.doctor_facts)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         # raw and Huffman forms; a value found in neither (split across HTTP/2 frames) may still be there

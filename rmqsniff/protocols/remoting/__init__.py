@@ -13,6 +13,7 @@ from dissectors.remoting.headers import is_secret
 
 from ...model import Connection, Message
 from ..base import Getter, Protocol
+from . import doctor as _doctor
 from . import fields as _fields
 from . import messages as _messages
 from . import output as _output
@@ -41,6 +42,7 @@ class Remoting(Protocol):
     detail = staticmethod(_output.detail)
     messages = staticmethod(_messages.messages)
     follow = staticmethod(_output.follow)
+    doctor_facts = staticmethod(_doctor.doctor_facts)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         return [w for forms in self.wire_secrets(m) for w, _ in forms], False

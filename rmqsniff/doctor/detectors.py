@@ -1,0 +1,397 @@
+"""The rules of the catalogue, each fed every exchange's facts once (bounded state, named caps)."""
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict, deque
+from typing import Any
+
+from ..model import Exchange
+from ..protocols import facts as F
+from ..stats.buckets import bucket_of, bucket_value
+from . import catalogue as C
+from .finding import Evidence, Finding
+
+OTHER_SUBJECT = "<other>"
+_SEND_CAUSES = {F.TOPIC_MISSING: "send-topic-missing", F.NO_PERMISSION: "send-no-permission",
+                F.MESSAGE_ILLEGAL: "send-message-illegal", F.FLUSH_TIMEOUT: "send-flush-timeout",
+                F.SERVICE_UNAVAILABLE: "send-service-unavailable"}
+
+
+def q(text: str) -> str:
+    """A string literal of the filter language."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Board:
+    """Evidence by (finding id, subject), at most MAX_SUBJECTS subjects per id."""
+
+    def __init__(self) -> None:
+        self.ev: dict[tuple[str, str], Evidence] = {}
+        self.subjects: dict[str, int] = {}
+
+    def get(self, fid: str, subject: str) -> Evidence:
+        key = (fid, subject)
+        e = self.ev.get(key)
+        if e is None:
+            n = self.subjects.get(fid, 0)
+            if n >= C.MAX_SUBJECTS - 1:
+                key = (fid, OTHER_SUBJECT)
+                e = self.ev.get(key)
+            if e is None:
+                e = self.ev[key] = Evidence()
+                self.subjects[fid] = n + 1
+        return e
+
+
+def _bounded_put(d: dict[Any, Any], key: Any, value: Any, cap: int = C.MAX_TRACKED) -> None:
+    if key in d or len(d) < cap:
+        d[key] = value
+
+
+class Latency:
+    """Log-bucket histogram of one code (and server), with its slowest exchanges."""
+
+    __slots__ = ("buckets", "n", "slowest")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.n = 0
+        self.slowest: list[tuple[float, int, float, str, str]] = []  # heap of (ms, index, ts, conn, clause)
+
+    def add(self, ms: float, ex: Exchange, clause: str, keep: bool) -> None:
+        b = bucket_of(int(ms * 1000))
+        self.buckets[b] = self.buckets.get(b, 0) + 1
+        self.n += 1
+        if keep:
+            item = (ms, ex.index, ex.ts, ex.connection.label, clause)
+            if len(self.slowest) < C.MAX_EVIDENCE:
+                heapq.heappush(self.slowest, item)
+            elif ms > self.slowest[0][0]:
+                heapq.heapreplace(self.slowest, item)
+
+    def median_ms(self) -> float:
+        rank, seen = (self.n + 1) // 2, 0
+        for b in sorted(self.buckets):
+            seen += self.buckets[b]
+            if seen >= rank:
+                return bucket_value(b) / 1000.0
+        return 0.0
+
+    def above(self, ms: float) -> int:
+        return sum(n for b, n in self.buckets.items() if bucket_value(b) / 1000.0 > ms)
+
+
+class Rules:
+    """Every rule's state; :meth:`feed` per exchange, :meth:`findings` at the end."""
+
+    def __init__(self) -> None:
+        self.board = Board()
+        self.now = 0.0
+        self.pending: deque[tuple[float, Exchange, str, str]] = deque()  # unanswered, waiting for the grace
+        self.keys: OrderedDict[str, tuple[float | None, bool]] = OrderedDict()  # unique key -> (answer ts, ok)
+        self.route_missing: dict[str, Evidence] = {}
+        self.resolved: set[str] = set()
+        self.handed_out: dict[str, Evidence] = {}
+        self.reached: set[str] = set()
+        self.group_first: dict[str, float] = {}
+        self.members: dict[str, dict[str, tuple[tuple[F.Subscription, ...], str, int, float, str]]] = {}
+        self.notify: dict[str, deque[float]] = {}
+        self.checks: dict[str, int] = {}
+        self.unknown: dict[str, int] = {}  # UNKNOW answers to transaction checks, by producer group
+        self.heartbeats: dict[str, float] = {}
+        self.latency: dict[str, Latency] = {}
+        self.by_server: dict[tuple[str, str], Latency] = {}
+
+    # -- per exchange -------------------------------------------------------------------
+    def feed(self, ex: Exchange, f: F.DoctorFacts | None, proto: Any) -> None:
+        ts = ex.ts
+        if ts > self.now:
+            self.now = ts
+            self._confirm_unanswered()
+        conn = ex.connection
+        server = _server(conn)
+        if len(self.reached) < C.MAX_TRACKED:
+            self.reached.add(server)
+        req_name = proto.classifier.request_name(ex.code) if ex.code is not None else None
+        resp_code = ex.response_code
+        clause = f"code == {req_name}" if req_name else f"conn == {conn.id}"
+        if resp_code is not None and req_name:
+            clause += f" and response_code == {proto.classifier.response_name(resp_code)}"
+        port_proto = _port_protocol(conn.server[1])
+        if port_proto is not None and port_proto is not proto:
+            self.board.get("protocol-mismatch", f"{server} ({port_proto.name} port)").add(
+                ex.index, ts, conn.label, f"broker == {q(server)} and protocol == {proto.name}")
+        if f is None:
+            return
+        if f.group is not None and f.group not in self.group_first:
+            _bounded_put(self.group_first, f.group, ts)
+        if ex.status == "unanswered" and len(self.pending) < C.MAX_PENDING:
+            self.pending.append((ts, ex, server, f"code == {req_name} and status == unanswered"))
+        cause = f.cause
+        if cause is not None:
+            self._failed(ex, f, cause, server, clause)
+        kind = f.kind
+        if kind is not F.OTHER:
+            self._kind(ex, f, kind, server, clause, proto)
+        lat = ex.latency_ms
+        if lat is not None and not f.long_poll and req_name is not None and not ex.server_initiated:
+            key = proto.code_key(ex.code)
+            h = self.latency.get(key)
+            if h is None:
+                if len(self.latency) >= C.MAX_TRACKED:
+                    return
+                h = self.latency[key] = Latency()
+            keep = not h.slowest or len(h.slowest) < C.MAX_EVIDENCE or lat > h.slowest[0][0]
+            h.add(lat, ex, f"code == {req_name} and latency > ", keep)
+            hs = self.by_server.get((key, server))
+            if hs is None and len(self.by_server) < C.MAX_TRACKED:
+                hs = self.by_server[(key, server)] = Latency()
+            if hs is not None:
+                hs.add(lat, ex, "", False)
+
+    def _failed(self, ex: Exchange, f: F.DoctorFacts, cause: str, server: str, clause: str) -> None:
+        b = self.board
+        if cause == F.BUSY:
+            e = b.get("broker-busy", server)
+            e.add(ex.index, ex.ts, ex.connection.label, clause + f" and broker == {q(server)}")
+            e.tally(clause.rpartition("== ")[2])
+        elif f.kind is F.SEND and cause in _SEND_CAUSES:
+            topic = f.topic or "<none>"
+            b.get(_SEND_CAUSES[cause], topic).add(ex.index, ex.ts, ex.connection.label,
+                                                  clause + (f" and topic == {q(topic)}" if f.topic else ""))
+        elif f.kind is F.ROUTE and cause == F.TOPIC_MISSING and f.topic is not None \
+                and not f.topic.startswith(C.SYSTEM_TOPIC_PREFIXES):
+            rm = self.route_missing.get(f.topic)
+            if rm is None:
+                if len(self.route_missing) >= C.MAX_TRACKED:
+                    return
+                rm = self.route_missing[f.topic] = Evidence()
+            rm.add(ex.index, ex.ts, ex.connection.label, clause + f" and topic == {q(f.topic)}")
+        elif cause in (F.SUBSCRIPTION_NOT_LATEST, F.SUBSCRIPTION_NOT_EXIST) and f.group is not None \
+                and ex.ts - self.group_first.get(f.group, ex.ts) > C.STARTUP_S:
+            e = b.get("subscription-not-latest", f.group)
+            e.add(ex.index, ex.ts, ex.connection.label, clause + f" and group == {q(f.group)}")
+            e.tally(clause.rpartition("== ")[2])
+
+    def _kind(self, ex: Exchange, f: F.DoctorFacts, kind: str, server: str, clause: str, proto: Any) -> None:
+        ts = ex.ts
+        if kind is F.SEND:
+            self._sent(ex, f, proto)
+        elif kind is F.ROUTE:
+            if f.cause is None and f.topic is not None and proto.result(ex) == "success" \
+                    and len(self.resolved) < C.MAX_TRACKED:
+                self.resolved.add(f.topic)
+            for addr in f.addresses:
+                e = self.handed_out.get(addr)
+                if e is None:
+                    if len(self.handed_out) >= C.MAX_TRACKED:
+                        continue
+                    e = self.handed_out[addr] = Evidence()
+                e.add(ex.index, ts, ex.connection.label, f"code == {proto.classifier.request_name(ex.code)}")
+        elif kind is F.HEARTBEAT:
+            self._heartbeat(ex, f)
+        elif kind is F.IDS_CHANGED and f.group is not None:
+            win = self.notify.get(f.group)
+            if win is None:
+                if len(self.notify) >= C.MAX_TRACKED:
+                    return
+                win = self.notify[f.group] = deque(maxlen=C.STORM_MIN)
+            win.append(ts)
+            if len(win) == C.STORM_MIN and ts - win[0] <= C.STORM_WINDOW_S:
+                e = self.board.get("rebalance-storm", f.group)
+                e.add(ex.index, ts, ex.connection.label, clause + f" and group == {q(f.group)}")
+        elif kind is F.TX_CHECK or kind is F.TX_END:
+            self._transaction(ex, f, kind, clause)
+
+    def _transaction(self, ex: Exchange, f: F.DoctorFacts, kind: str, clause: str) -> None:
+        if kind is F.TX_CHECK and f.half_message:
+            n = self.checks.get(f.half_message, 0) + 1
+            _bounded_put(self.checks, f.half_message, n)
+            if n >= C.TX_CHECKS_MIN:
+                e = self.board.get("transaction-check-storm", f.group or "<none>")
+                e.add(ex.index, ex.ts, ex.connection.label, clause)
+                e.figures["max_checks"] = max(e.figures.get("max_checks", 0), n)
+        elif kind is F.TX_END and f.unknown_state:
+            group = f.group or "<none>"
+            _bounded_put(self.unknown, group, self.unknown.get(group, 0) + 1)
+
+    def _sent(self, ex: Exchange, f: F.DoctorFacts, proto: Any) -> None:
+        conn = ex.connection
+        topic = f.topic or "<none>"
+        if f.unique_keys:
+            keys = self.keys
+            answered = ex.response.ts if ex.response is not None else None
+            ok = proto.result(ex) == "success" or ex.status == "unanswered"
+            start = ex.ts
+            for k in f.unique_keys:
+                prev = keys.get(k)
+                if prev is not None and prev[1] and (prev[0] is None or prev[0] <= start):
+                    self.board.get("resent-message", topic).add(
+                        ex.index, start, conn.label, f"msgid == {q(k)}")
+                keys[k] = (answered, ok)
+                if len(keys) > C.MAX_KEYS:
+                    keys.popitem(last=False)
+        if f.born_ms is not None and ex.request is not None:
+            skew = f.born_ms / 1000.0 - ex.request.ts
+            if abs(skew) > C.SKEW_S:
+                host = conn.client[0]
+                e = self.board.get("clock-skew", host)
+                e.add(ex.index, ex.ts, conn.label, f"client == {host} and code == "
+                      f"{proto.classifier.request_name(ex.code)}")
+                if abs(skew) > abs(e.figures.get("max_skew_s", 0.0)):
+                    e.figures["max_skew_s"] = round(skew, 3)
+        if f.largest_body >= C.NEAR_SIZE_FRACTION * C.MAX_MESSAGE_SIZE:
+            e = self.board.get("near-size-limit", topic)
+            e.add(ex.index, ex.ts, conn.label, f"size > {int(C.NEAR_SIZE_FRACTION * C.MAX_MESSAGE_SIZE)}")
+            e.figures["largest_body"] = max(e.figures.get("largest_body", 0), f.largest_body)
+
+    def _heartbeat(self, ex: Exchange, f: F.DoctorFacts) -> None:
+        cid = f.client_id
+        if cid is None:
+            return
+        ts = ex.ts
+        last = self.heartbeats.get(cid)
+        if last is not None and ts - last > C.HEARTBEAT_GAP_S:
+            e = self.board.get("heartbeat-gap", cid)
+            e.add(ex.index, ts, ex.connection.label, f"code == HEART_BEAT and client == {ex.connection.client[0]}")
+            e.figures["longest_gap_s"] = max(e.figures.get("longest_gap_s", 0.0), round(ts - last, 1))
+        _bounded_put(self.heartbeats, cid, ts)
+        for group, subs in f.subscriptions:
+            members = self.members.get(group)
+            if members is None:
+                if len(self.members) >= C.MAX_TRACKED:
+                    continue
+                members = self.members[group] = {}
+            if cid in members or len(members) < C.MAX_MEMBERS:
+                members[cid] = (subs, f.client_kind or "", ex.index, ts, ex.connection.label)
+
+    def _confirm_unanswered(self) -> None:
+        pending, limit = self.pending, self.now - C.UNANSWERED_GRACE_S
+        while pending and pending[0][0] < limit:
+            ts, ex, server, clause = pending.popleft()
+            code = clause.split(" ")[2]
+            self.board.get("unanswered", f"{code} to {server}").add(ex.index, ts, ex.connection.label,
+                                                                     clause + f" and broker == {q(server)}")
+
+    # -- at the end ---------------------------------------------------------------------
+    def findings(self) -> list[Finding]:
+        self._confirm_unanswered()
+        for (fid, subject), e in self.board.ev.items():
+            if fid == "transaction-check-storm" and subject in self.unknown:
+                e.figures["unknow_answers"] = self.unknown[subject]
+        out = [Finding(fid, subject, _summary(fid, subject, e), e) for (fid, subject), e in self.board.ev.items()]
+        for topic, e in self.route_missing.items():
+            if topic not in self.resolved:
+                out.append(Finding("route-topic-missing", topic, f"{e.count} route lookup(s) for topic {topic} "
+                                   "answered TOPIC_NOT_EXIST, never resolved", e))
+        if len(self.reached) > 1:
+            for addr, e in self.handed_out.items():
+                if addr not in self.reached and self.now - e.first >= C.REACH_GRACE_S:
+                    out.append(Finding("address-never-reached", addr, f"{addr} handed out by {e.count} route "
+                                       f"answer(s); no exchange with it in the {self.now - e.first:.1f} s after", e))
+        out += self._groups()
+        out += self._slow()
+        return out
+
+    def _groups(self) -> list[Finding]:
+        out = []
+        for group, members in self.members.items():
+            subs = {m[0] for m in members.values()}
+            kinds = {m[1] for m in members.values() if m[1]}
+            for fid, variants, what in (("mixed-subscriptions", subs, "subscriptions"),
+                                        ("mixed-clients", kinds, "clients")):
+                if len(variants) < 2:
+                    continue
+                e = Evidence()
+                for cid, (s, k, index, ts, label) in members.items():
+                    e.add(index, ts, label, f"code == HEART_BEAT and client == {label.partition(' ')[0]}")
+                    e.figures[cid] = _subs_text(s) if what == "subscriptions" else k
+                out.append(Finding(fid, group, f"group {group}: {len(members)} members heartbeat "
+                                   f"{len(variants)} different {what}: "
+                                   + "; ".join(sorted(_subs_text(v) if isinstance(v, tuple) else v
+                                                      for v in variants)), e))
+        return out
+
+    def _slow(self) -> list[Finding]:
+        out = []
+        for key, h in self.latency.items():
+            if h.n < C.OUTLIER_MIN_SAMPLES:
+                continue
+            med = h.median_ms()
+            limit = max(C.OUTLIER_FACTOR * med, C.OUTLIER_MIN_MS)
+            slow = sorted((s for s in h.slowest if s[0] > limit), key=lambda s: s[1])
+            if not slow:
+                continue
+            e = Evidence()
+            for _ms, index, ts, label, clause in slow:
+                e.add(index, ts, label, f"{clause}{limit:.0f}ms")
+            e.count = max(h.above(limit), len(slow))
+            e.figures = {"median_ms": round(med, 3), "slowest_ms": round(max(s[0] for s in slow), 3),
+                         "limit_ms": round(limit, 3)}
+            out.append(Finding("slow-outlier", key, f"{e.count} {key} answer(s) slower than {limit:.0f} ms "
+                               f"(median {med:.1f} ms, slowest {e.figures['slowest_ms']:.0f} ms)", e))
+        per_code: dict[str, list[tuple[str, Latency]]] = {}
+        for (key, server), h in self.by_server.items():
+            if h.n >= C.SLOW_BROKER_MIN_SAMPLES:
+                per_code.setdefault(key, []).append((server, h))
+        for key, servers in per_code.items():
+            if len(servers) < 2:
+                continue
+            medians = {s: h.median_ms() for s, h in servers}
+            for server, h in servers:
+                others = sorted(m for s, m in medians.items() if s != server)
+                peer = others[len(others) // 2]
+                med = medians[server]
+                if med > C.SLOW_BROKER_MIN_MS and med > C.SLOW_BROKER_FACTOR * peer:
+                    e = Evidence(count=h.n)
+                    e.clauses[f"code == {key.rpartition(':')[2]} and broker == {q(server)}"] = None
+                    e.figures = {"median_ms": round(med, 3), "peers_median_ms": round(peer, 3)}
+                    out.append(Finding("slow-broker", f"{key} at {server}", f"{server} answers {key} in "
+                                       f"{med:.1f} ms (median of {h.n}), its peers in {peer:.1f} ms", e))
+        return out
+
+
+def _subs_text(subs: tuple[F.Subscription, ...]) -> str:
+    return ", ".join(f"{t}:{x}" for t, x in subs) or "(none)"
+
+
+def _summary(fid: str, subject: str, e: Evidence) -> str:
+    figs = ", ".join(f"{k} ×{v}" for k, v in e.figures.items() if isinstance(v, int) and k.isupper())
+    span = f" over {e.last - e.first:.1f} s" if e.last > e.first else ""
+    text = {
+        "broker-busy": f"{subject} answered {e.count} request(s) busy{span}",
+        "send-topic-missing": f"{e.count} send(s) to topic {subject} answered TOPIC_NOT_EXIST",
+        "send-no-permission": f"{e.count} send(s) to topic {subject} refused: no permission",
+        "send-message-illegal": f"{e.count} send(s) to topic {subject} refused: message illegal / too large",
+        "send-flush-timeout": f"{e.count} send(s) to topic {subject} not flushed / replicated in time",
+        "send-service-unavailable": f"{e.count} send(s) to topic {subject} refused: service not available",
+        "unanswered": f"{e.count} {subject} request(s) never answered",
+        "resent-message": f"{e.count} message(s) to topic {subject} sent again after the first send",
+        "subscription-not-latest": f"group {subject}: {e.count} pull(s) answered subscription not latest / "
+                                   f"not exist after start-up{span}",
+        "rebalance-storm": f"group {subject}: {e.count + C.STORM_MIN - 1}+ NOTIFY_CONSUMER_IDS_CHANGED, "
+                           f"{C.STORM_MIN}+ within {C.STORM_WINDOW_S:g} s{span}",
+        "transaction-check-storm": f"group {subject}: {e.count} transaction check(s) of half messages checked "
+                                   f"{C.TX_CHECKS_MIN}+ times (up to {e.figures.get('max_checks')}), "
+                                   f"{e.figures.get('unknow_answers', 0)} UNKNOW answer(s)",
+        "heartbeat-gap": f"client {subject}: {e.count} heartbeat gap(s), longest "
+                         f"{e.figures.get('longest_gap_s', 0)} s",
+        "clock-skew": f"client host {subject}: {e.count} message(s) born up to {e.figures.get('max_skew_s')} s "
+                      "away from the capture's clock",
+        "near-size-limit": f"{e.count} message(s) to topic {subject} near the size limit (largest "
+                           f"{e.figures.get('largest_body', 0):,} bytes)",
+        "protocol-mismatch": f"{e.count} exchange(s) of another protocol to {subject}",
+    }.get(fid, f"{e.count} × {subject}")
+    return f"{text} ({figs})" if figs else text
+
+
+def _server(conn: Any) -> str:
+    from ..model import endpoint_text
+
+    return endpoint_text(conn.server)
+
+
+def _port_protocol(port: int) -> Any:
+    from ..protocols import by_port
+
+    return by_port(port)
