@@ -35,7 +35,7 @@ def doctor(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt:
         from .pipeline import Pipeline
 
         flt = cli._compile(expr)
-        p = Pipeline(ports=cli._ports(ports), only_ports=only_ports, ordered=True,
+        p = Pipeline(ports=cli._ports(ports), only_ports=only_ports, ordered=False,
                      max_frame=(ctx.obj or {}).get("max_frame", 16 * 1024 * 1024), tls_keys=cli._tls_keys(tls_keylogs))
         d = Doctor()
         for ex in cli._selected(p, captures, flt):

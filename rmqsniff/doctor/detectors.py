@@ -5,7 +5,8 @@ import heapq
 from collections import OrderedDict, deque
 from typing import Any
 
-from ..model import Exchange
+from ..model import Exchange, endpoint_text
+from ..protocols import by_port
 from ..protocols import facts as F
 from ..stats.buckets import bucket_of, bucket_value
 from . import catalogue as C
@@ -58,16 +59,17 @@ class Latency:
         self.n = 0
         self.slowest: list[tuple[float, int, float, str, str]] = []  # heap of (ms, index, ts, conn, clause)
 
-    def add(self, ms: float, ex: Exchange, clause: str, keep: bool) -> None:
+    def add(self, ms: float, ex: Exchange | None, name: str) -> None:
+        """One answer; ``ex`` None: counted only (no evidence kept)."""
         b = bucket_of(int(ms * 1000))
         self.buckets[b] = self.buckets.get(b, 0) + 1
         self.n += 1
-        if keep:
-            item = (ms, ex.index, ex.ts, ex.connection.label, clause)
-            if len(self.slowest) < C.MAX_EVIDENCE:
-                heapq.heappush(self.slowest, item)
-            elif ms > self.slowest[0][0]:
-                heapq.heapreplace(self.slowest, item)
+        if ex is not None:
+            slowest = self.slowest
+            if len(slowest) < C.MAX_EVIDENCE:
+                heapq.heappush(slowest, (ms, ex.index, ex.ts, ex.connection.label, name))
+            elif ms > slowest[0][0]:
+                heapq.heapreplace(slowest, (ms, ex.index, ex.ts, ex.connection.label, name))
 
     def median_ms(self) -> float:
         rank, seen = (self.n + 1) // 2, 0
@@ -100,6 +102,8 @@ class Rules:
         self.unknown: dict[str, int] = {}  # UNKNOW answers to transaction checks, by producer group
         self.heartbeats: dict[str, float] = {}
         self.latency: dict[str, Latency] = {}
+        self.code_keys: dict[tuple[Any, int], str] = {}
+        self.conns: dict[int, tuple[Any, str, str]] = {}  # connection id -> _connection()
         self.by_server: dict[tuple[str, str], Latency] = {}
 
     # -- per exchange -------------------------------------------------------------------
@@ -107,47 +111,61 @@ class Rules:
         ts = ex.ts
         if ts > self.now:
             self.now = ts
-            self._confirm_unanswered()
+            if self.pending and self.pending[0][0] < ts - C.UNANSWERED_GRACE_S:
+                self._confirm_unanswered()
         conn = ex.connection
-        server = _server(conn)
-        if len(self.reached) < C.MAX_TRACKED:
-            self.reached.add(server)
-        req_name = proto.classifier.request_name(ex.code) if ex.code is not None else None
-        resp_code = ex.response_code
-        clause = f"code == {req_name}" if req_name else f"conn == {conn.id}"
-        if resp_code is not None and req_name:
-            clause += f" and response_code == {proto.classifier.response_name(resp_code)}"
-        port_proto = _port_protocol(conn.server[1])
-        if port_proto is not None and port_proto is not proto:
-            self.board.get("protocol-mismatch", f"{server} ({port_proto.name} port)").add(
+        known = self.conns.get(conn.id)
+        if known is None or known[0] is not conn:
+            known = self._connection(conn, proto)
+        server = known[1]
+        if known[2]:
+            self.board.get("protocol-mismatch", known[2]).add(
                 ex.index, ts, conn.label, f"broker == {q(server)} and protocol == {proto.name}")
         if f is None:
             return
-        if f.group is not None and f.group not in self.group_first:
-            _bounded_put(self.group_first, f.group, ts)
+        group = f.group
+        if group is not None and group not in self.group_first:
+            _bounded_put(self.group_first, group, ts)
         if ex.status == "unanswered" and len(self.pending) < C.MAX_PENDING:
-            self.pending.append((ts, ex, server, f"code == {req_name} and status == unanswered"))
-        cause = f.cause
-        if cause is not None:
-            self._failed(ex, f, cause, server, clause)
+            self.pending.append((ts, ex, server, f"code == {_name(ex, proto)} and status == unanswered"))
+        if f.cause is not None:
+            self._failed(ex, f, f.cause, server, _clause(ex, proto))
         kind = f.kind
         if kind is not F.OTHER:
-            self._kind(ex, f, kind, server, clause, proto)
+            self._kind(ex, f, kind, server, proto)
         lat = ex.latency_ms
-        if lat is not None and not f.long_poll and req_name is not None and not ex.server_initiated:
-            key = proto.code_key(ex.code)
-            h = self.latency.get(key)
-            if h is None:
-                if len(self.latency) >= C.MAX_TRACKED:
-                    return
-                h = self.latency[key] = Latency()
-            keep = not h.slowest or len(h.slowest) < C.MAX_EVIDENCE or lat > h.slowest[0][0]
-            h.add(lat, ex, f"code == {req_name} and latency > ", keep)
-            hs = self.by_server.get((key, server))
-            if hs is None and len(self.by_server) < C.MAX_TRACKED:
-                hs = self.by_server[(key, server)] = Latency()
-            if hs is not None:
-                hs.add(lat, ex, "", False)
+        if lat is not None and not f.long_poll and ex.code is not None and not ex.server_initiated:
+            self._latency(ex, ex.code, lat, server, proto)
+
+    def _connection(self, conn: Any, proto: Any) -> tuple[Any, str, str]:
+        """(connection, server text, protocol-mismatch subject or ""), remembered per connection."""
+        server = endpoint_text(conn.server)
+        port_proto = by_port(conn.server[1])
+        mismatch = f"{server} ({port_proto.name} port)" if port_proto is not None and port_proto is not proto else ""
+        known = (conn, server, mismatch)
+        if len(self.conns) >= C.MAX_TRACKED:
+            self.conns.clear()
+        self.conns[conn.id] = known
+        if len(self.reached) < C.MAX_TRACKED:
+            self.reached.add(server)
+        return known
+
+    def _latency(self, ex: Exchange, code: int, lat: float, server: str, proto: Any) -> None:
+        key = self.code_keys.get((proto, code))
+        if key is None:
+            key = proto.code_key(code)
+            _bounded_put(self.code_keys, (proto, code), key)
+        h = self.latency.get(key)
+        if h is None:
+            if len(self.latency) >= C.MAX_TRACKED:
+                return
+            h = self.latency[key] = Latency()
+        h.add(lat, ex, _name(ex, proto))
+        hs = self.by_server.get((key, server))
+        if hs is None and len(self.by_server) < C.MAX_TRACKED:
+            hs = self.by_server[(key, server)] = Latency()
+        if hs is not None:
+            hs.add(lat, None, "")
 
     def _failed(self, ex: Exchange, f: F.DoctorFacts, cause: str, server: str, clause: str) -> None:
         b = self.board
@@ -173,7 +191,7 @@ class Rules:
             e.add(ex.index, ex.ts, ex.connection.label, clause + f" and group == {q(f.group)}")
             e.tally(clause.rpartition("== ")[2])
 
-    def _kind(self, ex: Exchange, f: F.DoctorFacts, kind: str, server: str, clause: str, proto: Any) -> None:
+    def _kind(self, ex: Exchange, f: F.DoctorFacts, kind: str, server: str, proto: Any) -> None:
         ts = ex.ts
         if kind is F.SEND:
             self._sent(ex, f, proto)
@@ -199,9 +217,9 @@ class Rules:
             win.append(ts)
             if len(win) == C.STORM_MIN and ts - win[0] <= C.STORM_WINDOW_S:
                 e = self.board.get("rebalance-storm", f.group)
-                e.add(ex.index, ts, ex.connection.label, clause + f" and group == {q(f.group)}")
+                e.add(ex.index, ts, ex.connection.label, _clause(ex, proto) + f" and group == {q(f.group)}")
         elif kind is F.TX_CHECK or kind is F.TX_END:
-            self._transaction(ex, f, kind, clause)
+            self._transaction(ex, f, kind, _clause(ex, proto))
 
     def _transaction(self, ex: Exchange, f: F.DoctorFacts, kind: str, clause: str) -> None:
         if kind is F.TX_CHECK and f.half_message:
@@ -323,8 +341,8 @@ class Rules:
             if not slow:
                 continue
             e = Evidence()
-            for _ms, index, ts, label, clause in slow:
-                e.add(index, ts, label, f"{clause}{limit:.0f}ms")
+            for _ms, index, ts, label, name in slow:
+                e.add(index, ts, label, f"code == {name} and latency > {limit:.0f}ms")
             e.count = max(h.above(limit), len(slow))
             e.figures = {"median_ms": round(med, 3), "slowest_ms": round(max(s[0] for s in slow), 3),
                          "limit_ms": round(limit, 3)}
@@ -385,13 +403,15 @@ def _summary(fid: str, subject: str, e: Evidence) -> str:
     return f"{text} ({figs})" if figs else text
 
 
-def _server(conn: Any) -> str:
-    from ..model import endpoint_text
-
-    return endpoint_text(conn.server)
+def _name(ex: Exchange, proto: Any) -> str:
+    return str(proto.classifier.request_name(ex.code)) if ex.code is not None else "?"
 
 
-def _port_protocol(port: int) -> Any:
-    from ..protocols import by_port
-
-    return by_port(port)
+def _clause(ex: Exchange, proto: Any) -> str:
+    """The filter clause selecting exchanges like ``ex``: its request code and answer."""
+    if ex.code is None:
+        return f"conn == {ex.connection.id}"
+    clause = f"code == {_name(ex, proto)}"
+    if ex.response is not None:
+        clause += f" and response_code == {proto.classifier.response_name(ex.response.command.code)}"
+    return clause
