@@ -99,6 +99,7 @@ class Rules:
         self.members: dict[str, dict[str, tuple[tuple[F.Subscription, ...], str, int, float, str]]] = {}
         self.notify: dict[str, deque[float]] = {}
         self.checks: dict[str, int] = {}
+        self.tx_groups: dict[str, str] = {}  # half message -> producer group
         self.unknown: dict[str, int] = {}  # UNKNOW answers to transaction checks, by producer group
         self.heartbeats: dict[str, float] = {}
         self.latency: dict[str, Latency] = {}
@@ -222,16 +223,21 @@ class Rules:
             self._transaction(ex, f, kind, _clause(ex, proto))
 
     def _transaction(self, ex: Exchange, f: F.DoctorFacts, kind: str, clause: str) -> None:
-        if kind is F.TX_CHECK and f.half_message:
-            n = self.checks.get(f.half_message, 0) + 1
-            _bounded_put(self.checks, f.half_message, n)
+        half = f.half_message
+        if kind is F.TX_CHECK and half:
+            n = self.checks.get(half, 0) + 1
+            _bounded_put(self.checks, half, n)
             if n >= C.TX_CHECKS_MIN:
-                e = self.board.get("transaction-check-storm", f.group or "<none>")
+                # the producer group is named by its END_TRANSACTION, not by the broker's check
+                e = self.board.get("transaction-check-storm", self.tx_groups.get(half) or f.group or "<none>")
                 e.add(ex.index, ex.ts, ex.connection.label, clause)
                 e.figures["max_checks"] = max(e.figures.get("max_checks", 0), n)
-        elif kind is F.TX_END and f.unknown_state:
+        elif kind is F.TX_END:
             group = f.group or "<none>"
-            _bounded_put(self.unknown, group, self.unknown.get(group, 0) + 1)
+            if half:
+                _bounded_put(self.tx_groups, half, group)
+            if f.unknown_state:
+                _bounded_put(self.unknown, group, self.unknown.get(group, 0) + 1)
 
     def _sent(self, ex: Exchange, f: F.DoctorFacts, proto: Any) -> None:
         conn = ex.connection
