@@ -210,3 +210,17 @@ def test_cli_json_and_table(fault_findings):
     r = CliRunner().invoke(main, ["doctor", str(path), "-Y", "topic == nosuch"])
     assert r.exit_code == 0, r.output
     assert "send-topic-missing" in r.output and "route-topic-missing" in r.output and "broker-busy" not in r.output
+
+
+def test_unique_key_reads_properties_as_the_full_parser():
+    """The doctor's quick UNIQ_KEY look-up agrees with parse_properties on arbitrary strings."""
+    import random
+
+    from dissectors.remoting.message import parse_properties
+    from rmqsniff.protocols.remoting.doctor import unique_key
+
+    rng = random.Random(3)
+    parts = ["UNIQ_KEY", "\x01", "\x02", "a", "K"]
+    for _ in range(20000):
+        s = "".join(rng.choice(parts) for _ in range(rng.randrange(8)))
+        assert unique_key(s) == (parse_properties(s).get("UNIQ_KEY") or None), repr(s)

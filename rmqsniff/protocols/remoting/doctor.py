@@ -71,8 +71,9 @@ def doctor_facts(ex: Exchange) -> F.DoctorFacts | None:
 
 
 def _send(f: F.DoctorFacts, req: Any) -> None:
-    ext = headers.long_ext(req)
-    born = ext.get("bornTimestamp")
+    ext = req.ext or {}
+    v2 = req.code in codes.SEND_V2_REQUESTS
+    born = ext.get("g" if v2 else "bornTimestamp") or ext.get("bornTimestamp")
     if born and born.isdigit():
         f.born_ms = int(born)
     if req.code == codes.SEND_BATCH_MESSAGE and req.body:
@@ -81,12 +82,31 @@ def _send(f: F.DoctorFacts, req: Any) -> None:
             f.unique_keys = tuple(k for m in view.value if (k := m.properties.get("UNIQ_KEY")))
             f.largest_body = max((len(m.body) for m in view.value), default=0)
         return
-    raw = ext.get("properties")
-    if raw and "UNIQ_KEY" in raw:
-        k = parse_properties(raw).get("UNIQ_KEY")
+    raw = (ext.get("i") if v2 else None) or ext.get("properties")
+    if raw:
+        k = unique_key(raw)
         if k:
             f.unique_keys = (k,)
     f.largest_body = len(req.body or b"")
+
+
+_UNIQ = "UNIQ_KEY\x01"
+
+
+def unique_key(props: str) -> str | None:
+    """UNIQ_KEY of a properties string, as :func:`parse_properties` reads it (the last one wins),
+    without splitting the whole string."""
+    i = props.rfind(_UNIQ)
+    while i > 0 and props[i - 1] != "\x02":
+        i = props.rfind(_UNIQ, 0, i)
+    if i < 0:
+        return None
+    start = i + len(_UNIQ)
+    end = props.find("\x02", start)
+    value = props[start:end] if end >= 0 else props[start:]
+    if value and "\x01" not in value:
+        return value
+    return parse_properties(props).get("UNIQ_KEY") or None  # the rare odd piece: the full rule
 
 
 def _heartbeat(f: F.DoctorFacts, req: Any) -> None:
