@@ -224,3 +224,19 @@ def test_unique_key_reads_properties_as_the_full_parser():
     for _ in range(20000):
         s = "".join(rng.choice(parts) for _ in range(rng.randrange(8)))
         assert unique_key(s) == (parse_properties(s).get("UNIQ_KEY") or None), repr(s)
+
+
+def test_http2_to_the_remoting_port(tmp_path, monkeypatch):
+    """Stand-in: gRPC calls (the project's HTTP/2 generator, benchmarks/grpcgen.py) written to the
+    broker's well-known remoting port 10911.  A real broker closes such a connection at its first
+    bytes, which leaves no exchange to judge (connection-level findings are not built yet)."""
+    from benchmarks import grpcgen
+
+    monkeypatch.setattr(grpcgen, "PORT", 10911)
+    path = tmp_path / "h2-to-remoting.pcap"
+    grpcgen.write_grpc_capture(str(path), 12, connections=1)
+    found = Doctor().feed_all(analyze([str(path)]).exchanges).findings()
+    f = next(f for f in found if f.id == "protocol-mismatch")
+    assert f.subject == "10.0.2.1:10911 (remoting port)" and f.severity == ERROR
+    assert f.filter == 'broker == "10.0.2.1:10911" and protocol == grpc'
+    assert f.evidence.count >= 10
