@@ -86,3 +86,15 @@ def test_transaction_producer_answering_unknown(rocketmq_cluster, tmp_path):
     assert f.evidence.figures["max_checks"] == checks
     assert f.evidence.figures["unknow_answers"] == checks + 1  # the send's own UNKNOW, then every check's
     assert f.evidence.count == checks - 2  # the third check and every later one
+
+
+def test_consumers_joining_and_leaving(rocketmq_cluster, tmp_path):
+    """One consumer stays while another joins and leaves 8 times: the broker tells the group's
+    members again and again that its consumer ids changed."""
+    group = f"CG_doctor_churn{os.getpid()}"
+    _, out, found = _run_fault(rocketmq_cluster, tmp_path, "rebalance-churn", "TopicTest", group, "8")
+    assert "CHURNED 8" in out, out
+    f = found[("rebalance-storm", group)]
+    assert f.severity == "warning"
+    assert f.evidence.count >= 1 and f.evidence.last - f.evidence.first < 60
+    assert f'group == "{group}"' in f.filter

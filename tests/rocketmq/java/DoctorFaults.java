@@ -24,6 +24,7 @@ import org.apache.rocketmq.tools.admin.DefaultMQAdminExt;
  *   mixed-subscriptions NAMESRV TOPIC GROUP two push consumers of GROUP: one subscribes TagA, the other TagB
  *   transaction-unknown NAMESRV TOPIC MS    a transactional send whose producer answers UNKNOW to every
  *                                           check, for MS milliseconds
+ *   rebalance-churn NAMESRV TOPIC GROUP N   a consumer of GROUP stays while another joins and leaves N times
  * Prints one line per outcome (SEND_FAILED ..., CHECKS n) for the test to compare with.
  */
 public class DoctorFaults {
@@ -33,6 +34,7 @@ public class DoctorFaults {
             case "missing-topic": missingTopic(ns, a[2]); break;
             case "mixed-subscriptions": mixedSubscriptions(ns, a[2], a[3]); break;
             case "transaction-unknown": transactionUnknown(ns, a[2], Long.parseLong(a[3])); break;
+            case "rebalance-churn": rebalanceChurn(ns, a[2], a[3], Integer.parseInt(a[4])); break;
             default: throw new IllegalArgumentException(mode);
         }
         System.exit(0);
@@ -124,5 +126,19 @@ public class DoctorFaults {
         Thread.sleep(ms);
         p.shutdown();
         System.out.println("CHECKS " + checks.get());
+    }
+
+    static void rebalanceChurn(String ns, String topic, String group, int times) throws Exception {
+        DefaultMQPushConsumer stays = consumer(ns, group, topic, "*", "stays");
+        stays.start();
+        for (int i = 0; i < times; i++) {
+            DefaultMQPushConsumer c = consumer(ns, group, topic, "*", "churn" + i);
+            c.start();
+            Thread.sleep(1000);
+            c.shutdown();
+            Thread.sleep(500);
+        }
+        stays.shutdown();
+        System.out.println("CHURNED " + times);
     }
 }
