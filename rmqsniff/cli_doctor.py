@@ -75,7 +75,7 @@ def _table(findings: Sequence[Finding], exchanges: int, captures: Sequence[str])
     for f in findings:
         ev = f.evidence
         idx = ", ".join(str(i) for i in ev.exchanges[:SHOWN_EXCHANGES]) + (" …" if ev.count > SHOWN_EXCHANGES else "")
-        evidence = [f"{_when(ev.first)} – {_when(ev.last)} UTC" if ev.count else "",
+        evidence = [f"{_when(ev.first)} – {_when(ev.last)} UTC" if ev.last else "",
                     f"exchanges {idx}" if idx else "", *list(ev.connections)[:2],
                     f"read -Y '{f.filter}'" if f.filter else ""]
         t.add_row(Text(f.severity, style=_STYLE[f.severity]), f.id,

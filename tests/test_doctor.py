@@ -240,3 +240,26 @@ def test_http2_to_the_remoting_port(tmp_path, monkeypatch):
     assert f.subject == "10.0.2.1:10911 (remoting port)" and f.severity == ERROR
     assert f.filter == 'broker == "10.0.2.1:10911" and protocol == grpc'
     assert f.evidence.count >= 10
+
+
+def test_slow_outlier_and_slow_broker(tmp_path):
+    """Stand-in: 40 route lookups answered in 2 ms by one name server and one in 3 s; 30 sends
+    answered in 5 ms by one broker and 30 in 200 ms by another."""
+    from tests.support.remoting_scenario import write_scenario
+
+    scenario: dict = {}
+    for i in range(40):
+        scenario[f"r{i}"] = (N1, NAMESRV, _req(105, 100 + i, {"topic": "orders"}), _resp(0, 100 + i, body=b"{}"),
+                             3.0 if i == 20 else 0.002)
+    for i in range(30):
+        scenario[f"a{i}"] = (P1, BROKER, _send(200 + i, "orders", f"A{i}"), _ok(200 + i), 0.005)
+        scenario[f"b{i}"] = (P2, BROKER_B, _send(300 + i, "orders", f"B{i}"), _ok(300 + i), 0.2)
+    path = tmp_path / "slow.pcap"
+    write_scenario(path, scenario)
+    found = {(f.id, f.subject): f for f in Doctor().feed_all(analyze([str(path)]).exchanges).findings()}
+    out = found[("slow-outlier", "GET_ROUTEINFO_BY_TOPIC")]
+    assert out.evidence.count == 1 and out.evidence.figures["slowest_ms"] > 2900
+    assert out.filter == "code == GET_ROUTEINFO_BY_TOPIC and latency > 1000ms"
+    slow = found[("slow-broker", "SEND_MESSAGE_V2 at 10.0.0.11:10911")]
+    assert slow.evidence.count == 30 and slow.to_dict()["first_ts"] is None
+    assert ("slow-broker", "SEND_MESSAGE_V2 at 10.0.0.10:10911") not in found

@@ -66,6 +66,7 @@ class Finding:
     def to_dict(self) -> dict[str, Any]:
         ev = self.evidence
         return {"id": self.id, "severity": self.severity, "subject": self.subject, "summary": self.summary,
-                "count": ev.count, "first_ts": ev.first, "last_ts": ev.last, "exchanges": list(ev.exchanges),
+                "count": ev.count, "first_ts": ev.first if ev.last else None, "last_ts": ev.last or None,
+                "exchanges": list(ev.exchanges),
                 "connections": list(ev.connections), "filter": self.filter, "figures": dict(ev.figures),
                 "hint": self.hint}
