@@ -2,6 +2,7 @@
 
 * :mod:`.catalogue` - every finding: id, severity, rule, thresholds, hint (one place);
 * :mod:`.detectors` - the rules, fed each exchange's :class:`~rmqsniff.protocols.facts.DoctorFacts` once;
+* :mod:`.latency`   - the slow-outlier and slow-broker rules;
 * :mod:`.finding`   - a finding and its bounded evidence;
 * :mod:`.engine`    - :class:`Doctor`, the streaming pass, ranking.
 """

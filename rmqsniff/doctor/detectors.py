@@ -1,26 +1,20 @@
 """The rules of the catalogue, each fed every exchange's facts once (bounded state, named caps)."""
 from __future__ import annotations
 
-import heapq
 from collections import OrderedDict, deque
 from typing import Any
 
 from ..model import Exchange, endpoint_text
 from ..protocols import by_port
 from ..protocols import facts as F
-from ..stats.buckets import bucket_of, bucket_value
 from . import catalogue as C
-from .finding import Evidence, Finding
+from .finding import Evidence, Finding, q
+from .latency import Latencies, bounded_put
 
 OTHER_SUBJECT = "<other>"
 _SEND_CAUSES = {F.TOPIC_MISSING: "send-topic-missing", F.NO_PERMISSION: "send-no-permission",
                 F.MESSAGE_ILLEGAL: "send-message-illegal", F.FLUSH_TIMEOUT: "send-flush-timeout",
                 F.SERVICE_UNAVAILABLE: "send-service-unavailable"}
-
-
-def q(text: str) -> str:
-    """A string literal of the filter language."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Board:
@@ -44,45 +38,6 @@ class Board:
         return e
 
 
-def _bounded_put(d: dict[Any, Any], key: Any, value: Any, cap: int = C.MAX_TRACKED) -> None:
-    if key in d or len(d) < cap:
-        d[key] = value
-
-
-class Latency:
-    """Log-bucket histogram of one code (and server), with its slowest exchanges."""
-
-    __slots__ = ("buckets", "n", "slowest")
-
-    def __init__(self) -> None:
-        self.buckets: dict[int, int] = {}
-        self.n = 0
-        self.slowest: list[tuple[float, int, float, str, str]] = []  # heap of (ms, index, ts, conn, clause)
-
-    def add(self, ms: float, ex: Exchange | None, name: str) -> None:
-        """One answer; ``ex`` None: counted only (no evidence kept)."""
-        b = bucket_of(int(ms * 1000))
-        self.buckets[b] = self.buckets.get(b, 0) + 1
-        self.n += 1
-        if ex is not None:
-            slowest = self.slowest
-            if len(slowest) < C.MAX_EVIDENCE:
-                heapq.heappush(slowest, (ms, ex.index, ex.ts, ex.connection.label, name))
-            elif ms > slowest[0][0]:
-                heapq.heapreplace(slowest, (ms, ex.index, ex.ts, ex.connection.label, name))
-
-    def median_ms(self) -> float:
-        rank, seen = (self.n + 1) // 2, 0
-        for b in sorted(self.buckets):
-            seen += self.buckets[b]
-            if seen >= rank:
-                return bucket_value(b) / 1000.0
-        return 0.0
-
-    def above(self, ms: float) -> int:
-        return sum(n for b, n in self.buckets.items() if bucket_value(b) / 1000.0 > ms)
-
-
 class Rules:
     """Every rule's state; :meth:`feed` per exchange, :meth:`findings` at the end."""
 
@@ -102,10 +57,8 @@ class Rules:
         self.tx_groups: dict[str, str] = {}  # half message -> producer group
         self.unknown: dict[str, int] = {}  # UNKNOW answers to transaction checks, by producer group
         self.heartbeats: dict[str, float] = {}
-        self.latency: dict[str, Latency] = {}
-        self.code_keys: dict[tuple[Any, int], str] = {}
+        self.latencies = Latencies()
         self.conns: dict[int, tuple[Any, str, str]] = {}  # connection id -> _connection()
-        self.by_server: dict[tuple[str, str], Latency] = {}
 
     # -- per exchange -------------------------------------------------------------------
     def feed(self, ex: Exchange, f: F.DoctorFacts | None, proto: Any) -> None:
@@ -126,7 +79,7 @@ class Rules:
             return
         group = f.group
         if group is not None and group not in self.group_first:
-            _bounded_put(self.group_first, group, ts)
+            bounded_put(self.group_first, group, ts)
         if ex.status == "unanswered" and len(self.pending) < C.MAX_PENDING:
             self.pending.append((ts, ex, server, f"code == {_name(ex, proto)} and status == unanswered"))
         if f.cause is not None:
@@ -136,7 +89,7 @@ class Rules:
             self._kind(ex, f, kind, server, proto)
         lat = ex.latency_ms
         if lat is not None and not f.long_poll and ex.code is not None and not ex.server_initiated:
-            self._latency(ex, ex.code, lat, server, proto)
+            self.latencies.add(ex, ex.code, lat, server, proto, _name(ex, proto))
 
     def _connection(self, conn: Any, proto: Any) -> tuple[Any, str, str]:
         """(connection, server text, protocol-mismatch subject or ""), remembered per connection."""
@@ -150,23 +103,6 @@ class Rules:
         if len(self.reached) < C.MAX_TRACKED:
             self.reached.add(server)
         return known
-
-    def _latency(self, ex: Exchange, code: int, lat: float, server: str, proto: Any) -> None:
-        key = self.code_keys.get((proto, code))
-        if key is None:
-            key = proto.code_key(code)
-            _bounded_put(self.code_keys, (proto, code), key)
-        h = self.latency.get(key)
-        if h is None:
-            if len(self.latency) >= C.MAX_TRACKED:
-                return
-            h = self.latency[key] = Latency()
-        h.add(lat, ex, _name(ex, proto))
-        hs = self.by_server.get((key, server))
-        if hs is None and len(self.by_server) < C.MAX_TRACKED:
-            hs = self.by_server[(key, server)] = Latency()
-        if hs is not None:
-            hs.add(lat, None, "")
 
     def _failed(self, ex: Exchange, f: F.DoctorFacts, cause: str, server: str, clause: str) -> None:
         b = self.board
@@ -226,7 +162,7 @@ class Rules:
         half = f.half_message
         if kind is F.TX_CHECK and half:
             n = self.checks.get(half, 0) + 1
-            _bounded_put(self.checks, half, n)
+            bounded_put(self.checks, half, n)
             if n >= C.TX_CHECKS_MIN:
                 # the producer group is named by its END_TRANSACTION, not by the broker's check
                 e = self.board.get("transaction-check-storm", self.tx_groups.get(half) or f.group or "<none>")
@@ -235,9 +171,9 @@ class Rules:
         elif kind is F.TX_END:
             group = f.group or "<none>"
             if half:
-                _bounded_put(self.tx_groups, half, group)
+                bounded_put(self.tx_groups, half, group)
             if f.unknown_state:
-                _bounded_put(self.unknown, group, self.unknown.get(group, 0) + 1)
+                bounded_put(self.unknown, group, self.unknown.get(group, 0) + 1)
 
     def _sent(self, ex: Exchange, f: F.DoctorFacts, proto: Any) -> None:
         conn = ex.connection
@@ -279,7 +215,7 @@ class Rules:
             e = self.board.get("heartbeat-gap", cid)
             e.add(ex.index, ts, ex.connection.label, f"code == HEART_BEAT and client == {ex.connection.client[0]}")
             e.figures["longest_gap_s"] = max(e.figures.get("longest_gap_s", 0.0), round(ts - last, 1))
-        _bounded_put(self.heartbeats, cid, ts)
+        bounded_put(self.heartbeats, cid, ts)
         for group, subs in f.subscriptions:
             members = self.members.get(group)
             if members is None:
@@ -314,7 +250,7 @@ class Rules:
                     out.append(Finding("address-never-reached", addr, f"{addr} handed out by {e.count} route "
                                        f"answer(s); no exchange with it in the {self.now - e.first:.1f} s after", e))
         out += self._groups()
-        out += self._slow()
+        out += self.latencies.findings()
         return out
 
     def _groups(self) -> list[Finding]:
@@ -335,45 +271,6 @@ class Rules:
                                    + "; ".join(sorted(_subs_text(v) if isinstance(v, tuple) else v
                                                       for v in variants)), e))
         return out
-
-    def _slow(self) -> list[Finding]:
-        out = []
-        for key, h in self.latency.items():
-            if h.n < C.OUTLIER_MIN_SAMPLES:
-                continue
-            med = h.median_ms()
-            limit = max(C.OUTLIER_FACTOR * med, C.OUTLIER_MIN_MS)
-            slow = sorted((s for s in h.slowest if s[0] > limit), key=lambda s: s[1])
-            if not slow:
-                continue
-            e = Evidence()
-            for _ms, index, ts, label, name in slow:
-                e.add(index, ts, label, f"code == {name} and latency > {limit:.0f}ms")
-            e.count = max(h.above(limit), len(slow))
-            e.figures = {"median_ms": round(med, 3), "slowest_ms": round(max(s[0] for s in slow), 3),
-                         "limit_ms": round(limit, 3)}
-            out.append(Finding("slow-outlier", key, f"{e.count} {key} answer(s) slower than {limit:.0f} ms "
-                               f"(median {med:.1f} ms, slowest {e.figures['slowest_ms']:.0f} ms)", e))
-        per_code: dict[str, list[tuple[str, Latency]]] = {}
-        for (key, server), h in self.by_server.items():
-            if h.n >= C.SLOW_BROKER_MIN_SAMPLES:
-                per_code.setdefault(key, []).append((server, h))
-        for key, servers in per_code.items():
-            if len(servers) < 2:
-                continue
-            medians = {s: h.median_ms() for s, h in servers}
-            for server, h in servers:
-                others = sorted(m for s, m in medians.items() if s != server)
-                peer = others[len(others) // 2]
-                med = medians[server]
-                if med > C.SLOW_BROKER_MIN_MS and med > C.SLOW_BROKER_FACTOR * peer:
-                    e = Evidence(count=h.n)
-                    e.clauses[f"code == {key.rpartition(':')[2]} and broker == {q(server)}"] = None
-                    e.figures = {"median_ms": round(med, 3), "peers_median_ms": round(peer, 3)}
-                    out.append(Finding("slow-broker", f"{key} at {server}", f"{server} answers {key} in "
-                                       f"{med:.1f} ms (median of {h.n}), its peers in {peer:.1f} ms", e))
-        return out
-
 
 def _subs_text(subs: tuple[F.Subscription, ...]) -> str:
     return ", ".join(f"{t}:{x}" for t, x in subs) or "(none)"

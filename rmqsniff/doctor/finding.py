@@ -9,6 +9,11 @@ from .catalogue import BY_ID, MAX_CONNECTIONS, MAX_EVIDENCE, SEVERITY_RANK
 MAX_CLAUSES = 8  # filter clauses kept per finding (more: the expression selects a superset)
 
 
+def q(text: str) -> str:
+    """A string literal of the filter language."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 @dataclass(slots=True)
 class Evidence:
     """Exchanges that show one problem: how many, when, which (capped), on which connections."""
