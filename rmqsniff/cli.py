@@ -613,6 +613,7 @@ def _export_otlp(captures: Sequence[str], flt: Callable[[Exchange], bool] | None
 
 def _register() -> None:
     """Commands that live in their own modules (each a thin shell over its library)."""
+    from .cli_doctor import doctor
     from .cli_lag import lag
     from .cli_live import live
     from .cli_proxy import proxy
@@ -620,6 +621,7 @@ def _register() -> None:
     from .cli_trace import trace
     from .cli_tui import tui
 
+    main.add_command(doctor)
     main.add_command(lag)
     main.add_command(live)
     main.add_command(proxy)

@@ -16,6 +16,7 @@ from typing import Protocol as TypingProtocol
 if TYPE_CHECKING:
     from ..model import Exchange, JourneyEvent, Message, MessageRow, OffsetFact
     from ..tree import Node
+    from .facts import DoctorFacts
 
 Getter = Callable[["Exchange"], Any]
 Side = dict[str, Any] | None
@@ -174,6 +175,10 @@ class Protocol:
         """One side of an exchange as a ``follow`` entry (see :func:`rmqsniff.views.frame_to_dict`)."""
         side = self.sides(ex, redact)[1 if m is ex.response else 0] or {}
         return follow_entry(ex, m, side.get("name", str(m.command.code)), None, None, None, None, [], side)
+
+    def doctor_facts(self, ex: Exchange) -> DoctorFacts | None:
+        """What ``rmqsniff doctor`` needs of an exchange (None: nothing it can judge)."""
+        return None
 
     def pending_kind(self, code: int) -> str | None:
         """Which proxy ``*_pending`` gauge a request of ``code`` waiting for its upstream counts in."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...model import Connection, Message
 from ..base import Getter, Protocol
+from . import doctor as _doctor
 from . import fields as _fields
 from . import journey as _journey
 from . import lag as _lag
@@ -59,6 +60,7 @@ class Grpc(Protocol):
     offset_facts = staticmethod(_lag.offset_facts)
     offset_codes = None  # by method name, not code
     journey_events = staticmethod(_journey.journey_events)
+    doctor_facts = staticmethod(_doctor.doctor_facts)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         # raw and Huffman forms; a value found in neither (split across HTTP/2 frames) may still be there

@@ -13,6 +13,7 @@ from dissectors.remoting.headers import is_secret
 
 from ...model import Connection, Message
 from ..base import Getter, Protocol
+from . import doctor as _doctor
 from . import fields as _fields
 from . import journey as _journey
 from . import lag as _lag
@@ -46,6 +47,7 @@ class Remoting(Protocol):
     offset_facts = staticmethod(_lag.offset_facts)
     offset_codes = _lag.OFFSET_CODES
     journey_events = staticmethod(_journey.journey_events)
+    doctor_facts = staticmethod(_doctor.doctor_facts)
 
     def secrets(self, m: Message) -> tuple[list[bytes], bool]:
         return [w for forms in self.wire_secrets(m) for w, _ in forms], False
