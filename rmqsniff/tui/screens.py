@@ -281,6 +281,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         t = Text()
+        t.append("every key and command — ↑ ↓ pgup pgdn scroll, esc closes\n\n", style="dim")
         t.append("Keys\n", style="bold underline")
         for key, what in KEYS:
             t.append(f"  {key:<30}", style="bold cyan")
