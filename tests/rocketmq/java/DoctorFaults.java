@@ -1,5 +1,4 @@
 import java.nio.charset.StandardCharsets;
-import java.util.Properties;
 import java.util.concurrent.atomic.AtomicInteger;
 import org.apache.rocketmq.client.consumer.DefaultMQPushConsumer;
 import org.apache.rocketmq.client.consumer.listener.ConsumeConcurrentlyStatus;
@@ -11,16 +10,14 @@ import org.apache.rocketmq.client.producer.TransactionListener;
 import org.apache.rocketmq.client.producer.TransactionMQProducer;
 import org.apache.rocketmq.common.message.Message;
 import org.apache.rocketmq.common.message.MessageExt;
-import org.apache.rocketmq.remoting.protocol.body.ClusterInfo;
-import org.apache.rocketmq.remoting.protocol.route.BrokerData;
-import org.apache.rocketmq.tools.admin.DefaultMQAdminExt;
 
 /**
  * Faults made by real clients for rmqsniff doctor's tests (tests/test_doctor_rocketmq.py).
  *
  * Usage: DoctorFaults MODE NAMESRV ARGS...
- *   missing-topic NAMESRV TOPIC             brokers' autoCreateTopicEnable off, one send to TOPIC
- *                                           (fails: TOPIC_NOT_EXIST), autoCreateTopicEnable back on
+ *   missing-topic NAMESRV TOPIC             one send to TOPIC that the broker will not create
+ *                                           (TOPIC_NOT_EXIST; see missingTopic), then one to a new
+ *                                           topic that is auto-created as usual
  *   mixed-subscriptions NAMESRV TOPIC GROUP two push consumers of GROUP: one subscribes TagA, the other TagB
  *   transaction-unknown NAMESRV TOPIC MS    a transactional send whose producer answers UNKNOW to every
  *                                           check, for MS milliseconds
@@ -44,40 +41,34 @@ public class DoctorFaults {
         return "doctor-" + name + "-" + ProcessHandle.current().pid();
     }
 
-    static void brokerConfig(String ns, String key, String value) throws Exception {
-        DefaultMQAdminExt admin = new DefaultMQAdminExt(5000);
-        admin.setNamesrvAddr(ns);
-        admin.setInstanceName(instance("admin-" + System.nanoTime()));
-        admin.start();
-        try {
-            ClusterInfo ci = admin.examineBrokerClusterInfo();
-            Properties p = new Properties();
-            p.setProperty(key, value);
-            for (BrokerData bd : ci.getBrokerAddrTable().values()) {
-                String addr = bd.getBrokerAddrs().get(0L);
-                if (addr != null) admin.updateBrokerConfig(addr, p);
-            }
-        } finally {
-            admin.shutdown();
-        }
-    }
-
+    /** One send to a topic nobody created, answered TOPIC_NOT_EXIST as a broker with
+     *  autoCreateTopicEnable=false answers it.  The flag itself is not switched: a send for a missing
+     *  topic while it is off makes the broker drop the inherit permission of TBW102 (the topic new
+     *  ones are created from) for the rest of its life, so no later auto-created topic works on the
+     *  cluster the other tests share.  Instead the producer's create-topic key is TopicTest, which
+     *  exists without the inherit permission: the broker refuses to create the topic from it. */
     static void missingTopic(String ns, String topic) throws Exception {
-        brokerConfig(ns, "autoCreateTopicEnable", "false");
+        DefaultMQProducer p = new DefaultMQProducer("PG_doctor_missing");
+        p.setNamesrvAddr(ns);
+        p.setInstanceName(instance("missing"));
+        p.setCreateTopicKey("TopicTest");
+        p.start();
         try {
-            DefaultMQProducer p = new DefaultMQProducer("PG_doctor_missing");
-            p.setNamesrvAddr(ns);
-            p.setInstanceName(instance("missing"));
-            p.start();
-            try {
-                SendResult r = p.send(new Message(topic, "TagA", "to nowhere".getBytes(StandardCharsets.UTF_8)));
-                System.out.println("SENT " + r.getSendStatus());
-            } catch (Exception e) {
-                System.out.println("SEND_FAILED " + e.getClass().getSimpleName());
-            }
-            p.shutdown();
+            SendResult r = p.send(new Message(topic, "TagA", "to nowhere".getBytes(StandardCharsets.UTF_8)));
+            System.out.println("SENT " + r.getSendStatus());
+        } catch (Exception e) {
+            System.out.println("SEND_FAILED " + e.getClass().getSimpleName());
+        }
+        p.shutdown();
+        DefaultMQProducer again = new DefaultMQProducer("PG_doctor_missing_again");
+        again.setNamesrvAddr(ns);
+        again.setInstanceName(instance("again"));
+        again.start();
+        try {  // topics are still auto-created (other tests share the cluster)
+            SendResult r = again.send(new Message(topic + "Again", "TagA", "created".getBytes(StandardCharsets.UTF_8)));
+            System.out.println("AUTO_CREATE_AGAIN " + r.getSendStatus());
         } finally {
-            brokerConfig(ns, "autoCreateTopicEnable", "true");
+            again.shutdown();
         }
     }
 
