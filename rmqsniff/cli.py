@@ -19,9 +19,12 @@ from .cliutil import (
     excludes,
     fail,
     needs,
+    only_ports_option,
     parse_ports,
+    port_option,
     quiet_broken_pipe,
     time_option,
+    tls_keylog_option,
     usage_error,
 )
 from .filter import describe_fields
@@ -180,15 +183,11 @@ def main(ctx: click.Context, debug: bool, max_frame: str) -> None:
     ctx.obj = {"debug": debug, "max_frame": limit}
 
 
-_port_opt = click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
-                         help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081); "
-                              "P=grpc or P=remoting forces the protocol.")
-_only_opt = click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
+_port_opt = port_option
+_only_opt = only_ports_option
 _filter_opt = click.option("-Y", "--filter", "expr", metavar="EXPR", help=FILTER_HELP)
 _redact_opt = click.option("--no-redact", is_flag=True, help="Show AccessKey/Signature/SecurityToken values.")
-_tls_opt = click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-                        help="Decrypt TLS with this NSS key log (SSLKEYLOGFILE format; also read from the "
-                             "SSLKEYLOGFILE variable and pcapng Decryption Secrets Blocks).")
+_tls_opt = tls_keylog_option
 
 
 def _tls_keys(paths: Sequence[str]) -> Any:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import click
 import orjson
 
+from .cliutil import only_ports_option, port_option, tls_keylog_option
 from .doctor import Doctor, Finding
 
 _STYLE = {"error": "bold red", "warning": "yellow", "note": "cyan"}
@@ -18,11 +19,9 @@ SHOWN_EXCHANGES = 8  # exchange indexes shown per finding in the table (JSON has
 @click.argument("captures", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-Y", "--filter", "expr", metavar="EXPR", help="Judge only the exchanges this display filter selects.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
-              help="Decode these TCP ports as RocketMQ servers too; P=grpc or P=remoting forces the protocol.")
-@click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
-@click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Decrypt TLS with this NSS key log.")
+@port_option
+@only_ports_option
+@tls_keylog_option
 @click.pass_context
 def doctor(ctx: click.Context, captures: tuple[str, ...], expr: str | None, fmt: str, ports: tuple[str, ...],
            only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:

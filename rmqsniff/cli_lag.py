@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .cliutil import display_filter, parse_ports
+from .cliutil import display_filter, only_ports_option, parse_ports, port_option
 
 COLUMNS = ("group", "topic", "broker", "queue", "broker_offset", "consumer_offset", "lag", "inflight",
            "inflight_oldest_s", "ts")
@@ -50,9 +50,8 @@ def print_table(rows: Sequence[dict[str, Any]], interval: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "json"]), default="table", show_default=True)
 @click.option("--sort", "sort", type=click.Choice(SORTS), default="lag", show_default=True,
               help="Table order (jsonl/json: group, topic, broker, queue).")
-@click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
-              help="Decode these TCP ports as RocketMQ servers too; P=grpc or P=remoting forces the protocol.")
-@click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
+@port_option
+@only_ports_option
 @click.pass_context
 def lag(ctx: click.Context, captures: tuple[str, ...], expr: str | None, interval: str | None, fmt: str, sort: str,
         ports: tuple[str, ...], only_ports: bool) -> None:

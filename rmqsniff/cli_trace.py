@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .cliutil import parse_ports
+from .cliutil import only_ports_option, parse_ports, port_option, tls_keylog_option
 
 _ports = parse_ports
 
@@ -24,11 +24,9 @@ def split_id(args: tuple[str, ...]) -> tuple[list[str], str | None]:
 @click.argument("args", nargs=-1, required=True, metavar="CAPTURE… [ID]")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "json"]), default="table", show_default=True)
 @click.option("-Y", "--filter", "expr", metavar="EXPR", help="Only exchanges this display filter selects.")
-@click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
-              help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081).")
-@click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
-@click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False), metavar="FILE",
-              help="Decrypt TLS with this NSS key log (SSLKEYLOGFILE is read too).")
+@port_option
+@only_ports_option
+@tls_keylog_option
 @click.pass_context
 def trace(ctx: click.Context, args: tuple[str, ...], fmt: str, expr: str | None, ports: tuple[str, ...],
           only_ports: bool, tls_keylogs: tuple[str, ...]) -> None:

@@ -223,3 +223,14 @@ class TimeText:
             elif t.date() != self.first_day:
                 self.dated = True
         return t.strftime("%Y-%m-%d %H:%M:%S.%f" if self.dated else "%H:%M:%S.%f")
+
+
+# options shared by every command that decodes captures
+port_option = click.option("--port", "ports", multiple=True, metavar="P[=PROTO][,…]",
+                           help="Decode these TCP ports as RocketMQ servers (besides 9876/10911/10909/8080/8081); "
+                                "P=grpc or P=remoting forces the protocol.")
+only_ports_option = click.option("--only-ports", is_flag=True, help="With --port: decode only those ports.")
+tls_keylog_option = click.option("--tls-keylog", "tls_keylogs", multiple=True, type=click.Path(dir_okay=False),
+                                 metavar="FILE",
+                                 help="Decrypt TLS with this NSS key log (SSLKEYLOGFILE format; also read from the "
+                                      "SSLKEYLOGFILE variable and pcapng Decryption Secrets Blocks).")
